@@ -1,0 +1,31 @@
+//! Names the target combinations the code branches on, once, so the sources
+//! say `cfg(fdpass_cmsg_cloexec)` rather than repeating lists of `target_os`.
+
+use std::env;
+
+fn main() {
+    let os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    let apple = matches!(
+        os.as_str(),
+        "macos" | "ios" | "tvos" | "watchos" | "visionos"
+    );
+    let solarish = matches!(os.as_str(), "illumos" | "solaris");
+    let linux_kernel = matches!(os.as_str(), "linux" | "android");
+
+    declare("fdpass_apple", apple);
+    declare("fdpass_linux_kernel", linux_kernel);
+    // `recvmsg` can mark received fds close-on-exec atomically.
+    declare("fdpass_cmsg_cloexec", !apple && !solarish);
+    // `send` suppresses SIGPIPE per call with `MSG_NOSIGNAL`; elsewhere
+    // (Apple) the socket option `SO_NOSIGPIPE` is the mechanism.
+    declare("fdpass_msg_nosignal", !apple);
+
+    println!("cargo:rerun-if-changed=build.rs");
+}
+
+fn declare(name: &str, on: bool) {
+    println!("cargo:rustc-check-cfg=cfg({name})");
+    if on {
+        println!("cargo:rustc-cfg={name}");
+    }
+}

@@ -1,0 +1,64 @@
+//! Pass file descriptors from one process to another over a unix socket.
+//!
+//! io-fdpass keeps the two calls of Perl's [IO::FDPass] — [`send`] an fd,
+//! [`recv`] an fd — and its wire format (one data byte `0` with an
+//! `SCM_RIGHTS` control message), so it talks to IO::FDPass and to Python's
+//! `socket.send_fds`/`recv_fds` in both directions. Beyond them:
+//!
+//! - [`send_with_fds`] / [`recv_with_fds`]: data and up to [`MAX_FDS`] fds
+//!   in one message, received into caller storage with no allocation, and
+//!   any truncation reported in [`Received`].
+//! - Received fds are close-on-exec; sends never raise `SIGPIPE`; `EINTR` is
+//!   retried; non-blocking sockets give [`WouldBlock`] and lose nothing.
+//! - The receive path never leaks an fd, whatever the peer sends: surplus
+//!   fds, fds with a wrong data byte, fds cut short by a full fd table are
+//!   all closed, and the error says so.
+//!
+//! What it does not do: pass fds between machines, or over anything but a
+//! unix socket on Unix.
+//!
+//! # Example
+//!
+//! ```
+//! # fn main() -> std::io::Result<()> {
+//! use std::os::unix::net::UnixStream;
+//!
+//! // In real use the two ends live in two processes.
+//! let (parent, child) = UnixStream::pair()?;
+//! let file = std::fs::File::open("Cargo.toml")?;
+//! io_fdpass::send(&parent, &file)?;
+//! let same_file = io_fdpass::recv(&child)?;
+//! # drop(same_file);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # A stream carries bytes, not messages
+//!
+//! On a `SOCK_STREAM` socket, fds are attached to the first byte of the send
+//! that carried them. A receive that reads that byte gets them; a receive
+//! never returns the fds of two sends together. Keep both sides reading the
+//! same byte counts (IO::FDPass reads exactly one byte per fd) or use
+//! `SOCK_SEQPACKET`, which keeps message boundaries.
+//!
+//! # Platforms
+//!
+//! | OS | status |
+//! |----|--------|
+//! | Linux | tested, including against Perl's IO::FDPass and Python |
+//! | macOS, FreeBSD, NetBSD, OpenBSD, DragonFly, illumos, Android | written for, not yet compile-checked in CI |
+//!
+//! [IO::FDPass]: https://metacpan.org/pod/IO::FDPass
+//! [`WouldBlock`]: std::io::ErrorKind::WouldBlock
+
+#![deny(missing_docs, unsafe_op_in_unsafe_fn)]
+#![warn(rust_2018_idioms, clippy::undocumented_unsafe_blocks)]
+
+mod received;
+mod sys;
+#[cfg(unix)]
+mod unix;
+
+pub use received::Received;
+#[cfg(unix)]
+pub use unix::{recv, recv_with_fds, send, send_with_fds, FdPassExt, MAX_FDS};
