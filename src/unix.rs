@@ -198,11 +198,7 @@ pub fn recv(socket: impl AsFd) -> io::Result<OwnedFd> {
 /// # Ok(())
 /// # }
 /// ```
-pub fn send_with_fds(
-    socket: impl AsFd,
-    data: &[u8],
-    fds: &[BorrowedFd<'_>],
-) -> io::Result<usize> {
+pub fn send_with_fds(socket: impl AsFd, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
     sys::send_with_fds(socket.as_fd(), data, fds)
 }
 

@@ -72,7 +72,9 @@ pub(crate) fn send_with_fds(
     let mut space = [MaybeUninit::<u8>::uninit(); SEND_SPACE];
     let mut control = SendAncillaryBuffer::new(&mut space);
     if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
-        return Err(io::Error::other("no room for the fds in the control buffer"));
+        return Err(io::Error::other(
+            "no room for the fds in the control buffer",
+        ));
     }
     no_sigpipe(socket)?;
     let iov = [IoSlice::new(data)];
