@@ -462,7 +462,7 @@ fn a_signal_during_a_blocking_receive_is_retried() {
         // cannot before the fd is sent below.
         assert_eq!(unsafe { libc::pthread_kill(thread, libc::SIGUSR1) }, 0);
     }
-    send(&a, &file_with("after signals")).unwrap();
+    send(&a, file_with("after signals")).unwrap();
     assert_eq!(receiver.join().unwrap().unwrap(), "after signals");
 }
 
