@@ -1,0 +1,203 @@
+//! The wire format against peers written elsewhere: Perl's IO::FDPass (Debian
+//! `libio-fdpass-perl`) and Python's `socket.send_fds`/`recv_fds`, in both
+//! directions.
+
+mod util;
+
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use io_fdpass::{recv, recv_with_fds, send, send_with_fds};
+use util::{accept, file_with, listener, read_all, NoLeak};
+
+fn perl() -> Command {
+    let mut cmd = util::require("perl", &["-MIO::FDPass", "-e1"], "libio-fdpass-perl");
+    cmd.arg("-MIO::FDPass").arg("-MIO::Socket::UNIX");
+    cmd
+}
+
+fn python() -> Command {
+    util::require(
+        "python3",
+        &["-c", "import socket; socket.send_fds, socket.recv_fds"],
+        "python3 (3.9 or later)",
+    )
+}
+
+/// Starts `cmd` with `args`, its stdout captured.
+fn spawn(mut cmd: Command, args: &[&str]) -> Child {
+    cmd.args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the peer")
+}
+
+/// Waits for the peer and returns its stdout, failing with its stderr.
+fn finish(child: Child) -> String {
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "peer failed ({:?}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A file on disk with `text` in it, removed when dropped.
+struct NamedFile(std::path::PathBuf);
+
+impl NamedFile {
+    fn new(text: &str) -> Self {
+        let path = util::temp_path("named");
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        NamedFile(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for NamedFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+const PERL_SEND: &str = r#"
+    my ($path, $file, $count) = @ARGV;
+    my $s = IO::Socket::UNIX->new(Peer => $path) or die "connect: $!";
+    open my $fh, '<', $file or die "open: $!";
+    for (1 .. $count) {
+        IO::FDPass::send(fileno $s, fileno $fh) or die "send: $!";
+    }
+"#;
+
+const PERL_RECV: &str = r#"
+    my ($path, $count) = @ARGV;
+    my $s = IO::Socket::UNIX->new(Peer => $path) or die "connect: $!";
+    for (1 .. $count) {
+        my $fd = IO::FDPass::recv(fileno $s);
+        $fd >= 0 or die "recv: $!";
+        open my $fh, '<&=', $fd or die "fdopen: $!";
+        sysseek $fh, 0, 0;
+        sysread $fh, my $text, 100;
+        print "$text\n";
+        close $fh;
+    }
+"#;
+
+#[test]
+fn perl_sends_and_we_receive() {
+    let check = NoLeak::start();
+    let file = NamedFile::new("from perl");
+    let (listener, sock) = listener();
+    let child = spawn(
+        perl(),
+        &["-e", PERL_SEND, path_str(&sock), file.path(), "100"],
+    );
+    let stream = accept(&listener, 20).unwrap();
+    for _ in 0..100 {
+        assert_eq!(read_all(recv(&stream).unwrap()), "from perl");
+    }
+    finish(child);
+    drop((stream, listener));
+    std::fs::remove_file(&sock).unwrap();
+    check.assert_unchanged();
+}
+
+#[test]
+fn we_send_and_perl_receives() {
+    let check = NoLeak::start();
+    let (listener, sock) = listener();
+    let child = spawn(perl(), &["-e", PERL_RECV, path_str(&sock), "100"]);
+    let stream = accept(&listener, 20).unwrap();
+    let file = file_with("from rust");
+    for _ in 0..100 {
+        send(&stream, &file).unwrap();
+    }
+    assert_eq!(finish(child), "from rust\n".repeat(100));
+    drop((stream, listener, file));
+    std::fs::remove_file(&sock).unwrap();
+    check.assert_unchanged();
+}
+
+const PYTHON_SEND: &str = r#"
+import os, socket, sys
+path, file = sys.argv[1], sys.argv[2]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(path)
+fd = os.open(file, os.O_RDONLY)
+for _ in range(100):
+    socket.send_fds(s, [b"\0"], [fd])
+# A batch: data and several fds in one message.
+socket.send_fds(s, [b"batch of three"], [fd, fd, fd])
+"#;
+
+const PYTHON_RECV: &str = r#"
+import os, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+for _ in range(100):
+    msg, fds, flags, addr = socket.recv_fds(s, 1, 1)
+    assert msg == b"\0" and len(fds) == 1 and flags == 0, (msg, fds, flags)
+    print(os.pread(fds[0], 100, 0).decode())
+    os.close(fds[0])
+msg, fds, flags, addr = socket.recv_fds(s, 64, 253)
+assert flags == 0, flags
+print(msg.decode(), len(fds), *(os.pread(fd, 100, 0).decode() for fd in fds))
+"#;
+
+#[test]
+fn python_sends_and_we_receive() {
+    let check = NoLeak::start();
+    let file = NamedFile::new("from python");
+    let (listener, sock) = listener();
+    let child = spawn(python(), &["-c", PYTHON_SEND, path_str(&sock), file.path()]);
+    let stream = accept(&listener, 20).unwrap();
+    for _ in 0..100 {
+        assert_eq!(read_all(recv(&stream).unwrap()), "from python");
+    }
+    let mut data = [0; 64];
+    let mut fds = Vec::with_capacity(8);
+    let got = recv_with_fds(&stream, &mut data, &mut fds).unwrap();
+    assert!(got.is_complete());
+    assert_eq!(&data[..got.bytes], b"batch of three");
+    assert_eq!(fds.len(), 3);
+    for fd in fds {
+        assert_eq!(read_all(fd), "from python");
+    }
+    finish(child);
+    drop((stream, listener));
+    std::fs::remove_file(&sock).unwrap();
+    check.assert_unchanged();
+}
+
+#[test]
+fn we_send_and_python_receives() {
+    let check = NoLeak::start();
+    let (listener, sock) = listener();
+    let child = spawn(python(), &["-c", PYTHON_RECV, path_str(&sock)]);
+    let stream = accept(&listener, 20).unwrap();
+    let file = file_with("from rust");
+    for _ in 0..100 {
+        send(&stream, &file).unwrap();
+    }
+    send_with_fds(&stream, b"batch", &[file.as_fd(), file.as_fd()]).unwrap();
+    let expected = "from rust\n".repeat(100) + "batch 2 from rust from rust\n";
+    assert_eq!(finish(child), expected);
+    drop((stream, listener, file));
+    std::fs::remove_file(&sock).unwrap();
+    check.assert_unchanged();
+}
