@@ -62,3 +62,8 @@ mod unix;
 pub use received::Received;
 #[cfg(unix)]
 pub use unix::{recv, recv_with_fds, send, send_with_fds, FdPassExt, MAX_FDS};
+
+/// The README's example runs as a doctest, so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
