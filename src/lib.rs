@@ -14,6 +14,11 @@
 //!   fds, fds with a wrong data byte, fds cut short by a full fd table are
 //!   all closed, and the error says so.
 //!
+//! # Features
+//!
+//! - `tokio` (off by default): [`tokio`](crate::tokio), the same calls as
+//!   cancel-safe futures on tokio's unix sockets.
+//!
 //! What it does not do: pass fds between machines, or over anything but a
 //! unix socket on Unix.
 //!
@@ -56,6 +61,8 @@
 
 mod received;
 mod sys;
+#[cfg(all(unix, feature = "tokio"))]
+pub mod tokio;
 #[cfg(unix)]
 mod unix;
 

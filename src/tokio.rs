@@ -1,0 +1,179 @@
+//! The same calls for tokio's unix sockets, without blocking the runtime.
+//!
+//! Each function waits for readiness through tokio's
+//! [`async_io`](::tokio::net::UnixStream::async_io) and then makes the very
+//! system call of the blocking API, once per readiness: on `WouldBlock`
+//! tokio clears the readiness and the task sleeps until the socket is ready
+//! again, so nothing spins and nothing blocks.
+//!
+//! The functions take a [`tokio::net::UnixStream`](::tokio::net::UnixStream)
+//! or a [`tokio::net::UnixDatagram`](::tokio::net::UnixDatagram) (see
+//! [`AsyncUnixSocket`]); their futures are `Send` whenever their arguments
+//! are, so they can run inside `tokio::spawn`.
+//!
+//! # Cancel safety
+//!
+//! Every function here is cancel safe. The system call that moves a message
+//! is made inside a single poll and the future completes in that same poll,
+//! so a future dropped at any point — never polled, pending, or woken but
+//! not polled again — has sent or received nothing: the next [`recv`] gets
+//! the message it would have got, with all its fds. A [`send`] that
+//! returned `Ok` has sent; one dropped before that has sent nothing.
+//!
+//! # Examples
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::io::Result<()> {
+//! use tokio::net::UnixStream;
+//!
+//! let (a, b) = UnixStream::pair()?;
+//! let file = std::fs::File::open("Cargo.toml")?;
+//! io_fdpass::tokio::send(&a, &file).await?;
+//! let same_file = io_fdpass::tokio::recv(&b).await?;
+//! # drop(same_file);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use ::tokio::io::Interest;
+use ::tokio::net::{UnixDatagram, UnixStream};
+
+use crate::Received;
+
+/// A tokio unix socket these functions work on: [`UnixStream`] or
+/// [`UnixDatagram`].
+///
+/// This trait is sealed: it exists so that one function serves both types.
+pub trait AsyncUnixSocket: AsFd + Sync + sealed::Sealed {
+    /// Waits until the socket is ready for `interest`, then runs `f` until
+    /// it returns something other than `WouldBlock` (tokio's `async_io`).
+    #[doc(hidden)]
+    fn ready_io<R: Send>(
+        &self,
+        interest: Interest,
+        f: impl FnMut() -> io::Result<R> + Send,
+    ) -> impl Future<Output = io::Result<R>> + Send;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::UnixStream {}
+    impl Sealed for super::UnixDatagram {}
+}
+
+impl AsyncUnixSocket for UnixStream {
+    fn ready_io<R: Send>(
+        &self,
+        interest: Interest,
+        f: impl FnMut() -> io::Result<R> + Send,
+    ) -> impl Future<Output = io::Result<R>> + Send {
+        self.async_io(interest, f)
+    }
+}
+
+impl AsyncUnixSocket for UnixDatagram {
+    fn ready_io<R: Send>(
+        &self,
+        interest: Interest,
+        f: impl FnMut() -> io::Result<R> + Send,
+    ) -> impl Future<Output = io::Result<R>> + Send {
+        self.async_io(interest, f)
+    }
+}
+
+/// Sends one fd, waiting until the socket is writable: [`crate::send`].
+///
+/// # Errors
+///
+/// As [`crate::send`], except that `WouldBlock` is waited out.
+///
+/// # Examples
+///
+/// See the [module documentation](self).
+pub async fn send(socket: &impl AsyncUnixSocket, fd: impl AsFd) -> io::Result<()> {
+    let fd = fd.as_fd();
+    socket
+        .ready_io(Interest::WRITABLE, || crate::send(socket, fd))
+        .await
+}
+
+/// Receives one fd, waiting until one arrives: [`crate::recv`].
+///
+/// # Errors
+///
+/// As [`crate::recv`], except that `WouldBlock` is waited out. A rejected
+/// message's fds are closed before the error is returned.
+///
+/// # Examples
+///
+/// See the [module documentation](self).
+pub async fn recv(socket: &impl AsyncUnixSocket) -> io::Result<OwnedFd> {
+    socket
+        .ready_io(Interest::READABLE, || crate::recv(socket))
+        .await
+}
+
+/// Sends data with fds attached, waiting until the socket is writable:
+/// [`crate::send_with_fds`].
+///
+/// # Errors
+///
+/// As [`crate::send_with_fds`], except that `WouldBlock` is waited out.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// use std::os::fd::AsFd;
+/// use tokio::net::UnixDatagram;
+///
+/// let (a, b) = UnixDatagram::pair()?;
+/// let stdin = std::io::stdin();
+/// io_fdpass::tokio::send_with_fds(&a, b"hi", &[stdin.as_fd(), stdin.as_fd()]).await?;
+///
+/// let mut data = [0; 8];
+/// let mut fds = Vec::with_capacity(4);
+/// let got = io_fdpass::tokio::recv_with_fds(&b, &mut data, &mut fds).await?;
+/// assert_eq!((&data[..got.bytes], fds.len()), (&b"hi"[..], 2));
+/// # Ok(())
+/// # }
+/// ```
+pub async fn send_with_fds(
+    socket: &impl AsyncUnixSocket,
+    data: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<usize> {
+    socket
+        .ready_io(Interest::WRITABLE, || {
+            crate::send_with_fds(socket, data, fds)
+        })
+        .await
+}
+
+/// Receives data and fds, waiting until a message arrives:
+/// [`crate::recv_with_fds`].
+///
+/// # Errors
+///
+/// As [`crate::recv_with_fds`], except that `WouldBlock` is waited out.
+///
+/// # Examples
+///
+/// See [`send_with_fds`].
+pub async fn recv_with_fds(
+    socket: &impl AsyncUnixSocket,
+    data: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<Received> {
+    socket
+        .ready_io(Interest::READABLE, || {
+            crate::recv_with_fds(socket, &mut *data, &mut *fds)
+        })
+        .await
+}

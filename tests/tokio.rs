@@ -1,0 +1,259 @@
+//! The tokio API on both runtimes: many connections at once, mixing with the
+//! blocking API, a peer that leaves, and cancellation at every point.
+#![cfg(feature = "tokio")]
+
+mod util;
+
+use std::future::Future;
+use std::io::ErrorKind;
+use std::os::fd::{AsFd, OwnedFd};
+use std::pin::pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use io_fdpass::tokio::{recv, recv_with_fds, send, send_with_fds};
+use tokio::net::{UnixDatagram, UnixStream};
+use tokio::runtime::{Builder, Runtime};
+use util::{file_with, read_all, NoLeak};
+
+/// Each runtime in turn, made only when its turn comes, so that the fds of
+/// one are not counted in the test of the other.
+fn runtimes() -> impl Iterator<Item = (&'static str, Runtime)> {
+    ["current-thread", "multi-thread"].into_iter().map(|name| {
+        let mut builder = match name {
+            "current-thread" => Builder::new_current_thread(),
+            _ => {
+                let mut b = Builder::new_multi_thread();
+                b.worker_threads(2);
+                b
+            }
+        };
+        (name, builder.enable_all().build().unwrap())
+    })
+}
+
+fn assert_send<T: Send>(t: T) -> T {
+    t
+}
+
+#[test]
+fn hundred_connections_each_pass_a_thousand_fds() {
+    const CONNECTIONS: usize = 100;
+    const FDS: usize = 1_000;
+    let check = NoLeak::start();
+    for (name, rt) in runtimes() {
+        rt.block_on(async {
+            let file = std::sync::Arc::new(file_with(name));
+            let mut tasks = Vec::new();
+            for c in 0..CONNECTIONS {
+                let (a, b) = UnixStream::pair().unwrap();
+                let file = file.clone();
+                tasks.push(tokio::spawn(assert_send(async move {
+                    for i in 0..FDS {
+                        if (c + i) % 2 == 0 {
+                            send(&a, &*file).await.unwrap();
+                        } else {
+                            send_with_fds(&a, &[0], &[file.as_fd()]).await.unwrap();
+                        }
+                    }
+                })));
+                tasks.push(tokio::spawn(assert_send(async move {
+                    let mut fds = Vec::with_capacity(1);
+                    for i in 0..FDS {
+                        if i % 3 == 0 {
+                            let got = recv_with_fds(&b, &mut [0], &mut fds).await.unwrap();
+                            assert_eq!(got.fds, 1);
+                            fds.clear();
+                        } else {
+                            drop(recv(&b).await.unwrap());
+                        }
+                    }
+                })));
+            }
+            for task in tasks {
+                task.await.unwrap();
+            }
+        });
+        drop(rt);
+        check.assert_unchanged();
+    }
+}
+
+#[test]
+fn async_and_blocking_ends_talk_both_ways() {
+    let check = NoLeak::start();
+    for (name, rt) in runtimes() {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let blocking = std::thread::spawn(move || {
+            // Receive with the blocking API, then send back.
+            let fd = io_fdpass::recv(&b).unwrap();
+            io_fdpass::send(&b, &fd).unwrap();
+        });
+        rt.block_on(async {
+            a.set_nonblocking(true).unwrap();
+            let a = UnixStream::from_std(a).unwrap();
+            send(&a, file_with(name)).await.unwrap();
+            assert_eq!(read_all(recv(&a).await.unwrap()), name);
+        });
+        blocking.join().unwrap();
+        drop(rt);
+        check.assert_unchanged();
+    }
+}
+
+#[test]
+fn a_peer_that_closes_midway_is_unexpected_eof() {
+    let check = NoLeak::start();
+    for (name, rt) in runtimes() {
+        rt.block_on(async {
+            let (a, b) = UnixStream::pair().unwrap();
+            let sender = tokio::spawn(async move {
+                for _ in 0..10 {
+                    send(&a, file_with(name)).await.unwrap();
+                }
+                // `a` is dropped here, midway through what the receiver wants.
+            });
+            let mut got = 0;
+            let err = loop {
+                match recv(&b).await {
+                    Ok(fd) => {
+                        assert_eq!(read_all(fd), name);
+                        got += 1;
+                    }
+                    Err(e) => break e,
+                }
+            };
+            assert_eq!(err.kind(), ErrorKind::UnexpectedEof, "{name}: {err}");
+            assert_eq!(got, 10);
+            sender.await.unwrap();
+
+            let (a, b) = UnixStream::pair().unwrap();
+            drop(b);
+            let err = send(&a, &a).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::BrokenPipe);
+        });
+        drop(rt);
+        check.assert_unchanged();
+    }
+}
+
+#[test]
+fn datagram_sockets_work_the_same() {
+    let check = NoLeak::start();
+    for (name, rt) in runtimes() {
+        rt.block_on(async {
+            let (a, b) = UnixDatagram::pair().unwrap();
+            let file = file_with(name);
+            send(&a, &file).await.unwrap();
+            assert_eq!(read_all(recv(&b).await.unwrap()), name);
+            send_with_fds(&a, b"0123456789", &[file.as_fd(); 3])
+                .await
+                .unwrap();
+            let mut data = [0; 4];
+            let mut fds = Vec::with_capacity(2);
+            let got = recv_with_fds(&b, &mut data, &mut fds).await.unwrap();
+            assert!(got.data_truncated);
+            assert_eq!((got.fds, got.fds_discarded), (2, 1));
+        });
+        drop(rt);
+        check.assert_unchanged();
+    }
+}
+
+#[test]
+fn a_recv_cancelled_by_a_timeout_never_loses_an_fd() {
+    const FDS: usize = 200;
+    let check = NoLeak::start();
+    for (name, rt) in runtimes() {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let trickle = std::thread::spawn(move || {
+            for i in 0..FDS {
+                io_fdpass::send(&a, file_with(&i.to_string())).unwrap();
+                // Mostly quick, sometimes slower than tokio's 1 ms timer.
+                std::thread::sleep(Duration::from_micros(if i % 5 == 0 { 3_000 } else { 50 }));
+            }
+        });
+        let timeouts = rt.block_on(async {
+            b.set_nonblocking(true).unwrap();
+            let b = UnixStream::from_std(b).unwrap();
+            let (mut next, mut timeouts) = (0, 0);
+            while next < FDS {
+                match tokio::time::timeout(Duration::from_micros(200), recv(&b)).await {
+                    Ok(fd) => {
+                        assert_eq!(read_all(fd.unwrap()), next.to_string(), "{name}");
+                        next += 1;
+                    }
+                    Err(_elapsed) => timeouts += 1,
+                }
+            }
+            timeouts
+        });
+        trickle.join().unwrap();
+        assert!(timeouts > 0, "{name}: no receive was ever cancelled");
+        drop(rt);
+        check.assert_unchanged();
+    }
+}
+
+/// Polls `fut` once, returning whether it completed.
+async fn poll_once<F: Future>(fut: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+    let mut fut = fut;
+    std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await
+}
+
+#[test]
+fn a_recv_dropped_unpolled_pending_or_woken_loses_nothing() {
+    let check = NoLeak::start();
+    for (name, rt) in runtimes() {
+        rt.block_on(async {
+            let (a, b) = UnixStream::pair().unwrap();
+
+            // Never polled.
+            drop(recv(&b));
+            // Polled while nothing was there, then dropped.
+            {
+                let mut pending = pin!(recv(&b));
+                assert!(poll_once(pending.as_mut()).await.is_pending());
+            }
+            // Polled, woken by an arrival, dropped without being polled again.
+            let mut fds = Vec::with_capacity(2);
+            let mut data = [0; 4];
+            {
+                let mut woken = pin!(recv_with_fds(&b, &mut data, &mut fds));
+                assert!(poll_once(woken.as_mut()).await.is_pending());
+                send_with_fds(&a, b"\0", &[file_with(name).as_fd()])
+                    .await
+                    .unwrap();
+                b.readable().await.unwrap();
+            }
+            assert!(fds.is_empty());
+            assert_eq!(read_all(recv(&b).await.unwrap()), name);
+        });
+        drop(rt);
+        check.assert_unchanged();
+    }
+}
+
+#[test]
+fn futures_are_send() {
+    fn is_send<T: Send>(_: &T) {}
+    let check = NoLeak::start();
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let rt = Builder::new_current_thread().enable_all().build().unwrap();
+    let guard = rt.enter();
+    a.set_nonblocking(true).unwrap();
+    b.set_nonblocking(true).unwrap();
+    let (a, b) = (
+        UnixStream::from_std(a).unwrap(),
+        UnixStream::from_std(b).unwrap(),
+    );
+    let fd: OwnedFd = file_with("x").into();
+    let mut fds = Vec::new();
+    is_send(&send(&a, &fd));
+    is_send(&recv(&b));
+    is_send(&send_with_fds(&a, b"x", &[fd.as_fd()]));
+    is_send(&recv_with_fds(&b, &mut [0], &mut fds));
+    drop((a, b, fd, guard));
+    drop(rt);
+    check.assert_unchanged();
+}
