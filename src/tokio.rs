@@ -66,25 +66,22 @@ mod sealed {
     impl Sealed for super::UnixDatagram {}
 }
 
-impl AsyncUnixSocket for UnixStream {
-    fn ready_io<R: Send>(
-        &self,
-        interest: Interest,
-        f: impl FnMut() -> io::Result<R> + Send,
-    ) -> impl Future<Output = io::Result<R>> + Send {
-        self.async_io(interest, f)
-    }
+/// Both socket types have the same `async_io`; one body serves them.
+macro_rules! impl_async_unix_socket {
+    ($($socket:ty),*) => {$(
+        impl AsyncUnixSocket for $socket {
+            fn ready_io<R: Send>(
+                &self,
+                interest: Interest,
+                f: impl FnMut() -> io::Result<R> + Send,
+            ) -> impl Future<Output = io::Result<R>> + Send {
+                self.async_io(interest, f)
+            }
+        }
+    )*};
 }
 
-impl AsyncUnixSocket for UnixDatagram {
-    fn ready_io<R: Send>(
-        &self,
-        interest: Interest,
-        f: impl FnMut() -> io::Result<R> + Send,
-    ) -> impl Future<Output = io::Result<R>> + Send {
-        self.async_io(interest, f)
-    }
-}
+impl_async_unix_socket!(UnixStream, UnixDatagram);
 
 /// Sends one fd, waiting until the socket is writable: [`crate::send`].
 ///
