@@ -6,7 +6,12 @@
 //! the raw loop and of the library alternate, and each figure is the median
 //! of its rounds, so that drift in the machine's speed hits both alike.
 //!
-//! Run with `cargo bench --bench throughput` (`-- --quick` for a short run).
+//! With the `tokio` feature, the async calls run too, on a multi-thread
+//! runtime with a sender task and a receiver task, each compared with the
+//! blocking call it wraps.
+//!
+//! Run with `cargo bench --all-features --bench throughput` (`-- --quick`
+//! for a short run).
 
 use std::hint::black_box;
 use std::io;
@@ -17,26 +22,60 @@ use std::ptr;
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// One way of moving `fds_per_msg` fds per message from `tx` to `rx`.
-#[derive(Clone, Copy)]
+/// One way of moving `fds_per_msg` fds per message from a sender to a
+/// receiver.
+#[derive(Clone, Copy, PartialEq)]
 enum Way {
+    Blocking(Api),
+    #[cfg(feature = "tokio")]
+    Async(Api),
+}
+
+/// The calls that move the fds.
+#[derive(Clone, Copy, PartialEq)]
+enum Api {
     Raw,
     Seed,
     Batch,
 }
 
 impl Way {
+    const RAW: Way = Way::Blocking(Api::Raw);
+
     fn name(self) -> &'static str {
         match self {
-            Way::Raw => "raw libc sendmsg/recvmsg",
-            Way::Seed => "io_fdpass::send/recv",
-            Way::Batch => "io_fdpass::send_with_fds/recv_with_fds",
+            Way::Blocking(Api::Raw) => "raw libc sendmsg/recvmsg",
+            Way::Blocking(Api::Seed) => "io_fdpass::send/recv",
+            Way::Blocking(Api::Batch) => "io_fdpass::send_with_fds/recv_with_fds",
+            #[cfg(feature = "tokio")]
+            Way::Async(Api::Seed) => "io_fdpass::tokio::send/recv",
+            #[cfg(feature = "tokio")]
+            Way::Async(_) => "io_fdpass::tokio::send_with_fds/recv_with_fds",
+        }
+    }
+
+    /// What this way is measured against: the raw loop, or for an async
+    /// call the blocking call it wraps.
+    fn baseline(self) -> Way {
+        match self {
+            Way::Blocking(_) => Way::RAW,
+            #[cfg(feature = "tokio")]
+            Way::Async(api) => Way::Blocking(api),
         }
     }
 }
 
 /// Moves `messages` messages of `fds_per_msg` fds and returns fds/s.
 fn run(way: Way, fds_per_msg: usize, messages: usize) -> f64 {
+    match way {
+        Way::Blocking(api) => run_blocking(api, fds_per_msg, messages),
+        #[cfg(feature = "tokio")]
+        Way::Async(api) => run_async(api, fds_per_msg, messages),
+    }
+}
+
+/// Sender and receiver threads, blocking calls.
+fn run_blocking(api: Api, fds_per_msg: usize, messages: usize) -> f64 {
     let (tx, rx) = UnixStream::pair().unwrap();
     let payload = std::fs::File::open("/dev/null").unwrap();
     let start = Instant::now();
@@ -44,10 +83,10 @@ fn run(way: Way, fds_per_msg: usize, messages: usize) -> f64 {
         s.spawn(|| {
             let fds = vec![payload.as_fd(); fds_per_msg];
             for _ in 0..messages {
-                match way {
-                    Way::Raw => raw_send(tx.as_raw_fd(), &fds),
-                    Way::Seed => io_fdpass::send(&tx, &payload).unwrap(),
-                    Way::Batch => {
+                match api {
+                    Api::Raw => raw_send(tx.as_raw_fd(), &fds),
+                    Api::Seed => io_fdpass::send(&tx, &payload).unwrap(),
+                    Api::Batch => {
                         io_fdpass::send_with_fds(&tx, &[0], &fds).unwrap();
                     }
                 }
@@ -55,10 +94,10 @@ fn run(way: Way, fds_per_msg: usize, messages: usize) -> f64 {
         });
         let mut fds = Vec::with_capacity(fds_per_msg);
         for _ in 0..messages {
-            match way {
-                Way::Raw => raw_recv(rx.as_raw_fd(), fds_per_msg),
-                Way::Seed => drop(black_box(io_fdpass::recv(&rx).unwrap())),
-                Way::Batch => {
+            match api {
+                Api::Raw => raw_recv(rx.as_raw_fd(), fds_per_msg),
+                Api::Seed => drop(black_box(io_fdpass::recv(&rx).unwrap())),
+                Api::Batch => {
                     let got = io_fdpass::recv_with_fds(&rx, &mut [0], &mut fds).unwrap();
                     assert_eq!(got.fds, fds_per_msg);
                     fds.clear();
@@ -67,6 +106,49 @@ fn run(way: Way, fds_per_msg: usize, messages: usize) -> f64 {
         }
     });
     (messages * fds_per_msg) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The async counterpart of [`run`]: sender and receiver tasks on a
+/// two-worker multi-thread runtime.
+#[cfg(feature = "tokio")]
+fn run_async(api: Api, fds_per_msg: usize, messages: usize) -> f64 {
+    let batch = api == Api::Batch;
+    use io_fdpass::tokio::{recv, recv_with_fds, send, send_with_fds};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (tx, rx) = tokio::net::UnixStream::pair().unwrap();
+        let payload = std::fs::File::open("/dev/null").unwrap();
+        let start = Instant::now();
+        let sender = tokio::spawn(async move {
+            let fds = vec![payload.as_fd(); fds_per_msg];
+            for _ in 0..messages {
+                if batch {
+                    send_with_fds(&tx, &[0], &fds).await.unwrap();
+                } else {
+                    send(&tx, &payload).await.unwrap();
+                }
+            }
+        });
+        let receiver = tokio::spawn(async move {
+            let mut fds = Vec::with_capacity(fds_per_msg);
+            for _ in 0..messages {
+                if batch {
+                    let got = recv_with_fds(&rx, &mut [0], &mut fds).await.unwrap();
+                    assert_eq!(got.fds, fds_per_msg);
+                    fds.clear();
+                } else {
+                    drop(black_box(recv(&rx).await.unwrap()));
+                }
+            }
+        });
+        sender.await.unwrap();
+        receiver.await.unwrap();
+        (messages * fds_per_msg) as f64 / start.elapsed().as_secs_f64()
+    })
 }
 
 /// The most fds the raw loop handles in one message.
@@ -150,11 +232,12 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
-/// Runs `ways` in alternating rounds and prints each against the first.
+/// Runs `ways` in alternating rounds and prints each against its baseline,
+/// which must come earlier in `ways`.
 fn compare(fds_per_msg: usize, ways: &[Way], rounds: usize, budget: Duration) {
     // Size the message count so one round takes about `budget`.
     let probe = 2_000;
-    let rate = run(Way::Raw, fds_per_msg, probe) / fds_per_msg as f64;
+    let rate = run(Way::RAW, fds_per_msg, probe) / fds_per_msg as f64;
     let messages = ((rate * budget.as_secs_f64()) as usize).max(probe);
 
     let mut results = vec![Vec::new(); ways.len()];
@@ -166,11 +249,17 @@ fn compare(fds_per_msg: usize, ways: &[Way], rounds: usize, budget: Duration) {
     let medians: Vec<f64> = results.into_iter().map(median).collect();
     println!("\n{fds_per_msg} fd(s) per message, {messages} messages a round, median of {rounds} rounds:");
     for (way, fds_s) in ways.iter().zip(&medians) {
+        let base = ways.iter().position(|&w| w == way.baseline()).unwrap();
+        let base_name = if way.baseline() == Way::RAW {
+            "raw"
+        } else {
+            "blocking"
+        };
         println!(
-            "  {:<42} {:>12.0} fds/s   {:.3}x raw",
+            "  {:<48} {:>10.0} fds/s   {:.3}x {base_name}",
             way.name(),
             fds_s,
-            fds_s / medians[0]
+            fds_s / medians[base]
         );
     }
 }
@@ -184,6 +273,17 @@ fn main() {
         (9, Duration::from_millis(400))
     };
     println!("io-fdpass throughput: sender and receiver threads over a socketpair");
-    compare(1, &[Way::Raw, Way::Seed, Way::Batch], rounds, budget);
-    compare(RAW_MAX, &[Way::Raw, Way::Batch], rounds, budget);
+    let one = [
+        Way::RAW,
+        Way::Blocking(Api::Seed),
+        Way::Blocking(Api::Batch),
+    ];
+    let many = [Way::RAW, Way::Blocking(Api::Batch)];
+    #[cfg(feature = "tokio")]
+    let (one, many) = (
+        [&one[..], &[Way::Async(Api::Seed), Way::Async(Api::Batch)]].concat(),
+        [&many[..], &[Way::Async(Api::Batch)]].concat(),
+    );
+    compare(1, &one, rounds, budget);
+    compare(RAW_MAX, &many, rounds, budget);
 }
