@@ -14,13 +14,15 @@
 //!   fds, fds with a wrong data byte, fds cut short by a full fd table are
 //!   all closed, and the error says so.
 //!
+//! What it does not do: pass fds between machines, or over anything but a
+//! unix socket on Unix. It does not collect fds that arrive in control
+//! messages other than `SCM_RIGHTS`: don't enable Linux's `SO_PASSPIDFD` on
+//! a socket you receive from with it, or each message's pidfd stays open.
+//!
 //! # Features
 //!
 //! - `tokio` (off by default): [`tokio`](crate::tokio), the same calls as
 //!   cancel-safe futures on tokio's unix sockets.
-//!
-//! What it does not do: pass fds between machines, or over anything but a
-//! unix socket on Unix.
 //!
 //! # Example
 //!
