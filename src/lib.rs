@@ -21,7 +21,7 @@
 //!
 //! # Features
 //!
-//! - `tokio` (off by default): [`tokio`](crate::tokio), the same calls as
+//! - `tokio` (off by default): the module `io_fdpass::tokio`, the same calls as
 //!   cancel-safe futures on tokio's unix sockets.
 //!
 //! # Example

@@ -6,8 +6,8 @@
 //! tokio clears the readiness and the task sleeps until the socket is ready
 //! again, so nothing spins and nothing blocks.
 //!
-//! The functions take a [`tokio::net::UnixStream`](::tokio::net::UnixStream)
-//! or a [`tokio::net::UnixDatagram`](::tokio::net::UnixDatagram) (see
+//! The functions take a [`tokio::net::UnixStream`]
+//! or a [`tokio::net::UnixDatagram`] (see
 //! [`AsyncUnixSocket`]); their futures are `Send` whenever their arguments
 //! are, so they can run inside `tokio::spawn`.
 //!
