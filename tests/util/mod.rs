@@ -37,9 +37,10 @@ impl NoLeak {
         assert_eq!(
             fd_count(),
             self.before + extra,
-            "open fds: {} at the start, expected {} more now",
+            "open fds: {} at the start, expected {} more now; open now: {:?}",
             self.before,
-            extra
+            extra,
+            open_fds()
         );
     }
 
@@ -54,6 +55,24 @@ pub fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd")
         .expect("/proc/self/fd")
         .count()
+}
+
+/// What each open fd of this process refers to, for failure messages.
+pub fn open_fds() -> Vec<String> {
+    let mut fds: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .flatten()
+        .map(|entry| {
+            let target = std::fs::read_link(entry.path()).unwrap_or_default();
+            format!(
+                "{}: {}",
+                entry.file_name().to_string_lossy(),
+                target.display()
+            )
+        })
+        .collect();
+    fds.sort();
+    fds
 }
 
 /// A connected pair of unix sockets of type `ty`, close-on-exec.
