@@ -115,45 +115,77 @@ pub fn recv(socket: impl AsFd) -> io::Result<OwnedFd> {
     let socket = socket.as_fd();
     let mut byte = [0xff_u8];
     let mut first = None;
-    let got = sys::recv_with_fds(socket, &mut byte, |fd| match first {
+    let got = sys::recv_with_fds(socket, &mut byte, |fd| keep_first(&mut first, fd))?;
+    match judge(&got, byte[0], first) {
+        Verdict::Fd(fd) => Ok(fd),
+        Verdict::End => Err(end_error(socket)?),
+        Verdict::Bad(e) => Err(e),
+    }
+}
+
+/// Keeps the first fd of a message in `first` and gives back the others.
+pub(crate) fn keep_first(first: &mut Option<OwnedFd>, fd: OwnedFd) -> Option<OwnedFd> {
+    match first {
         None => {
-            first = Some(fd);
+            *first = Some(fd);
             None
         }
         Some(_) => Some(fd),
-    })?;
-    let arrived = got.fds + got.fds_discarded;
-
-    if got.bytes == 0 && arrived == 0 && !got.control_truncated {
-        return Err(if sys::is_datagram(socket)? {
-            invalid_data("received an empty datagram instead of an fd")
-        } else {
-            io::Error::new(
-                ErrorKind::UnexpectedEof,
-                "the peer closed the connection before sending an fd",
-            )
-        });
     }
+}
+
+/// What one received message is, by IO::FDPass's format.
+pub(crate) enum Verdict {
+    /// A good message: its first fd.
+    Fd(OwnedFd),
+    /// Nothing at all: the end of a stream, or an empty datagram.
+    End,
+    /// A message that breaks the format; its fds are closed by now.
+    Bad(io::Error),
+}
+
+/// Judges a message of which `byte` is the data byte (if `got.bytes` is 1)
+/// and `first` the first fd; any other fd has been closed already.
+pub(crate) fn judge(got: &Received, byte: u8, first: Option<OwnedFd>) -> Verdict {
+    let arrived = got.fds + got.fds_discarded;
     if got.control_truncated {
-        return Err(truncated(arrived));
+        return Verdict::Bad(truncated(arrived));
     }
     if got.bytes == 0 {
-        return Err(invalid_data(
-            "the message carried fds but no data byte; all were closed",
-        ));
+        return match first {
+            None => Verdict::End,
+            Some(_) => Verdict::Bad(invalid_data(
+                "the message carried fds but no data byte; all were closed",
+            )),
+        };
     }
     if got.data_truncated {
-        return Err(invalid_data(
+        return Verdict::Bad(invalid_data(
             "the datagram was longer than the one byte IO::FDPass sends; its fds were closed",
         ));
     }
-    if byte[0] != 0 {
-        return Err(invalid_data(format!(
-            "the data byte was {:#04x}, not the 0 IO::FDPass sends; {arrived} fd(s) that came with it were closed",
-            byte[0]
+    if byte != 0 {
+        return Verdict::Bad(invalid_data(format!(
+            "the data byte was {byte:#04x}, not the 0 IO::FDPass sends; {arrived} fd(s) that \
+             came with it were closed"
         )));
     }
-    first.ok_or_else(|| invalid_data("the message carried no fd"))
+    match first {
+        Some(fd) => Verdict::Fd(fd),
+        None => Verdict::Bad(invalid_data("the message carried no fd")),
+    }
+}
+
+/// The error for [`Verdict::End`]: a closed peer, or an empty datagram.
+pub(crate) fn end_error(socket: BorrowedFd<'_>) -> io::Result<io::Error> {
+    Ok(if sys::is_datagram(socket)? {
+        invalid_data("received an empty datagram instead of an fd")
+    } else {
+        io::Error::new(
+            ErrorKind::UnexpectedEof,
+            "the peer closed the connection before sending an fd",
+        )
+    })
 }
 
 /// Sends `data` with up to [`MAX_FDS`] fds attached, in one `sendmsg(2)`,
