@@ -19,6 +19,11 @@ fn main() {
     // `send` suppresses SIGPIPE per call with `MSG_NOSIGNAL`; elsewhere
     // (Apple) the socket option `SO_NOSIGPIPE` is the mechanism.
     declare("fdpass_msg_nosignal", !apple);
+    // `recvmmsg` receives a burst of messages in one call.
+    declare(
+        "fdpass_recvmmsg",
+        linux_kernel || matches!(os.as_str(), "freebsd" | "netbsd" | "openbsd"),
+    );
 
     println!("cargo:rerun-if-changed=build.rs");
 }

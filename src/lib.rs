@@ -8,6 +8,8 @@
 //! - [`send_with_fds`] / [`recv_with_fds`]: data and up to [`MAX_FDS`] fds
 //!   in one message, received into caller storage with no allocation, and
 //!   any truncation reported in [`Received`].
+//! - [`send_many`] / [`recv_many`]: many IO::FDPass messages in one system
+//!   call (`sendmmsg`/`recvmmsg` where the OS has them).
 //! - Received fds are close-on-exec; sends never raise `SIGPIPE`; `EINTR` is
 //!   retried; non-blocking sockets give [`WouldBlock`] and lose nothing.
 //! - The receive path never leaks an fd, whatever the peer sends: surplus
@@ -61,6 +63,8 @@
 #![deny(missing_docs, unsafe_op_in_unsafe_fn)]
 #![warn(rust_2018_idioms, clippy::undocumented_unsafe_blocks)]
 
+#[cfg(unix)]
+mod many;
 mod received;
 mod sys;
 #[cfg(all(unix, feature = "tokio"))]
@@ -68,6 +72,8 @@ pub mod tokio;
 #[cfg(unix)]
 mod unix;
 
+#[cfg(unix)]
+pub use many::{recv_many, send_many, ReceivedMany, BURST};
 pub use received::Received;
 #[cfg(unix)]
 pub use unix::{recv, recv_with_fds, send, send_with_fds, FdPassExt, MAX_FDS};
