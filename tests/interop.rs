@@ -6,10 +6,10 @@ mod util;
 
 use std::io::Write;
 use std::os::fd::AsFd;
-use std::path::Path;
+use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
 
-use io_fdpass::{recv, recv_with_fds, send, send_with_fds};
+use io_fdpass::{recv, recv_many, recv_with_fds, send, send_many, send_with_fds, BURST};
 use util::{accept, file_with, listener, read_all, NoLeak};
 
 fn perl() -> Command {
@@ -71,8 +71,29 @@ impl Drop for NamedFile {
     }
 }
 
-fn path_str(path: &Path) -> &str {
-    path.to_str().unwrap()
+/// Runs `cmd` with `args` as a peer that connects to a fresh listening
+/// socket, whose path replaces each `SOCK` in `args`; calls `talk` with the
+/// accepted connection, closes it and returns the peer's stdout once the
+/// peer has exited.
+fn with_peer(cmd: Command, args: &[&str], talk: impl FnOnce(&UnixStream)) -> String {
+    let (listener, sock) = listener();
+    let args: Vec<&str> = args
+        .iter()
+        .map(|&arg| {
+            if arg == "SOCK" {
+                sock.to_str().unwrap()
+            } else {
+                arg
+            }
+        })
+        .collect();
+    let child = spawn(cmd, &args);
+    let stream = accept(&listener, 20).unwrap();
+    talk(&stream);
+    drop((stream, listener));
+    let out = finish(child);
+    std::fs::remove_file(&sock).unwrap();
+    out
 }
 
 const PERL_SEND: &str = r#"
@@ -102,34 +123,29 @@ const PERL_RECV: &str = r#"
 fn perl_sends_and_we_receive() {
     let check = NoLeak::start();
     let file = NamedFile::new("from perl");
-    let (listener, sock) = listener();
-    let child = spawn(
+    with_peer(
         perl(),
-        &["-e", PERL_SEND, path_str(&sock), file.path(), "100"],
+        &["-e", PERL_SEND, "SOCK", file.path(), "100"],
+        |stream| {
+            for _ in 0..100 {
+                assert_eq!(read_all(recv(stream).unwrap()), "from perl");
+            }
+        },
     );
-    let stream = accept(&listener, 20).unwrap();
-    for _ in 0..100 {
-        assert_eq!(read_all(recv(&stream).unwrap()), "from perl");
-    }
-    finish(child);
-    drop((stream, listener));
-    std::fs::remove_file(&sock).unwrap();
     check.assert_unchanged();
 }
 
 #[test]
 fn we_send_and_perl_receives() {
     let check = NoLeak::start();
-    let (listener, sock) = listener();
-    let child = spawn(perl(), &["-e", PERL_RECV, path_str(&sock), "100"]);
-    let stream = accept(&listener, 20).unwrap();
     let file = file_with("from rust");
-    for _ in 0..100 {
-        send(&stream, &file).unwrap();
-    }
-    assert_eq!(finish(child), "from rust\n".repeat(100));
-    drop((stream, listener, file));
-    std::fs::remove_file(&sock).unwrap();
+    let out = with_peer(perl(), &["-e", PERL_RECV, "SOCK", "100"], |stream| {
+        for _ in 0..100 {
+            send(stream, &file).unwrap();
+        }
+    });
+    assert_eq!(out, "from rust\n".repeat(100));
+    drop(file);
     check.assert_unchanged();
 }
 
@@ -163,41 +179,131 @@ print(msg.decode(), len(fds), *(os.pread(fd, 100, 0).decode() for fd in fds))
 fn python_sends_and_we_receive() {
     let check = NoLeak::start();
     let file = NamedFile::new("from python");
-    let (listener, sock) = listener();
-    let child = spawn(python(), &["-c", PYTHON_SEND, path_str(&sock), file.path()]);
-    let stream = accept(&listener, 20).unwrap();
-    for _ in 0..100 {
-        assert_eq!(read_all(recv(&stream).unwrap()), "from python");
-    }
-    let mut data = [0; 64];
-    let mut fds = Vec::with_capacity(8);
-    let got = recv_with_fds(&stream, &mut data, &mut fds).unwrap();
-    assert!(got.is_complete());
-    assert_eq!(&data[..got.bytes], b"batch of three");
-    assert_eq!(fds.len(), 3);
-    for fd in fds {
-        assert_eq!(read_all(fd), "from python");
-    }
-    finish(child);
-    drop((stream, listener));
-    std::fs::remove_file(&sock).unwrap();
+    with_peer(
+        python(),
+        &["-c", PYTHON_SEND, "SOCK", file.path()],
+        |stream| {
+            for _ in 0..100 {
+                assert_eq!(read_all(recv(stream).unwrap()), "from python");
+            }
+            let mut data = [0; 64];
+            let mut fds = Vec::with_capacity(8);
+            let got = recv_with_fds(stream, &mut data, &mut fds).unwrap();
+            assert!(got.is_complete());
+            assert_eq!(&data[..got.bytes], b"batch of three");
+            assert_eq!(fds.len(), 3);
+            for fd in fds {
+                assert_eq!(read_all(fd), "from python");
+            }
+        },
+    );
     check.assert_unchanged();
 }
 
 #[test]
 fn we_send_and_python_receives() {
     let check = NoLeak::start();
-    let (listener, sock) = listener();
-    let child = spawn(python(), &["-c", PYTHON_RECV, path_str(&sock)]);
-    let stream = accept(&listener, 20).unwrap();
     let file = file_with("from rust");
-    for _ in 0..100 {
-        send(&stream, &file).unwrap();
+    let out = with_peer(python(), &["-c", PYTHON_RECV, "SOCK"], |stream| {
+        for _ in 0..100 {
+            send(stream, &file).unwrap();
+        }
+        send_with_fds(stream, b"batch", &[file.as_fd(), file.as_fd()]).unwrap();
+    });
+    assert_eq!(
+        out,
+        "from rust\n".repeat(100) + "batch 2 from rust from rust\n"
+    );
+    drop(file);
+    check.assert_unchanged();
+}
+
+/// Receives `n` fds with `recv_many`, checking each reads `text`.
+fn receive_bursts(stream: &UnixStream, n: usize, text: &str) {
+    let mut fds = Vec::with_capacity(BURST);
+    let mut got = 0;
+    while got < n {
+        let burst = recv_many(stream, &mut fds).unwrap();
+        assert_eq!(burst.rejected, 0, "{:?}", burst.first_rejection);
+        for fd in fds.drain(..) {
+            assert_eq!(read_all(fd), text);
+            got += 1;
+        }
     }
-    send_with_fds(&stream, b"batch", &[file.as_fd(), file.as_fd()]).unwrap();
-    let expected = "from rust\n".repeat(100) + "batch 2 from rust from rust\n";
-    assert_eq!(finish(child), expected);
-    drop((stream, listener, file));
-    std::fs::remove_file(&sock).unwrap();
+    assert_eq!(got, n);
+}
+
+/// Sends `fd` `n` times with `send_many`.
+fn send_bursts(stream: &UnixStream, fd: impl AsFd, n: usize) {
+    let fds = vec![fd.as_fd(); n];
+    let mut sent = 0;
+    while sent < n {
+        sent += send_many(stream, &fds[sent..]).unwrap();
+    }
+}
+
+#[test]
+fn perl_sends_a_thousand_and_we_receive_in_bursts() {
+    let check = NoLeak::start();
+    let file = NamedFile::new("from perl");
+    let args = ["-e", PERL_SEND, "SOCK", file.path(), "1000"];
+    with_peer(perl(), &args, |stream| {
+        receive_bursts(stream, 1000, "from perl")
+    });
+    check.assert_unchanged();
+}
+
+#[test]
+fn we_send_a_thousand_in_bursts_and_perl_receives() {
+    let check = NoLeak::start();
+    let file = file_with("burst");
+    let args = ["-e", PERL_RECV, "SOCK", "1000"];
+    let out = with_peer(perl(), &args, |stream| send_bursts(stream, &file, 1000));
+    assert_eq!(out, "burst\n".repeat(1000));
+    drop(file);
+    check.assert_unchanged();
+}
+
+const PYTHON_SEND_MANY: &str = r#"
+import os, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+fd = os.open(sys.argv[2], os.O_RDONLY)
+for _ in range(int(sys.argv[3])):
+    socket.send_fds(s, [b"\0"], [fd])
+"#;
+
+const PYTHON_RECV_MANY: &str = r#"
+import os, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+texts = set()
+for _ in range(int(sys.argv[2])):
+    msg, fds, flags, addr = socket.recv_fds(s, 1, 4)
+    assert msg == b"\0" and len(fds) == 1 and flags == 0, (msg, fds, flags)
+    texts.add(os.pread(fds[0], 100, 0).decode())
+    os.close(fds[0])
+print(*texts)
+"#;
+
+#[test]
+fn python_sends_a_thousand_and_we_receive_in_bursts() {
+    let check = NoLeak::start();
+    let file = NamedFile::new("from python");
+    let args = ["-c", PYTHON_SEND_MANY, "SOCK", file.path(), "1000"];
+    with_peer(python(), &args, |stream| {
+        receive_bursts(stream, 1000, "from python")
+    });
+    check.assert_unchanged();
+}
+
+#[test]
+fn we_send_a_thousand_in_bursts_and_python_receives() {
+    let check = NoLeak::start();
+    let file = file_with("burst");
+    let args = ["-c", PYTHON_RECV_MANY, "SOCK", "1000"];
+    let out = with_peer(python(), &args, |stream| send_bursts(stream, &file, 1000));
+    assert_eq!(out, "burst\n");
+    drop(file);
     check.assert_unchanged();
 }
