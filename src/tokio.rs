@@ -43,7 +43,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use ::tokio::io::Interest;
 use ::tokio::net::{UnixDatagram, UnixStream};
 
-use crate::Received;
+use crate::{Received, ReceivedMany};
 
 /// A tokio unix socket these functions work on: [`UnixStream`] or
 /// [`UnixDatagram`].
@@ -172,5 +172,64 @@ pub async fn recv_with_fds(
         .ready_io(Interest::READABLE, || {
             crate::recv_with_fds(socket, &mut *data, &mut *fds)
         })
+        .await
+}
+
+/// Sends one IO::FDPass message per fd, in bursts, waiting until the socket
+/// is writable: [`crate::send_many`].
+///
+/// Returns how many were sent, which is fewer than all when the socket's
+/// buffer fills; call again with the rest. Cancel safe as every call here:
+/// the messages counted in the result are all that were sent.
+///
+/// # Errors
+///
+/// As [`crate::send_many`], except that `WouldBlock` is waited out.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// use std::os::fd::AsFd;
+/// use tokio::net::UnixStream;
+///
+/// let (a, b) = UnixStream::pair()?;
+/// let stdout = std::io::stdout();
+/// let fds = [stdout.as_fd(); 100];
+/// let mut sent = 0;
+/// while sent < fds.len() {
+///     sent += io_fdpass::tokio::send_many(&a, &fds[sent..]).await?;
+/// }
+///
+/// let mut received = Vec::with_capacity(100);
+/// while received.len() < 100 {
+///     io_fdpass::tokio::recv_many(&b, &mut received).await?;
+/// }
+/// # Ok(())
+/// # }
+/// ```
+pub async fn send_many(socket: &impl AsyncUnixSocket, fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+    socket
+        .ready_io(Interest::WRITABLE, || crate::send_many(socket, fds))
+        .await
+}
+
+/// Receives the IO::FDPass messages that are waiting, waiting until at
+/// least one is: [`crate::recv_many`].
+///
+/// # Errors
+///
+/// As [`crate::recv_many`], except that `WouldBlock` is waited out.
+///
+/// # Examples
+///
+/// See [`send_many`].
+pub async fn recv_many(
+    socket: &impl AsyncUnixSocket,
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<ReceivedMany> {
+    socket
+        .ready_io(Interest::READABLE, || crate::recv_many(socket, &mut *fds))
         .await
 }

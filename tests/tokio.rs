@@ -12,7 +12,8 @@ use std::sync::Once;
 use std::task::Poll;
 use std::time::Duration;
 
-use io_fdpass::tokio::{recv, recv_with_fds, send, send_with_fds};
+use io_fdpass::tokio::{recv, recv_many, recv_with_fds, send, send_many, send_with_fds};
+use io_fdpass::BURST;
 use tokio::net::{UnixDatagram, UnixStream};
 use tokio::runtime::{Builder, Runtime};
 use util::{file_with, read_all, NoLeak};
@@ -201,6 +202,51 @@ fn a_recv_cancelled_by_a_timeout_never_loses_an_fd() {
         });
         trickle.join().unwrap();
         assert!(timeouts > 0, "{name}: no receive was ever cancelled");
+        drop(rt);
+        check.assert_unchanged();
+    }
+}
+
+#[test]
+fn bursts_arrive_in_order_through_cancelled_receives() {
+    const FDS: usize = 1_000;
+    let check = start();
+    for (name, rt) in runtimes() {
+        rt.block_on(async {
+            let (a, b) = UnixStream::pair().unwrap();
+            let files: Vec<_> = (0..10).map(|i| file_with(&i.to_string())).collect();
+            let sender = tokio::spawn(async move {
+                let fds: Vec<_> = (0..FDS).map(|i| files[i % 10].as_fd()).collect();
+                let mut sent = 0;
+                while sent < FDS {
+                    // Short bursts with pauses, so that receives time out.
+                    let end = FDS.min(sent + 37);
+                    sent += send_many(&a, &fds[sent..end]).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            });
+            let mut fds = Vec::with_capacity(BURST);
+            let (mut next, mut timeouts) = (0, 0);
+            while next < FDS {
+                let wait =
+                    tokio::time::timeout(Duration::from_micros(300), recv_many(&b, &mut fds));
+                match wait.await {
+                    Ok(got) => {
+                        let got = got.unwrap();
+                        assert_eq!((got.fds, got.rejected), (fds.len(), 0), "{name}");
+                        for fd in fds.drain(..) {
+                            assert_eq!(read_all(fd), (next % 10).to_string(), "{name}");
+                            next += 1;
+                        }
+                    }
+                    Err(_elapsed) => timeouts += 1,
+                }
+            }
+            sender.await.unwrap();
+            assert!(timeouts > 0, "{name}: no receive was ever cancelled");
+            let err = recv_many(&b, &mut fds).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::UnexpectedEof, "{name}");
+        });
         drop(rt);
         check.assert_unchanged();
     }
