@@ -22,6 +22,8 @@ use std::ptr;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use io_fdpass::BURST;
+
 /// One way of moving `fds_per_msg` fds per message from a sender to a
 /// receiver.
 #[derive(Clone, Copy, PartialEq)]
@@ -37,6 +39,12 @@ enum Api {
     Raw,
     Seed,
     Batch,
+    /// The raw loop's sends, received with `recv_many`.
+    BurstRecv,
+    /// `send_many`, received by the raw loop.
+    BurstSend,
+    /// `send_many` and `recv_many`.
+    Burst,
 }
 
 impl Way {
@@ -47,6 +55,9 @@ impl Way {
             Way::Blocking(Api::Raw) => "raw libc sendmsg/recvmsg",
             Way::Blocking(Api::Seed) => "io_fdpass::send/recv",
             Way::Blocking(Api::Batch) => "io_fdpass::send_with_fds/recv_with_fds",
+            Way::Blocking(Api::BurstRecv) => "raw sendmsg, io_fdpass::recv_many",
+            Way::Blocking(Api::BurstSend) => "io_fdpass::send_many, raw recvmsg",
+            Way::Blocking(Api::Burst) => "io_fdpass::send_many/recv_many",
             #[cfg(feature = "tokio")]
             Way::Async(Api::Seed) => "io_fdpass::tokio::send/recv",
             #[cfg(feature = "tokio")]
@@ -81,31 +92,129 @@ fn run_blocking(api: Api, fds_per_msg: usize, messages: usize) -> f64 {
     let start = Instant::now();
     thread::scope(|s| {
         s.spawn(|| {
-            let fds = vec![payload.as_fd(); fds_per_msg];
-            for _ in 0..messages {
-                match api {
-                    Api::Raw => raw_send(tx.as_raw_fd(), &fds),
-                    Api::Seed => io_fdpass::send(&tx, &payload).unwrap(),
-                    Api::Batch => {
-                        io_fdpass::send_with_fds(&tx, &[0], &fds).unwrap();
+            let fds = vec![payload.as_fd(); fds_per_msg.max(BURST)];
+            let mut sent = 0;
+            while sent < messages {
+                sent += match api {
+                    Api::Raw | Api::BurstRecv => {
+                        raw_send(tx.as_raw_fd(), &fds[..fds_per_msg]);
+                        1
                     }
-                }
+                    Api::Seed => io_fdpass::send(&tx, &payload).map(|()| 1).unwrap(),
+                    Api::Batch => io_fdpass::send_with_fds(&tx, &[0], &fds[..fds_per_msg]).unwrap(),
+                    Api::BurstSend | Api::Burst => {
+                        let n = (messages - sent).min(BURST);
+                        io_fdpass::send_many(&tx, &fds[..n]).unwrap()
+                    }
+                };
             }
         });
-        let mut fds = Vec::with_capacity(fds_per_msg);
-        for _ in 0..messages {
-            match api {
-                Api::Raw => raw_recv(rx.as_raw_fd(), fds_per_msg),
-                Api::Seed => drop(black_box(io_fdpass::recv(&rx).unwrap())),
+        let mut fds = Vec::with_capacity(fds_per_msg.max(BURST));
+        let mut received = 0;
+        while received < messages {
+            received += match api {
+                Api::Raw | Api::BurstSend => {
+                    raw_recv(rx.as_raw_fd(), fds_per_msg);
+                    1
+                }
+                Api::Seed => {
+                    drop(black_box(io_fdpass::recv(&rx).unwrap()));
+                    1
+                }
                 Api::Batch => {
                     let got = io_fdpass::recv_with_fds(&rx, &mut [0], &mut fds).unwrap();
                     assert_eq!(got.fds, fds_per_msg);
-                    fds.clear();
+                    1
                 }
-            }
+                Api::BurstRecv | Api::Burst => {
+                    let got = io_fdpass::recv_many(&rx, &mut fds).unwrap();
+                    assert_eq!(got.rejected, 0);
+                    got.fds
+                }
+            };
+            fds.clear();
         }
     });
     (messages * fds_per_msg) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Seconds spent sending and receiving in [`run_pending`].
+#[derive(Clone, Copy, Default)]
+struct Phases {
+    send: f64,
+    recv: f64,
+}
+
+/// Picks the seconds of one phase, or of both.
+type PhaseSecs = fn(&Phases) -> f64;
+
+/// One thread, one fd per message, in bursts of [`BURST`] messages: all
+/// sent, then all received, so that every receive finds a full burst
+/// waiting, as a server does that many peers keep busy. With `burst`,
+/// `send_many`/`recv_many`, else the raw loop. Returns the time each phase
+/// took in all.
+fn run_pending(burst: bool, messages: usize) -> Phases {
+    let (tx, rx) = UnixStream::pair().unwrap();
+    let payload = std::fs::File::open("/dev/null").unwrap();
+    let fds = [payload.as_fd(); BURST];
+    let mut received = Vec::with_capacity(BURST);
+    let mut phases = Phases::default();
+    for _ in 0..messages.div_ceil(BURST) {
+        let start = Instant::now();
+        if burst {
+            assert_eq!(io_fdpass::send_many(&tx, &fds).unwrap(), BURST);
+        } else {
+            for fd in &fds {
+                raw_send(tx.as_raw_fd(), std::slice::from_ref(fd));
+            }
+        }
+        let sent = Instant::now();
+        if burst {
+            let got = io_fdpass::recv_many(&rx, &mut received).unwrap();
+            assert_eq!(got.fds, BURST);
+            received.clear();
+        } else {
+            for _ in 0..BURST {
+                raw_recv(rx.as_raw_fd(), 1);
+            }
+        }
+        phases.send += (sent - start).as_secs_f64();
+        phases.recv += sent.elapsed().as_secs_f64();
+    }
+    phases
+}
+
+/// Runs [`run_pending`] for the raw loop and for bursts in alternating
+/// rounds, and prints each phase's fds/s against the raw loop's.
+fn compare_pending(rounds: usize, budget: Duration) {
+    let probe = 2_048;
+    let p = run_pending(false, probe);
+    let messages = ((probe as f64 * budget.as_secs_f64() / (p.send + p.recv)) as usize).max(probe);
+    let messages = messages.div_ceil(BURST) * BURST;
+    let (mut raw, mut burst) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        raw.push(run_pending(false, messages));
+        burst.push(run_pending(true, messages));
+    }
+    let rate = |runs: &[Phases], secs: PhaseSecs| {
+        median(runs.iter().map(|p| messages as f64 / secs(p)).collect())
+    };
+    println!(
+        "\n1 fd per message, {BURST} messages pending at each call, one thread, \
+         {messages} messages a round, median of {rounds} rounds:"
+    );
+    let phases: [(&str, PhaseSecs); 3] = [
+        ("send_many vs a sendmsg per message", |p| p.send),
+        ("recv_many vs a recvmsg per message", |p| p.recv),
+        ("both", |p| p.send + p.recv),
+    ];
+    for (name, secs) in phases {
+        let (r, b) = (rate(&raw, secs), rate(&burst, secs));
+        println!(
+            "  {name:<48} {b:>10.0} fds/s   {:.3}x raw ({r:.0} fds/s)",
+            b / r
+        );
+    }
 }
 
 /// The async counterpart of [`run`]: sender and receiver tasks on a
@@ -285,5 +394,13 @@ fn main() {
         [&many[..], &[Way::Async(Api::Batch)]].concat(),
     );
     compare(1, &one, rounds, budget);
+    let bursts = [
+        Way::RAW,
+        Way::Blocking(Api::BurstRecv),
+        Way::Blocking(Api::BurstSend),
+        Way::Blocking(Api::Burst),
+    ];
+    compare(1, &bursts, rounds, budget);
+    compare_pending(rounds, budget);
     compare(RAW_MAX, &many, rounds, budget);
 }
