@@ -1,0 +1,159 @@
+//! The fds of this process named on the command line, and running a command
+//! with fds laid out by the socket-activation convention.
+
+use std::ffi::{OsStr, OsString};
+use std::io::ErrorKind;
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rustix::io::{fcntl_dupfd_cloexec, fcntl_getfd, fcntl_setfd, FdFlags};
+
+use crate::fail::{self, Failure, Result};
+
+/// The first fd a socket-activated command gets (`SD_LISTEN_FDS_START`).
+const FIRST: RawFd = 3;
+
+/// Borrows fd `fd` of this process, which the user named on the command
+/// line as one inherited from the shell, after checking it is open.
+pub fn inherited(fd: RawFd) -> Result<BorrowedFd<'static>> {
+    if fd < 0 {
+        return Err(Failure::new(
+            fail::USAGE,
+            format!("{fd} is not an fd number"),
+        ));
+    }
+    // SAFETY: `fd` is only used for the fcntl that checks it is open before
+    // anything else is done with it. This process opens nothing on its own
+    // before it uses the fds named on its command line, so an open fd with
+    // this number is the one the shell passed, and it stays open until the
+    // process exits or execs.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    match fcntl_getfd(borrowed) {
+        Ok(_) => Ok(borrowed),
+        Err(_) => Err(Failure::new(
+            fail::NO_INPUT,
+            format!("fd {fd} is not open in this process: open it in the shell, e.g. `{fd}<file`"),
+        )),
+    }
+}
+
+/// Finds the program `name` names: a path if it has a `/`, else the first
+/// executable file of that name in `PATH`, as the shell does.
+pub fn find(name: &OsStr) -> Result<PathBuf> {
+    let not_found = || {
+        Failure::new(
+            fail::NOT_FOUND,
+            format!(
+                "command not found: {} (no such file, or not in PATH)",
+                name.to_string_lossy()
+            ),
+        )
+    };
+    if name.as_bytes().contains(&b'/') {
+        let path = PathBuf::from(name);
+        return match path.metadata() {
+            Ok(meta) if meta.is_file() => Ok(path),
+            Ok(_) => Err(Failure::new(
+                fail::CANNOT_EXECUTE,
+                format!("{} is not a file", path.display()),
+            )),
+            Err(_) => Err(not_found()),
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| {
+            candidate
+                .metadata()
+                .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        })
+        .ok_or_else(not_found)
+}
+
+/// Replaces this process with `command`, giving it `fds` as fds 3, 4, …
+/// with `LISTEN_FDS`, `LISTEN_PID` and `LISTEN_FDNAMES` set (the systemd
+/// socket-activation convention). The command inherits no other fd but
+/// 0–2. Returns only on failure.
+pub fn exec_with_fds(
+    fds: Vec<OwnedFd>,
+    names: &[String],
+    program: &Path,
+    command: &[OsString],
+) -> Failure {
+    match lay_out(fds) {
+        Ok(count) => {
+            let err = Command::new(program)
+                .arg0(&command[0])
+                .args(&command[1..])
+                .env("LISTEN_FDS", count.to_string())
+                .env("LISTEN_PID", std::process::id().to_string())
+                .env("LISTEN_FDNAMES", names.join(":"))
+                .exec();
+            let name = command[0].to_string_lossy();
+            match err.kind() {
+                ErrorKind::PermissionDenied => Failure::new(
+                    fail::CANNOT_EXECUTE,
+                    format!("cannot run {name}: {err} (is it executable?)"),
+                ),
+                _ => Failure::new(fail::CANNOT_EXECUTE, format!("cannot run {name}: {err}")),
+            }
+        }
+        Err(err) => Failure::os("cannot arrange the fds for the command", err),
+    }
+}
+
+/// Moves `fds` to 3, 4, … without close-on-exec, and marks every other fd
+/// above 2 close-on-exec. Returns how many were laid out.
+fn lay_out(fds: Vec<OwnedFd>) -> std::io::Result<usize> {
+    let count = fds.len();
+    let end = FIRST + count as RawFd;
+    // First out of the way of the targets, so that no target is the source
+    // of a later move.
+    let moved = fds
+        .into_iter()
+        .map(|fd| fcntl_dupfd_cloexec(&fd, end).map_err(std::io::Error::from))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    for fd in open_fds()? {
+        if fd >= end {
+            // SAFETY: `fd` was open a moment ago in this single-threaded
+            // process, and only its flags are changed.
+            let _ = fcntl_setfd(unsafe { BorrowedFd::borrow_raw(fd) }, FdFlags::CLOEXEC);
+        }
+    }
+    for (i, fd) in moved.iter().enumerate() {
+        // SAFETY: rustix's `dup2` takes the target as an `OwnedFd`; the
+        // number may be unused or held by an fd of this process that is
+        // replaced here. The wrapper is forgotten, never dropped, so the new
+        // fd stays open for the command.
+        let mut target = unsafe { OwnedFd::from_raw_fd(FIRST + i as RawFd) };
+        let result = rustix::io::dup2(fd, &mut target);
+        std::mem::forget(target);
+        result?;
+    }
+    Ok(count)
+}
+
+/// The numbers of this process's open fds.
+fn open_fds() -> std::io::Result<Vec<RawFd>> {
+    match std::fs::read_dir("/proc/self/fd").or_else(|_| std::fs::read_dir("/dev/fd")) {
+        // The directory's own fd is among them, closed by the time it is
+        // used; setting its flags then fails harmlessly.
+        Ok(dir) => Ok(dir
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+            .collect()),
+        // No fd directory: every number up to the open-file limit.
+        Err(_) => {
+            let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+                .current
+                .unwrap_or(65_536)
+                .min(65_536) as RawFd;
+            Ok((0..limit).collect())
+        }
+    }
+}
