@@ -10,21 +10,8 @@ use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
 
 use io_fdpass::{recv, recv_many, recv_with_fds, send, send_many, send_with_fds, BURST};
+use util::peers::{perl, python};
 use util::{accept, file_with, listener, read_all, NoLeak};
-
-fn perl() -> Command {
-    let mut cmd = util::require("perl", &["-MIO::FDPass", "-e1"], "libio-fdpass-perl");
-    cmd.arg("-MIO::FDPass").arg("-MIO::Socket::UNIX");
-    cmd
-}
-
-fn python() -> Command {
-    util::require(
-        "python3",
-        &["-c", "import socket; socket.send_fds, socket.recv_fds"],
-        "python3 (3.9 or later)",
-    )
-}
 
 /// Starts `cmd` with `args`, its stdout captured.
 fn spawn(mut cmd: Command, args: &[&str]) -> Child {

@@ -83,10 +83,13 @@ impl Holder {
             self.log(format_args!("refused: {message}"));
             protocol::send_all(stream, format!("error {code} {message}\n").as_bytes(), &[])
         };
+        // The request is read before the peer is checked, so that a
+        // refusal reaches a client that is still sending.
+        let request = read_request(stream)?;
         if let Err(message) = self.check_peer(stream) {
             return refuse(fail::NO_PERMISSION, &message);
         }
-        let (request, fd) = match read_request(stream)? {
+        let (request, fd) = match request {
             Ok(request) => request,
             Err(message) => return refuse(fail::DATA, &message),
         };

@@ -57,11 +57,17 @@ impl Request {
 
     /// Parses a request line (without its newline).
     pub fn parse(line: &str) -> std::result::Result<Request, String> {
-        let mut words = line.split(' ');
-        let verb = words.next().unwrap_or_default();
-        let names = words
-            .map(parse_name)
-            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
+        if !matches!(verb, "store" | "fetch" | "list" | "drop") {
+            return Err(format!("unknown request {verb:?}"));
+        }
+        let names = match rest {
+            "" => Vec::new(),
+            _ => rest
+                .split(' ')
+                .map(parse_name)
+                .collect::<std::result::Result<Vec<_>, _>>()?,
+        };
         let one = |names: Vec<String>| match <[String; 1]>::try_from(names) {
             Ok([name]) => Ok(name),
             Err(_) => Err(format!("{verb} takes exactly one name")),
@@ -71,12 +77,9 @@ impl Request {
             "drop" => one(names).map(Request::Drop),
             "list" if names.is_empty() => Ok(Request::List),
             "list" => Err("list takes no names".into()),
-            "fetch" if names.is_empty() => Err("fetch takes at least one name".into()),
-            "fetch" if names.len() > MAX_FETCH => {
-                Err(format!("fetch takes at most {MAX_FETCH} names"))
-            }
-            "fetch" => Ok(Request::Fetch(names)),
-            _ => Err(format!("unknown request {verb:?}")),
+            _ if names.is_empty() => Err("fetch takes at least one name".into()),
+            _ if names.len() > MAX_FETCH => Err(format!("fetch takes at most {MAX_FETCH} names")),
+            _ => Ok(Request::Fetch(names)),
         }
     }
 }

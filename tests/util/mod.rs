@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 
+pub mod peers;
+
 use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -155,21 +157,6 @@ pub fn run_in_child(name: &str) {
 /// Whether this process is the child that [`run_in_child`] started for `name`.
 pub fn is_child(name: &str) -> bool {
     std::env::var(CHILD_ENV).is_ok_and(|v| v == name)
-}
-
-/// A program that must be installed for the interop tests; a missing one is a
-/// failure that says what to install, never a silent skip.
-pub fn require(program: &str, check: &[&str], package: &str) -> Command {
-    let ok = Command::new(program)
-        .args(check)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "`{program} {}` failed: install {package} (the README's test command does)",
-        check.join(" ")
-    );
-    Command::new(program)
 }
 
 /// A listening unix socket at a fresh path, and the path.

@@ -1,0 +1,48 @@
+"""A tiny HTTP server that adopts its listening socket by the systemd
+socket-activation convention (fd 3, LISTEN_FDS=1, LISTEN_PID), as started
+by `fdpass fetch SOCKET NAME -- python3 server.py` or `fdpass listen`.
+
+On SIGTERM it finishes the request in hand and exits; connections that are
+waiting stay queued on the socket for the next generation.
+"""
+import http.server
+import os
+import signal
+import socket
+import sys
+
+if os.environ.get("LISTEN_PID") != str(os.getpid()) or os.environ.get("LISTEN_FDS") != "1":
+    sys.exit("server.py: start me with `fdpass fetch SOCKET NAME -- python3 server.py`")
+
+listener = socket.socket(fileno=3)
+# Generations share the socket: one that loses a race to accept must not
+# sit in accept() after it was told to stop.
+listener.setblocking(False)
+
+
+class Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = f"hello from pid {os.getpid()}\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+server = http.server.HTTPServer(listener.getsockname(), Hello, bind_and_activate=False)
+server.socket = listener
+server.timeout = 0.05
+stopping = False
+
+
+def stop(*_):
+    global stopping
+    stopping = True
+
+
+signal.signal(signal.SIGTERM, stop)
+while not stopping:
+    server.handle_request()

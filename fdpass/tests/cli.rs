@@ -1,0 +1,372 @@
+//! `fdpass` end to end, with real processes: Perl's IO::FDPass and Python's
+//! `socket` module on the other end, socket-activated commands, every bad
+//! input, and a holder that misbehaving clients cannot break.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::{Command, Stdio};
+
+use util::peers::{perl, python};
+use util::{fails, fdpass, output, s, stderr, success, Holder, TempDir};
+
+/// A shell command that prints what fd 3 (and 4) read and the
+/// socket-activation variables.
+const SHOW: &str = r#"cat <&3; [ "$LISTEN_FDS" = 2 ] && cat <&4; echo " fds=$LISTEN_FDS names=$LISTEN_FDNAMES pid=$([ "$LISTEN_PID" = $$ ] && echo ok)"; ls /proc/$$/fd | wc -l"#;
+
+/// Starts `fdpass recv SOCKET ARGS -- sh -c SHOW` and waits for its socket.
+fn recv_show(dir: &TempDir, args: &[&str]) -> (std::process::Child, std::path::PathBuf) {
+    let sock = dir.join("recv.sock");
+    let child = fdpass()
+        .arg("recv")
+        .arg(&sock)
+        .args(args)
+        .args(["--", "sh", "-c", SHOW])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    util::wait_for_file(&sock);
+    (child, sock)
+}
+
+/// What the command of [`recv_show`] printed, once it has succeeded.
+fn shown(child: std::process::Child) -> String {
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    util::stdout(&out)
+}
+
+fn file(dir: &TempDir, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn perl_sends_to_fdpass_recv() {
+    let dir = TempDir::new("perl-send");
+    let data = file(&dir, "data", "from perl");
+    let (child, sock) = recv_show(&dir, &[]);
+    let script = r#"my $s = IO::Socket::UNIX->new(Peer => $ARGV[0]) or die "connect: $!";
+        open my $fh, '<', $ARGV[1] or die; IO::FDPass::send(fileno $s, fileno $fh) or die "send: $!";"#;
+    success(perl().args(["-e", script, s(&sock), s(&data)]));
+    // 0-2 and fd 3: nothing else was inherited.
+    assert_eq!(shown(child), "from perl fds=1 names=unknown pid=ok\n4\n");
+    assert!(!sock.exists(), "recv left its socket behind");
+}
+
+#[test]
+fn python_sends_two_fds_in_one_message_to_fdpass_recv() {
+    let dir = TempDir::new("python-send");
+    let (one, two) = (file(&dir, "one", "first"), file(&dir, "two", "second"));
+    let (child, sock) = recv_show(&dir, &["-n", "2", "--name", "a", "--name", "b"]);
+    let script = r#"import os, socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+socket.send_fds(s, [b"\0"], [os.open(sys.argv[2], os.O_RDONLY), os.open(sys.argv[3], os.O_RDONLY)])"#;
+    success(python().args(["-c", script, s(&sock), s(&one), s(&two)]));
+    assert_eq!(shown(child), "firstsecond fds=2 names=a:b pid=ok\n5\n");
+}
+
+/// Runs `fdpass send SOCK 3 [4] ARGS` from a shell that opens the files at
+/// fds 3 and 4.
+fn fdpass_send(sock: &std::path::Path, files: &[&std::path::Path], args: &[&str]) -> String {
+    let mut script = format!("exec \"$0\" send \"$1\"");
+    for i in 0..files.len() {
+        script += &format!(" {}", i + 3);
+    }
+    for arg in args {
+        script += &format!(" {arg}");
+    }
+    for (i, f) in files.iter().enumerate() {
+        script += &format!(" {}<'{}'", i + 3, s(f));
+    }
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", &script, env!("CARGO_BIN_EXE_fdpass"), s(sock)]);
+    success(&mut cmd)
+}
+
+#[test]
+fn fdpass_send_to_perl() {
+    let dir = TempDir::new("send-perl");
+    let (one, two) = (file(&dir, "one", "first"), file(&dir, "two", "second"));
+    let sock = dir.join("perl.sock");
+    let script = r#"my $l = IO::Socket::UNIX->new(Local => $ARGV[0], Listen => 1) or die "listen: $!";
+        my $c = $l->accept or die;
+        for (1 .. 2) { my $fd = IO::FDPass::recv(fileno $c); $fd >= 0 or die "recv: $!";
+            open my $fh, '<&=', $fd or die; sysread $fh, my $t, 100; print "$t\n"; }"#;
+    let child = perl()
+        .args(["-e", script, s(&sock)])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    util::wait_for_file(&sock);
+    fdpass_send(&sock, &[&one, &two], &[]);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "first\nsecond\n");
+}
+
+#[test]
+fn fdpass_send_batch_to_python() {
+    let dir = TempDir::new("send-python");
+    let (one, two) = (file(&dir, "one", "first"), file(&dir, "two", "second"));
+    let sock = dir.join("python.sock");
+    let script = r#"import os, socket, sys
+l = socket.socket(socket.AF_UNIX); l.bind(sys.argv[1]); l.listen()
+c, _ = l.accept()
+msg, fds, flags, _ = socket.recv_fds(c, 16, 8)
+print(msg, flags, *(os.pread(fd, 100, 0).decode() for fd in fds))"#;
+    let child = python()
+        .args(["-c", script, s(&sock)])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    util::wait_for_file(&sock);
+    fdpass_send(&sock, &[&one, &two], &["--batch", "-v"]);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "b'\\x00' 0 first second\n"
+    );
+}
+
+#[test]
+fn a_python_server_adopts_what_fdpass_listen_opens() {
+    let dir = TempDir::new("listen");
+    let port = util::free_port();
+    let server = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/server.py");
+    let mut child = fdpass()
+        .args([
+            "listen",
+            &format!("tcp:127.0.0.1:{port}"),
+            "--",
+            "python3",
+            server,
+        ])
+        .spawn()
+        .unwrap();
+    let answer = util::http_get(port).expect("the server answers");
+    assert!(
+        answer.contains(&format!("hello from pid {}", child.id())),
+        "{answer}"
+    );
+    util::terminate(&mut child);
+    drop(dir);
+}
+
+#[test]
+fn help_shows_examples_and_exit_codes() {
+    let top = success(fdpass().arg("--help"));
+    assert!(top.contains("Exit status:") && top.contains("69"), "{top}");
+    for command in [
+        "send", "recv", "listen", "hold", "store", "fetch", "list", "drop",
+    ] {
+        let help = success(fdpass().args([command, "--help"]));
+        assert!(help.contains("Example"), "{command}: {help}");
+    }
+}
+
+#[test]
+fn bad_input_gets_a_clear_message_and_creates_nothing() {
+    let dir = TempDir::new("bad");
+    let sock = dir.join("x.sock");
+    let x = s(&sock);
+    let unix = format!("unix:{x}");
+
+    // Usage errors: exit 64, nothing created.
+    fails(fdpass().arg("frobnicate"), 64, "unrecognized subcommand");
+    fails(
+        fdpass().args(["recv", x, "-n", "0", "--", "true"]),
+        64,
+        "-n",
+    );
+    fails(fdpass().args(["recv", x, "true"]), 64, "");
+    fails(
+        fdpass().args(["listen", &unix, "tcp:nohost", "--", "true"]),
+        64,
+        "tcp:HOST:PORT",
+    );
+    fails(
+        fdpass().args(["store", x, "bad:name", "0"]),
+        64,
+        "cannot be part of a name",
+    );
+    fails(fdpass().args(["send", x, "-1"]), 64, "");
+    fails(
+        fdpass().args(["recv", x, "--name", "a", "--name", "b", "--", "true"]),
+        64,
+        "2 names given for 1 fd",
+    );
+    assert!(dir.entries().is_empty(), "{:?}", dir.entries());
+
+    // A command that cannot be found: noticed before the socket exists.
+    fails(
+        fdpass().args(["recv", x, "--", "no-such-command-here"]),
+        127,
+        "command not found: no-such-command-here",
+    );
+    fails(
+        fdpass().args(["listen", &unix, "--", "./no/such/file"]),
+        127,
+        "command not found",
+    );
+    assert!(dir.entries().is_empty(), "{:?}", dir.entries());
+
+    // An fd that is not open.
+    fails(fdpass().args(["send", x, "7"]), 66, "fd 7 is not open");
+    // Nothing listening, or no holder running.
+    fails(fdpass().args(["send", x, "0"]), 69, "nothing is listening");
+    fails(fdpass().args(["list", x]), 69, "fdpass hold");
+    // A path that is not a socket is never replaced.
+    let plain = file(&dir, "plain", "keep me");
+    fails(
+        fdpass().args(["recv", s(&plain), "--", "true"]),
+        73,
+        "not a socket",
+    );
+    fails(fdpass().args(["hold", s(&plain)]), 73, "not a socket");
+    assert_eq!(std::fs::read_to_string(&plain).unwrap(), "keep me");
+    // A live socket is not taken over.
+    let holder = Holder::start(&dir, &[]);
+    fails(
+        fdpass().args(["hold", holder.sock()]),
+        73,
+        "another process is listening",
+    );
+    // A name that is not held.
+    fails(
+        fdpass().args(["fetch", holder.sock(), "nothing", "--", "true"]),
+        66,
+        "no fd named nothing",
+    );
+    fails(
+        fdpass().args(["drop", holder.sock(), "nothing"]),
+        66,
+        "no fd named nothing",
+    );
+    assert_eq!(holder.list(), Vec::<String>::new());
+}
+
+#[test]
+fn a_stale_socket_file_is_replaced() {
+    let dir = TempDir::new("stale");
+    let sock = dir.join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    assert!(sock.exists());
+    let holder = Holder {
+        child: fdpass().args(["hold", s(&sock)]).spawn().unwrap(),
+        socket: sock,
+    };
+    util::wait_for_socket(&holder.socket);
+    assert_eq!(holder.list(), Vec::<String>::new());
+}
+
+#[test]
+fn store_fetch_list_drop() {
+    let dir = TempDir::new("holder");
+    let holder = Holder::start(&dir, &["--max-names", "2", "-v"]);
+    let data = file(&dir, "data", "held text");
+    let store = |name: &str| {
+        let script = format!("exec \"$0\" store \"$1\" {name} 3 3<'{}'", s(&data));
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &script, env!("CARGO_BIN_EXE_fdpass"), holder.sock()]);
+        output(&mut cmd)
+    };
+    assert!(store("a").status.success());
+    assert!(store("b").status.success());
+    let refused = store("c");
+    assert_eq!(refused.status.code(), Some(77), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("--max-names"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(
+        store("a").status.success(),
+        "replacing a held name is not a new name"
+    );
+    assert_eq!(holder.list(), ["a", "b"]);
+
+    // Fetch runs the command with the fds; the holder keeps its copies.
+    let shown = success(fdpass().args(["fetch", holder.sock(), "b", "a", "--", "sh", "-c", SHOW]));
+    assert_eq!(shown, "held textheld text fds=2 names=b:a pid=ok\n5\n");
+    assert_eq!(holder.list(), ["a", "b"]);
+
+    success(fdpass().args(["drop", holder.sock(), "a"]));
+    assert_eq!(holder.list(), ["b"]);
+}
+
+#[test]
+fn the_holder_survives_misbehaving_clients() {
+    let dir = TempDir::new("misbehave");
+    let holder = Holder::start(&dir, &[]);
+    let data = file(&dir, "data", "x");
+    let script = format!("exec \"$0\" store \"$1\" keep 3 3<'{}'", s(&data));
+    success(Command::new("sh").args(["-c", &script, env!("CARGO_BIN_EXE_fdpass"), holder.sock()]));
+    assert_eq!(holder.list(), ["keep"]);
+    let before = holder.fd_count();
+
+    let connect = || UnixStream::connect(&holder.socket).unwrap();
+    let answer = |c: UnixStream| {
+        let mut text = String::new();
+        let _ = (&c).read_to_string(&mut text);
+        text
+    };
+    let f = std::fs::File::open(&data).unwrap();
+    use std::os::fd::AsFd;
+
+    // Garbage.
+    let c = connect();
+    (&c).write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    assert!(answer(c).starts_with("error 65 unknown request"));
+    // Binary garbage without an end.
+    let c = connect();
+    let _ = (&c).write_all(&[0xa5; 100_000]);
+    assert!(answer(c).contains("at most"));
+    // A flood of fds with a store request.
+    let c = connect();
+    io_fdpass::send_with_fds(&c, b"store flood\n", &[f.as_fd(); 253]).unwrap();
+    assert!(answer(c).contains("at most one fd"));
+    // Fds with a request that takes none.
+    let c = connect();
+    io_fdpass::send_with_fds(&c, b"list\n", &[f.as_fd(); 3]).unwrap();
+    assert!(answer(c).starts_with("error"));
+    // Vanishing midway: with a half request and an fd, or with nothing.
+    let c = connect();
+    io_fdpass::send_with_fds(&c, b"store hal", &[f.as_fd()]).unwrap();
+    drop(c);
+    drop(connect());
+    // Asking for fds and leaving without reading them.
+    let c = connect();
+    (&c).write_all(b"fetch keep\n").unwrap();
+    drop(c);
+
+    assert_eq!(holder.list(), ["keep"]);
+    assert_eq!(holder.fd_count(), before, "the holder leaked fds");
+}
+
+#[test]
+fn another_user_is_refused_unless_allowed() {
+    if !rustix::process::getuid().is_root() {
+        eprintln!("skipped: only root can run a client as another user");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dir = TempDir::new("uid");
+    std::fs::set_permissions(dir.join(""), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for (extra, allowed) in [(&[][..], false), (&["--allow-uid", "65534"][..], true)] {
+        let holder = Holder::start(&dir, extra);
+        std::fs::set_permissions(&holder.socket, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let mut list = fdpass();
+        list.args(["list", holder.sock()]).uid(65534).gid(65534);
+        if allowed {
+            success(&mut list);
+        } else {
+            fails(&mut list, 77, "uid 65534 may not use this holder");
+        }
+    }
+}

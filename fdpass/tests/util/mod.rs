@@ -1,0 +1,213 @@
+//! Helpers for the end-to-end tests of the `fdpass` binary.
+#![allow(dead_code)]
+
+#[path = "../../../tests/util/peers.rs"]
+pub mod peers;
+
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn fdpass() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fdpass"))
+}
+
+/// A fresh directory, removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(what: &str) -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "fdpass-test-{}-{what}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// The names of the entries in the directory.
+    pub fn entries(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn s(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// Runs `cmd` to the end with its output captured.
+pub fn output(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().expect("run the command")
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts the command succeeded and returns its stdout.
+pub fn success(cmd: &mut Command) -> String {
+    let out = output(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({:?}): {}",
+        out.status,
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+/// Asserts the command failed with `code`, with a message on stderr that
+/// contains `says`, and nothing on stdout.
+pub fn fails(cmd: &mut Command, code: i32, says: &str) {
+    let out = output(cmd);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(code), "{cmd:?}: {err}");
+    assert!(err.contains(says), "{cmd:?}: {err:?} does not say {says:?}");
+    assert!(!err.contains("panicked"), "{cmd:?}: {err}");
+    assert!(out.stdout.is_empty(), "{cmd:?}: {}", stdout(&out));
+}
+
+/// Waits until something listens at `path`.
+pub fn wait_for_socket(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while UnixStream::connect(path).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens at {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits until the socket file at `path` exists, without connecting.
+pub fn wait_for_file(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Sends SIGTERM to `child` and waits for it.
+pub fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let pid = rustix::process::Pid::from_child(child);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    child.wait().unwrap()
+}
+
+/// An `fdpass hold` running at a socket in `dir`; stopped by SIGTERM when
+/// dropped.
+pub struct Holder {
+    pub child: Child,
+    pub socket: PathBuf,
+}
+
+impl Holder {
+    pub fn start(dir: &TempDir, extra: &[&str]) -> Holder {
+        let socket = dir.join("holder.sock");
+        let child = fdpass()
+            .arg("hold")
+            .arg(&socket)
+            .args(extra)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for_socket(&socket);
+        Holder { child, socket }
+    }
+
+    pub fn sock(&self) -> &str {
+        s(&self.socket)
+    }
+
+    /// How many fds the holder process has open.
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .unwrap()
+            .count()
+    }
+
+    /// The names `fdpass list` shows.
+    pub fn list(&self) -> Vec<String> {
+        success(fdpass().args(["list", self.sock()]))
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let status = terminate(&mut self.child);
+        if !std::thread::panicking() {
+            assert!(status.success(), "the holder ended with {status:?}");
+            assert!(!self.socket.exists(), "the holder left its socket behind");
+        }
+    }
+}
+
+/// A TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One HTTP/1.0 GET of `/` at 127.0.0.1:`port`: the whole answer, or why
+/// there was none.
+pub fn http_get(port: u16) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut stream = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(stream) => break stream,
+            // Not listening yet: only before the first answer.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ConnectionRefused
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    stream.write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    if !answer.starts_with("HTTP/1.0 200") {
+        return Err(std::io::Error::other(format!("bad answer: {answer:?}")));
+    }
+    Ok(answer)
+}
