@@ -6,10 +6,10 @@ mod util;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use util::peers::{perl, python};
-use util::{fails, fdpass, output, s, stderr, success, Holder, TempDir};
+use util::{fails, fdpass, output, s, stderr, success, with_files, Holder, TempDir};
 
 /// A shell command that prints what fd 3 (and 4) read and the
 /// socket-activation variables.
@@ -69,24 +69,6 @@ socket.send_fds(s, [b"\0"], [os.open(sys.argv[2], os.O_RDONLY), os.open(sys.argv
     assert_eq!(shown(child), "firstsecond fds=2 names=a:b pid=ok\n5\n");
 }
 
-/// Runs `fdpass send SOCK 3 [4] ARGS` from a shell that opens the files at
-/// fds 3 and 4.
-fn fdpass_send(sock: &std::path::Path, files: &[&std::path::Path], args: &[&str]) -> String {
-    let mut script = format!("exec \"$0\" send \"$1\"");
-    for i in 0..files.len() {
-        script += &format!(" {}", i + 3);
-    }
-    for arg in args {
-        script += &format!(" {arg}");
-    }
-    for (i, f) in files.iter().enumerate() {
-        script += &format!(" {}<'{}'", i + 3, s(f));
-    }
-    let mut cmd = Command::new("sh");
-    cmd.args(["-c", &script, env!("CARGO_BIN_EXE_fdpass"), s(sock)]);
-    success(&mut cmd)
-}
-
 #[test]
 fn fdpass_send_to_perl() {
     let dir = TempDir::new("send-perl");
@@ -102,7 +84,10 @@ fn fdpass_send_to_perl() {
         .spawn()
         .unwrap();
     util::wait_for_file(&sock);
-    fdpass_send(&sock, &[&one, &two], &[]);
+    success(&mut with_files(
+        &["send", s(&sock), "3", "4"],
+        &[&one, &two],
+    ));
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout), "first\nsecond\n");
@@ -124,7 +109,8 @@ print(msg, flags, *(os.pread(fd, 100, 0).decode() for fd in fds))"#;
         .spawn()
         .unwrap();
     util::wait_for_file(&sock);
-    fdpass_send(&sock, &[&one, &two], &["--batch", "-v"]);
+    let args = ["send", s(&sock), "3", "4", "--batch", "-v"];
+    success(&mut with_files(&args, &[&one, &two]));
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     assert_eq!(
@@ -270,10 +256,10 @@ fn store_fetch_list_drop() {
     let holder = Holder::start(&dir, &["--max-names", "2", "-v"]);
     let data = file(&dir, "data", "held text");
     let store = |name: &str| {
-        let script = format!("exec \"$0\" store \"$1\" {name} 3 3<'{}'", s(&data));
-        let mut cmd = Command::new("sh");
-        cmd.args(["-c", &script, env!("CARGO_BIN_EXE_fdpass"), holder.sock()]);
-        output(&mut cmd)
+        output(&mut with_files(
+            &["store", holder.sock(), name, "3"],
+            &[&data],
+        ))
     };
     assert!(store("a").status.success());
     assert!(store("b").status.success());
@@ -304,8 +290,10 @@ fn the_holder_survives_misbehaving_clients() {
     let dir = TempDir::new("misbehave");
     let holder = Holder::start(&dir, &[]);
     let data = file(&dir, "data", "x");
-    let script = format!("exec \"$0\" store \"$1\" keep 3 3<'{}'", s(&data));
-    success(Command::new("sh").args(["-c", &script, env!("CARGO_BIN_EXE_fdpass"), holder.sock()]));
+    success(&mut with_files(
+        &["store", holder.sock(), "keep", "3"],
+        &[&data],
+    ));
     assert_eq!(holder.list(), ["keep"]);
     let before = holder.fd_count();
 

@@ -14,6 +14,20 @@ pub fn fdpass() -> Command {
     Command::new(env!("CARGO_BIN_EXE_fdpass"))
 }
 
+/// `fdpass ARGS`, run from a shell that opens `files` at fds 3, 4, …
+pub fn with_files(args: &[&str], files: &[&Path]) -> Command {
+    let mut script = String::from("exec \"$0\" \"$@\"");
+    for (i, file) in files.iter().enumerate() {
+        script += &format!(" {}<'{}'", i + 3, s(file));
+    }
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(script)
+        .arg(env!("CARGO_BIN_EXE_fdpass"))
+        .args(args);
+    cmd
+}
+
 /// A fresh directory, removed when dropped.
 pub struct TempDir(PathBuf);
 
