@@ -91,7 +91,7 @@ enum Command {
     /// Open listening sockets, then run COMMAND with them.
     ///
     /// What systemd-socket-activate does, without systemd. ADDR is
-    /// tcp:HOST:PORT (tcp:[::1]:PORT for IPv6) or unix:SOCKET.
+    /// tcp:HOST:PORT (an IPv6 HOST in brackets) or unix:SOCKET.
     #[command(after_help = "Examples:
   fdpass listen tcp:127.0.0.1:8080 -- python3 server.py
   fdpass listen tcp:0.0.0.0:80 unix:/run/app.sock --name http --name local -- ./server
