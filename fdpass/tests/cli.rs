@@ -6,7 +6,7 @@ mod util;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 
 use util::peers::{perl, python};
 use util::{fails, fdpass, output, s, stderr, success, with_files, Holder, TempDir};
@@ -346,10 +346,15 @@ fn another_user_is_refused_unless_allowed() {
     use std::os::unix::process::CommandExt;
     let dir = TempDir::new("uid");
     std::fs::set_permissions(dir.join(""), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A copy of the binary that the other user can run wherever the
+    // checkout is.
+    let binary = dir.join("fdpass");
+    std::fs::copy(env!("CARGO_BIN_EXE_fdpass"), &binary).unwrap();
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
     for (extra, allowed) in [(&[][..], false), (&["--allow-uid", "65534"][..], true)] {
         let holder = Holder::start(&dir, extra);
         std::fs::set_permissions(&holder.socket, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let mut list = fdpass();
+        let mut list = Command::new(&binary);
         list.args(["list", holder.sock()]).uid(65534).gid(65534);
         if allowed {
             success(&mut list);
