@@ -1,4 +1,5 @@
-//! Pass file descriptors from one process to another over a unix socket.
+//! Pass file descriptors from one process to another over a unix socket —
+//! and, on Windows, HANDLEs over any stream socket.
 //!
 //! io-fdpass keeps the two calls of Perl's [IO::FDPass] — [`send`] an fd,
 //! [`recv`] an fd — and its wire format (one data byte `0` with an
@@ -29,6 +30,7 @@
 //! # Example
 //!
 //! ```
+//! # #[cfg(unix)]
 //! # fn main() -> std::io::Result<()> {
 //! use std::os::unix::net::UnixStream;
 //!
@@ -40,6 +42,8 @@
 //! # drop(same_file);
 //! # Ok(())
 //! # }
+//! # #[cfg(not(unix))]
+//! # fn main() {}
 //! ```
 //!
 //! # A stream carries bytes, not messages
@@ -50,12 +54,40 @@
 //! same byte counts (IO::FDPass reads exactly one byte per fd) or use
 //! `SOCK_SEQPACKET`, which keeps message boundaries.
 //!
+//! # Windows
+//!
+//! Windows has no `SCM_RIGHTS`. IO::FDPass's way, kept by `send` and `recv`
+//! there: the sender duplicates the HANDLE within its own process and
+//! writes its pid and the duplicate's value to any connected stream socket
+//! (TCP, or AF_UNIX); the receiver opens the sender with
+//! `PROCESS_DUP_HANDLE` and takes the handle with `DuplicateHandle` and
+//! `DUPLICATE_CLOSE_SOURCE`. What each call guarantees:
+//!
+//! - `send` / `recv` — IO::FDPass's format. The sender must stay alive until
+//!   the receiver has fetched the handle, and if the receiver never does,
+//!   the duplicate stays open in the sender. The pid is the peer's word.
+//!   Received handles are not inheritable; a null or pseudo-handle value is
+//!   rejected; a record is never half-sent or half-read.
+//! - `send_confirmed` / `recv_confirmed` — the receiver takes its own copy
+//!   and answers; the sender then closes its duplicate, and closes it too
+//!   when the receiver leaves without answering, so nothing is left behind
+//!   and the sender may exit as soon as the call returns. On AF_UNIX the
+//!   pid is checked against the socket's peer (`SIO_AF_UNIX_GETPEERPID`).
+//! - `send_socket` / `recv_socket` — passes a SOCKET the way Microsoft
+//!   supports (`WSADuplicateSocketW`; `DuplicateHandle` of a socket is not
+//!   supported): the receiver sends its pid first, checked on AF_UNIX so
+//!   that a peer cannot have the socket duplicated into another process.
+//! - `send_with_handles` / `recv_with_handles` — data and up to
+//!   `MAX_HANDLES` handles in one record, received into caller storage; a
+//!   bad handle value closes every handle of the record, on both sides.
+//!
 //! # Platforms
 //!
 //! | OS | status |
 //! |----|--------|
 //! | Linux | tested, including against Perl's IO::FDPass and Python |
-//! | macOS, FreeBSD, NetBSD, OpenBSD, DragonFly, illumos, Android | written for, not yet compile-checked in CI |
+//! | Windows | tested under Wine (`x86_64-win7-windows-gnu`), with a second process |
+//! | macOS, FreeBSD, NetBSD, OpenBSD, DragonFly, illumos, Android | compile-checked in CI |
 //!
 //! [IO::FDPass]: https://metacpan.org/pod/IO::FDPass
 //! [`WouldBlock`]: std::io::ErrorKind::WouldBlock
@@ -71,14 +103,21 @@ mod sys;
 pub mod tokio;
 #[cfg(unix)]
 mod unix;
+#[cfg(windows)]
+mod windows;
 
 #[cfg(unix)]
 pub use many::{recv_many, send_many, ReceivedMany, BURST};
 pub use received::Received;
 #[cfg(unix)]
 pub use unix::{recv, recv_with_fds, send, send_with_fds, FdPassExt, MAX_FDS};
+#[cfg(windows)]
+pub use windows::{
+    recv, recv_confirmed, recv_socket, recv_with_handles, send, send_confirmed, send_socket,
+    send_with_handles, MAX_HANDLES,
+};
 
 /// The README's example runs as a doctest, so that it stays true.
-#[cfg(doctest)]
+#[cfg(all(doctest, unix))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

@@ -1,4 +1,5 @@
-/// What one call of [`recv_with_fds`](crate::recv_with_fds) received.
+/// What one call of `recv_with_fds` (Unix) or `recv_with_handles`
+/// (Windows) received; on Windows, read "handles" for "fds".
 ///
 /// A message is never lost to a small buffer: whatever did not fit is
 /// reported here, so the caller decides whether that is an error.
@@ -15,13 +16,14 @@ pub struct Received {
     /// The message was a datagram (or `SOCK_SEQPACKET` record) longer than
     /// the data buffer; the kernel discarded the rest (`MSG_TRUNC`). On a
     /// stream socket the rest simply waits for the next read, so this is
-    /// never set.
+    /// never set. On Windows a record knows its length: the rest was read
+    /// and dropped.
     pub data_truncated: bool,
     /// The kernel truncated the control data (`MSG_CTRUNC`): fds were sent
     /// that never arrived. It happens when this process reaches its
     /// open-file limit (`RLIMIT_NOFILE`) or, on some systems, when a peer
     /// sends more fds than one message may carry. The kernel has closed what
-    /// it could not deliver.
+    /// it could not deliver. Never set on Windows.
     pub control_truncated: bool,
 }
 
@@ -32,6 +34,7 @@ impl Received {
     /// # Examples
     ///
     /// ```
+    /// # #[cfg(unix)]
     /// # fn main() -> std::io::Result<()> {
     /// use std::os::fd::AsFd;
     /// use std::os::unix::net::UnixStream;
@@ -46,6 +49,8 @@ impl Received {
     /// assert!(!got.is_complete());
     /// # Ok(())
     /// # }
+    /// # #[cfg(not(unix))]
+    /// # fn main() {}
     /// ```
     pub fn is_complete(&self) -> bool {
         self.fds_discarded == 0 && !self.data_truncated && !self.control_truncated

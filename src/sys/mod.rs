@@ -11,6 +11,17 @@
 //!   every fd not kept is closed; retries `EINTR`.
 //! - `is_datagram(socket) -> io::Result<bool>`.
 //!
+//! Windows (`windows.rs`):
+//! - `send_all(socket, bytes)` / `recv_exact(socket, buf)`: a whole record
+//!   or `WouldBlock` before its first byte, never half of one;
+//!   `wait(socket, READABLE)`.
+//! - `current_pid()`, `duplicate(handle)`: a non-inheritable duplicate in
+//!   this process.
+//! - `Process::open(pid)` with `PROCESS_DUP_HANDLE`, and on it
+//!   `fetch(value, close_source)` and `close(value)`.
+//! - `peer_pid(socket)` where Windows can tell it.
+//! - `duplicate_socket(socket, pid)` / `socket_from_info(info)`.
+//!
 //! A port to another Unix changes only the `cfg` names set in `build.rs`
 //! (and this file, where the OS lacks a mechanism altogether).
 
@@ -19,5 +30,10 @@ mod unix;
 #[cfg(unix)]
 pub(crate) use self::unix::*;
 
-#[cfg(not(unix))]
-compile_error!("io-fdpass supports Unix-like systems; this target is not one of them");
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+pub(crate) use self::windows::*;
+
+#[cfg(not(any(unix, windows)))]
+compile_error!("io-fdpass supports Unix-like systems and Windows; this target is neither");

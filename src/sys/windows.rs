@@ -1,0 +1,330 @@
+//! Windows: handles move between processes by `DuplicateHandle`, and the
+//! records that tell the receiver what to duplicate travel over a stream
+//! socket.
+
+use std::io::{self, ErrorKind};
+use std::mem::{size_of, zeroed};
+use std::os::windows::io::{
+    AsRawHandle, AsRawSocket, BorrowedHandle, BorrowedSocket, FromRawHandle, FromRawSocket,
+    OwnedHandle, OwnedSocket, RawHandle,
+};
+use std::ptr;
+
+use windows_sys::Win32::Foundation::{
+    DuplicateHandle, DUPLICATE_CLOSE_SOURCE, DUPLICATE_SAME_ACCESS, ERROR_ACCESS_DENIED, HANDLE,
+};
+use windows_sys::Win32::Networking::WinSock::{
+    recv as ws_recv, send as ws_send, WSADuplicateSocketW, WSAGetLastError, WSAIoctl, WSAPoll,
+    WSASocketW, FROM_PROTOCOL_INFO, INVALID_SOCKET, POLLRDNORM, POLLWRNORM, SIO_AF_UNIX_GETPEERPID,
+    SOCKET, SOCKET_ERROR, WSAPOLLFD, WSAPROTOCOL_INFOW, WSA_FLAG_NO_HANDLE_INHERIT,
+    WSA_FLAG_OVERLAPPED,
+};
+use windows_sys::Win32::System::Threading::{
+    GetCurrentProcess, GetCurrentProcessId, OpenProcess, PROCESS_DUP_HANDLE,
+};
+
+/// The last Winsock error, read right after the failed call.
+fn wsa_error() -> io::Error {
+    // SAFETY: WSAGetLastError only reads this thread's last Winsock error.
+    io::Error::from_raw_os_error(unsafe { WSAGetLastError() })
+}
+
+fn raw(socket: BorrowedSocket<'_>) -> SOCKET {
+    socket.as_raw_socket() as SOCKET
+}
+
+/// Waits until `socket` is ready for `events` (`POLLRDNORM`/`POLLWRNORM`).
+pub(crate) fn wait(socket: BorrowedSocket<'_>, events: i16) -> io::Result<()> {
+    let mut poll = WSAPOLLFD {
+        fd: raw(socket),
+        events,
+        revents: 0,
+    };
+    // SAFETY: one valid WSAPOLLFD, alive for the call.
+    match unsafe { WSAPoll(&mut poll, 1, -1) } {
+        SOCKET_ERROR => Err(wsa_error()),
+        _ => Ok(()),
+    }
+}
+
+/// What [`wait`] waits for.
+pub(crate) const READABLE: i16 = POLLRDNORM;
+
+/// Sends all of `bytes`. If the socket is non-blocking and full before the
+/// first byte, it is `WouldBlock` with nothing sent; once a byte is sent,
+/// the rest is sent too, waiting for room if need be, so that no record is
+/// ever left half-sent.
+pub(crate) fn send_all(socket: BorrowedSocket<'_>, bytes: &[u8]) -> io::Result<()> {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        let rest = &bytes[sent..];
+        let len = rest.len().min(i32::MAX as usize) as i32;
+        // SAFETY: `rest` is valid for `len` bytes for the call.
+        match unsafe { ws_send(raw(socket), rest.as_ptr(), len, 0) } {
+            SOCKET_ERROR => {
+                let err = wsa_error();
+                match err.kind() {
+                    ErrorKind::WouldBlock if sent > 0 => wait(socket, POLLWRNORM)?,
+                    ErrorKind::Interrupted => {}
+                    _ => return Err(err),
+                }
+            }
+            n => sent += n as usize,
+        }
+    }
+    Ok(())
+}
+
+/// Fills `buf`. If the socket is non-blocking and has nothing before the
+/// first byte, it is `WouldBlock` with nothing read; once a byte has come,
+/// the rest is waited for. A peer that closes first is `UnexpectedEof`.
+pub(crate) fn recv_exact(socket: BorrowedSocket<'_>, buf: &mut [u8]) -> io::Result<()> {
+    let mut got = 0;
+    while got < buf.len() {
+        let rest = &mut buf[got..];
+        let len = rest.len().min(i32::MAX as usize) as i32;
+        // SAFETY: `rest` is valid for writes of `len` bytes for the call.
+        match unsafe { ws_recv(raw(socket), rest.as_mut_ptr(), len, 0) } {
+            SOCKET_ERROR => {
+                let err = wsa_error();
+                match err.kind() {
+                    ErrorKind::WouldBlock if got > 0 => wait(socket, POLLRDNORM)?,
+                    ErrorKind::Interrupted => {}
+                    _ => return Err(err),
+                }
+            }
+            0 => {
+                return Err(io::Error::new(
+                    ErrorKind::UnexpectedEof,
+                    if got == 0 {
+                        "the peer closed the connection before sending a handle"
+                    } else {
+                        "the peer closed the connection in the middle of a record"
+                    },
+                ))
+            }
+            n => got += n as usize,
+        }
+    }
+    Ok(())
+}
+
+/// This process's id.
+pub(crate) fn current_pid() -> u32 {
+    // SAFETY: no arguments; it cannot fail.
+    unsafe { GetCurrentProcessId() }
+}
+
+/// A duplicate of `handle` in this process: same access, not inheritable.
+pub(crate) fn duplicate(handle: BorrowedHandle<'_>) -> io::Result<OwnedHandle> {
+    let mut dup: HANDLE = ptr::null_mut();
+    // SAFETY: `handle` is a live handle of this process; the pseudo-handle
+    // of the current process needs no closing; `dup` receives a new handle
+    // that this function then owns.
+    let ok = unsafe {
+        DuplicateHandle(
+            GetCurrentProcess(),
+            handle.as_raw_handle(),
+            GetCurrentProcess(),
+            &mut dup,
+            0,
+            0,
+            DUPLICATE_SAME_ACCESS,
+        )
+    };
+    if ok == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: DuplicateHandle succeeded: `dup` is a new handle owned by no
+    // one else.
+    Ok(unsafe { OwnedHandle::from_raw_handle(dup) })
+}
+
+/// Whether a handle value received from a peer can name a real handle:
+/// not null, and not one of the pseudo-handles (-1 the current process,
+/// -2 the current thread, -3 to -6 tokens), which would name the receiver's
+/// own process or thread instead of anything the sender has.
+pub(crate) fn is_real_handle_value(value: u64) -> bool {
+    let signed = value as i64;
+    !(-16..=0).contains(&signed)
+}
+
+/// A process handle with the right to duplicate handles out of it.
+pub(crate) struct Process(OwnedHandle);
+
+impl Process {
+    /// Opens process `pid` with `PROCESS_DUP_HANDLE`.
+    pub(crate) fn open(pid: u32) -> io::Result<Process> {
+        // SAFETY: OpenProcess takes no pointers; a null result is an error.
+        let handle = unsafe { OpenProcess(PROCESS_DUP_HANDLE, 0, pid) };
+        if handle.is_null() {
+            let err = io::Error::last_os_error();
+            return Err(match err.raw_os_error() {
+                Some(code) if code == ERROR_ACCESS_DENIED as i32 => io::Error::new(
+                    ErrorKind::PermissionDenied,
+                    format!(
+                        "OpenProcess of the sender (pid {pid}) was denied: this process lacks \
+                         the PROCESS_DUP_HANDLE right on it (run both as the same user, or at \
+                         the same integrity level)"
+                    ),
+                ),
+                _ => io::Error::new(
+                    err.kind(),
+                    format!("cannot open the sender (pid {pid}) to fetch its handle: {err}"),
+                ),
+            });
+        }
+        // SAFETY: a new process handle that only this value owns.
+        Ok(Process(unsafe { OwnedHandle::from_raw_handle(handle) }))
+    }
+
+    /// Duplicates the handle `value` of this process into the calling one,
+    /// same access, not inheritable; with `close_source`, the sender's copy
+    /// is closed whether or not this succeeds.
+    pub(crate) fn fetch(&self, value: u64, close_source: bool) -> io::Result<OwnedHandle> {
+        if !is_real_handle_value(value) {
+            // Nothing of the sender's to close either.
+            return Err(io::Error::new(
+                ErrorKind::InvalidData,
+                format!("the peer sent {value:#x}, a null or pseudo-handle, not a handle"),
+            ));
+        }
+        let options = DUPLICATE_SAME_ACCESS
+            | if close_source {
+                DUPLICATE_CLOSE_SOURCE
+            } else {
+                0
+            };
+        let mut dup: HANDLE = ptr::null_mut();
+        // SAFETY: the source process handle is live; `value` is only a
+        // number to it, checked by the kernel; `dup` receives a new handle.
+        let ok = unsafe {
+            DuplicateHandle(
+                self.0.as_raw_handle(),
+                value as usize as RawHandle,
+                GetCurrentProcess(),
+                &mut dup,
+                0,
+                0,
+                options,
+            )
+        };
+        if ok == 0 {
+            let err = io::Error::last_os_error();
+            return Err(io::Error::new(
+                ErrorKind::InvalidData,
+                format!(
+                    "the peer sent handle value {value:#x}, which its process does not have: {err}"
+                ),
+            ));
+        }
+        // SAFETY: DuplicateHandle succeeded: a new handle of this process.
+        Ok(unsafe { OwnedHandle::from_raw_handle(dup) })
+    }
+
+    /// Closes the sender's handle `value` without taking it.
+    pub(crate) fn close(&self, value: u64) {
+        if !is_real_handle_value(value) {
+            return;
+        }
+        // SAFETY: with a null target, DuplicateHandle only closes the source
+        // handle in the source process (DUPLICATE_CLOSE_SOURCE).
+        unsafe {
+            DuplicateHandle(
+                self.0.as_raw_handle(),
+                value as usize as RawHandle,
+                ptr::null_mut(),
+                ptr::null_mut(),
+                0,
+                0,
+                DUPLICATE_CLOSE_SOURCE,
+            );
+        }
+    }
+}
+
+/// The pid of the process at the other end of `socket`, where Windows can
+/// tell (`SIO_AF_UNIX_GETPEERPID` on an AF_UNIX socket); `None` where it
+/// cannot (TCP, or a Windows without AF_UNIX).
+pub(crate) fn peer_pid(socket: BorrowedSocket<'_>) -> Option<u32> {
+    let mut pid = 0u32;
+    let mut returned = 0u32;
+    // SAFETY: `pid` is a writable u32 of the size given; no overlapped I/O.
+    let result = unsafe {
+        WSAIoctl(
+            raw(socket),
+            SIO_AF_UNIX_GETPEERPID,
+            ptr::null(),
+            0,
+            ptr::from_mut(&mut pid).cast(),
+            size_of::<u32>() as u32,
+            &mut returned,
+            ptr::null_mut(),
+            None,
+        )
+    };
+    (result == 0 && returned as usize == size_of::<u32>()).then_some(pid)
+}
+
+/// The size of the record `WSADuplicateSocketW` fills.
+pub(crate) const PROTOCOL_INFO_LEN: usize = size_of::<WSAPROTOCOL_INFOW>();
+
+/// Fills `info` with what process `pid` needs to open its own descriptor
+/// of `socket` (`WSADuplicateSocketW`).
+pub(crate) fn duplicate_socket(
+    socket: BorrowedSocket<'_>,
+    pid: u32,
+) -> io::Result<[u8; PROTOCOL_INFO_LEN]> {
+    // SAFETY: WSAPROTOCOL_INFOW is plain data; all-zero is a valid value.
+    let mut info: WSAPROTOCOL_INFOW = unsafe { zeroed() };
+    // SAFETY: `info` is writable and of the type the call fills.
+    if unsafe { WSADuplicateSocketW(raw(socket), pid, &mut info) } == SOCKET_ERROR {
+        return Err(wsa_error());
+    }
+    // SAFETY: plain data of exactly this size.
+    Ok(unsafe { std::mem::transmute::<WSAPROTOCOL_INFOW, [u8; PROTOCOL_INFO_LEN]>(info) })
+}
+
+/// Opens this process's descriptor of a socket another process duplicated
+/// for it; not inheritable.
+pub(crate) fn socket_from_info(info: &[u8; PROTOCOL_INFO_LEN]) -> io::Result<OwnedSocket> {
+    // SAFETY: any bytes form a WSAPROTOCOL_INFOW (plain integers and
+    // arrays); Winsock validates the contents.
+    let info: WSAPROTOCOL_INFOW = unsafe { std::mem::transmute_copy(info) };
+    // SAFETY: `info` is alive for the call; a failed call returns
+    // INVALID_SOCKET.
+    let socket = unsafe {
+        WSASocketW(
+            FROM_PROTOCOL_INFO,
+            FROM_PROTOCOL_INFO,
+            FROM_PROTOCOL_INFO,
+            &info,
+            0,
+            WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT,
+        )
+    };
+    if socket == INVALID_SOCKET {
+        let err = wsa_error();
+        return Err(io::Error::new(
+            ErrorKind::InvalidData,
+            format!("the socket the peer described cannot be opened: {err}"),
+        ));
+    }
+    // SAFETY: a new socket that only this value owns.
+    Ok(unsafe { OwnedSocket::from_raw_socket(socket as _) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_real_handle_value;
+
+    #[test]
+    fn null_and_pseudo_handles_are_not_real() {
+        for value in [0, u64::MAX, u64::MAX - 1, u64::MAX - 5, -16i64 as u64] {
+            assert!(!is_real_handle_value(value), "{value:#x}");
+        }
+        for value in [4, 0x40, 0x7fff_fffc, u32::MAX as u64] {
+            assert!(is_real_handle_value(value), "{value:#x}");
+        }
+    }
+}
