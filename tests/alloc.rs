@@ -1,6 +1,8 @@
 //! A send or receive allocates nothing on the heap: counted by a global
 //! allocator, on this thread only.
 
+#![cfg(unix)]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::os::fd::AsFd;

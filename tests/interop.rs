@@ -2,6 +2,8 @@
 //! `libio-fdpass-perl`) and Python's `socket.send_fds`/`recv_fds`, in both
 //! directions.
 
+#![cfg(unix)]
+
 mod util;
 
 use std::io::Write;

@@ -1,6 +1,8 @@
 //! Bursts: send_many and recv_many, on every socket type, with bad messages
 //! at every position, non-blocking sockets and a closed peer.
 
+#![cfg(unix)]
+
 mod util;
 
 use std::fs::File;

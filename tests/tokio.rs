@@ -1,6 +1,6 @@
 //! The tokio API on both runtimes: many connections at once, mixing with the
 //! blocking API, a peer that leaves, and cancellation at every point.
-#![cfg(feature = "tokio")]
+#![cfg(all(unix, feature = "tokio"))]
 
 mod util;
 

@@ -2,6 +2,8 @@
 //! every way a peer or the system can make a receive fail, each checked for
 //! leaked fds.
 
+#![cfg(unix)]
+
 mod util;
 
 use std::io::{ErrorKind, IoSlice};

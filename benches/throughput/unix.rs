@@ -1,17 +1,4 @@
-//! Fds per second through io-fdpass next to a raw `libc` sendmsg/recvmsg
-//! loop doing the same work, measured in the same run.
-//!
-//! Each workload runs a sender thread and a receiver thread over a
-//! `SOCK_STREAM` socket pair; the receiver closes every fd it gets. Rounds of
-//! the raw loop and of the library alternate, and each figure is the median
-//! of its rounds, so that drift in the machine's speed hits both alike.
-//!
-//! With the `tokio` feature, the async calls run too, on a multi-thread
-//! runtime with a sender task and a receiver task, each compared with the
-//! blocking call it wraps.
-//!
-//! Run with `cargo bench --all-features --bench throughput` (`-- --quick`
-//! for a short run).
+//! The benchmark on Unix: unix socket pairs, SCM_RIGHTS.
 
 use std::hint::black_box;
 use std::io;
@@ -373,7 +360,7 @@ fn compare(fds_per_msg: usize, ways: &[Way], rounds: usize, budget: Duration) {
     }
 }
 
-fn main() {
+pub fn main() {
     // `cargo bench` passes `--bench`; `--quick` makes a short run.
     let quick = std::env::args().any(|a| a == "--quick");
     let (rounds, budget) = if quick {

@@ -1,0 +1,390 @@
+//! The Windows API with a real second process: a file, a pipe and a socket
+//! passed to it; every way a peer can make a receive fail; the confirmed
+//! mode with a receiver that leaves without fetching. Each checks that this
+//! process's handle count is unchanged.
+
+#![cfg(windows)]
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::windows::io::{AsHandle, AsRawHandle, OwnedHandle};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use io_fdpass::{
+    recv, recv_confirmed, recv_socket, recv_with_handles, send, send_confirmed, send_socket,
+    send_with_handles, MAX_HANDLES,
+};
+use windows_sys::Win32::System::Threading::{GetCurrentProcess, GetProcessHandleCount};
+
+/// The role a re-run of this test binary plays, and the port it connects to.
+const ROLE: &str = "IO_FDPASS_TEST_ROLE";
+const PORT: &str = "IO_FDPASS_TEST_PORT";
+
+fn handle_count() -> u32 {
+    let mut count = 0;
+    // SAFETY: the current-process pseudo-handle and a writable u32.
+    let ok = unsafe { GetProcessHandleCount(GetCurrentProcess(), &mut count) };
+    assert_ne!(ok, 0, "GetProcessHandleCount");
+    count
+}
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Checks that the handle count at the end equals the count at the start;
+/// tests that hold one run one at a time.
+struct NoLeak {
+    before: u32,
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl NoLeak {
+    fn start() -> Self {
+        let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        NoLeak {
+            before: handle_count(),
+            _serial: serial,
+        }
+    }
+
+    fn assert_unchanged(&self) {
+        assert_eq!(handle_count(), self.before, "this process's handle count");
+    }
+}
+
+/// A connected pair of TCP sockets on 127.0.0.1.
+fn pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (b, _) = listener.accept().unwrap();
+    (a, b)
+}
+
+/// Runs this test binary again as `role` in the test `test`, connected to
+/// a listener here; returns the child and this side of the connection.
+fn child(test: &str, role: &str) -> (Child, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(ROLE, role)
+        .env(PORT, listener.local_addr().unwrap().port().to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (stream, _) = listener.accept().unwrap();
+    (child, stream)
+}
+
+/// In a child: the role it plays and its connection to the parent.
+fn as_child() -> Option<(String, TcpStream)> {
+    let role = std::env::var(ROLE).ok()?;
+    let port: u16 = std::env::var(PORT).unwrap().parse().unwrap();
+    Some((role, TcpStream::connect(("127.0.0.1", port)).unwrap()))
+}
+
+/// What the child printed after `>` on each line, once it succeeded.
+fn output_of(child: Child) -> String {
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the child failed ({:?}): {stdout}",
+        out.status
+    );
+    stdout
+        .lines()
+        // The harness may have printed "test name ... " on the same line.
+        .filter_map(|line| Some(line.split_once('>')?.1))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A file with `text` in it, at a fresh path, open for reading.
+fn file_with(text: &str) -> (std::fs::File, std::path::PathBuf) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "io-fdpass-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::write(&path, text).unwrap();
+    (std::fs::File::open(&path).unwrap(), path)
+}
+
+#[test]
+fn a_file_handle_passes_to_another_process() {
+    if let Some((_, stream)) = as_child() {
+        let mut text = String::new();
+        std::fs::File::from(recv(&stream).unwrap())
+            .read_to_string(&mut text)
+            .unwrap();
+        println!(">{text}");
+        return;
+    }
+    let check = NoLeak::start();
+    let (file, path) = file_with("read in the child");
+    let (child, stream) = child("a_file_handle_passes_to_another_process", "recv");
+    send(&stream, &file).unwrap();
+    assert_eq!(output_of(child), "read in the child");
+    drop((stream, file));
+    std::fs::remove_file(path).unwrap();
+    // The child took the duplicate with DUPLICATE_CLOSE_SOURCE.
+    check.assert_unchanged();
+}
+
+#[test]
+fn a_pipe_handle_passes_and_carries_data() {
+    if let Some((_, stream)) = as_child() {
+        let mut writer = std::fs::File::from(recv(&stream).unwrap());
+        writer.write_all(b"through the pipe").unwrap();
+        return;
+    }
+    let check = NoLeak::start();
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let (child, stream) = child("a_pipe_handle_passes_and_carries_data", "write");
+    send(&stream, &writer).unwrap();
+    drop(writer);
+    output_of(child);
+    let mut text = String::new();
+    reader.read_to_string(&mut text).unwrap();
+    assert_eq!(text, "through the pipe");
+    drop((reader, stream));
+    check.assert_unchanged();
+}
+
+#[test]
+fn a_socket_passes_with_send_socket() {
+    if let Some((_, stream)) = as_child() {
+        let mut socket = TcpStream::from(recv_socket(&stream).unwrap());
+        socket.write_all(b"from the child").unwrap();
+        return;
+    }
+    let check = NoLeak::start();
+    let (mut client, server_side) = pair();
+    let (child, stream) = child("a_socket_passes_with_send_socket", "socket");
+    send_socket(&stream, &server_side).unwrap();
+    drop(server_side);
+    output_of(child);
+    let mut text = String::new();
+    client.read_to_string(&mut text).unwrap();
+    assert_eq!(text, "from the child");
+    drop((client, stream));
+    check.assert_unchanged();
+}
+
+#[test]
+fn confirmed_mode_passes_and_cleans_up_after_a_receiver_that_leaves() {
+    if let Some((role, stream)) = as_child() {
+        if role == "fetch" {
+            let mut text = String::new();
+            std::fs::File::from(recv_confirmed(&stream).unwrap())
+                .read_to_string(&mut text)
+                .unwrap();
+            println!(">{text}");
+        }
+        // "leave": exit without reading anything.
+        return;
+    }
+    let test = "confirmed_mode_passes_and_cleans_up_after_a_receiver_that_leaves";
+    let check = NoLeak::start();
+    let (file, path) = file_with("confirmed");
+
+    let (child_process, stream) = child(test, "fetch");
+    send_confirmed(&stream, &file).unwrap();
+    assert_eq!(output_of(child_process), "confirmed");
+    drop(stream);
+
+    for _ in 0..3 {
+        let (child_process, stream) = child(test, "leave");
+        let err = send_confirmed(&stream, &file).unwrap_err();
+        assert!(
+            matches!(
+                err.kind(),
+                ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("duplicate was closed"), "{err}");
+        output_of(child_process);
+    }
+    drop(file);
+    std::fs::remove_file(path).unwrap();
+    check.assert_unchanged();
+}
+
+#[test]
+fn batch_of_handles_with_data() {
+    let check = NoLeak::start();
+    let (a, b) = pair();
+    let (file, path) = file_with("batch");
+    let (reader, writer) = std::io::pipe().unwrap();
+    send_with_handles(
+        &a,
+        b"data and three",
+        &[file.as_handle(), reader.as_handle(), writer.as_handle()],
+    )
+    .unwrap();
+    let mut data = [0; 64];
+    let mut handles = Vec::with_capacity(3);
+    let got = recv_with_handles(&b, &mut data, &mut handles).unwrap();
+    assert!(got.is_complete());
+    assert_eq!(&data[..got.bytes], b"data and three");
+    assert_eq!(handles.len(), 3);
+    let mut text = String::new();
+    std::fs::File::from(handles.remove(0))
+        .read_to_string(&mut text)
+        .unwrap();
+    assert_eq!(text, "batch");
+
+    // Too small: the rest of the data is dropped, surplus handles are
+    // closed in the sender, and both are reported.
+    send_with_handles(&a, b"longer than four", &[file.as_handle(); 5]).unwrap();
+    let mut small = [0; 4];
+    let mut two = Vec::with_capacity(2);
+    let got = recv_with_handles(&b, &mut small, &mut two).unwrap();
+    assert_eq!((got.bytes, got.data_truncated), (4, true));
+    assert_eq!((got.fds, got.fds_discarded), (2, 3));
+    assert_eq!(&small, b"long");
+
+    let too_many = vec![file.as_handle(); MAX_HANDLES + 1];
+    let err = send_with_handles(&a, b"", &too_many).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+
+    drop((handles, two, file, reader, writer, a, b));
+    std::fs::remove_file(path).unwrap();
+    check.assert_unchanged();
+}
+
+/// An IO::FDPass record, as a peer might write it.
+fn record(pid: u32, value: usize) -> Vec<u8> {
+    [&pid.to_ne_bytes()[..], &value.to_ne_bytes()[..]].concat()
+}
+
+#[test]
+fn bad_records_are_rejected_and_nothing_leaks() {
+    let check = NoLeak::start();
+    let me = std::process::id();
+    let cases: [(&str, Vec<u8>, ErrorKind); 6] = [
+        ("null handle", record(me, 0), ErrorKind::InvalidData),
+        (
+            "current-process pseudo-handle",
+            record(me, usize::MAX),
+            ErrorKind::InvalidData,
+        ),
+        (
+            "current-thread pseudo-handle",
+            record(me, usize::MAX - 1),
+            ErrorKind::InvalidData,
+        ),
+        (
+            "a value that is no handle",
+            record(me, 0x7fff_fff0),
+            ErrorKind::InvalidData,
+        ),
+        (
+            "half a record, then the end",
+            record(me, 4)[..5].to_vec(),
+            ErrorKind::UnexpectedEof,
+        ),
+        (
+            "nothing, then the end",
+            Vec::new(),
+            ErrorKind::UnexpectedEof,
+        ),
+    ];
+    for (what, bytes, kind) in cases {
+        let (mut a, b) = pair();
+        a.write_all(&bytes).unwrap();
+        drop(a);
+        let err = recv(&b).unwrap_err();
+        assert_eq!(err.kind(), kind, "{what}: {err}");
+    }
+
+    // A process that does not exist: no pid is 2 more than a multiple of 4.
+    let (mut a, b) = pair();
+    a.write_all(&record(0x7fff_fffe, 0x40)).unwrap();
+    let err = recv(&b).unwrap_err();
+    assert!(err.to_string().contains("2147483646"), "{err}");
+
+    // A confirmed-mode receiver told something else answers, and fails.
+    let (mut a, b) = pair();
+    a.write_all(&record(me, 0x40)).unwrap();
+    a.write_all(&[0; 4]).unwrap();
+    let err = recv_confirmed(&b).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
+    let mut answer = [0];
+    a.read_exact(&mut answer).unwrap();
+    assert_eq!(answer, [1]);
+
+    drop((a, b));
+    check.assert_unchanged();
+}
+
+#[test]
+fn non_blocking_sockets_would_block_and_lose_nothing() {
+    let check = NoLeak::start();
+    let (mut a, b) = pair();
+    b.set_nonblocking(true).unwrap();
+    assert_eq!(recv(&b).unwrap_err().kind(), ErrorKind::WouldBlock);
+
+    // Part of a record, the rest later: the receive waits for the rest.
+    let (file, path) = file_with("late");
+    let dup = {
+        let (x, y) = pair();
+        send(&x, &file).unwrap();
+        let mut whole = [0; 12];
+        (&y).read_exact(&mut whole).unwrap();
+        whole
+    };
+    a.write_all(&dup[..3]).unwrap();
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        a.write_all(&dup[3..]).unwrap();
+        a
+    });
+    let mut text = String::new();
+    std::fs::File::from(recv(&b).unwrap())
+        .read_to_string(&mut text)
+        .unwrap();
+    assert_eq!(text, "late");
+    let a = writer.join().unwrap();
+
+    // A full socket: WouldBlock before anything is sent, and the duplicate
+    // is closed again.
+    a.set_nonblocking(true).unwrap();
+    let filler = [0u8; 65536];
+    loop {
+        match (&a).write(&filler) {
+            Ok(_) => continue,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let before = handle_count();
+    assert_eq!(send(&a, &file).unwrap_err().kind(), ErrorKind::WouldBlock);
+    assert_eq!(handle_count(), before);
+
+    drop((a, b, file));
+    std::fs::remove_file(path).unwrap();
+    check.assert_unchanged();
+}
+
+#[test]
+fn received_handles_are_not_inheritable() {
+    use windows_sys::Win32::Foundation::{GetHandleInformation, HANDLE_FLAG_INHERIT};
+    let (a, b) = pair();
+    let (file, path) = file_with("x");
+    send(&a, &file).unwrap();
+    let got: OwnedHandle = recv(&b).unwrap();
+    let mut flags = 0;
+    // SAFETY: a live handle and a writable u32.
+    assert_ne!(
+        unsafe { GetHandleInformation(got.as_raw_handle(), &mut flags) },
+        0
+    );
+    assert_eq!(flags & HANDLE_FLAG_INHERIT, 0);
+    drop((got, file));
+    std::fs::remove_file(path).unwrap();
+}
