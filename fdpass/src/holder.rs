@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::io::{self, ErrorKind};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::fail::{self, Failure, Result};
@@ -13,6 +15,15 @@ use crate::socket::SocketName;
 
 /// How long a client may take to send its request or read the answer.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most clients served at once; more are turned away at once.
+const MAX_CLIENTS: usize = 64;
+
+/// The fds held, by name.
+type Held = BTreeMap<String, OwnedFd>;
+
+/// An answer's text and fds, or a refusal's exit code and message.
+type Reply = std::result::Result<(String, Vec<OwnedFd>), (u8, String)>;
 
 /// The holder's settings.
 pub struct Holder {
@@ -48,22 +59,44 @@ impl Holder {
             eprintln!("fdpass hold: holding fds at {socket}");
         }
 
-        let mut held = BTreeMap::new();
+        // Each client on a thread of its own, so that one that stalls
+        // holds up no other; what is held is behind one lock.
+        let holder = Arc::new(self);
+        let held = Arc::new(Mutex::new(BTreeMap::new()));
+        let clients = Arc::new(AtomicUsize::new(0));
         loop {
             let stream = match listening.listener.accept() {
                 Ok((stream, _)) => stream,
                 // A connection that went away before it was accepted, or
                 // a momentary shortage of fds: neither ends the holder.
                 Err(err) => {
-                    self.log(format_args!("accept failed: {err}"));
+                    holder.log(format_args!("accept failed: {err}"));
                     if err.kind() != ErrorKind::ConnectionAborted {
                         std::thread::sleep(Duration::from_millis(50));
                     }
                     continue;
                 }
             };
-            if let Err(err) = self.serve(&stream, &mut held) {
-                self.log(format_args!("a client went away: {err}"));
+            if clients.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
+                clients.fetch_sub(1, Ordering::SeqCst);
+                holder.log(format_args!(
+                    "refused a client: {MAX_CLIENTS} are being served"
+                ));
+                continue;
+            }
+            let spawned = std::thread::Builder::new().spawn({
+                let (holder, held, clients) = (holder.clone(), held.clone(), clients.clone());
+                move || {
+                    if let Err(err) = holder.serve(&stream, &held) {
+                        holder.log(format_args!("a client went away: {err}"));
+                    }
+                    clients.fetch_sub(1, Ordering::SeqCst);
+                }
+            });
+            if let Err(err) = spawned {
+                // The closure, and the connection with it, are gone.
+                clients.fetch_sub(1, Ordering::SeqCst);
+                holder.log(format_args!("cannot start a thread for a client: {err}"));
             }
         }
     }
@@ -76,66 +109,85 @@ impl Holder {
 
     /// Answers one client's request. An error here is the client's: it is
     /// logged and the holder goes on.
-    fn serve(&self, stream: &UnixStream, held: &mut BTreeMap<String, OwnedFd>) -> io::Result<()> {
+    fn serve(&self, stream: &UnixStream, held: &Mutex<Held>) -> io::Result<()> {
         stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
         stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
-        let refuse = |code: u8, message: &str| {
-            self.log(format_args!("refused: {message}"));
-            protocol::send_all(stream, format!("error {code} {message}\n").as_bytes(), &[])
-        };
         // The request is read before the peer is checked, so that a
         // refusal reaches a client that is still sending.
         let request = read_request(stream)?;
-        if let Err(message) = self.check_peer(stream) {
-            return refuse(fail::NO_PERMISSION, &message);
-        }
-        let (request, fd) = match request {
-            Ok(request) => request,
-            Err(message) => return refuse(fail::DATA, &message),
+        let reply = match self.check_peer(stream) {
+            Err(message) => Err((fail::NO_PERMISSION, message)),
+            Ok(()) => match request {
+                Err(message) => Err((fail::DATA, message)),
+                Ok((request, fd)) => {
+                    // A client thread that panicked would have left the map
+                    // as it was between two requests: still whole.
+                    let mut held = held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    self.answer(&mut held, request, fd)
+                }
+            },
         };
+        // The lock is released: a client that reads slowly holds up no one.
+        match reply {
+            Ok((text, fds)) => {
+                let fds: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
+                protocol::send_all(stream, text.as_bytes(), &fds)
+            }
+            Err((code, message)) => {
+                self.log(format_args!("refused: {message}"));
+                protocol::send_all(stream, format!("error {code} {message}\n").as_bytes(), &[])
+            }
+        }
+    }
+
+    /// Carries out a request on what is held: the answer's text and fds
+    /// (copies of the held ones), or a refusal's exit code and message.
+    fn answer(&self, held: &mut Held, request: Request, fd: Option<OwnedFd>) -> Reply {
+        let not_held = |name: &str| (fail::NO_INPUT, format!("it holds no fd named {name}"));
         match (request, fd) {
             (Request::Store(name), Some(fd)) => {
                 if !held.contains_key(&name) && held.len() >= self.max_names {
-                    let message = format!(
-                        "it holds {} names, its limit (--max-names); drop one first",
-                        held.len()
-                    );
-                    return refuse(fail::NO_PERMISSION, &message);
+                    return Err((
+                        fail::NO_PERMISSION,
+                        format!(
+                            "it holds {} names, its limit (--max-names); drop one first",
+                            held.len()
+                        ),
+                    ));
                 }
                 self.log(format_args!("stored {name}"));
                 held.insert(name, fd);
-                protocol::send_all(stream, b"ok\n", &[])
+                Ok(("ok\n".into(), Vec::new()))
             }
-            (Request::Store(_), None) => refuse(fail::DATA, "store came without an fd"),
-            (_, Some(_)) => refuse(fail::DATA, "only store comes with an fd; it was closed"),
+            (Request::Store(_), None) => Err((fail::DATA, "store came without an fd".into())),
+            (_, Some(_)) => Err((
+                fail::DATA,
+                "only store comes with an fd; it was closed".into(),
+            )),
             (Request::Fetch(names), None) => {
                 let mut fds = Vec::with_capacity(names.len());
                 for name in &names {
-                    match held.get(name) {
-                        Some(fd) => fds.push(fd.as_fd()),
-                        None => {
-                            return refuse(fail::NO_INPUT, &format!("it holds no fd named {name}"))
-                        }
-                    }
+                    let fd = held.get(name).ok_or_else(|| not_held(name))?;
+                    fds.push(fd.try_clone().map_err(|err| {
+                        (fail::OS, format!("cannot copy the fd named {name}: {err}"))
+                    })?);
                 }
                 self.log(format_args!("fetched {}", names.join(" ")));
-                protocol::send_all(stream, b"ok\n", &fds)
+                Ok(("ok\n".into(), fds))
             }
             (Request::List, None) => {
-                let mut answer = String::from("ok\n");
+                let mut text = String::from("ok\n");
                 for name in held.keys() {
-                    answer.push_str(name);
-                    answer.push('\n');
+                    text.push_str(name);
+                    text.push('\n');
                 }
-                protocol::send_all(stream, answer.as_bytes(), &[])
+                Ok((text, Vec::new()))
             }
-            (Request::Drop(name), None) => match held.remove(&name) {
-                Some(_closed) => {
-                    self.log(format_args!("dropped {name}"));
-                    protocol::send_all(stream, b"ok\n", &[])
-                }
-                None => refuse(fail::NO_INPUT, &format!("it holds no fd named {name}")),
-            },
+            (Request::Drop(name), None) => {
+                held.remove(&name).ok_or_else(|| not_held(&name))?;
+                self.log(format_args!("dropped {name}"));
+                Ok(("ok\n".into(), Vec::new()))
+            }
         }
     }
 

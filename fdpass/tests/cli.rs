@@ -333,6 +333,19 @@ fn the_holder_survives_misbehaving_clients() {
     drop(c);
 
     assert_eq!(holder.list(), ["keep"]);
+
+    // A client that says nothing holds up no other.
+    let silent = connect();
+    let start = std::time::Instant::now();
+    assert_eq!(holder.list(), ["keep"]);
+    assert!(start.elapsed() < std::time::Duration::from_secs(2));
+    drop(silent);
+
+    // Each client's thread closes its connection as it ends.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while holder.fd_count() != before && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert_eq!(holder.fd_count(), before, "the holder leaked fds");
 }
 
