@@ -35,7 +35,8 @@ use crate::socket::SocketName;
 /// abstract namespace. Commands that run a COMMAND hand it the fds as fds 3,
 /// 4, … with LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES set (the systemd
 /// socket-activation convention), replacing fdpass in the same process; the
-/// command inherits no other fd but 0–2.
+/// command inherits no other fd but 0–2. Commands that connect to SOCKET
+/// wait up to a second for a peer that is still starting.
 #[derive(Parser)]
 #[command(name = "fdpass", version, after_help = fail::TABLE)]
 struct Cli {

@@ -6,8 +6,12 @@ use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::{Duration, Instant};
 
 use crate::fail::{self, Failure, Result};
+
+/// How long a client waits for a peer that is not listening yet.
+pub const STARTUP_GRACE: Duration = Duration::from_secs(1);
 
 /// Where a unix socket lives.
 #[derive(Clone, Debug)]
@@ -44,21 +48,38 @@ impl fmt::Display for SocketName {
 
 impl SocketName {
     /// Connects to a listening socket; `what` says who should be listening,
-    /// for the error message.
+    /// for the error message. A peer started a moment ago in the background
+    /// (`fdpass hold SOCKET &`) may not be listening yet: for up to
+    /// [`STARTUP_GRACE`] a missing or refusing socket is tried again.
     pub fn connect(&self, what: &str) -> Result<UnixStream> {
-        let result = match self {
-            SocketName::Path(path) => UnixStream::connect(path),
-            SocketName::Abstract(name) => {
-                abstract_addr(name).and_then(|a| UnixStream::connect_addr(&a))
+        let deadline = Instant::now() + STARTUP_GRACE;
+        loop {
+            let result = match self {
+                SocketName::Path(path) => UnixStream::connect(path),
+                SocketName::Abstract(name) => {
+                    abstract_addr(name).and_then(|a| UnixStream::connect_addr(&a))
+                }
+            };
+            let err = match result {
+                Ok(stream) => return Ok(stream),
+                Err(err) => err,
+            };
+            let absent = matches!(
+                err.kind(),
+                ErrorKind::NotFound | ErrorKind::ConnectionRefused
+            );
+            if absent && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
             }
-        };
-        result.map_err(|err| match err.kind() {
-            ErrorKind::NotFound | ErrorKind::ConnectionRefused => Failure::new(
-                fail::UNAVAILABLE,
-                format!("nothing is listening at {self} ({err}): is {what} running?"),
-            ),
-            _ => Failure::os(format_args!("cannot connect to {self}"), err),
-        })
+            return Err(match absent {
+                true => Failure::new(
+                    fail::UNAVAILABLE,
+                    format!("nothing is listening at {self} ({err}): is {what} running?"),
+                ),
+                false => Failure::os(format_args!("cannot connect to {self}"), err),
+            });
+        }
     }
 
     /// Listens at this name. A socket file left behind by a process that

@@ -146,6 +146,7 @@ fn the_readme_commands_work_as_written() {
         assert!(status.success(), "{script}");
     };
 
+    let _stop = StopAll(pids.clone());
     run(script(&blocks[0]));
     let first = util::http_get(port).expect("the server answers");
     // `$!` of the second block is the first server, started in the first.
@@ -167,8 +168,18 @@ fn the_readme_commands_work_as_written() {
         }
     };
     assert!(second.starts_with("hello from pid"), "{second}");
-    for pid in std::fs::read_to_string(&pids).unwrap().lines() {
-        let pid = rustix::process::Pid::from_raw(pid.parse().unwrap()).unwrap();
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+}
+
+/// Stops, when dropped, every process whose pid is listed in the file.
+struct StopAll(std::path::PathBuf);
+
+impl Drop for StopAll {
+    fn drop(&mut self) {
+        let pids = std::fs::read_to_string(&self.0).unwrap_or_default();
+        for pid in pids.lines().filter_map(|pid| pid.parse().ok()) {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+        }
     }
 }
