@@ -142,10 +142,12 @@ pub fn recv(socket: impl AsSocket) -> io::Result<OwnedHandle> {
 /// # Errors
 ///
 /// As [`send`] up to the record being sent. Then it waits for the answer
-/// even on a non-blocking socket; [`ErrorKind::UnexpectedEof`] if the
-/// receiver went away without answering, [`ErrorKind::Other`] if it
-/// answered that it could not take the handle. Either way the duplicate
-/// has been closed.
+/// even on a non-blocking socket; [`ErrorKind::UnexpectedEof`] (or a reset)
+/// if the receiver went away without answering, [`ErrorKind::Other`] if it
+/// answered that it could not take the handle: either way the duplicate has
+/// been closed. Should the wait itself fail otherwise (a receive timeout set
+/// on the socket), the receiver may yet fetch the duplicate, so it is left
+/// open as [`send`] leaves it, and the error says so.
 ///
 /// # Examples
 ///
@@ -167,54 +169,86 @@ pub fn recv(socket: impl AsSocket) -> io::Result<OwnedHandle> {
 /// ```
 pub fn send_confirmed(socket: impl AsSocket, handle: impl AsHandle) -> io::Result<()> {
     let socket = socket.as_socket();
-    let dup = sys::duplicate(handle.as_handle())?;
+    let (dup, record) = confirmed_record(handle.as_handle())?;
+    sys::send_all(socket, &record)?;
+    settle(dup, waiting(socket, sys::READABLE, || read_answer(socket)))
+}
+
+/// The duplicate [`send_confirmed`] offers, and the record that offers it.
+pub(crate) fn confirmed_record(handle: BorrowedHandle<'_>) -> io::Result<(OwnedHandle, [u8; 16])> {
+    let dup = sys::duplicate(handle)?;
     let mut record = [0u8; 16];
     record[..4].copy_from_slice(&CONFIRMED_MAGIC);
     record[4..8].copy_from_slice(&sys::current_pid().to_ne_bytes());
     record[8..].copy_from_slice(&(dup.as_raw_handle() as usize as u64).to_ne_bytes());
-    sys::send_all(socket, &record)?;
-    let answer = wait_for_answer(socket);
-    // The receiver has its own copy, or never will.
-    drop(dup);
-    answer.map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!(
-                "the receiver did not confirm the handle ({e}); the sender's duplicate was closed"
-            ),
-        )
-    })
+    Ok((dup, record))
 }
 
-/// Reads the one-byte answer of the other side of a confirmed exchange,
-/// waiting for it even on a non-blocking socket.
-fn wait_for_answer(socket: BorrowedSocket<'_>) -> io::Result<()> {
+/// Ends a confirmed send once the receiver's `answer` is in. The duplicate
+/// is closed when the receiver has its own copy, said it could not take
+/// one, or has gone (the connection ended). On any other failure, such as
+/// a timeout, the receiver may still fetch it, and closing it then could
+/// hand the receiver whatever handle later gets the same value: it is left
+/// open for the receiver, as [`send`] leaves it.
+pub(crate) fn settle(dup: OwnedHandle, answer: io::Result<()>) -> io::Result<()> {
+    let Err(e) = answer else {
+        return Ok(());
+    };
+    let receiver_is_done = matches!(
+        e.kind(),
+        ErrorKind::UnexpectedEof
+            | ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::BrokenPipe
+            | ErrorKind::Other
+    );
+    let fate = if receiver_is_done {
+        drop(dup);
+        "the sender's duplicate was closed"
+    } else {
+        let _ = dup.into_raw_handle();
+        "the duplicate was left open for the receiver, which may still fetch it"
+    };
+    Err(io::Error::new(
+        e.kind(),
+        format!("the receiver did not confirm the handle ({e}); {fate}"),
+    ))
+}
+
+/// Reads the one-byte answer of the other side of an exchange: `0` for
+/// success. `WouldBlock` before it has come, as every step here.
+pub(crate) fn read_answer(socket: BorrowedSocket<'_>) -> io::Result<()> {
     let mut answer = [0xff];
-    recv_waiting(socket, &mut answer)?;
+    sys::recv_exact(socket, &mut answer)?;
     match answer[0] {
         0 => Ok(()),
         _ => Err(io::Error::other("the peer could not take it")),
     }
 }
 
-/// Fills `buf` as [`sys::recv_exact`] does, but waits for the first byte
-/// too, even on a non-blocking socket: for the later steps of an exchange
-/// that has begun.
-fn recv_waiting(socket: BorrowedSocket<'_>, buf: &mut [u8]) -> io::Result<()> {
+/// Runs an I/O `step` of an exchange that has begun until it no longer says
+/// `WouldBlock`, waiting for `events` between tries, even on a non-blocking
+/// socket.
+fn waiting<T>(
+    socket: BorrowedSocket<'_>,
+    events: i16,
+    mut step: impl FnMut() -> io::Result<T>,
+) -> io::Result<T> {
     loop {
-        match sys::recv_exact(socket, buf) {
-            Err(e) if e.kind() == ErrorKind::WouldBlock => sys::wait(socket, sys::READABLE)?,
+        match step() {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => sys::wait(socket, events)?,
             result => return result,
         }
     }
 }
 
-/// Tells the other side of a confirmed exchange how it went; the outcome is
+/// Tells the other side of an exchange how it went; the outcome is
 /// returned unchanged.
 fn answer<T>(socket: BorrowedSocket<'_>, outcome: io::Result<T>) -> io::Result<T> {
-    // If the sender has gone it has closed its copy; what was taken here is
+    // If the peer has gone it has closed its copy; what was taken here is
     // this process's own either way.
-    let _ = sys::send_all(socket, &[u8::from(outcome.is_err())]);
+    let byte = [u8::from(outcome.is_err())];
+    let _ = waiting(socket, sys::WRITABLE, || sys::send_all(socket, &byte));
     outcome
 }
 
@@ -317,25 +351,44 @@ pub fn recv_confirmed(socket: impl AsSocket) -> io::Result<OwnedHandle> {
 /// ```
 pub fn send_socket(socket: impl AsSocket, passed: impl AsSocket) -> io::Result<()> {
     let socket = socket.as_socket();
-    let mut hello = [0u8; 8];
-    let (pid, claim) = read_claim(socket, &mut hello, SOCKET_MAGIC, "recv_socket")?;
-    let info = claim.and_then(|()| sys::duplicate_socket(passed.as_socket(), pid));
-    let info = match info {
-        Ok(info) => info,
-        Err(e) => {
-            let _ = sys::send_all(socket, &[1]);
-            return Err(e);
+    let (pid, claim) = read_socket_hello(socket)?;
+    reply_socket(socket, passed.as_socket(), pid, claim)?;
+    waiting(socket, sys::READABLE, || read_answer(socket)).map_err(not_taken)
+}
+
+/// The first step of [`send_socket`]: the receiver's hello, with the pid
+/// it claims and the verdict on it.
+pub(crate) fn read_socket_hello(socket: BorrowedSocket<'_>) -> io::Result<(u32, io::Result<()>)> {
+    read_claim(socket, &mut [0u8; 8], SOCKET_MAGIC, "recv_socket")
+}
+
+/// The second step of [`send_socket`]: duplicates `passed` for process
+/// `pid` if the claim holds, and sends the status byte and the record.
+pub(crate) fn reply_socket(
+    socket: BorrowedSocket<'_>,
+    passed: BorrowedSocket<'_>,
+    pid: u32,
+    claim: io::Result<()>,
+) -> io::Result<()> {
+    match claim.and_then(|()| sys::duplicate_socket(passed, pid)) {
+        Ok(info) => {
+            let mut reply = [0u8; 1 + sys::PROTOCOL_INFO_LEN];
+            reply[1..].copy_from_slice(&info);
+            waiting(socket, sys::WRITABLE, || sys::send_all(socket, &reply))
         }
-    };
-    let mut reply = [0u8; 1 + sys::PROTOCOL_INFO_LEN];
-    reply[1..].copy_from_slice(&info);
-    sys::send_all(socket, &reply)?;
-    wait_for_answer(socket).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("the receiver did not take the socket: {e}"),
-        )
-    })
+        Err(e) => {
+            let _ = waiting(socket, sys::WRITABLE, || sys::send_all(socket, &[1]));
+            Err(e)
+        }
+    }
+}
+
+/// The error of a receiver that did not take a socket.
+pub(crate) fn not_taken(e: io::Error) -> io::Error {
+    io::Error::new(
+        e.kind(),
+        format!("the receiver did not take the socket: {e}"),
+    )
 }
 
 /// Receives a socket from [`send_socket`]: tells the sender this process's
@@ -355,19 +408,31 @@ pub fn send_socket(socket: impl AsSocket, passed: impl AsSocket) -> io::Result<(
 /// See [`send_socket`].
 pub fn recv_socket(socket: impl AsSocket) -> io::Result<OwnedSocket> {
     let socket = socket.as_socket();
+    sys::send_all(socket, &socket_hello())?;
+    waiting(socket, sys::READABLE, || read_socket_reply(socket))
+}
+
+/// The first words of [`recv_socket`]: `FDPS` and this process's id.
+pub(crate) fn socket_hello() -> [u8; 8] {
     let mut hello = [0u8; 8];
     hello[..4].copy_from_slice(&SOCKET_MAGIC);
     hello[4..].copy_from_slice(&sys::current_pid().to_ne_bytes());
-    sys::send_all(socket, &hello)?;
+    hello
+}
+
+/// The second step of [`recv_socket`]: the sender's status and record
+/// (`WouldBlock` before they come), the socket opened, and the answer.
+pub(crate) fn read_socket_reply(socket: BorrowedSocket<'_>) -> io::Result<OwnedSocket> {
     let mut status = [0xff];
-    recv_waiting(socket, &mut status)?;
+    sys::recv_exact(socket, &mut status)?;
     if status[0] != 0 {
         return Err(invalid_data(
             "the sender could not duplicate the socket for this process",
         ));
     }
+    // Sent with the status: here at once, or in a moment.
     let mut info = [0u8; sys::PROTOCOL_INFO_LEN];
-    sys::recv_exact(socket, &mut info)?;
+    waiting(socket, sys::READABLE, || sys::recv_exact(socket, &mut info))?;
     answer(socket, sys::socket_from_info(&info))
 }
 

@@ -49,6 +49,7 @@ pub(crate) fn wait(socket: BorrowedSocket<'_>, events: i16) -> io::Result<()> {
 
 /// What [`wait`] waits for.
 pub(crate) const READABLE: i16 = POLLRDNORM;
+pub(crate) const WRITABLE: i16 = POLLWRNORM;
 
 /// Sends all of `bytes`. If the socket is non-blocking and full before the
 /// first byte, it is `WouldBlock` with nothing sent; once a byte is sent,
