@@ -25,7 +25,8 @@
 //! # Features
 //!
 //! - `tokio` (off by default): the module `io_fdpass::tokio`, the same calls as
-//!   cancel-safe futures on tokio's unix sockets.
+//!   futures on tokio's unix sockets (on Windows, on its `TcpStream`), cancel
+//!   safe where the docs say so.
 //!
 //! # Example
 //!
@@ -99,7 +100,9 @@
 mod many;
 mod received;
 mod sys;
-#[cfg(all(unix, feature = "tokio"))]
+#[cfg(feature = "tokio")]
+#[cfg_attr(unix, path = "tokio/unix.rs")]
+#[cfg_attr(windows, path = "tokio/windows.rs")]
 pub mod tokio;
 #[cfg(unix)]
 mod unix;

@@ -100,6 +100,16 @@ fn output_of(child: Child) -> String {
         .join("\n")
 }
 
+/// What the file behind `handle` holds, read from its start: every
+/// duplicate shares one file position, so a plain read would see only what
+/// earlier reads through other copies left.
+fn read_all(handle: OwnedHandle) -> String {
+    use std::os::windows::fs::FileExt;
+    let mut buf = [0; 256];
+    let n = std::fs::File::from(handle).seek_read(&mut buf, 0).unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
 /// A file with `text` in it, at a fresh path, open for reading.
 fn file_with(text: &str) -> (std::fs::File, std::path::PathBuf) {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -116,10 +126,7 @@ fn file_with(text: &str) -> (std::fs::File, std::path::PathBuf) {
 #[test]
 fn a_file_handle_passes_to_another_process() {
     if let Some((_, stream)) = as_child() {
-        let mut text = String::new();
-        std::fs::File::from(recv(&stream).unwrap())
-            .read_to_string(&mut text)
-            .unwrap();
+        let text = read_all(recv(&stream).unwrap());
         println!(">{text}");
         return;
     }
@@ -178,10 +185,7 @@ fn a_socket_passes_with_send_socket() {
 fn confirmed_mode_passes_and_cleans_up_after_a_receiver_that_leaves() {
     if let Some((role, stream)) = as_child() {
         if role == "fetch" {
-            let mut text = String::new();
-            std::fs::File::from(recv_confirmed(&stream).unwrap())
-                .read_to_string(&mut text)
-                .unwrap();
+            let text = read_all(recv_confirmed(&stream).unwrap());
             println!(">{text}");
         }
         // "leave": exit without reading anything.
@@ -232,10 +236,7 @@ fn batch_of_handles_with_data() {
     assert!(got.is_complete());
     assert_eq!(&data[..got.bytes], b"data and three");
     assert_eq!(handles.len(), 3);
-    let mut text = String::new();
-    std::fs::File::from(handles.remove(0))
-        .read_to_string(&mut text)
-        .unwrap();
+    let text = read_all(handles.remove(0));
     assert_eq!(text, "batch");
 
     // Too small: the rest of the data is dropped, surplus handles are
@@ -344,10 +345,7 @@ fn non_blocking_sockets_would_block_and_lose_nothing() {
         a.write_all(&dup[3..]).unwrap();
         a
     });
-    let mut text = String::new();
-    std::fs::File::from(recv(&b).unwrap())
-        .read_to_string(&mut text)
-        .unwrap();
+    let text = read_all(recv(&b).unwrap());
     assert_eq!(text, "late");
     let a = writer.join().unwrap();
 
@@ -387,4 +385,141 @@ fn received_handles_are_not_inheritable() {
     assert_eq!(flags & HANDLE_FLAG_INHERIT, 0);
     drop((got, file));
     std::fs::remove_file(path).unwrap();
+}
+
+/// The tokio calls, on both runtimes.
+#[cfg(feature = "tokio")]
+mod with_tokio {
+    use super::*;
+    use io_fdpass::tokio as fdpass;
+    use tokio::runtime::{Builder, Runtime};
+
+    fn runtimes() -> [(&'static str, Runtime); 2] {
+        [
+            (
+                "current-thread",
+                Builder::new_current_thread().enable_all().build().unwrap(),
+            ),
+            (
+                "multi-thread",
+                Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .unwrap(),
+            ),
+        ]
+    }
+
+    /// A connected pair of tokio TCP sockets on 127.0.0.1.
+    async fn async_pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (b, _) = listener.accept().await.unwrap();
+        (a, b)
+    }
+
+    fn read(handle: OwnedHandle) -> String {
+        let text = read_all(handle);
+        text
+    }
+
+    #[test]
+    fn every_call_works_as_a_future() {
+        let (file, path) = file_with("async");
+        // Made before the count: a runtime's own handles stay.
+        let runtimes = runtimes();
+        let check = NoLeak::start();
+        for (name, rt) in &runtimes {
+            rt.block_on(async {
+                let (a, b) = async_pair().await;
+                let receiver = tokio::spawn(async move {
+                    let one = read(fdpass::recv(&b).await.unwrap());
+                    let mut data = [0; 8];
+                    let mut handles = Vec::with_capacity(2);
+                    let got = fdpass::recv_with_handles(&b, &mut data, &mut handles)
+                        .await
+                        .unwrap();
+                    assert_eq!((&data[..got.bytes], handles.len()), (&b"two"[..], 2));
+                    let confirmed = read(fdpass::recv_confirmed(&b).await.unwrap());
+                    let socket = fdpass::recv_socket(&b).await.unwrap();
+                    (one, confirmed, socket)
+                });
+                fdpass::send(&a, &file).await.unwrap();
+                fdpass::send_with_handles(&a, b"two", &[file.as_handle(), file.as_handle()])
+                    .await
+                    .unwrap();
+                fdpass::send_confirmed(&a, &file).await.unwrap();
+                let (mut client, server_side) = pair();
+                fdpass::send_socket(&a, &server_side).await.unwrap();
+                drop(server_side);
+                let (one, confirmed, socket) = receiver.await.unwrap();
+                assert_eq!(
+                    (one.as_str(), confirmed.as_str()),
+                    ("async", "async"),
+                    "{name}"
+                );
+                TcpStream::from(socket).write_all(b"passed").unwrap();
+                let mut got = [0; 6];
+                client.read_exact(&mut got).unwrap();
+                assert_eq!(&got, b"passed", "{name}");
+            });
+        }
+        check.assert_unchanged();
+        drop((runtimes, file));
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn a_recv_cancelled_by_a_timeout_never_loses_a_handle() {
+        const HANDLES: usize = 60;
+        let files: Vec<_> = (0..10).map(|i| file_with(&i.to_string())).collect();
+        let runtimes = runtimes();
+        let check = NoLeak::start();
+        for (name, rt) in &runtimes {
+            let (a, b) = pair();
+            let sender = std::thread::scope(|s| {
+                s.spawn(|| {
+                    for i in 0..HANDLES {
+                        send(&a, &files[i % 10].0).unwrap();
+                        let pause = if i % 5 == 0 { 3_000 } else { 50 };
+                        std::thread::sleep(Duration::from_micros(pause));
+                    }
+                });
+                rt.block_on(async {
+                    b.set_nonblocking(true).unwrap();
+                    let b = tokio::net::TcpStream::from_std(b.try_clone().unwrap()).unwrap();
+                    let (mut next, mut timeouts) = (0, 0);
+                    while next < HANDLES {
+                        match tokio::time::timeout(Duration::from_micros(300), fdpass::recv(&b))
+                            .await
+                        {
+                            Ok(handle) => {
+                                assert_eq!(
+                                    read(handle.unwrap()),
+                                    (next % 10).to_string(),
+                                    "{name}"
+                                );
+                                next += 1;
+                            }
+                            Err(_elapsed) => timeouts += 1,
+                        }
+                    }
+                    timeouts
+                })
+            });
+            assert!(sender > 0, "{name}: no receive was ever cancelled");
+            drop((a, b));
+        }
+        check.assert_unchanged();
+        drop((
+            runtimes,
+            files
+                .into_iter()
+                .map(|(_, p)| std::fs::remove_file(p))
+                .count(),
+        ));
+    }
 }
