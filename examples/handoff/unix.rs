@@ -1,17 +1,4 @@
-//! An async TCP server that hands every connection it accepts to a worker
-//! process: the classic use of fd passing (pre-forked workers, privilege
-//! separation, restarts without dropping connections).
-//!
-//! The server accepts on 127.0.0.1, sends each accepted socket over a unix
-//! socket to the worker with `io_fdpass::tokio::send`, and closes its own
-//! copy. The worker receives the socket and answers the client itself.
-//!
-//! ```sh
-//! cargo run --features tokio --example handoff              # serve until Ctrl-C
-//! cargo run --features tokio --example handoff -- --clients 20   # serve 20 clients of its own and check them
-//! ```
-//!
-//! Talk to it with `nc 127.0.0.1 PORT` and type a line.
+//! The example on Unix: the worker listens on a unix socket.
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -21,7 +8,7 @@ use std::process::{Command, ExitCode, Stdio};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["worker", socket] => worker(socket.as_ref()),
@@ -169,10 +156,13 @@ mod tests {
         if let Ok(socket) = std::env::var(WORKER_ENV) {
             return worker(socket.as_ref()).unwrap();
         }
-        // Under the test harness the worker is this test, run again.
+        // Under the test harness the worker is this test, run again; its
+        // name is its module path without the crate's name.
+        let path = concat!(module_path!(), "::fifty_clients_are_answered_by_the_worker");
+        let name = path.split_once("::").map_or(path, |(_, name)| name);
         server(Some(50), |socket| {
             let mut cmd = Command::new(std::env::current_exe()?);
-            cmd.args(["tests::fifty_clients_are_answered_by_the_worker", "--exact"])
+            cmd.args([name, "--exact"])
                 .env(WORKER_ENV, socket)
                 .stdout(Stdio::null());
             Ok(cmd)
