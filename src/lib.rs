@@ -6,11 +6,23 @@
 //! `SCM_RIGHTS` control message), so it talks to IO::FDPass and to Python's
 //! `socket.send_fds`/`recv_fds` in both directions. Beyond them:
 //!
-//! - [`send_with_fds`] / [`recv_with_fds`]: data and up to [`MAX_FDS`] fds
-//!   in one message, received into caller storage with no allocation, and
-//!   any truncation reported in [`Received`].
-//! - [`send_many`] / [`recv_many`]: many IO::FDPass messages in one system
-//!   call (`sendmmsg`/`recvmmsg` where the OS has them).
+#![cfg_attr(
+    unix,
+    doc = "\
+- [`send_with_fds`] / [`recv_with_fds`]: data and up to [`MAX_FDS`] fds
+  in one message, received into caller storage with no allocation, and
+  any truncation reported in [`Received`].
+- [`send_many`] / [`recv_many`]: many IO::FDPass messages in one system
+  call (`sendmmsg`/`recvmmsg` where the OS has them)."
+)]
+#![cfg_attr(
+    windows,
+    doc = "\
+- [`send_with_handles`] / [`recv_with_handles`]: data and up to
+  [`MAX_HANDLES`] handles in one record, received into caller storage.
+- [`send_confirmed`] / [`recv_confirmed`] and [`send_socket`] /
+  [`recv_socket`]: the safer Windows modes (see [Windows](#windows))."
+)]
 //! - Received fds are close-on-exec; sends never raise `SIGPIPE`; `EINTR` is
 //!   retried; non-blocking sockets give [`WouldBlock`] and lose nothing.
 //! - The receive path never leaks an fd, whatever the peer sends: surplus
