@@ -57,6 +57,10 @@ use crate::{sys, Received};
 /// # Errors
 ///
 /// As [`crate::send`], except that `WouldBlock` is waited out.
+///
+/// # Examples
+///
+/// See the [module documentation](self).
 pub async fn send(socket: &TcpStream, handle: impl AsHandle) -> io::Result<()> {
     let handle = handle.as_handle();
     socket
@@ -70,6 +74,10 @@ pub async fn send(socket: &TcpStream, handle: impl AsHandle) -> io::Result<()> {
 /// # Errors
 ///
 /// As [`crate::recv`], except that `WouldBlock` is waited out.
+///
+/// # Examples
+///
+/// See the [module documentation](self).
 pub async fn recv(socket: &TcpStream) -> io::Result<OwnedHandle> {
     socket
         .async_io(Interest::READABLE, || crate::recv(socket))
@@ -81,6 +89,29 @@ pub async fn recv(socket: &TcpStream) -> io::Result<OwnedHandle> {
 /// # Errors
 ///
 /// As [`crate::send_with_handles`], except that `WouldBlock` is waited out.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// use tokio::net::{TcpListener, TcpStream};
+///
+/// let listener = TcpListener::bind("127.0.0.1:0").await?;
+/// let a = TcpStream::connect(listener.local_addr()?).await?;
+/// let (b, _) = listener.accept().await?;
+/// use std::os::windows::io::AsHandle;
+/// let file = std::fs::File::open("Cargo.toml")?;
+/// let handles = [file.as_handle(), file.as_handle()];
+/// io_fdpass::tokio::send_with_handles(&a, b"two", &handles).await?;
+///
+/// let mut data = [0; 8];
+/// let mut received = Vec::with_capacity(2);
+/// let got = io_fdpass::tokio::recv_with_handles(&b, &mut data, &mut received).await?;
+/// assert_eq!((&data[..got.bytes], received.len()), (&b"two"[..], 2));
+/// # Ok(())
+/// # }
+/// ```
 pub async fn send_with_handles(
     socket: &TcpStream,
     data: &[u8],
@@ -98,6 +129,10 @@ pub async fn send_with_handles(
 /// # Errors
 ///
 /// As [`crate::recv_with_handles`], except that `WouldBlock` is waited out.
+///
+/// # Examples
+///
+/// See [`send_with_handles`].
 pub async fn recv_with_handles(
     socket: &TcpStream,
     data: &mut [u8],
@@ -116,6 +151,25 @@ pub async fn recv_with_handles(
 /// # Errors
 ///
 /// As [`crate::send_confirmed`], except that `WouldBlock` is waited out.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// use tokio::net::{TcpListener, TcpStream};
+///
+/// let listener = TcpListener::bind("127.0.0.1:0").await?;
+/// let a = TcpStream::connect(listener.local_addr()?).await?;
+/// let (b, _) = listener.accept().await?;
+/// let file = std::fs::File::open("Cargo.toml")?;
+/// let receiver = tokio::spawn(async move { io_fdpass::tokio::recv_confirmed(&b).await });
+/// io_fdpass::tokio::send_confirmed(&a, &file).await?; // the receiver has it now
+/// let same_file = std::fs::File::from(receiver.await.unwrap()?);
+/// # drop(same_file);
+/// # Ok(())
+/// # }
+/// ```
 pub async fn send_confirmed(socket: &TcpStream, handle: impl AsHandle) -> io::Result<()> {
     let (dup, record) = blocking::confirmed_record(handle.as_handle())?;
     socket
@@ -155,6 +209,10 @@ impl Drop for Offered {
 /// # Errors
 ///
 /// As [`crate::recv_confirmed`], except that `WouldBlock` is waited out.
+///
+/// # Examples
+///
+/// See [`send_confirmed`].
 pub async fn recv_confirmed(socket: &TcpStream) -> io::Result<OwnedHandle> {
     socket
         .async_io(Interest::READABLE, || crate::recv_confirmed(socket))
@@ -166,6 +224,27 @@ pub async fn recv_confirmed(socket: &TcpStream) -> io::Result<OwnedHandle> {
 /// # Errors
 ///
 /// As [`crate::send_socket`], except that `WouldBlock` is waited out.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// use tokio::net::{TcpListener, TcpStream};
+///
+/// let listener = TcpListener::bind("127.0.0.1:0").await?;
+/// let a = TcpStream::connect(listener.local_addr()?).await?;
+/// let (b, _) = listener.accept().await?;
+/// // A second connection, whose server side goes from `a` to `b`.
+/// let client = TcpStream::connect(listener.local_addr()?).await?;
+/// let (server_side, _) = listener.accept().await?;
+/// let receiver = tokio::spawn(async move { io_fdpass::tokio::recv_socket(&b).await });
+/// io_fdpass::tokio::send_socket(&a, &server_side).await?;
+/// let passed = std::net::TcpStream::from(receiver.await.unwrap()?);
+/// # drop((passed, client));
+/// # Ok(())
+/// # }
+/// ```
 pub async fn send_socket(socket: &TcpStream, passed: impl AsSocket) -> io::Result<()> {
     let (pid, claim) = socket
         .async_io(Interest::READABLE, || {
@@ -186,6 +265,10 @@ pub async fn send_socket(socket: &TcpStream, passed: impl AsSocket) -> io::Resul
 /// # Errors
 ///
 /// As [`crate::recv_socket`], except that `WouldBlock` is waited out.
+///
+/// # Examples
+///
+/// See [`send_socket`].
 pub async fn recv_socket(socket: &TcpStream) -> io::Result<OwnedSocket> {
     let hello = blocking::socket_hello();
     socket
