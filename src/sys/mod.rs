@@ -10,6 +10,11 @@
 //!   `recvmsg`; every fd arrives close-on-exec and is offered to `keep`;
 //!   every fd not kept is closed; retries `EINTR`.
 //! - `is_datagram(socket) -> io::Result<bool>`.
+//! - `BURST`, and `send_burst(socket, fds) -> io::Result<usize>` /
+//!   `recv_burst(socket, bytes, got, keep) -> io::Result<usize>`: up to
+//!   `BURST` one-fd IO::FDPass messages, in one `sendmmsg`/`recvmmsg` where
+//!   the OS has them (a loop elsewhere); the receive waits only for the
+//!   first message and offers each message's fds to `keep(i, fd)`.
 //!
 //! Windows (`windows.rs`):
 //! - `send_all(socket, bytes)` / `recv_exact(socket, buf)`: a whole record
