@@ -124,7 +124,7 @@ fn recv_one(
     socket: BorrowedFd<'_>,
     data: &mut [u8],
     flags: RecvFlags,
-    mut keep: impl FnMut(OwnedFd) -> Option<OwnedFd>,
+    keep: impl FnMut(OwnedFd) -> Option<OwnedFd>,
 ) -> io::Result<Received> {
     let mut space = [MaybeUninit::<u8>::uninit(); RECV_SPACE];
     let mut control = RecvAncillaryBuffer::new(&mut space);
@@ -143,7 +143,20 @@ fn recv_one(
         data_truncated: msg.flags.contains(ReturnFlags::TRUNC),
         control_truncated: msg.flags.contains(ReturnFlags::CTRUNC),
     };
-    for message in control.drain() {
+    hand_over(control.drain(), &mut received, keep)?;
+    Ok(received)
+}
+
+/// Hands each fd of the `SCM_RIGHTS` messages among `messages` to `keep`,
+/// close-on-exec, and counts in `received` those kept and those given back,
+/// which are closed here. Fds not reached after an error are closed when
+/// `messages` drops.
+fn hand_over<'a>(
+    messages: impl Iterator<Item = RecvAncillaryMessage<'a>>,
+    received: &mut Received,
+    mut keep: impl FnMut(OwnedFd) -> Option<OwnedFd>,
+) -> io::Result<()> {
+    for message in messages {
         if let RecvAncillaryMessage::ScmRights(fds) = message {
             for fd in fds {
                 set_cloexec(&fd)?;
@@ -154,7 +167,7 @@ fn recv_one(
             }
         }
     }
-    Ok(received)
+    Ok(())
 }
 
 /// Sends one IO::FDPass message (the byte `0` with one fd) per fd of
@@ -282,16 +295,9 @@ pub(crate) fn recv_burst(
         // this message's space with its control messages.
         let control = unsafe { std::slice::from_raw_parts_mut(space.0.as_mut_ptr().cast(), len) };
         // SAFETY: `control` holds exactly the control data received.
-        for message in unsafe { AncillaryDrain::parse(control) } {
-            if let RecvAncillaryMessage::ScmRights(fds) = message {
-                for fd in fds {
-                    match keep(i, fd) {
-                        None => this.fds += 1,
-                        Some(_closed) => this.fds_discarded += 1,
-                    }
-                }
-            }
-        }
+        let messages = unsafe { AncillaryDrain::parse(control) };
+        // Cannot fail: with MSG_CMSG_CLOEXEC there is nothing to mark.
+        hand_over(messages, &mut this, |fd| keep(i, fd))?;
         got[i] = this;
     }
     Ok(received)
