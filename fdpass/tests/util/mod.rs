@@ -107,26 +107,25 @@ pub fn fails(cmd: &mut Command, code: i32, says: &str) {
 
 /// Waits until something listens at `path`.
 pub fn wait_for_socket(path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while UnixStream::connect(path).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "nothing listens at {}",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(
+        || UnixStream::connect(path).is_ok(),
+        || format!("nothing listens at {}", path.display()),
+    );
 }
 
 /// Waits until the socket file at `path` exists, without connecting.
 pub fn wait_for_file(path: &Path) {
+    wait_until(
+        || path.exists(),
+        || format!("{} never appeared", path.display()),
+    );
+}
+
+/// Polls `ready` for up to 20 s, failing with `why` if it never holds.
+fn wait_until(mut ready: impl FnMut() -> bool, why: impl Fn() -> String) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
+    while !ready() {
+        assert!(Instant::now() < deadline, "{}", why());
         std::thread::sleep(Duration::from_millis(10));
     }
 }
