@@ -358,13 +358,18 @@ fn a_full_fd_table_is_an_error_that_leaks_nothing() {
     send_with_fds(&a, &[0], &[file.as_fd(); 3]).unwrap();
     send_with_fds(&a, b"batch", &[file.as_fd(); 3]).unwrap();
 
+    // Counting needs an fd itself, so count before the table is full and
+    // again once room is back.
+    let base = util::fd_count();
     // Fill every free slot below a lowered limit, so the next fd has no room.
+    // The limit sits above the highest open fd, so there is at least one slot
+    // to fill even when the open fds have no gaps.
     let saved = getrlimit(Resource::Nofile);
     let highest = (0..4096).rev().find(|&fd| {
         // SAFETY: the fd is only queried, never closed or kept.
         rustix::io::fcntl_getfd(unsafe { BorrowedFd::borrow_raw(fd) }).is_ok()
     });
-    let limit = highest.unwrap() as u64 + 1;
+    let limit = highest.unwrap() as u64 + 2;
     setrlimit(
         Resource::Nofile,
         Rlimit {
@@ -373,12 +378,11 @@ fn a_full_fd_table_is_an_error_that_leaks_nothing() {
         },
     )
     .unwrap();
-    // Counting needs an fd itself, so count now and again once room is back.
-    let base = util::fd_count();
     let mut fillers = Vec::new();
     while let Ok(fd) = rustix::io::dup(&file) {
         fillers.push(fd);
     }
+    assert!(!fillers.is_empty(), "no free slot below the limit {limit}");
 
     let err = recv(&b).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::QuotaExceeded, "{err}");
