@@ -79,7 +79,19 @@ pub fn open_fds() -> Vec<String> {
 
 /// A connected pair of unix sockets of type `ty`, close-on-exec.
 pub fn pair(ty: SocketType) -> (OwnedFd, OwnedFd) {
-    socketpair(AddressFamily::UNIX, ty, SocketFlags::CLOEXEC, None).expect("socketpair")
+    #[cfg(not(fdpass_apple))]
+    let pair = socketpair(AddressFamily::UNIX, ty, SocketFlags::CLOEXEC, None);
+    // Apple's socketpair has no close-on-exec flag; no test here forks
+    // between the two calls.
+    #[cfg(fdpass_apple)]
+    let pair =
+        socketpair(AddressFamily::UNIX, ty, SocketFlags::empty(), None).and_then(|(a, b)| {
+            for fd in [&a, &b] {
+                rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC)?;
+            }
+            Ok((a, b))
+        });
+    pair.expect("socketpair")
 }
 
 pub fn all_types() -> [(&'static str, SocketType); 3] {
