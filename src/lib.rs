@@ -27,12 +27,12 @@
 //!   retried; non-blocking sockets give [`WouldBlock`] and lose nothing.
 //! - The receive path never leaks an fd, whatever the peer sends: surplus
 //!   fds, fds with a wrong data byte, fds cut short by a full fd table are
-//!   all closed, and the error says so.
+//!   all closed, and the error says so. So is the pidfd Linux adds to each
+//!   message when the socket has `SO_PASSPIDFD` on: only fds the peer sent
+//!   are returned.
 //!
 //! What it does not do: pass fds between machines, or over anything but a
-//! unix socket on Unix. It does not collect fds that arrive in control
-//! messages other than `SCM_RIGHTS`: don't enable Linux's `SO_PASSPIDFD` on
-//! a socket you receive from with it, or each message's pidfd stays open.
+//! unix socket on Unix.
 //!
 //! # Features
 //!

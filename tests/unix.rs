@@ -241,6 +241,60 @@ fn credentials_beside_the_fd_do_not_hide_it() {
     check.assert_unchanged();
 }
 
+/// Linux's `SO_PASSPIDFD` (6.5 and later) adds an `SCM_PIDFD` message to
+/// every receive, and the kernel opens a pidfd for it in the receiver: the
+/// receive must close it, in every call that receives.
+#[cfg(fdpass_linux_kernel)]
+#[test]
+fn pidfds_beside_the_fd_are_closed() {
+    const SO_PASSPIDFD: libc::c_int = 76;
+    let check = NoLeak::start();
+    for (name, ty) in all_types() {
+        let (a, b) = pair(ty);
+        let on: libc::c_int = 1;
+        // SAFETY: a valid socket, and an int option of the size given.
+        let set = unsafe {
+            libc::setsockopt(
+                b.as_raw_fd(),
+                libc::SOL_SOCKET,
+                SO_PASSPIDFD,
+                std::ptr::from_ref(&on).cast(),
+                size_of_val(&on) as libc::socklen_t,
+            )
+        };
+        if set != 0 {
+            let err = std::io::Error::last_os_error();
+            assert_eq!(err.raw_os_error(), Some(libc::ENOPROTOOPT), "{err}");
+            eprintln!("skipped: this kernel has no SO_PASSPIDFD");
+            return;
+        }
+        let file = file_with(name);
+        // Open now: the pair and the file, and nothing more after each call.
+        let held = 3;
+        send(&a, &file).unwrap();
+        assert_eq!(read_all(recv(&b).unwrap()), name);
+        check.assert_plus(held);
+
+        send_with_fds(&a, b"two", &[file.as_fd(); 2]).unwrap();
+        let mut got = Vec::with_capacity(2);
+        let r = recv_with_fds(&b, &mut [0; 4], &mut got).unwrap();
+        assert!(r.is_complete(), "{name}: {r:?}");
+        drop(got);
+        check.assert_plus(held);
+
+        assert_eq!(io_fdpass::send_many(&a, &[file.as_fd(); 3]).unwrap(), 3);
+        let mut got = Vec::with_capacity(3);
+        let mut many = 0;
+        while many < 3 {
+            many += io_fdpass::recv_many(&b, &mut got).unwrap().fds;
+        }
+        assert_eq!(got.len(), 3);
+        drop(got);
+        check.assert_plus(held);
+    }
+    check.assert_unchanged();
+}
+
 #[test]
 fn batch_round_trip_with_the_most_fds() {
     let check = NoLeak::start();

@@ -1,16 +1,15 @@
-//! The Unix backend: one `sendmsg` and one `recvmsg` with `SCM_RIGHTS`,
-//! through rustix.
+//! The Unix backend: one `sendmsg` and one `recvmsg` with `SCM_RIGHTS`.
+//! Sends go through rustix; receives call libc's `recvmsg`/`recvmmsg`, whose
+//! control data rustix then parses (see [`recv_one`] for why).
 
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
 use rustix::io::Errno;
-#[cfg(fdpass_recvmmsg)]
-use rustix::net::AncillaryDrain;
 use rustix::net::{
-    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags, SocketType,
+    AncillaryDrain, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage,
+    SendFlags, SocketType,
 };
 
 use crate::Received;
@@ -120,42 +119,105 @@ pub(crate) fn recv_with_fds(
     recv_one(socket, data, RECV_FLAGS, keep)
 }
 
+/// A control buffer of `N` bytes, aligned for `cmsghdr`.
+#[repr(C, align(8))]
+struct Space<const N: usize>([MaybeUninit<u8>; N]);
+
+impl<const N: usize> Space<N> {
+    const fn new() -> Self {
+        Space([MaybeUninit::uninit(); N])
+    }
+
+    /// The first `len` bytes, which the kernel wrote.
+    ///
+    /// # Safety
+    ///
+    /// The kernel must have initialised those bytes with the control data
+    /// of one received message.
+    unsafe fn received(&mut self, len: usize) -> &mut [u8] {
+        let len = len.min(N);
+        // SAFETY: initialised, as the caller promises, and within `self`.
+        unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast(), len) }
+    }
+}
+
+/// One `recvmsg`, with libc rather than rustix: rustix 1.1 gives neither the
+/// length of the control data nor the `SCM_PIDFD` messages in it, and
+/// [`take_control`] needs both to close every fd the kernel installed.
 fn recv_one(
     socket: BorrowedFd<'_>,
     data: &mut [u8],
     flags: RecvFlags,
     keep: impl FnMut(OwnedFd) -> Option<OwnedFd>,
 ) -> io::Result<Received> {
-    let mut space = [MaybeUninit::<u8>::uninit(); RECV_SPACE];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    let mut iov = [IoSliceMut::new(data)];
-    let msg = loop {
-        match rustix::net::recvmsg(socket, &mut iov, &mut control, flags) {
-            Err(Errno::INTR) => continue,
-            result => break result?,
+    use std::os::fd::AsRawFd;
+
+    let mut space = Space::<RECV_SPACE>::new();
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: msghdr is a plain C struct for which all-zero bytes (null
+    // pointers, zero lengths) are a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = space.0.as_mut_ptr().cast();
+    msg.msg_controllen = RECV_SPACE as _;
+    let bytes = loop {
+        // SAFETY: `msg` points at `data` and at `space`, both alive and
+        // unaliased for the call, with their lengths; the kernel writes
+        // within those bounds.
+        let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, flags.bits() as _) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
         }
     };
 
     let mut received = Received {
-        bytes: msg.bytes.min(iov[0].len()),
+        bytes: bytes.min(data.len()),
         fds: 0,
         fds_discarded: 0,
-        data_truncated: msg.flags.contains(ReturnFlags::TRUNC),
-        control_truncated: msg.flags.contains(ReturnFlags::CTRUNC),
+        data_truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
+        control_truncated: msg.msg_flags & libc::MSG_CTRUNC != 0,
     };
-    hand_over(control.drain(), &mut received, keep)?;
+    #[allow(clippy::unnecessary_cast)] // `socklen_t` on the BSDs
+    // SAFETY: the kernel wrote `msg_controllen` bytes of control data.
+    let control = unsafe { space.received(msg.msg_controllen as usize) };
+    // SAFETY: `control` is the control data of the message just received.
+    unsafe { take_control(control, &mut received, keep)? };
     Ok(received)
 }
 
-/// Hands each fd of the `SCM_RIGHTS` messages among `messages` to `keep`,
-/// close-on-exec, and counts in `received` those kept and those given back,
-/// which are closed here. Fds not reached after an error are closed when
-/// `messages` drops.
-fn hand_over<'a>(
-    messages: impl Iterator<Item = RecvAncillaryMessage<'a>>,
+/// Takes every fd out of the control data of one received message: hands
+/// each fd of its `SCM_RIGHTS` messages to `keep`, close-on-exec, and counts
+/// in `received` those kept and those given back, which are closed here.
+/// On Linux it also closes the pidfd of an `SCM_PIDFD` message, which the
+/// kernel adds when the socket has `SO_PASSPIDFD` on: this crate returns
+/// only the fds the peer sent, and any other would stay open unseen.
+/// Fds not reached after an error are closed before this returns.
+///
+/// # Safety
+///
+/// `control` must be exactly the control data that the kernel returned with
+/// one message, which makes this process the owner of every fd in it.
+unsafe fn take_control(
+    control: &mut [u8],
     received: &mut Received,
     mut keep: impl FnMut(OwnedFd) -> Option<OwnedFd>,
 ) -> io::Result<()> {
+    #[cfg(fdpass_linux_kernel)]
+    // SAFETY: as this function's contract says.
+    unsafe {
+        close_pidfds(control);
+    }
+    // SAFETY: as this function's contract says; the drain closes the fds
+    // of any message it has not yielded when it drops.
+    let messages = unsafe { AncillaryDrain::parse(control) };
     for message in messages {
         if let RecvAncillaryMessage::ScmRights(fds) = message {
             for fd in fds {
@@ -168,6 +230,46 @@ fn hand_over<'a>(
         }
     }
     Ok(())
+}
+
+/// Closes the pidfd of each `SCM_PIDFD` message in `control`.
+///
+/// # Safety
+///
+/// As [`take_control`].
+#[cfg(fdpass_linux_kernel)]
+unsafe fn close_pidfds(control: &mut [u8]) {
+    use std::os::fd::FromRawFd;
+    /// `SCM_PIDFD` from `<linux/socket.h>` (Linux 6.5), the same on every
+    /// architecture; not in the libc crate.
+    const SCM_PIDFD: libc::c_int = 4;
+
+    // SAFETY: msghdr is a plain C struct; all-zero bytes are a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = control.len() as _;
+    // SAFETY: `msg` describes `control`, whose headers the kernel wrote;
+    // CMSG_NXTHDR stops at its end.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    while !cmsg.is_null() {
+        // SAFETY: a header within `control`, as above.
+        let header = unsafe { &*cmsg };
+        if header.cmsg_level == libc::SOL_SOCKET && header.cmsg_type == SCM_PIDFD {
+            // SAFETY: CMSG_LEN only computes a size.
+            let data_len = header.cmsg_len as usize - unsafe { libc::CMSG_LEN(0) } as usize;
+            // SAFETY: the message's data follows its header within
+            // `control`; it holds the kernel's pidfd, which this process
+            // owns and nothing else refers to.
+            unsafe {
+                let data = libc::CMSG_DATA(cmsg).cast::<libc::c_int>();
+                for i in 0..data_len / size_of::<libc::c_int>() {
+                    drop(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
+                }
+            }
+        }
+        // SAFETY: as for CMSG_FIRSTHDR.
+        cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
+    }
 }
 
 /// Sends one IO::FDPass message (the byte `0` with one fd) per fd of
@@ -232,12 +334,8 @@ pub(crate) fn recv_burst(
     use std::os::fd::AsRawFd;
     use std::ptr;
 
-    /// A message's control buffer, aligned for `cmsghdr`.
-    #[repr(C, align(8))]
-    struct Space([MaybeUninit<u8>; BURST_MSG_SPACE]);
-
     let max = bytes.len().min(got.len()).min(BURST);
-    let mut spaces = [const { Space([MaybeUninit::uninit(); BURST_MSG_SPACE]) }; BURST];
+    let mut spaces = [const { Space::<BURST_MSG_SPACE>::new() }; BURST];
     // SAFETY: iovec and mmsghdr are plain C structs for which all-zero
     // bytes (null pointers, zero lengths) are valid values.
     let mut iovs: [libc::iovec; BURST] = unsafe { std::mem::zeroed() };
@@ -290,14 +388,12 @@ pub(crate) fn recv_burst(
             ..Received::default()
         };
         #[allow(clippy::unnecessary_cast)] // `socklen_t` on the BSDs
-        let len = (hdr.msg_controllen as usize).min(BURST_MSG_SPACE);
-        // SAFETY: the kernel initialised the first `msg_controllen` bytes of
-        // this message's space with its control messages.
-        let control = unsafe { std::slice::from_raw_parts_mut(space.0.as_mut_ptr().cast(), len) };
-        // SAFETY: `control` holds exactly the control data received.
-        let messages = unsafe { AncillaryDrain::parse(control) };
-        // Cannot fail: with MSG_CMSG_CLOEXEC there is nothing to mark.
-        hand_over(messages, &mut this, |fd| keep(i, fd))?;
+        // SAFETY: the kernel wrote `msg_controllen` bytes of control data
+        // into this message's space.
+        let control = unsafe { space.received(hdr.msg_controllen as usize) };
+        // SAFETY: `control` is the control data of message `i`. Cannot
+        // fail: with MSG_CMSG_CLOEXEC there is nothing to mark.
+        unsafe { take_control(control, &mut this, |fd| keep(i, fd))? };
         got[i] = this;
     }
     Ok(received)
