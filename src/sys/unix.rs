@@ -6,7 +6,6 @@ use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
-use rustix::io::Errno;
 use rustix::net::{
     AncillaryDrain, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage,
     SendFlags, SocketType,
@@ -98,12 +97,14 @@ pub(crate) fn send_with_fds(
     }
     no_sigpipe(socket)?;
     let iov = [IoSlice::new(data)];
-    loop {
-        match rustix::net::sendmsg(socket, &iov, &mut control, SEND_FLAGS) {
-            Err(Errno::INTR) => continue,
-            result => return Ok(result?),
-        }
-    }
+    retry(|| {
+        Ok(rustix::net::sendmsg(
+            socket,
+            &iov,
+            &mut control,
+            SEND_FLAGS,
+        )?)
+    })
 }
 
 /// Receives one message with one `recvmsg`, retrying on `EINTR`.
@@ -164,19 +165,12 @@ fn recv_one(
     msg.msg_iovlen = 1;
     msg.msg_control = space.0.as_mut_ptr().cast();
     msg.msg_controllen = RECV_SPACE as _;
-    let bytes = loop {
+    let bytes = retry(|| {
         // SAFETY: `msg` points at `data` and at `space`, both alive and
         // unaliased for the call, with their lengths; the kernel writes
         // within those bounds.
-        let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, flags.bits() as _) };
-        if n >= 0 {
-            break n as usize;
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    };
+        libc_result(unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, flags.bits() as _) })
+    })?;
 
     let mut received = Received {
         bytes: bytes.min(data.len()),
@@ -295,12 +289,13 @@ pub(crate) fn send_burst(socket: BorrowedFd<'_>, fds: &[BorrowedFd<'_>]) -> io::
     let mut msgs = controls
         .each_mut()
         .map(|control| MMsgHdr::new(&iov, control));
-    loop {
-        match rustix::net::sendmmsg(socket, &mut msgs[..fds.len()], SEND_FLAGS) {
-            Err(Errno::INTR) => continue,
-            result => return Ok(result?),
-        }
-    }
+    retry(|| {
+        Ok(rustix::net::sendmmsg(
+            socket,
+            &mut msgs[..fds.len()],
+            SEND_FLAGS,
+        )?)
+    })
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -355,7 +350,7 @@ pub(crate) fn recv_burst(
         msg.msg_hdr.msg_controllen = BURST_MSG_SPACE as _;
     }
     let flags = libc::MSG_WAITFORONE | libc::MSG_CMSG_CLOEXEC;
-    let received = loop {
+    let received = retry(|| {
         // SAFETY: the first `max` headers point at one byte of `bytes` and
         // at `BURST_MSG_SPACE` bytes of `spaces` each, all alive and
         // unaliased for the call; the kernel writes within those bounds.
@@ -368,14 +363,8 @@ pub(crate) fn recv_burst(
                 ptr::null_mut(),
             )
         };
-        if n >= 0 {
-            break n as usize;
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    };
+        libc_result(n as isize)
+    })?;
 
     // Every message's fds are now this process's: hand each to `keep` or
     // close it, with no early return until all are done.
@@ -421,6 +410,21 @@ pub(crate) fn recv_burst(
         flags |= RecvFlags::DONTWAIT;
     }
     Ok(received)
+}
+
+/// Runs `call` again for as long as it fails with `EINTR`.
+fn retry<T>(mut call: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match call() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            result => return result,
+        }
+    }
+}
+
+/// A libc call's result: what it returned, or errno's error for -1.
+fn libc_result(n: isize) -> io::Result<usize> {
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
 /// Whether `socket` is a datagram socket, for telling an empty datagram from
