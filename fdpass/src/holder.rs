@@ -206,16 +206,69 @@ impl Holder {
     }
 }
 
+/// The effective uid of the client at the other end of `stream`, as the
+/// kernel recorded it when the client connected.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
     Ok(rustix::net::sockopt::socket_peercred(stream)?.uid.as_raw())
 }
 
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
+/// macOS and the BSDs: `getpeereid`, which rustix does not bind.
+#[cfg(any(
+    target_vendor = "apple",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly"
+))]
+fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
+    use std::os::fd::AsRawFd;
+    let (mut uid, mut gid) = (0, 0);
+    // SAFETY: a valid socket, and two writable ids.
+    if unsafe { libc::getpeereid(stream.as_raw_fd(), &mut uid, &mut gid) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(uid)
+}
+
+/// illumos and Solaris: `getpeerucred`, which rustix does not bind.
+#[cfg(any(target_os = "illumos", target_os = "solaris"))]
+fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
+    use std::os::fd::AsRawFd;
+    let mut cred = std::ptr::null_mut();
+    // SAFETY: a valid socket; with `cred` null the call allocates the
+    // credentials, which are freed below.
+    if unsafe { libc::getpeerucred(stream.as_raw_fd(), &mut cred) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `cred` is what the call allocated; it is freed once, after
+    // its last use.
+    let uid = unsafe {
+        let uid = libc::ucred_geteuid(cred);
+        libc::ucred_free(cred);
+        uid
+    };
+    if uid == libc::uid_t::MAX {
+        return Err(io::Error::other("the client's credentials carry no uid"));
+    }
+    Ok(uid)
+}
+
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_vendor = "apple",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly",
+    target_os = "illumos",
+    target_os = "solaris"
+)))]
 fn peer_uid(_: &UnixStream) -> io::Result<u32> {
     Err(io::Error::new(
         ErrorKind::Unsupported,
-        "peer credentials are read only on Linux",
+        "this system gives no way to read a client's credentials",
     ))
 }
 
