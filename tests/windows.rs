@@ -1,7 +1,8 @@
 //! The Windows API with a real second process: a file, a pipe and a socket
-//! passed to it; every way a peer can make a receive fail; the confirmed
-//! mode with a receiver that leaves without fetching. Each checks that this
-//! process's handle count is unchanged.
+//! passed to it; every way a peer can make a receive fail, a sender this
+//! process may not open included; the confirmed mode with a receiver that
+//! leaves without fetching. Each checks that this process's handle count is
+//! unchanged.
 
 #![cfg(windows)]
 
@@ -320,6 +321,68 @@ fn bad_records_are_rejected_and_nothing_leaks() {
     assert_eq!(answer, [1]);
 
     drop((a, b));
+    check.assert_unchanged();
+}
+
+/// Gives this process an empty DACL, so that no other process can open it
+/// for anything, `PROCESS_DUP_HANDLE` included; handles opened before keep
+/// their rights.
+fn deny_all_access_to_this_process() {
+    use windows_sys::Win32::Security::{
+        InitializeAcl, InitializeSecurityDescriptor, SetKernelObjectSecurity,
+        SetSecurityDescriptorDacl, ACL, ACL_REVISION, DACL_SECURITY_INFORMATION,
+        SECURITY_DESCRIPTOR,
+    };
+    /// `SECURITY_DESCRIPTOR_REVISION` of `<winnt.h>`.
+    const REVISION: u32 = 1;
+    let mut acl = std::mem::MaybeUninit::<ACL>::uninit();
+    let mut sd = std::mem::MaybeUninit::<SECURITY_DESCRIPTOR>::uninit();
+    // SAFETY: each call initialises the buffer it is given, of the size
+    // given; the descriptor points at `acl`, which outlives its use.
+    unsafe {
+        assert_ne!(
+            InitializeAcl(acl.as_mut_ptr(), size_of::<ACL>() as u32, ACL_REVISION),
+            0
+        );
+        assert_ne!(
+            InitializeSecurityDescriptor(sd.as_mut_ptr().cast(), REVISION),
+            0
+        );
+        assert_ne!(
+            SetSecurityDescriptorDacl(sd.as_mut_ptr().cast(), 1, acl.as_ptr(), 0),
+            0
+        );
+        let set = SetKernelObjectSecurity(
+            GetCurrentProcess(),
+            DACL_SECURITY_INFORMATION,
+            sd.as_mut_ptr().cast(),
+        );
+        assert_ne!(set, 0, "{}", std::io::Error::last_os_error());
+    }
+}
+
+#[test]
+fn a_sender_that_may_not_be_opened_is_permission_denied() {
+    if let Some((_, mut stream)) = as_child() {
+        deny_all_access_to_this_process();
+        let (file, _) = file_with("never read");
+        send(&stream, &file).unwrap();
+        // Stay until the parent has tried.
+        stream.read_exact(&mut [0]).unwrap();
+        println!(">done");
+        return;
+    }
+    let check = NoLeak::start();
+    let (child_process, mut stream) = child(
+        "a_sender_that_may_not_be_opened_is_permission_denied",
+        "locked",
+    );
+    let err = recv(&stream).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    assert!(err.to_string().contains("PROCESS_DUP_HANDLE"), "{err}");
+    stream.write_all(&[0]).unwrap();
+    assert_eq!(output_of(child_process), "done");
+    drop(stream);
     check.assert_unchanged();
 }
 
