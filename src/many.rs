@@ -155,7 +155,7 @@ pub fn recv_many(socket: impl AsFd, fds: &mut Vec<OwnedFd>) -> io::Result<Receiv
                     }
                     break;
                 }
-                end // an empty datagram: a bad message among others
+                end // an empty message: a bad one among others
             }
         };
         report.rejected += 1;

@@ -82,7 +82,10 @@ pub fn send(socket: impl AsFd, fd: impl AsFd) -> io::Result<()> {
 /// message is closed.
 /// - [`ErrorKind::UnexpectedEof`]: the peer closed the connection.
 /// - [`ErrorKind::InvalidData`]: the message's data byte was not `0`, it
-///   carried no fd, or it was a datagram of more than one byte.
+///   carried no fd, it was a datagram of more than one byte, or it was
+///   empty. (On `SOCK_SEQPACKET` an empty record reads like the end; Linux
+///   tells the two apart by whether the peer has hung up, other systems
+///   report [`ErrorKind::UnexpectedEof`] for both.)
 /// - [`ErrorKind::QuotaExceeded`]: this process is at its open-file limit,
 ///   so the kernel could not deliver the fd (`MSG_CTRUNC`).
 /// - [`ErrorKind::WouldBlock`] on a non-blocking socket with nothing to
@@ -138,7 +141,7 @@ pub(crate) fn keep_first(first: &mut Option<OwnedFd>, fd: OwnedFd) -> Option<Own
 pub(crate) enum Verdict {
     /// A good message: its first fd.
     Fd(OwnedFd),
-    /// Nothing at all: the end of a stream, or an empty datagram.
+    /// Nothing at all: the end of the connection, or an empty message.
     End,
     /// A message that breaks the format; its fds are closed by now.
     Bad(io::Error),
@@ -176,10 +179,10 @@ pub(crate) fn judge(got: &Received, byte: u8, first: Option<OwnedFd>) -> Verdict
     }
 }
 
-/// The error for [`Verdict::End`]: a closed peer, or an empty datagram.
+/// The error for [`Verdict::End`]: a closed peer, or an empty message.
 pub(crate) fn end_error(socket: BorrowedFd<'_>) -> io::Result<io::Error> {
-    Ok(if sys::is_datagram(socket)? {
-        invalid_data("received an empty datagram instead of an fd")
+    Ok(if sys::read_empty_message(socket)? {
+        invalid_data("received an empty message instead of an fd")
     } else {
         io::Error::new(
             ErrorKind::UnexpectedEof,
@@ -247,7 +250,7 @@ pub fn send_with_fds(socket: impl AsFd, data: &[u8], fds: &[BorrowedFd<'_>]) -> 
 /// of one send that carried fds, with those fds (see [`send_with_fds`]).
 ///
 /// A return with `bytes == 0` and no fds means the peer closed a stream or
-/// `SOCK_SEQPACKET` connection (or sent an empty datagram).
+/// `SOCK_SEQPACKET` connection, or sent an empty datagram or record.
 ///
 /// # Errors
 ///

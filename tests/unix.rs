@@ -61,6 +61,28 @@ fn wrong_data_byte_is_invalid_data_and_closes_the_fds() {
     check.assert_unchanged();
 }
 
+/// An empty `SOCK_SEQPACKET` record reads like the end of the connection;
+/// Linux tells them apart by whether the peer has hung up.
+#[cfg(fdpass_linux_kernel)]
+#[test]
+fn an_empty_record_is_not_mistaken_for_the_end() {
+    let check = NoLeak::start();
+    for hang_up in [rustix::net::Shutdown::Write, rustix::net::Shutdown::Both] {
+        let (a, b) = pair(SocketType::SEQPACKET);
+        rustix::net::send(&a, &[], SendFlags::empty()).unwrap();
+        let err = recv(&b).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
+        assert!(err.to_string().contains("empty message"), "{err}");
+
+        rustix::net::shutdown(&a, hang_up).unwrap();
+        for _ in 0..2 {
+            let err = recv(&b).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::UnexpectedEof, "{err}");
+        }
+    }
+    check.assert_unchanged();
+}
+
 #[test]
 fn message_without_fd_is_invalid_data() {
     let check = NoLeak::start();
@@ -143,7 +165,7 @@ fn fds_without_a_data_byte_are_closed() {
     send_with_fds(&a, &[], &[]).unwrap();
     let err = recv(&b).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidData);
-    assert!(err.to_string().contains("empty datagram"), "{err}");
+    assert!(err.to_string().contains("empty message"), "{err}");
     drop((a, b, file));
     check.assert_unchanged();
 }

@@ -9,7 +9,8 @@
 //! - `recv_with_fds(socket, data, keep) -> io::Result<Received>`: one
 //!   `recvmsg`; every fd arrives close-on-exec and is offered to `keep`;
 //!   every fd not kept is closed; retries `EINTR`.
-//! - `is_datagram(socket) -> io::Result<bool>`.
+//! - `read_empty_message(socket) -> io::Result<bool>`: whether a receive
+//!   that got nothing read an empty message rather than the end.
 //! - `BURST`, and `send_burst(socket, fds) -> io::Result<usize>` /
 //!   `recv_burst(socket, bytes, got, keep) -> io::Result<usize>`: up to
 //!   `BURST` one-fd IO::FDPass messages, in one `sendmmsg`/`recvmmsg` where

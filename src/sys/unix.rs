@@ -427,10 +427,36 @@ fn libc_result(n: isize) -> io::Result<usize> {
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
-/// Whether `socket` is a datagram socket, for telling an empty datagram from
-/// an end of stream.
-pub(crate) fn is_datagram(socket: BorrowedFd<'_>) -> io::Result<bool> {
-    Ok(rustix::net::sockopt::socket_type(socket)? == SocketType::DGRAM)
+/// Whether a receive on `socket` that got neither a byte nor an fd read an
+/// empty message, rather than the end of the connection.
+///
+/// On a datagram socket it always did. On a `SOCK_SEQPACKET` socket an empty
+/// record and the end read alike; Linux tells them apart by whether the peer
+/// has hung up (`POLLRDHUP`, asked without waiting). Elsewhere, and on a
+/// stream socket, which carries no empty messages, it was the end.
+pub(crate) fn read_empty_message(socket: BorrowedFd<'_>) -> io::Result<bool> {
+    Ok(match rustix::net::sockopt::socket_type(socket)? {
+        SocketType::DGRAM => true,
+        #[cfg(fdpass_linux_kernel)]
+        SocketType::SEQPACKET => !peer_hung_up(socket)?,
+        _ => false,
+    })
+}
+
+/// Whether the peer of `socket` has closed or shut down its sending side.
+#[cfg(fdpass_linux_kernel)]
+fn peer_hung_up(socket: BorrowedFd<'_>) -> io::Result<bool> {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+
+    let mut fds = [PollFd::new(&socket, PollFlags::IN | PollFlags::RDHUP)];
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    retry(|| Ok(poll(&mut fds, Some(&now))?))?;
+    Ok(fds[0]
+        .revents()
+        .intersects(PollFlags::HUP | PollFlags::RDHUP))
 }
 
 /// Where `recvmsg` cannot mark fds close-on-exec atomically, marks each one
