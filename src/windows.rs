@@ -103,8 +103,10 @@ pub fn send(socket: impl AsSocket, handle: impl AsHandle) -> io::Result<()> {
 /// `DUPLICATE_CLOSE_SOURCE`. The handle is not inheritable.
 ///
 /// The pid comes from the peer and is trusted, as IO::FDPass trusts it:
-/// a peer can name any process this one may open. [`recv_confirmed`] checks
-/// it where Windows can tell the peer's pid.
+/// a peer can name any process this one may open, this one included, and
+/// the handle it names there is closed. Receive this way only from peers
+/// you trust. [`recv_confirmed`] never closes a handle in the process a
+/// record names, and checks the pid where Windows can tell the peer's.
 ///
 /// # Errors
 ///
@@ -529,6 +531,9 @@ pub fn send_with_handles(
 /// As [`recv`]. If any handle value is bad, every handle of the record is
 /// closed, those already taken and those still in the sender, and the
 /// error is [`ErrorKind::InvalidData`]; the connection stays usable.
+///
+/// The pid in the record is the peer's word, as for [`recv`]: receive this
+/// way only from peers you trust.
 ///
 /// # Examples
 ///
