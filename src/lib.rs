@@ -80,26 +80,32 @@
 //!   the receiver has fetched the handle, and if the receiver never does,
 //!   the duplicate stays open in the sender. The pid is the peer's word, and
 //!   the receiver closes the handle the record names in that process: a
-//!   hostile peer can name any process the receiver may open, the receiver
-//!   itself included, and have one of its handles closed. Receive this way
-//!   only from peers you trust. Received handles are not inheritable; a null
-//!   or pseudo-handle value is rejected; a record is never half-sent or
+//!   hostile peer can name another process the receiver may open and have
+//!   one of its handles closed, so receive this way only from peers you
+//!   trust. A record that names the receiver itself is refused unless
+//!   Windows confirms that the peer is the receiver, so no peer can close
+//!   the receiver's own handles. Received handles are not inheritable; a
+//!   null or pseudo-handle value is rejected; a record is never half-sent or
 //!   half-read.
 //! - `send_confirmed` / `recv_confirmed` — the receiver takes its own copy
 //!   and answers; the sender then closes its duplicate, and closes it too
 //!   when the receiver leaves without answering, so nothing is left behind
 //!   and the sender may exit as soon as the call returns. The receiver never
 //!   closes a handle in the process a record names, so a hostile peer can
-//!   at most have a handle copied. On AF_UNIX the pid is checked against the
-//!   socket's peer (`SIO_AF_UNIX_GETPEERPID`).
+//!   at most have a handle copied. The pid is checked against the socket's
+//!   peer wherever Windows can tell it: on AF_UNIX
+//!   (`SIO_AF_UNIX_GETPEERPID`), and over TCP when both ends are on this
+//!   machine (the connection table of `GetExtendedTcpTable`).
 //! - `send_socket` / `recv_socket` — passes a SOCKET the way Microsoft
 //!   supports (`WSADuplicateSocketW`; `DuplicateHandle` of a socket is not
-//!   supported): the receiver sends its pid first, checked on AF_UNIX so
-//!   that a peer cannot have the socket duplicated into another process.
+//!   supported): the receiver sends its pid first, checked as in
+//!   `recv_confirmed` so that a peer cannot have the socket duplicated into
+//!   another process.
 //! - `send_with_handles` / `recv_with_handles` — data and up to
 //!   `MAX_HANDLES` handles in one record, received into caller storage; a
 //!   bad handle value closes every handle of the record, on both sides. The
-//!   pid is the peer's word, as for `recv`.
+//!   pid is the peer's word, as for `recv`, with the same refusal of records
+//!   that name the receiver.
 //!
 //! # Platforms
 //!

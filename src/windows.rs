@@ -103,10 +103,13 @@ pub fn send(socket: impl AsSocket, handle: impl AsHandle) -> io::Result<()> {
 /// `DUPLICATE_CLOSE_SOURCE`. The handle is not inheritable.
 ///
 /// The pid comes from the peer and is trusted, as IO::FDPass trusts it:
-/// a peer can name any process this one may open, this one included, and
-/// the handle it names there is closed. Receive this way only from peers
-/// you trust. [`recv_confirmed`] never closes a handle in the process a
-/// record names, and checks the pid where Windows can tell the peer's.
+/// a peer can name another process this one may open, and the handle it
+/// names there is closed. Receive this way only from peers you trust. A
+/// record that names this very process is refused unless Windows confirms
+/// that the peer is this process, so that no peer can have one of this
+/// process's own handles closed. [`recv_confirmed`] never closes a handle
+/// in the process a record names, and checks the pid wherever Windows can
+/// tell the peer's.
 ///
 /// # Errors
 ///
@@ -127,7 +130,22 @@ pub fn recv(socket: impl AsSocket) -> io::Result<OwnedHandle> {
     sys::recv_exact(socket.as_socket(), &mut record)?;
     let pid = u32_at(&record, 0);
     let value = usize::from_ne_bytes(record[4..].try_into().unwrap_or_default()) as isize as u64;
-    Process::open(pid)?.fetch(value, true)
+    open_sender(socket.as_socket(), pid)?.fetch(value, true)
+}
+
+/// Opens the process a record names, to take handles from it and close
+/// them there. A record may name this very process only if Windows confirms
+/// that the peer is this process (see [`sys::peer_pid`]): on a peer's word
+/// alone, `DUPLICATE_CLOSE_SOURCE` would close whichever handle of this
+/// process the record names.
+fn open_sender(socket: BorrowedSocket<'_>, pid: u32) -> io::Result<Process> {
+    if pid == sys::current_pid() && sys::peer_pid(socket) != Some(pid) {
+        return Err(invalid_data(format!(
+            "the record names this process ({pid}) as its sender, but Windows does not confirm \
+             that the peer is this process; no handle of this process was touched"
+        )));
+    }
+    Process::open(pid)
 }
 
 /// Sends `handle` and waits until the receiver confirms it has its own
@@ -270,7 +288,7 @@ fn read_claim(
 }
 
 /// Checks that the pid a peer claims is the peer's, where Windows can tell
-/// (AF_UNIX sockets); over TCP it cannot, and the claim is taken as it is.
+/// (see [`sys::peer_pid`]); where it cannot, the claim is taken as it is.
 fn check_peer(socket: BorrowedSocket<'_>, claimed: u32) -> io::Result<()> {
     match sys::peer_pid(socket) {
         Some(actual) if actual != claimed => Err(invalid_data(format!(
@@ -284,9 +302,10 @@ fn check_peer(socket: BorrowedSocket<'_>, claimed: u32) -> io::Result<()> {
 /// it into this process (not inheritable) without closing the sender's
 /// copy, then answers, so that the sender closes its copy itself.
 ///
-/// On an AF_UNIX socket the pid in the record must be the socket's peer
-/// (`SIO_AF_UNIX_GETPEERPID`); over TCP Windows cannot tell, and the pid is
-/// trusted as in [`recv`].
+/// The pid in the record must be the socket's peer wherever Windows can
+/// tell: on AF_UNIX (`SIO_AF_UNIX_GETPEERPID`), and over TCP when both ends
+/// are on this machine (its connection table, `GetExtendedTcpTable`, which
+/// this call reads each time). Elsewhere the pid is trusted as in [`recv`].
 ///
 /// # Errors
 ///
@@ -312,10 +331,10 @@ pub fn recv_confirmed(socket: impl AsSocket) -> io::Result<OwnedHandle> {
 /// one with `DuplicateHandle` (which is what [`send`] does; under Wine the
 /// result cannot send). `WSADuplicateSocketW` needs the receiver's pid, so
 /// the receiver speaks first: `FDPS` and its pid. Where Windows can tell
-/// the peer's pid (AF_UNIX) the claim is checked, so that a peer cannot
-/// have the socket duplicated into some other process. This side then
-/// sends a status byte and the `WSAPROTOCOL_INFOW` record, and waits for
-/// the receiver's answer.
+/// the peer's pid (as in [`recv_confirmed`]) the claim is checked, so that
+/// a peer cannot have the socket duplicated into some other process. This
+/// side then sends a status byte and the `WSAPROTOCOL_INFOW` record, and
+/// waits for the receiver's answer.
 ///
 /// # Errors
 ///
@@ -533,7 +552,8 @@ pub fn send_with_handles(
 /// error is [`ErrorKind::InvalidData`]; the connection stays usable.
 ///
 /// The pid in the record is the peer's word, as for [`recv`]: receive this
-/// way only from peers you trust.
+/// way only from peers you trust. A record that names this very process is
+/// refused, as by [`recv`], unless Windows confirms the peer is this process.
 ///
 /// # Examples
 ///
@@ -568,7 +588,7 @@ pub fn recv_with_handles(
     if let Err(e) = recv_data(socket, &mut data[..kept], data_len - kept) {
         // The record will never be whole: its handles are closed in the
         // sender, where they wait.
-        if let Ok(process) = Process::open(pid) {
+        if let Ok(process) = open_sender(socket, pid) {
             values.for_each(|value| process.close(value));
         }
         return Err(e);
@@ -577,7 +597,7 @@ pub fn recv_with_handles(
         return Ok(received);
     }
 
-    let process = Process::open(pid)?;
+    let process = open_sender(socket, pid)?;
     let before = handles.len();
     let mut failure = None;
     for value in values {

@@ -387,6 +387,50 @@ fn a_sender_that_may_not_be_opened_is_permission_denied() {
 }
 
 #[test]
+fn a_peer_that_claims_another_pid_is_refused() {
+    if let Some((_, mut stream)) = as_child() {
+        // Told the parent's pid and one of its handle values, the child
+        // claims to be the parent.
+        let mut told = [0u8; 12];
+        stream.read_exact(&mut told).unwrap();
+        let (pid, value) = told.split_at(4);
+        stream.write_all(&[pid, value].concat()).unwrap();
+        stream.write_all(&[b"FDPC", pid, value].concat()).unwrap();
+        let mut answer = [0];
+        stream.read_exact(&mut answer).unwrap();
+        println!(">answer {}", answer[0]);
+        return;
+    }
+    let check = NoLeak::start();
+    let (file, path) = file_with("still open");
+    let (child_process, mut stream) = child("a_peer_that_claims_another_pid_is_refused", "spoof");
+    let me = std::process::id();
+    let value = file.as_raw_handle() as usize as u64;
+    stream
+        .write_all(&[&me.to_ne_bytes()[..], &value.to_ne_bytes()].concat())
+        .unwrap();
+
+    // Taken on the peer's word, this would close `file`'s handle.
+    let err = recv(&stream).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
+    assert!(err.to_string().contains("names this process"), "{err}");
+    // Over TCP on this machine, Windows names the peer: the child.
+    let err = recv_confirmed(&stream).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
+    let child_pid = child_process.id();
+    assert!(
+        err.to_string()
+            .contains(&format!("the socket's peer is process {child_pid}")),
+        "{err}"
+    );
+    assert_eq!(output_of(child_process), "answer 1");
+    assert_eq!(read_all(file.try_clone().unwrap().into()), "still open");
+    drop((stream, file));
+    std::fs::remove_file(path).unwrap();
+    check.assert_unchanged();
+}
+
+#[test]
 fn non_blocking_sockets_would_block_and_lose_nothing() {
     let check = NoLeak::start();
     let (mut a, b) = pair();
@@ -547,7 +591,7 @@ mod with_tokio {
                 s.spawn(|| {
                     for i in 0..HANDLES {
                         send(&a, &files[i % 10].0).unwrap();
-                        let pause = if i % 5 == 0 { 3_000 } else { 50 };
+                        let pause = if i % 5 == 0 { 30_000 } else { 50 };
                         std::thread::sleep(Duration::from_micros(pause));
                     }
                 });

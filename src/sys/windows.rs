@@ -10,14 +10,22 @@ use std::os::windows::io::{
 };
 use std::ptr;
 
+use std::net::SocketAddr;
+
 use windows_sys::Win32::Foundation::{
-    DuplicateHandle, DUPLICATE_CLOSE_SOURCE, DUPLICATE_SAME_ACCESS, ERROR_ACCESS_DENIED, HANDLE,
+    DuplicateHandle, DUPLICATE_CLOSE_SOURCE, DUPLICATE_SAME_ACCESS, ERROR_ACCESS_DENIED,
+    ERROR_INSUFFICIENT_BUFFER, HANDLE,
+};
+use windows_sys::Win32::NetworkManagement::IpHelper::{
+    GetExtendedTcpTable, MIB_TCP6ROW_OWNER_PID, MIB_TCPROW_OWNER_PID,
+    TCP_TABLE_OWNER_PID_CONNECTIONS,
 };
 use windows_sys::Win32::Networking::WinSock::{
-    recv as ws_recv, send as ws_send, WSADuplicateSocketW, WSAGetLastError, WSAIoctl, WSAPoll,
-    WSASocketW, FROM_PROTOCOL_INFO, INVALID_SOCKET, POLLRDNORM, POLLWRNORM, SIO_AF_UNIX_GETPEERPID,
-    SOCKET, SOCKET_ERROR, WSAPOLLFD, WSAPROTOCOL_INFOW, WSA_FLAG_NO_HANDLE_INHERIT,
-    WSA_FLAG_OVERLAPPED,
+    getpeername, getsockname, recv as ws_recv, send as ws_send, WSADuplicateSocketW,
+    WSAGetLastError, WSAIoctl, WSAPoll, WSASocketW, AF_INET, AF_INET6, FROM_PROTOCOL_INFO,
+    INVALID_SOCKET, POLLRDNORM, POLLWRNORM, SIO_AF_UNIX_GETPEERPID, SOCKADDR, SOCKADDR_IN,
+    SOCKADDR_IN6, SOCKADDR_STORAGE, SOCKET, SOCKET_ERROR, WSAPOLLFD, WSAPROTOCOL_INFOW,
+    WSA_FLAG_NO_HANDLE_INHERIT, WSA_FLAG_OVERLAPPED,
 };
 use windows_sys::Win32::System::Threading::{
     GetCurrentProcess, GetCurrentProcessId, OpenProcess, PROCESS_DUP_HANDLE,
@@ -245,9 +253,15 @@ impl Process {
 }
 
 /// The pid of the process at the other end of `socket`, where Windows can
-/// tell (`SIO_AF_UNIX_GETPEERPID` on an AF_UNIX socket); `None` where it
-/// cannot (TCP, or a Windows without AF_UNIX).
+/// tell: `SIO_AF_UNIX_GETPEERPID` on an AF_UNIX socket; for TCP, the owner
+/// of the peer's end of the connection in the machine's connection table
+/// (`GetExtendedTcpTable`), which lists it only when the peer is on this
+/// machine. `None` where it cannot tell.
 pub(crate) fn peer_pid(socket: BorrowedSocket<'_>) -> Option<u32> {
+    unix_peer_pid(socket).or_else(|| tcp_peer_pid(socket))
+}
+
+fn unix_peer_pid(socket: BorrowedSocket<'_>) -> Option<u32> {
     let mut pid = 0u32;
     let mut returned = 0u32;
     // SAFETY: `pid` is a writable u32 of the size given; no overlapped I/O.
@@ -265,6 +279,114 @@ pub(crate) fn peer_pid(socket: BorrowedSocket<'_>) -> Option<u32> {
         )
     };
     (result == 0 && returned as usize == size_of::<u32>()).then_some(pid)
+}
+
+/// The owner of the other end of a TCP connection, from the connection
+/// table: the row whose local end is this socket's peer and whose remote
+/// end is this socket.
+fn tcp_peer_pid(socket: BorrowedSocket<'_>) -> Option<u32> {
+    let here = address(socket, getsockname)?;
+    let there = address(socket, getpeername)?;
+    let owner = match (here, there) {
+        (SocketAddr::V4(here), SocketAddr::V4(there)) => {
+            connections::<MIB_TCPROW_OWNER_PID>(AF_INET)?
+                .into_iter()
+                .find(|row| {
+                    (row.dwLocalAddr.to_ne_bytes(), port(row.dwLocalPort))
+                        == (there.ip().octets(), there.port())
+                        && (row.dwRemoteAddr.to_ne_bytes(), port(row.dwRemotePort))
+                            == (here.ip().octets(), here.port())
+                })?
+                .dwOwningPid
+        }
+        (SocketAddr::V6(here), SocketAddr::V6(there)) => {
+            connections::<MIB_TCP6ROW_OWNER_PID>(AF_INET6)?
+                .into_iter()
+                .find(|row| {
+                    (row.ucLocalAddr, port(row.dwLocalPort)) == (there.ip().octets(), there.port())
+                        && (row.ucRemoteAddr, port(row.dwRemotePort))
+                            == (here.ip().octets(), here.port())
+                })?
+                .dwOwningPid
+        }
+        _ => return None,
+    };
+    // The table says 0 where it does not know the owner.
+    (owner != 0).then_some(owner)
+}
+
+/// A port as the connection table stores it: network order, in a u32.
+fn port(stored: u32) -> u16 {
+    u16::from_be(stored as u16)
+}
+
+/// One end of `socket`'s connection, read by `getsockname` or
+/// `getpeername`; `None` for anything but IPv4 and IPv6.
+fn address(
+    socket: BorrowedSocket<'_>,
+    get: unsafe extern "system" fn(SOCKET, *mut SOCKADDR, *mut i32) -> i32,
+) -> Option<SocketAddr> {
+    // SAFETY: SOCKADDR_STORAGE is plain data; all-zero is a valid value.
+    let mut storage: SOCKADDR_STORAGE = unsafe { zeroed() };
+    let mut len = size_of::<SOCKADDR_STORAGE>() as i32;
+    // SAFETY: `storage` is writable for `len` bytes.
+    if unsafe { get(raw(socket), ptr::from_mut(&mut storage).cast(), &mut len) } != 0 {
+        return None;
+    }
+    match storage.ss_family {
+        AF_INET => {
+            // SAFETY: the family says the storage holds a SOCKADDR_IN.
+            let v4: SOCKADDR_IN = unsafe { std::mem::transmute_copy(&storage) };
+            // SAFETY: every IN_ADDR is four bytes, whichever union field.
+            let ip = unsafe { v4.sin_addr.S_un.S_addr }.to_ne_bytes();
+            Some(SocketAddr::from((ip, u16::from_be(v4.sin_port))))
+        }
+        AF_INET6 => {
+            // SAFETY: the family says the storage holds a SOCKADDR_IN6.
+            let v6: SOCKADDR_IN6 = unsafe { std::mem::transmute_copy(&storage) };
+            // SAFETY: every IN6_ADDR is sixteen bytes, whichever union field.
+            let ip = unsafe { v6.sin6_addr.u.Byte };
+            Some(SocketAddr::from((ip, u16::from_be(v6.sin6_port))))
+        }
+        _ => None,
+    }
+}
+
+/// The machine's TCP connections of `family` with their owners' pids:
+/// the rows of a `MIB_TCPTABLE_OWNER_PID` or `MIB_TCP6TABLE_OWNER_PID`.
+fn connections<Row: Copy>(family: u16) -> Option<Vec<Row>> {
+    let mut size = 0u32;
+    let mut table: Vec<u64> = Vec::new();
+    // The table may grow between asking its size and reading it.
+    for _ in 0..4 {
+        // SAFETY: `table` is writable for `size` bytes (none at first).
+        let result = unsafe {
+            GetExtendedTcpTable(
+                table.as_mut_ptr().cast(),
+                &mut size,
+                0,
+                u32::from(family),
+                TCP_TABLE_OWNER_PID_CONNECTIONS,
+                0,
+            )
+        };
+        match result {
+            0 => {
+                let bytes = table.as_ptr().cast::<u8>();
+                // SAFETY: the table starts with its row count, the rows
+                // follow at offset 4 (their alignment), and the call wrote
+                // that many rows within `size` bytes.
+                return Some(unsafe {
+                    let count = bytes.cast::<u32>().read() as usize;
+                    let rows = bytes.add(size_of::<u32>()).cast::<Row>();
+                    (0..count).map(|i| rows.add(i).read_unaligned()).collect()
+                });
+            }
+            ERROR_INSUFFICIENT_BUFFER => table = vec![0; (size as usize).div_ceil(8)],
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// The size of the record `WSADuplicateSocketW` fills.
