@@ -66,35 +66,28 @@ fn send_anything(rng: &mut Rng, socket: BorrowedFd<'_>, fd: BorrowedFd<'_>) {
     );
 }
 
-/// Whether `fd` is the file the peer sends.
-fn is_the_file(fd: &OwnedFd, file: &std::fs::File) -> bool {
-    let (a, b) = (
-        rustix::fs::fstat(fd).unwrap(),
-        rustix::fs::fstat(file).unwrap(),
-    );
-    (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+/// What tells one open file from another: its device and inode.
+fn file_id(fd: impl AsFd) -> (u64, u64) {
+    let stat = rustix::fs::fstat(fd).unwrap();
+    (stat.st_dev as u64, stat.st_ino as u64)
 }
 
 /// Receives with a random call until nothing is left, or until the end if
-/// the peer has `closed` a connection; returns how many calls it took.
-fn receive_everything(
-    rng: &mut Rng,
-    socket: BorrowedFd<'_>,
-    closed: bool,
-    file: &std::fs::File,
-) -> usize {
+/// the peer has `closed` a connection. Every fd received must be the file
+/// the peer sends, `file`.
+fn receive_everything(rng: &mut Rng, socket: BorrowedFd<'_>, closed: bool, file: (u64, u64)) {
+    let is_the_file = |fd: &OwnedFd| file_id(fd) == file;
     let mut data = [0; 8];
-    for calls in 1.. {
-        assert!(calls < 100_000, "the receive calls never drain the socket");
+    for _ in 0..100_000 {
         let result = match rng.below(3) {
-            0 => recv(socket).map(|fd| assert!(is_the_file(&fd, file))),
+            0 => recv(socket).map(|fd| assert!(is_the_file(&fd))),
             1 => {
                 let mut fds = Vec::with_capacity(rng.below(6));
                 let room = 1 + rng.below(data.len());
                 recv_with_fds(socket, &mut data[..room], &mut fds).map(|got| {
                     assert_eq!(got.fds, fds.len(), "{got:?}");
                     assert!(got.bytes <= room, "{got:?}");
-                    assert!(fds.iter().all(|fd| is_the_file(fd, file)));
+                    assert!(fds.iter().all(is_the_file));
                 })
             }
             _ => {
@@ -102,21 +95,21 @@ fn receive_everything(
                 recv_many(socket, &mut fds).map(|got| {
                     assert_eq!(got.fds, fds.len(), "{got:?}");
                     assert_eq!(got.rejected > 0, got.first_rejection.is_some(), "{got:?}");
-                    assert!(fds.iter().all(|fd| is_the_file(fd, file)));
+                    assert!(fds.iter().all(is_the_file));
                 })
             }
         };
         match result {
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return calls,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return,
             // Only a peer that is gone makes a call see an end.
             Err(e) if e.kind() == ErrorKind::UnexpectedEof => {
                 assert!(closed, "{e}");
-                return calls;
+                return;
             }
             Err(_) | Ok(()) => {}
         }
     }
-    unreachable!()
+    panic!("the receive calls never drain the socket");
 }
 
 /// Now and then asks Linux to add credentials (`SO_PASSCRED`) or a pidfd
@@ -168,7 +161,7 @@ fn whatever_a_peer_sends_no_fd_is_lost_or_leaked() {
             } else {
                 Some(a)
             };
-            receive_everything(&mut rng, b.as_fd(), closed, &file);
+            receive_everything(&mut rng, b.as_fd(), closed, file_id(&file));
             drop((a, b));
             // Only the file is open beyond what was open at the start.
             if util::fd_count() != start + 1 {

@@ -213,24 +213,6 @@ fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
     Ok(rustix::net::sockopt::socket_peercred(stream)?.uid.as_raw())
 }
 
-/// macOS and the BSDs: `getpeereid`, which rustix does not bind.
-#[cfg(any(
-    target_vendor = "apple",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly"
-))]
-fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
-    use std::os::fd::AsRawFd;
-    let (mut uid, mut gid) = (0, 0);
-    // SAFETY: a valid socket, and two writable ids.
-    if unsafe { libc::getpeereid(stream.as_raw_fd(), &mut uid, &mut gid) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(uid)
-}
-
 /// illumos and Solaris: `getpeerucred`, which rustix does not bind.
 #[cfg(any(target_os = "illumos", target_os = "solaris"))]
 fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
@@ -254,22 +236,22 @@ fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
     Ok(uid)
 }
 
+/// macOS, the BSDs and the other Unixes: `getpeereid`, which rustix does
+/// not bind.
 #[cfg(not(any(
     target_os = "linux",
     target_os = "android",
-    target_vendor = "apple",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly",
     target_os = "illumos",
     target_os = "solaris"
 )))]
-fn peer_uid(_: &UnixStream) -> io::Result<u32> {
-    Err(io::Error::new(
-        ErrorKind::Unsupported,
-        "this system gives no way to read a client's credentials",
-    ))
+fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
+    use std::os::fd::AsRawFd;
+    let (mut uid, mut gid) = (0, 0);
+    // SAFETY: a valid socket, and two writable ids.
+    if unsafe { libc::getpeereid(stream.as_raw_fd(), &mut uid, &mut gid) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(uid)
 }
 
 /// A request and the fd that came with it, or why it was refused.

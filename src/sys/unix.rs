@@ -4,7 +4,7 @@
 
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
 use rustix::net::{
     AncillaryDrain, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage,
@@ -151,8 +151,6 @@ fn recv_one(
     flags: RecvFlags,
     keep: impl FnMut(OwnedFd) -> Option<OwnedFd>,
 ) -> io::Result<Received> {
-    use std::os::fd::AsRawFd;
-
     let mut space = Space::<RECV_SPACE>::new();
     let mut iov = libc::iovec {
         iov_base: data.as_mut_ptr().cast(),
@@ -326,7 +324,6 @@ pub(crate) fn recv_burst(
     got: &mut [Received],
     mut keep: impl FnMut(usize, OwnedFd) -> Option<OwnedFd>,
 ) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
     use std::ptr;
 
     let max = bytes.len().min(got.len()).min(BURST);

@@ -289,25 +289,21 @@ fn tcp_peer_pid(socket: BorrowedSocket<'_>) -> Option<u32> {
     let there = address(socket, getpeername)?;
     let owner = match (here, there) {
         (SocketAddr::V4(here), SocketAddr::V4(there)) => {
-            connections::<MIB_TCPROW_OWNER_PID>(AF_INET)?
-                .into_iter()
-                .find(|row| {
-                    (row.dwLocalAddr.to_ne_bytes(), port(row.dwLocalPort))
-                        == (there.ip().octets(), there.port())
-                        && (row.dwRemoteAddr.to_ne_bytes(), port(row.dwRemotePort))
-                            == (here.ip().octets(), here.port())
-                })?
-                .dwOwningPid
+            find_connection(AF_INET, |row: &MIB_TCPROW_OWNER_PID| {
+                (row.dwLocalAddr.to_ne_bytes(), port(row.dwLocalPort))
+                    == (there.ip().octets(), there.port())
+                    && (row.dwRemoteAddr.to_ne_bytes(), port(row.dwRemotePort))
+                        == (here.ip().octets(), here.port())
+            })?
+            .dwOwningPid
         }
         (SocketAddr::V6(here), SocketAddr::V6(there)) => {
-            connections::<MIB_TCP6ROW_OWNER_PID>(AF_INET6)?
-                .into_iter()
-                .find(|row| {
-                    (row.ucLocalAddr, port(row.dwLocalPort)) == (there.ip().octets(), there.port())
-                        && (row.ucRemoteAddr, port(row.dwRemotePort))
-                            == (here.ip().octets(), here.port())
-                })?
-                .dwOwningPid
+            find_connection(AF_INET6, |row: &MIB_TCP6ROW_OWNER_PID| {
+                (row.ucLocalAddr, port(row.dwLocalPort)) == (there.ip().octets(), there.port())
+                    && (row.ucRemoteAddr, port(row.dwRemotePort))
+                        == (here.ip().octets(), here.port())
+            })?
+            .dwOwningPid
         }
         _ => return None,
     };
@@ -352,9 +348,10 @@ fn address(
     }
 }
 
-/// The machine's TCP connections of `family` with their owners' pids:
-/// the rows of a `MIB_TCPTABLE_OWNER_PID` or `MIB_TCP6TABLE_OWNER_PID`.
-fn connections<Row: Copy>(family: u16) -> Option<Vec<Row>> {
+/// The first of the machine's TCP connections of `family` that `wanted`
+/// picks, with its owner's pid: a row of a `MIB_TCPTABLE_OWNER_PID` or
+/// `MIB_TCP6TABLE_OWNER_PID`.
+fn find_connection<Row: Copy>(family: u16, wanted: impl Fn(&Row) -> bool) -> Option<Row> {
     let mut size = 0u32;
     let mut table: Vec<u64> = Vec::new();
     // The table may grow between asking its size and reading it.
@@ -376,11 +373,13 @@ fn connections<Row: Copy>(family: u16) -> Option<Vec<Row>> {
                 // SAFETY: the table starts with its row count, the rows
                 // follow at offset 4 (their alignment), and the call wrote
                 // that many rows within `size` bytes.
-                return Some(unsafe {
+                return unsafe {
                     let count = bytes.cast::<u32>().read() as usize;
                     let rows = bytes.add(size_of::<u32>()).cast::<Row>();
-                    (0..count).map(|i| rows.add(i).read_unaligned()).collect()
-                });
+                    (0..count)
+                        .map(|i| rows.add(i).read_unaligned())
+                        .find(|row| wanted(row))
+                };
             }
             ERROR_INSUFFICIENT_BUFFER => table = vec![0; (size as usize).div_ceil(8)],
             _ => return None,
