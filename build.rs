@@ -19,6 +19,9 @@ fn main() {
     // `send` suppresses SIGPIPE per call with `MSG_NOSIGNAL`; elsewhere
     // (Apple) the socket option `SO_NOSIGPIPE` is the mechanism.
     declare("fdpass_msg_nosignal", !apple);
+    // `sendmmsg` sends a burst of messages in one call (rustix has it for
+    // Linux).
+    declare("fdpass_sendmmsg", os == "linux");
     // `recvmmsg` receives a burst of messages in one call.
     declare(
         "fdpass_recvmmsg",

@@ -133,12 +133,14 @@ pub mod tokio;
 mod unix;
 #[cfg(windows)]
 mod windows;
+#[cfg(unix)]
+mod wire;
 
 #[cfg(unix)]
 pub use many::{recv_many, send_many, ReceivedMany, BURST};
 pub use received::Received;
 #[cfg(unix)]
-pub use unix::{recv, recv_with_fds, send, send_with_fds, FdPassExt, MAX_FDS};
+pub use unix::{recv, recv_fds, recv_with_fds, send, send_with_fds, FdPassExt, MAX_FDS};
 #[cfg(windows)]
 pub use windows::{
     recv, recv_confirmed, recv_socket, recv_with_handles, send, send_confirmed, send_socket,

@@ -3,7 +3,8 @@
 use std::io::{self, ErrorKind};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use crate::unix::{end_error, judge, keep_first, Verdict};
+use crate::unix::{end_error, no_room};
+use crate::wire::{self, Slots, Verdict};
 use crate::{sys, Received};
 
 /// The most messages one system call of [`send_many`] or [`recv_many`]
@@ -14,8 +15,8 @@ pub const BURST: usize = sys::BURST;
 #[derive(Debug, Default)]
 #[non_exhaustive]
 pub struct ReceivedMany {
-    /// How many good messages arrived; the fd of each was appended to the
-    /// fd storage, in the order the messages were sent.
+    /// How many good messages arrived; the fd of each went into the next
+    /// empty slot of the fd storage, in the order the messages were sent.
     pub fds: usize,
     /// How many messages broke IO::FDPass's format (a data byte other than
     /// `0`, no fd, control data the kernel truncated, …). Every fd that
@@ -61,9 +62,10 @@ pub struct ReceivedMany {
 /// let stdout = std::io::stdout();
 /// assert_eq!(io_fdpass::send_many(&a, &[stdout.as_fd(); 10])?, 10);
 ///
-/// let mut fds = Vec::with_capacity(16);
+/// let mut fds = [const { None }; 16];
 /// let got = io_fdpass::recv_many(&b, &mut fds)?;
-/// assert_eq!((got.fds, fds.len(), got.rejected), (10, 10, 0));
+/// assert_eq!((got.fds, got.rejected), (10, 0));
+/// assert!(fds[..10].iter().all(Option::is_some));
 /// # Ok(())
 /// # }
 /// ```
@@ -87,14 +89,16 @@ pub fn send_many(socket: impl AsFd, fds: &[BorrowedFd<'_>]) -> io::Result<usize>
 }
 
 /// Receives the IO::FDPass messages that are waiting, as many as `fds` has
-/// spare capacity for, in as few system calls as the OS allows.
+/// empty slots for, in as few system calls as the OS allows.
 ///
 /// On a blocking socket it waits for the first message, then takes what is
 /// already there without waiting for more. On Linux, Android, FreeBSD,
 /// NetBSD and OpenBSD one `recvmmsg(2)` takes up to [`BURST`] messages;
-/// elsewhere it is one `recvmsg(2)` per message. Received fds are
-/// close-on-exec, and `fds` never grows beyond its capacity, so a call
-/// allocates nothing.
+/// elsewhere it is one `recvmsg(2)` per message. The fd of each good
+/// message goes into the next empty (`None`) slot of `fds`, in order;
+/// slots that hold an fd already are skipped, never overwritten. The number
+/// of empty slots is the exact bound on the messages taken. Received fds are
+/// close-on-exec, and a call allocates nothing.
 ///
 /// Each message is judged as [`recv`](crate::recv) judges it. A bad message
 /// does not end the burst and loses nothing around it: if message k of n is
@@ -111,7 +115,7 @@ pub fn send_many(socket: impl AsFd, fds: &[BorrowedFd<'_>]) -> io::Result<usize>
 /// # Errors
 ///
 /// Only when no message was consumed:
-/// - [`ErrorKind::InvalidInput`]: `fds` has no spare capacity;
+/// - [`ErrorKind::InvalidInput`]: `fds` has no empty slot;
 /// - [`ErrorKind::UnexpectedEof`]: the peer closed the connection;
 /// - [`ErrorKind::WouldBlock`] on a non-blocking socket with nothing to
 ///   read;
@@ -120,27 +124,26 @@ pub fn send_many(socket: impl AsFd, fds: &[BorrowedFd<'_>]) -> io::Result<usize>
 /// # Examples
 ///
 /// See [`send_many`].
-pub fn recv_many(socket: impl AsFd, fds: &mut Vec<OwnedFd>) -> io::Result<ReceivedMany> {
+pub fn recv_many(socket: impl AsFd, fds: &mut [Option<OwnedFd>]) -> io::Result<ReceivedMany> {
     let socket = socket.as_fd();
-    let room = (fds.capacity() - fds.len()).min(BURST);
+    let room = wire::room(fds).min(BURST);
     if room == 0 {
-        return Err(io::Error::new(
-            ErrorKind::InvalidInput,
-            "the fd storage has no spare capacity: reserve room for the fds to receive",
-        ));
+        return Err(no_room());
     }
     let mut bytes = [0xff_u8; BURST];
     let mut got = [Received::default(); BURST];
     let mut firsts = [const { None }; BURST];
     let n = sys::recv_burst(socket, &mut bytes[..room], &mut got[..room], |i, fd| {
-        keep_first(&mut firsts[i], fd)
+        Slots::new(std::slice::from_mut(&mut firsts[i])).offer(fd)
     })?;
 
+    let mut slots = Slots::new(fds);
     let mut report = ReceivedMany::default();
     for ((got, byte), first) in got.iter().zip(bytes).zip(&mut firsts).take(n) {
-        let bad = match judge(got, byte, first.take()) {
-            Verdict::Fd(fd) => {
-                fds.push(fd);
+        let bad = match wire::judge(got, byte, first.take()) {
+            Verdict::Good(fd) => {
+                // There is a slot for every message taken.
+                drop(slots.offer(fd));
                 report.fds += 1;
                 report.fds_discarded += got.fds_discarded;
                 continue;

@@ -8,10 +8,10 @@
 pub struct Received {
     /// How many data bytes were written to the start of the data buffer.
     pub bytes: usize,
-    /// How many fds were appended to the fd storage.
+    /// How many fds went into empty slots of the fd storage.
     pub fds: usize,
-    /// How many fds arrived but found no room in the fd storage; each was
-    /// closed.
+    /// How many fds arrived but found no empty slot in the fd storage; each
+    /// was closed.
     pub fds_discarded: usize,
     /// The message was a datagram (or `SOCK_SEQPACKET` record) longer than
     /// the data buffer; the kernel discarded the rest (`MSG_TRUNC`). On a
@@ -43,7 +43,7 @@ impl Received {
     /// io_fdpass::send_with_fds(&a, b"two fds", &[a.as_fd(), b.as_fd()])?;
     ///
     /// let mut data = [0; 16];
-    /// let mut fds = Vec::with_capacity(1);
+    /// let mut fds = [None]; // room for one fd
     /// let got = io_fdpass::recv_with_fds(&b, &mut data, &mut fds)?;
     /// assert_eq!((got.fds, got.fds_discarded), (1, 1));
     /// assert!(!got.is_complete());

@@ -4,6 +4,7 @@ use std::io::{self, ErrorKind};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 
+use crate::wire::{self, Slots, Verdict};
 use crate::{sys, Received};
 
 /// The most fds one message may carry: Linux's `SCM_MAX_FD`.
@@ -118,77 +119,92 @@ pub fn recv(socket: impl AsFd) -> io::Result<OwnedFd> {
     let socket = socket.as_fd();
     let mut byte = [0xff_u8];
     let mut first = None;
-    let got = sys::recv_with_fds(socket, &mut byte, |fd| keep_first(&mut first, fd))?;
-    match judge(&got, byte[0], first) {
-        Verdict::Fd(fd) => Ok(fd),
+    let mut slot = Slots::new(std::slice::from_mut(&mut first));
+    let got = sys::recv_with_fds(socket, &mut byte, |fd| slot.offer(fd))?;
+    match wire::judge(&got, byte[0], first) {
+        Verdict::Good(fd) => Ok(fd),
         Verdict::End => Err(end_error(socket)?),
         Verdict::Bad(e) => Err(e),
     }
 }
 
-/// Keeps the first fd of a message in `first` and gives back the others.
-pub(crate) fn keep_first(first: &mut Option<OwnedFd>, fd: OwnedFd) -> Option<OwnedFd> {
-    match first {
-        None => {
-            *first = Some(fd);
-            None
+/// Receives one message of several fds in IO::FDPass's format — the byte
+/// `0` with one or more fds — into the empty slots of `fds`, and returns
+/// how many came.
+///
+/// This is what `send_with_fds(socket, &[0], fds)` sends, Python's
+/// `socket.send_fds(sock, [b"\0"], fds)`, and (with one fd) [`send`] and
+/// Perl's IO::FDPass. Each fd goes into the next empty (`None`) slot of
+/// `fds`, in order; slots that hold an fd already are skipped, never
+/// overwritten. The number of empty slots is the exact bound: a message
+/// that brings more fds than that is an error, and none of its fds is
+/// kept. Nothing is allocated. Received fds are close-on-exec, as in
+/// [`recv`].
+///
+/// To receive exactly `n` fds sent in any number of such messages, call it
+/// until `n` slots are full.
+///
+/// # Errors
+///
+/// On every error the slots are as they were, and every fd the message
+/// brought is closed.
+/// - [`ErrorKind::InvalidInput`]: `fds` has no empty slot;
+/// - [`ErrorKind::InvalidData`]: more fds than empty slots, or any break
+///   of the format that [`recv`] rejects;
+/// - as [`recv`] otherwise.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> std::io::Result<()> {
+/// use std::os::fd::{AsFd, OwnedFd};
+/// use std::os::unix::net::UnixStream;
+///
+/// let (a, b) = UnixStream::pair()?;
+/// let stdout = std::io::stdout();
+/// io_fdpass::send_with_fds(&a, &[0], &[stdout.as_fd(), stdout.as_fd()])?;
+///
+/// let mut fds: [Option<OwnedFd>; 4] = Default::default();
+/// assert_eq!(io_fdpass::recv_fds(&b, &mut fds)?, 2);
+/// assert!(fds[0].is_some() && fds[1].is_some() && fds[2].is_none());
+/// # Ok(())
+/// # }
+/// ```
+pub fn recv_fds(socket: impl AsFd, fds: &mut [Option<OwnedFd>]) -> io::Result<usize> {
+    let socket = socket.as_fd();
+    let room = wire::room(fds).min(sys::RECV_FDS);
+    if room == 0 {
+        return Err(no_room());
+    }
+    // The message is judged whole before any fd reaches the caller.
+    let mut taken = [const { None }; sys::RECV_FDS];
+    let mut slots = Slots::new(&mut taken[..room]);
+    let mut byte = [0xff_u8];
+    let got = sys::recv_with_fds(socket, &mut byte, |fd| slots.offer(fd))?;
+    match wire::judge_all(&got, byte[0]) {
+        Verdict::Good(count) => {
+            let mut slots = Slots::new(fds);
+            for fd in taken.iter_mut().filter_map(Option::take) {
+                drop(slots.offer(fd));
+            }
+            Ok(count)
         }
-        Some(_) => Some(fd),
+        Verdict::End => Err(end_error(socket)?),
+        Verdict::Bad(e) => Err(e),
     }
 }
 
-/// What one received message is, by IO::FDPass's format.
-pub(crate) enum Verdict {
-    /// A good message: its first fd.
-    Fd(OwnedFd),
-    /// Nothing at all: the end of the connection, or an empty message.
-    End,
-    /// A message that breaks the format; its fds are closed by now.
-    Bad(io::Error),
-}
-
-/// Judges a message of which `byte` is the data byte (if `got.bytes` is 1)
-/// and `first` the first fd; any other fd has been closed already.
-pub(crate) fn judge(got: &Received, byte: u8, first: Option<OwnedFd>) -> Verdict {
-    let arrived = got.fds + got.fds_discarded;
-    if got.control_truncated {
-        return Verdict::Bad(truncated(arrived));
-    }
-    if got.bytes == 0 {
-        return match first {
-            None => Verdict::End,
-            Some(_) => Verdict::Bad(invalid_data(
-                "the message carried fds but no data byte; all were closed",
-            )),
-        };
-    }
-    if got.data_truncated {
-        return Verdict::Bad(invalid_data(
-            "the datagram was longer than the one byte IO::FDPass sends; its fds were closed",
-        ));
-    }
-    if byte != 0 {
-        return Verdict::Bad(invalid_data(format!(
-            "the data byte was {byte:#04x}, not the 0 IO::FDPass sends; {arrived} fd(s) that \
-             came with it were closed"
-        )));
-    }
-    match first {
-        Some(fd) => Verdict::Fd(fd),
-        None => Verdict::Bad(invalid_data("the message carried no fd")),
-    }
+/// The error of a receive given no empty slot.
+pub(crate) fn no_room() -> io::Error {
+    io::Error::new(
+        ErrorKind::InvalidInput,
+        "the fd storage has no empty slot: give it room for the fds to receive",
+    )
 }
 
 /// The error for [`Verdict::End`]: a closed peer, or an empty message.
 pub(crate) fn end_error(socket: BorrowedFd<'_>) -> io::Result<io::Error> {
-    Ok(if sys::read_empty_message(socket)? {
-        invalid_data("received an empty message instead of an fd")
-    } else {
-        io::Error::new(
-            ErrorKind::UnexpectedEof,
-            "the peer closed the connection before sending an fd",
-        )
-    })
+    Ok(wire::end(sys::read_empty_message(socket)?))
 }
 
 /// Sends `data` with up to [`MAX_FDS`] fds attached, in one `sendmsg(2)`,
@@ -226,10 +242,10 @@ pub(crate) fn end_error(socket: BorrowedFd<'_>) -> io::Result<io::Error> {
 /// assert_eq!(sent, 4);
 ///
 /// let mut data = [0; 16];
-/// let mut fds = Vec::with_capacity(2);
+/// let mut fds = [None, None];
 /// let got = io_fdpass::recv_with_fds(&b, &mut data, &mut fds)?;
 /// assert_eq!(&data[..got.bytes], b"pipe");
-/// assert_eq!(fds.len(), 2);
+/// assert_eq!(got.fds, 2);
 /// # Ok(())
 /// # }
 /// ```
@@ -237,13 +253,14 @@ pub fn send_with_fds(socket: impl AsFd, data: &[u8], fds: &[BorrowedFd<'_>]) -> 
     sys::send_with_fds(socket.as_fd(), data, fds)
 }
 
-/// Receives one message: data into `data`, fds appended to `fds`.
+/// Receives one message: data into `data`, fds into the empty slots of
+/// `fds`.
 ///
-/// One `recvmsg(2)`. `fds` is filled only up to its spare capacity
-/// (`fds.capacity() - fds.len()`) and never grows, so a call allocates
-/// nothing: reserve room once and reuse the vector. Fds beyond that room are
-/// closed and counted in [`Received::fds_discarded`]; nothing is lost
-/// silently — check [`Received::is_complete`].
+/// One `recvmsg(2)`. Each fd goes into the next empty (`None`) slot of
+/// `fds`, in order; slots that hold an fd already are skipped, never
+/// overwritten. The number of empty slots is the exact bound: fds beyond
+/// it are closed and counted in [`Received::fds_discarded`], so nothing is
+/// lost silently — check [`Received::is_complete`]. Nothing is allocated.
 ///
 /// Received fds are close-on-exec, as in [`recv`]. Every other control
 /// message is skipped. On a stream socket the call returns at most the bytes
@@ -255,13 +272,14 @@ pub fn send_with_fds(socket: impl AsFd, data: &[u8], fds: &[BorrowedFd<'_>]) -> 
 /// # Errors
 ///
 /// Any error of `recvmsg(2)`: [`ErrorKind::WouldBlock`] on a non-blocking
-/// socket with nothing to read, … On an error, `fds` is left as it was.
+/// socket with nothing to read, … On an error, `fds` is left as it was and
+/// every fd that arrived is closed.
 ///
 /// # Examples
 ///
 /// ```
 /// # fn main() -> std::io::Result<()> {
-/// use std::os::fd::AsFd;
+/// use std::os::fd::{AsFd, OwnedFd};
 /// use std::os::unix::net::UnixStream;
 ///
 /// let (a, b) = UnixStream::pair()?;
@@ -269,32 +287,23 @@ pub fn send_with_fds(socket: impl AsFd, data: &[u8], fds: &[BorrowedFd<'_>]) -> 
 /// io_fdpass::send_with_fds(&a, b"hello", &[stdin.as_fd(), stdin.as_fd()])?;
 ///
 /// let mut data = [0; 64];
-/// let mut fds = Vec::with_capacity(io_fdpass::MAX_FDS);
+/// let mut fds: [Option<OwnedFd>; 8] = Default::default();
 /// let got = io_fdpass::recv_with_fds(&b, &mut data, &mut fds)?;
 /// assert_eq!(&data[..got.bytes], b"hello");
-/// assert_eq!(fds.len(), 2);
+/// assert_eq!(got.fds, 2);
 /// assert!(got.is_complete());
+/// let received: Vec<OwnedFd> = fds.iter_mut().filter_map(Option::take).collect();
+/// # assert_eq!(received.len(), 2);
 /// # Ok(())
 /// # }
 /// ```
 pub fn recv_with_fds(
     socket: impl AsFd,
     data: &mut [u8],
-    fds: &mut Vec<OwnedFd>,
+    fds: &mut [Option<OwnedFd>],
 ) -> io::Result<Received> {
-    let before = fds.len();
-    let result = sys::recv_with_fds(socket.as_fd(), data, |fd| {
-        if fds.len() < fds.capacity() {
-            fds.push(fd);
-            None
-        } else {
-            Some(fd)
-        }
-    });
-    if result.is_err() {
-        fds.truncate(before);
-    }
-    result
+    let mut slots = Slots::new(fds);
+    sys::recv_with_fds(socket.as_fd(), data, |fd| slots.offer(fd))
 }
 
 /// IO::FDPass's calls as methods of std's unix sockets.
@@ -346,26 +355,19 @@ pub trait FdPassExt: AsFd {
     /// # Errors
     ///
     /// As [`recv_with_fds`].
-    fn recv_with_fds(&self, data: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<Received> {
+    fn recv_with_fds(&self, data: &mut [u8], fds: &mut [Option<OwnedFd>]) -> io::Result<Received> {
         recv_with_fds(self, data, fds)
+    }
+
+    /// Receives one message of several fds: [`recv_fds`].
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_fds`].
+    fn recv_fds(&self, fds: &mut [Option<OwnedFd>]) -> io::Result<usize> {
+        recv_fds(self, fds)
     }
 }
 
 impl FdPassExt for UnixStream {}
 impl FdPassExt for UnixDatagram {}
-
-fn invalid_data(message: impl Into<String>) -> io::Error {
-    io::Error::new(ErrorKind::InvalidData, message.into())
-}
-
-/// The error for a message whose control data the kernel truncated.
-fn truncated(arrived: usize) -> io::Error {
-    io::Error::new(
-        ErrorKind::QuotaExceeded,
-        format!(
-            "the kernel could not deliver every fd of the message (MSG_CTRUNC): this process \
-             is probably at its open-file limit (RLIMIT_NOFILE); {arrived} fd(s) that did \
-             arrive were closed"
-        ),
-    )
-}

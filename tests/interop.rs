@@ -176,12 +176,12 @@ fn python_sends_and_we_receive() {
                 assert_eq!(read_all(recv(stream).unwrap()), "from python");
             }
             let mut data = [0; 64];
-            let mut fds = Vec::with_capacity(8);
+            let mut fds = [const { None }; 8];
             let got = recv_with_fds(stream, &mut data, &mut fds).unwrap();
             assert!(got.is_complete());
             assert_eq!(&data[..got.bytes], b"batch of three");
-            assert_eq!(fds.len(), 3);
-            for fd in fds {
+            assert_eq!(got.fds, 3);
+            for fd in fds.into_iter().flatten() {
                 assert_eq!(read_all(fd), "from python");
             }
         },
@@ -209,12 +209,12 @@ fn we_send_and_python_receives() {
 
 /// Receives `n` fds with `recv_many`, checking each reads `text`.
 fn receive_bursts(stream: &UnixStream, n: usize, text: &str) {
-    let mut fds = Vec::with_capacity(BURST);
+    let mut fds = [const { None }; BURST];
     let mut got = 0;
     while got < n {
         let burst = recv_many(stream, &mut fds).unwrap();
         assert_eq!(burst.rejected, 0, "{:?}", burst.first_rejection);
-        for fd in fds.drain(..) {
+        for fd in fds.iter_mut().filter_map(Option::take) {
             assert_eq!(read_all(fd), text);
             got += 1;
         }

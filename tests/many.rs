@@ -25,16 +25,17 @@ fn ten_files() -> Vec<File> {
 
 /// Receives until `n` fds have come, checking they name 0..9 in turn.
 fn receive_in_order(socket: &OwnedFd, n: usize) {
-    let mut fds = Vec::with_capacity(BURST);
+    let mut fds = [const { None }; BURST];
     let mut next = 0;
     while next < n {
         let got = recv_many(socket, &mut fds).unwrap();
         assert_eq!(got.rejected, 0, "{:?}", got.first_rejection);
-        assert_eq!(got.fds, fds.len());
-        for fd in fds.drain(..) {
+        let before = next;
+        for fd in fds.iter_mut().filter_map(Option::take) {
             assert_eq!(read_all(fd), (next % 10).to_string());
             next += 1;
         }
+        assert_eq!(got.fds, next - before, "the fds fill the first slots");
     }
 }
 
@@ -92,13 +93,13 @@ fn a_bad_message_at_the_start_middle_or_end_loses_nothing_around_it() {
                     send(&a, file).unwrap();
                 }
             }
-            let mut fds = Vec::with_capacity(BURST);
+            let mut fds = [const { None }; BURST];
             let got = recv_many(&b, &mut fds).unwrap();
             assert_eq!((got.fds, got.rejected), (9, 1), "{name}, bad at {bad_at}");
             let why = got.first_rejection.unwrap();
             assert_eq!(why.kind(), ErrorKind::InvalidData);
             assert!(why.to_string().contains("0x07"), "{why}");
-            let texts: Vec<_> = fds.into_iter().map(read_all).collect();
+            let texts: Vec<_> = fds.into_iter().flatten().map(read_all).collect();
             let expected: Vec<_> = (0..10)
                 .filter(|&i| i != bad_at)
                 .map(|i| i.to_string())
@@ -119,7 +120,7 @@ fn surplus_and_missing_fds_in_a_burst_are_handled_per_message() {
     send_with_fds(&a, &[0], &[]).unwrap(); // no fd: rejected
     send_with_fds(&a, &[0], &[file.as_fd(); 40]).unwrap(); // more than a burst holds
     send(&a, &file).unwrap();
-    let mut fds = Vec::with_capacity(BURST);
+    let mut fds = [const { None }; BURST];
     let got = recv_many(&b, &mut fds).unwrap();
     assert_eq!(got.fds, 2);
     assert_eq!(got.rejected, 2);
@@ -136,7 +137,7 @@ fn non_blocking_bursts_are_partial_and_lose_nothing() {
         let (a, b) = pair(ty);
         rustix::io::ioctl_fionbio(&a, true).unwrap();
         rustix::io::ioctl_fionbio(&b, true).unwrap();
-        let err = recv_many(&b, &mut Vec::with_capacity(4)).unwrap_err();
+        let err = recv_many(&b, &mut [None, None, None, None]).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::WouldBlock);
 
         let files = ten_files();
@@ -147,17 +148,17 @@ fn non_blocking_bursts_are_partial_and_lose_nothing() {
         assert_eq!(err.kind(), ErrorKind::WouldBlock, "{name}");
 
         // Fewer than are waiting, then the rest.
-        let mut some = Vec::with_capacity(3);
+        let mut some = [None, None, None];
         assert_eq!(recv_many(&b, &mut some).unwrap().fds, 3);
-        assert_eq!(some.len(), 3);
+        assert!(some.iter().all(Option::is_some));
         let mut received = 3;
-        let mut fds_in = Vec::with_capacity(BURST);
+        let mut fds_in = [const { None }; BURST];
         loop {
             match recv_many(&b, &mut fds_in) {
                 Ok(got) => {
                     received += got.fds;
                     assert_eq!(got.rejected, 0);
-                    fds_in.clear();
+                    fds_in.iter_mut().for_each(|fd| drop(fd.take()));
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) => panic!("{name}: {e}"),
@@ -174,20 +175,28 @@ fn non_blocking_bursts_are_partial_and_lose_nothing() {
 fn a_blocking_burst_waits_for_the_first_message_only() {
     let check = NoLeak::start();
     let (a, b) = pair(SocketType::STREAM);
-    let sender = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(50));
-        let file = file_with("late");
-        send_many(&a, &[file.as_fd(); 2]).unwrap();
-        a
+    let (returned, has_returned) = std::sync::mpsc::channel();
+    let receiver = std::thread::spawn(move || {
+        let mut fds = [const { None }; BURST];
+        // Nothing has been sent yet: a blocking burst waits for the first.
+        let got = recv_many(&b, &mut fds);
+        returned.send(()).unwrap();
+        (got.map(|got| (got.fds, got.rejected)), b)
     });
-    let mut fds = Vec::with_capacity(BURST);
-    let got = recv_many(&b, &mut fds).unwrap();
-    assert!(got.fds >= 1, "returned without a message");
-    let a = sender.join().unwrap();
-    while fds.len() < 2 {
-        recv_many(&b, &mut fds).unwrap();
-    }
-    drop((a, b, fds));
+    let file = file_with("first");
+    send(&a, &file).unwrap();
+    // The second message is sent only once the burst has returned, or to
+    // free a burst that waits for more than the first: then it fails.
+    let waited_for_more = has_returned.recv_timeout(Duration::from_secs(60)).is_err();
+    send(&a, &file).unwrap();
+    let (got, b) = receiver.join().unwrap();
+    assert!(
+        !waited_for_more,
+        "recv_many waited for more than one message"
+    );
+    assert_eq!(got.unwrap(), (1, 0), "exactly the first message");
+    drop(recv(&b).unwrap());
+    drop((a, b, file));
     check.assert_unchanged();
 }
 
@@ -199,12 +208,12 @@ fn a_closed_peer_ends_the_burst_then_is_unexpected_eof() {
         let files = ten_files();
         send_many(&a, &numbered(&files, 4)).unwrap();
         drop(a);
-        let mut fds = Vec::with_capacity(BURST);
+        let mut fds = [const { None }; BURST];
         let got = recv_many(&b, &mut fds).unwrap();
         assert_eq!((got.fds, got.rejected), (4, 0));
         let err = recv_many(&b, &mut fds).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::UnexpectedEof);
-        assert_eq!(fds.len(), 4);
+        assert_eq!(fds.iter().flatten().count(), 4, "the end took nothing");
         drop((b, files, fds));
     }
     let (a, b) = pair(SocketType::STREAM);
@@ -216,12 +225,16 @@ fn a_closed_peer_ends_the_burst_then_is_unexpected_eof() {
 }
 
 #[test]
-fn no_spare_capacity_is_invalid_input() {
+fn no_empty_slot_is_invalid_input() {
     let check = NoLeak::start();
     let (a, b) = pair(SocketType::STREAM);
     send(&a, &a).unwrap();
-    let err = recv_many(&b, &mut Vec::new()).unwrap_err();
+    let err = recv_many(&b, &mut []).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let mut full = [Some(OwnedFd::from(file_with("full")))];
+    let err = recv_many(&b, &mut full).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    drop(full);
     // Nothing was consumed.
     drop(recv(&b).unwrap());
     drop((a, b));

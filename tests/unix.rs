@@ -8,11 +8,12 @@ mod util;
 
 use std::io::{ErrorKind, IoSlice};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use io_fdpass::{recv, recv_with_fds, send, send_with_fds, FdPassExt, MAX_FDS};
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketType};
+use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 use util::{all_types, file_with, pair, read_all, NoLeak};
 
 #[test]
@@ -39,9 +40,11 @@ fn received_fds_are_close_on_exec() {
     assert!(util::is_cloexec(recv(&b).unwrap()));
 
     send_with_fds(&a, b"two", &[file.as_fd(), file.as_fd()]).unwrap();
-    let mut fds = Vec::with_capacity(2);
+    let mut fds = [None, None];
     recv_with_fds(&b, &mut [0; 3], &mut fds).unwrap();
-    assert!(fds.iter().all(util::is_cloexec));
+    assert!(fds
+        .iter()
+        .all(|fd| fd.as_ref().is_some_and(util::is_cloexec)));
     drop((a, b, file, fds));
     check.assert_unchanged();
 }
@@ -180,7 +183,7 @@ fn a_closed_peer_is_unexpected_eof() {
         assert_eq!(err.kind(), ErrorKind::UnexpectedEof, "{err}");
         assert!(err.to_string().contains("closed"), "{err}");
 
-        let got = recv_with_fds(&b, &mut [0; 8], &mut Vec::with_capacity(4)).unwrap();
+        let got = recv_with_fds(&b, &mut [0; 8], &mut [None, None]).unwrap();
         assert_eq!((got.bytes, got.fds), (0, 0));
     }
     let (a, b) = pair(SocketType::STREAM);
@@ -197,7 +200,7 @@ fn non_blocking_receive_would_block_then_works() {
     let (a, b) = UnixStream::pair().unwrap();
     b.set_nonblocking(true).unwrap();
     assert_eq!(recv(&b).unwrap_err().kind(), ErrorKind::WouldBlock);
-    let err = recv_with_fds(&b, &mut [0; 4], &mut Vec::with_capacity(1)).unwrap_err();
+    let err = recv_with_fds(&b, &mut [0; 4], &mut [None]).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::WouldBlock);
 
     let file = file_with("later");
@@ -255,10 +258,10 @@ fn credentials_beside_the_fd_do_not_hide_it() {
         assert_eq!(read_all(recv(&b).unwrap()), name);
 
         send_with_fds(&a, b"many", &vec![file.as_fd(); MAX_FDS]).unwrap();
-        let mut fds = Vec::with_capacity(MAX_FDS);
+        let mut fds = [const { None }; MAX_FDS];
         let got = recv_with_fds(&b, &mut [0; 4], &mut fds).unwrap();
         assert!(got.is_complete(), "{name}: {got:?}");
-        assert_eq!(fds.len(), MAX_FDS);
+        assert!(fds.iter().all(Option::is_some));
     }
     check.assert_unchanged();
 }
@@ -269,25 +272,10 @@ fn credentials_beside_the_fd_do_not_hide_it() {
 #[cfg(fdpass_linux_kernel)]
 #[test]
 fn pidfds_beside_the_fd_are_closed() {
-    const SO_PASSPIDFD: libc::c_int = 76;
     let check = NoLeak::start();
     for (name, ty) in all_types() {
         let (a, b) = pair(ty);
-        let on: libc::c_int = 1;
-        // SAFETY: a valid socket, and an int option of the size given.
-        let set = unsafe {
-            libc::setsockopt(
-                b.as_raw_fd(),
-                libc::SOL_SOCKET,
-                SO_PASSPIDFD,
-                std::ptr::from_ref(&on).cast(),
-                size_of_val(&on) as libc::socklen_t,
-            )
-        };
-        if set != 0 {
-            let err = std::io::Error::last_os_error();
-            assert_eq!(err.raw_os_error(), Some(libc::ENOPROTOOPT), "{err}");
-            eprintln!("skipped: this kernel has no SO_PASSPIDFD");
+        if !pass_pidfds(&b) {
             return;
         }
         let file = file_with(name);
@@ -298,19 +286,19 @@ fn pidfds_beside_the_fd_are_closed() {
         check.assert_plus(held);
 
         send_with_fds(&a, b"two", &[file.as_fd(); 2]).unwrap();
-        let mut got = Vec::with_capacity(2);
+        let mut got = [None, None];
         let r = recv_with_fds(&b, &mut [0; 4], &mut got).unwrap();
         assert!(r.is_complete(), "{name}: {r:?}");
         drop(got);
         check.assert_plus(held);
 
         assert_eq!(io_fdpass::send_many(&a, &[file.as_fd(); 3]).unwrap(), 3);
-        let mut got = Vec::with_capacity(3);
+        let mut got = [None, None, None];
         let mut many = 0;
         while many < 3 {
             many += io_fdpass::recv_many(&b, &mut got).unwrap().fds;
         }
-        assert_eq!(got.len(), 3);
+        assert!(got.iter().all(Option::is_some));
         drop(got);
         check.assert_plus(held);
     }
@@ -330,12 +318,12 @@ fn batch_round_trip_with_the_most_fds() {
         );
 
         let mut data = [0; 32];
-        let mut fds = Vec::with_capacity(MAX_FDS);
+        let mut fds = [const { None }; MAX_FDS];
         let got = recv_with_fds(&b, &mut data, &mut fds).unwrap();
         assert_eq!(&data[..got.bytes], name.as_bytes());
         assert_eq!(got.fds, MAX_FDS);
         assert!(got.is_complete());
-        for (i, fd) in fds.into_iter().enumerate() {
+        for (i, fd) in fds.into_iter().flatten().enumerate() {
             assert_eq!(read_all(fd), i.to_string());
         }
     }
@@ -343,22 +331,27 @@ fn batch_round_trip_with_the_most_fds() {
 }
 
 #[test]
-fn batch_appends_only_into_spare_capacity_and_reports_the_rest() {
+fn batch_fills_only_the_empty_slots_and_reports_the_rest() {
     let check = NoLeak::start();
     let (a, b) = pair(SocketType::STREAM);
     let file = file_with("x");
+    let other = file_with("held already");
     send_with_fds(&a, b"abc", &[file.as_fd(); 5]).unwrap();
 
-    let mut fds = Vec::with_capacity(3);
-    fds.push(file.try_clone().unwrap().into());
-    let capacity = fds.capacity();
+    // Three slots, one of them full: room for exactly two.
+    let mut fds = [None, Some(OwnedFd::from(other)), None];
     let got = recv_with_fds(&b, &mut [0; 8], &mut fds).unwrap();
-    assert_eq!(fds.capacity(), capacity, "the vector must never grow");
-    assert_eq!(fds.len(), capacity);
-    assert_eq!(got.fds, capacity - 1);
-    assert_eq!(got.fds_discarded, 5 - got.fds);
+    assert_eq!((got.fds, got.fds_discarded), (2, 3));
     assert!(!got.is_complete());
-    drop(fds);
+    let [first, held, last] = fds;
+    assert_eq!(
+        read_all(held.unwrap()),
+        "held already",
+        "a full slot is kept"
+    );
+    assert_eq!(read_all(first.unwrap()), "x");
+    assert!(last.is_some());
+    drop(last);
     drop((a, b, file));
     check.assert_unchanged();
 }
@@ -370,11 +363,11 @@ fn batch_reports_a_truncated_datagram_and_keeps_its_fds() {
     let file = file_with("kept");
     send_with_fds(&a, b"longer than four", &[file.as_fd()]).unwrap();
     let mut data = [0; 4];
-    let mut fds = Vec::with_capacity(1);
+    let mut fds = [None];
     let got = recv_with_fds(&b, &mut data, &mut fds).unwrap();
     assert_eq!((got.bytes, &data), (4, b"long"));
     assert!(got.data_truncated && !got.is_complete());
-    assert_eq!(read_all(fds.pop().unwrap()), "kept");
+    assert_eq!(read_all(fds[0].take().unwrap()), "kept");
     drop((a, b, file));
     check.assert_unchanged();
 }
@@ -410,13 +403,13 @@ fn a_stream_receive_never_merges_two_sends_fds() {
     send_with_fds(&a, b"second", &[two.as_fd()]).unwrap();
 
     let mut data = [0; 64];
-    let mut fds = Vec::with_capacity(4);
+    let mut fds = [None, None, None, None];
     let got = recv_with_fds(&b, &mut data, &mut fds).unwrap();
     assert_eq!(&data[..got.bytes], b"first");
-    assert_eq!(read_all(fds.pop().unwrap()), "one");
+    assert_eq!(read_all(fds[0].take().unwrap()), "one");
     let got = recv_with_fds(&b, &mut data, &mut fds).unwrap();
     assert_eq!(&data[..got.bytes], b"second");
-    assert_eq!(read_all(fds.pop().unwrap()), "two");
+    assert_eq!(read_all(fds[0].take().unwrap()), "two");
     drop((a, b, one, two));
     check.assert_unchanged();
 }
@@ -427,7 +420,6 @@ fn a_full_fd_table_is_an_error_that_leaks_nothing() {
     if !util::is_child(NAME) {
         return util::run_in_child(NAME);
     }
-    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 
     let before = util::fd_count();
     let (a, b) = pair(SocketType::SEQPACKET);
@@ -439,29 +431,7 @@ fn a_full_fd_table_is_an_error_that_leaks_nothing() {
     // Counting needs an fd itself, so count before the table is full and
     // again once room is back.
     let base = util::fd_count();
-    // Fill every free slot below a lowered limit, so the next fd has no room.
-    // The limit sits above the highest open fd, so there is at least one slot
-    // to fill even when the open fds have no gaps.
-    let saved = getrlimit(Resource::Nofile);
-    let highest = (0..4096).rev().find(|&fd| {
-        // SAFETY: the fd is only queried, never closed or kept.
-        rustix::io::fcntl_getfd(unsafe { BorrowedFd::borrow_raw(fd) }).is_ok()
-    });
-    let limit = highest.unwrap() as u64 + 2;
-    setrlimit(
-        Resource::Nofile,
-        Rlimit {
-            current: Some(limit),
-            maximum: saved.maximum,
-        },
-    )
-    .unwrap();
-    let mut fillers = Vec::new();
-    while let Ok(fd) = rustix::io::dup(&file) {
-        fillers.push(fd);
-    }
-    assert!(!fillers.is_empty(), "no free slot below the limit {limit}");
-
+    let (mut fillers, saved) = fill_fd_table(file.as_fd());
     let err = recv(&b).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::QuotaExceeded, "{err}");
     assert!(err.to_string().contains("RLIMIT_NOFILE"), "{err}");
@@ -477,7 +447,7 @@ fn a_full_fd_table_is_an_error_that_leaks_nothing() {
     fillers.pop();
 
     // The batch call reports the truncation and keeps what did arrive.
-    let mut fds = Vec::with_capacity(3);
+    let mut fds = [None, None, None];
     let got = recv_with_fds(&b, &mut [0; 8], &mut fds).unwrap();
     assert!(got.control_truncated && !got.is_complete());
     assert_eq!((got.bytes, got.fds), (5, 1));
@@ -487,6 +457,133 @@ fn a_full_fd_table_is_an_error_that_leaks_nothing() {
     setrlimit(Resource::Nofile, saved).unwrap();
     assert_eq!(util::fd_count(), base);
     drop((a, b, file));
+    assert_eq!(util::fd_count(), before);
+}
+
+/// Lowers this process's RLIMIT_NOFILE to just above its highest open fd
+/// and fills every free slot below the limit with copies of `fd`, so that
+/// no new fd has room. Returns the copies and the limit to restore. Run it
+/// only in a child test: the limit is the whole process's.
+fn fill_fd_table(fd: BorrowedFd<'_>) -> (Vec<OwnedFd>, Rlimit) {
+    let saved = getrlimit(Resource::Nofile);
+    // The limit sits above the highest open fd, so there is at least one
+    // slot to fill even when the open fds have no gaps.
+    let highest = (0..4096).rev().find(|&fd| {
+        // SAFETY: the fd is only queried, never closed or kept.
+        rustix::io::fcntl_getfd(unsafe { BorrowedFd::borrow_raw(fd) }).is_ok()
+    });
+    let limit = highest.unwrap() as u64 + 2;
+    set_fd_limit(limit, &saved);
+    let mut fillers = Vec::new();
+    while let Ok(copy) = rustix::io::dup(fd) {
+        fillers.push(copy);
+    }
+    assert!(!fillers.is_empty(), "no free slot below the limit {limit}");
+    (fillers, saved)
+}
+
+fn set_fd_limit(current: u64, saved: &Rlimit) {
+    let limit = Rlimit {
+        current: Some(current),
+        maximum: saved.maximum,
+    };
+    setrlimit(Resource::Nofile, limit).unwrap();
+}
+
+/// Linux writes the error (-EMFILE) in place of the pidfd of `SO_PASSPIDFD`
+/// when the fd table is full; that is no fd, and closing it as one aborts a
+/// debug build ("IO Safety violation").
+#[cfg(fdpass_linux_kernel)]
+#[test]
+fn pidfds_that_found_no_room_are_not_closed() {
+    const NAME: &str = "pidfds_that_found_no_room_are_not_closed";
+    if !util::is_child(NAME) {
+        return util::run_in_child(NAME);
+    }
+    let (a, b) = pair(SocketType::SEQPACKET);
+    if !pass_pidfds(&b) {
+        return;
+    }
+    let file = file_with("x");
+    for free in 0..=3 {
+        for call in ["recv", "recv_with_fds", "recv_many"] {
+            send(&a, &file).unwrap();
+            let base = util::fd_count();
+            let (mut fillers, saved) = fill_fd_table(file.as_fd());
+            fillers.truncate(fillers.len().saturating_sub(free));
+            let got = match call {
+                "recv" => recv(&b).map(|fd| usize::from(util::is_cloexec(&fd))),
+                "recv_with_fds" => recv_with_fds(&b, &mut [0], &mut [None]).map(|got| {
+                    assert_eq!(got.control_truncated, free == 0, "{free} free: {got:?}");
+                    got.fds
+                }),
+                _ => io_fdpass::recv_many(&b, &mut [None]).map(|got| got.fds),
+            };
+            drop(fillers);
+            setrlimit(Resource::Nofile, saved).unwrap();
+            // Which of the two the kernel serves first is its own affair:
+            // with no slot neither arrives, with one the other finds none.
+            match got {
+                Ok(fds) => assert_eq!(fds, usize::from(free > 0), "{call}, {free} free"),
+                Err(e) => {
+                    assert!(
+                        free == 0 && call != "recv_with_fds",
+                        "{call}, {free} free: {e}"
+                    );
+                    assert_eq!(e.kind(), ErrorKind::QuotaExceeded, "{call}: {e}");
+                }
+            }
+            assert_eq!(util::fd_count(), base, "{call}, {free} free");
+        }
+    }
+}
+
+/// Turns on Linux's `SO_PASSPIDFD` (6.5 and later) on `socket`; false, with
+/// a note, where the kernel lacks it.
+#[cfg(fdpass_linux_kernel)]
+fn pass_pidfds(socket: &OwnedFd) -> bool {
+    const SO_PASSPIDFD: libc::c_int = 76;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket, and an int option of the size given.
+    let set = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_PASSPIDFD,
+            std::ptr::from_ref(&on).cast(),
+            size_of_val(&on) as libc::socklen_t,
+        )
+    };
+    if set != 0 {
+        let err = std::io::Error::last_os_error();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOPROTOOPT), "{err}");
+        eprintln!("skipped: this kernel has no SO_PASSPIDFD");
+    }
+    set == 0
+}
+
+/// At an RLIMIT_NOFILE of 0 `poll` refuses even one fd (`EINVAL`), so
+/// telling an empty record from the end takes another way.
+#[cfg(fdpass_linux_kernel)]
+#[test]
+fn an_empty_record_at_an_fd_limit_of_zero_is_invalid_data() {
+    const NAME: &str = "an_empty_record_at_an_fd_limit_of_zero_is_invalid_data";
+    if !util::is_child(NAME) {
+        return util::run_in_child(NAME);
+    }
+    let before = util::fd_count();
+    let (a, b) = pair(SocketType::SEQPACKET);
+    send_with_fds(&a, &[], &[]).unwrap();
+    let saved = getrlimit(Resource::Nofile);
+    set_fd_limit(0, &saved);
+    let empty = recv(&b).unwrap_err();
+    drop(a);
+    let end = recv(&b).unwrap_err();
+    setrlimit(Resource::Nofile, saved).unwrap();
+    assert_eq!(empty.kind(), ErrorKind::InvalidData, "{empty}");
+    assert!(empty.to_string().contains("empty message"), "{empty}");
+    assert_eq!(end.kind(), ErrorKind::UnexpectedEof, "{end}");
+    drop(b);
     assert_eq!(util::fd_count(), before);
 }
 

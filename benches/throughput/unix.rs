@@ -63,6 +63,13 @@ impl Way {
     }
 }
 
+/// Closes the fds a receive put into `slots`.
+fn close_all(slots: &mut [Option<OwnedFd>]) {
+    for slot in slots {
+        drop(slot.take());
+    }
+}
+
 /// Moves `messages` messages of `fds_per_msg` fds and returns fds/s.
 fn run(way: Way, fds_per_msg: usize, messages: usize) -> f64 {
     match way {
@@ -96,30 +103,34 @@ fn run_blocking(api: Api, fds_per_msg: usize, messages: usize) -> f64 {
                 };
             }
         });
-        let mut fds = Vec::with_capacity(fds_per_msg.max(BURST));
+        let mut slots = [const { None }; io_fdpass::MAX_FDS];
+        let fds = &mut slots[..fds_per_msg.max(BURST)];
         let mut received = 0;
         while received < messages {
-            received += match api {
+            // How many messages came, and how many slots they filled.
+            let (came, used) = match api {
                 Api::Raw | Api::BurstSend => {
                     raw_recv(rx.as_raw_fd(), fds_per_msg);
-                    1
+                    (1, 0)
                 }
                 Api::Seed => {
                     drop(black_box(io_fdpass::recv(&rx).unwrap()));
-                    1
+                    (1, 0)
                 }
                 Api::Batch => {
-                    let got = io_fdpass::recv_with_fds(&rx, &mut [0], &mut fds).unwrap();
+                    let slots = &mut fds[..fds_per_msg];
+                    let got = io_fdpass::recv_with_fds(&rx, &mut [0], slots).unwrap();
                     assert_eq!(got.fds, fds_per_msg);
-                    1
+                    (1, got.fds)
                 }
                 Api::BurstRecv | Api::Burst => {
-                    let got = io_fdpass::recv_many(&rx, &mut fds).unwrap();
+                    let got = io_fdpass::recv_many(&rx, &mut *fds).unwrap();
                     assert_eq!(got.rejected, 0);
-                    got.fds
+                    (got.fds, got.fds)
                 }
             };
-            fds.clear();
+            received += came;
+            close_all(&mut fds[..used]);
         }
     });
     (messages * fds_per_msg) as f64 / start.elapsed().as_secs_f64()
@@ -156,7 +167,7 @@ fn run_pending(how: Pending, messages: usize) -> Phases {
     let (tx, rx) = UnixStream::pair().unwrap();
     let payload = std::fs::File::open("/dev/null").unwrap();
     let fds = [payload.as_fd(); BURST];
-    let mut received = Vec::with_capacity(BURST);
+    let mut received = [const { None }; BURST];
     let mut phases = Phases::default();
     for _ in 0..messages.div_ceil(BURST) {
         let start = Instant::now();
@@ -180,7 +191,7 @@ fn run_pending(how: Pending, messages: usize) -> Phases {
             Pending::Library => {
                 let got = io_fdpass::recv_many(&rx, &mut received).unwrap();
                 assert_eq!(got.fds, BURST);
-                received.clear();
+                close_all(&mut received);
             }
             #[cfg(fdpass_recvmmsg)]
             Pending::Bare => bare_recv_burst(rx.as_raw_fd()),
@@ -271,12 +282,13 @@ fn run_async(api: Api, fds_per_msg: usize, messages: usize) -> f64 {
             }
         });
         let receiver = tokio::spawn(async move {
-            let mut fds = Vec::with_capacity(fds_per_msg);
+            let mut slots = [const { None }; io_fdpass::MAX_FDS];
+            let fds = &mut slots[..fds_per_msg];
             for _ in 0..messages {
                 if batch {
-                    let got = recv_with_fds(&rx, &mut [0], &mut fds).await.unwrap();
+                    let got = recv_with_fds(&rx, &mut [0], &mut *fds).await.unwrap();
                     assert_eq!(got.fds, fds_per_msg);
-                    fds.clear();
+                    close_all(fds);
                 } else {
                     drop(black_box(recv(&rx).await.unwrap()));
                 }

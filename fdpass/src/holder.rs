@@ -262,10 +262,10 @@ type Parsed = std::result::Result<(Request, Option<OwnedFd>), String>;
 fn read_request(stream: &UnixStream) -> io::Result<Parsed> {
     let mut line = vec![0; MAX_REQUEST];
     let mut len = 0;
-    let mut fds = Vec::with_capacity(1);
+    let mut fd = [None];
     let mut surplus = false;
     loop {
-        let got = io_fdpass::recv_with_fds(stream, &mut line[len..], &mut fds)?;
+        let got = io_fdpass::recv_with_fds(stream, &mut line[len..], &mut fd)?;
         surplus |= got.fds_discarded > 0 || got.control_truncated;
         if got.bytes == 0 {
             return Err(io::Error::new(
@@ -290,5 +290,6 @@ fn read_request(stream: &UnixStream) -> io::Result<Parsed> {
     let Ok(line) = std::str::from_utf8(&line[..len]) else {
         return Ok(Err("the request is not text".into()));
     };
-    Ok(Request::parse(line).map(|request| (request, fds.pop())))
+    let [fd] = fd;
+    Ok(Request::parse(line).map(|request| (request, fd)))
 }

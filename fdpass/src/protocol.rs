@@ -104,7 +104,8 @@ pub fn ask(
     send_all(stream, request.line().as_bytes(), &fds).map_err(lost)?;
 
     let mut answer = vec![0; 64 * 1024];
-    let mut received = Vec::with_capacity(want_fds);
+    let mut received: Vec<Option<OwnedFd>> =
+        std::iter::repeat_with(|| None).take(want_fds).collect();
     let got = io_fdpass::recv_with_fds(stream, &mut answer, &mut received).map_err(lost)?;
     answer.truncate(got.bytes);
     (&*stream).read_to_end(&mut answer).map_err(lost)?;
@@ -123,16 +124,16 @@ pub fn ask(
             format!("the peer at the socket is not an fdpass holder (it said {status:?})"),
         ));
     }
-    if got.fds_discarded > 0 || got.control_truncated || received.len() != want_fds {
+    if got.fds_discarded > 0 || got.control_truncated || got.fds != want_fds {
         return Err(Failure::new(
             fail::DATA,
             format!(
                 "the holder sent {} fd(s), not the {want_fds} asked for; all were closed",
-                received.len() + got.fds_discarded
+                got.fds + got.fds_discarded
             ),
         ));
     }
-    Ok((text.to_owned(), received))
+    Ok((text.to_owned(), received.into_iter().flatten().collect()))
 }
 
 #[cfg(test)]

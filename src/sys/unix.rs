@@ -25,9 +25,9 @@ pub(crate) const MAX_FDS: usize = 253;
 /// the BSDs and illumos cap control data at `MCLBYTES` (2048 bytes), which is
 /// 512 fds.
 #[cfg(fdpass_linux_kernel)]
-const RECV_FDS: usize = MAX_FDS;
+pub(crate) const RECV_FDS: usize = MAX_FDS;
 #[cfg(not(fdpass_linux_kernel))]
-const RECV_FDS: usize = 512;
+pub(crate) const RECV_FDS: usize = 512;
 
 /// Room for control messages other than `SCM_RIGHTS` that the receiving
 /// socket may have asked for (`SO_PASSCRED`, `SO_PASSSEC`, `LOCAL_CREDS`),
@@ -191,7 +191,9 @@ fn recv_one(
 /// On Linux it also closes the pidfd of an `SCM_PIDFD` message, which the
 /// kernel adds when the socket has `SO_PASSPIDFD` on: this crate returns
 /// only the fds the peer sent, and any other would stay open unseen.
-/// Fds not reached after an error are closed before this returns.
+///
+/// `keep` sees an fd only once nothing can fail any more: on an error,
+/// every fd of the message has been closed and `keep` has seen none.
 ///
 /// # Safety
 ///
@@ -202,40 +204,94 @@ unsafe fn take_control(
     received: &mut Received,
     mut keep: impl FnMut(OwnedFd) -> Option<OwnedFd>,
 ) -> io::Result<()> {
-    #[cfg(fdpass_linux_kernel)]
     // SAFETY: as this function's contract says.
-    unsafe {
-        close_pidfds(control);
-    }
-    // SAFETY: as this function's contract says; the drain closes the fds
-    // of any message it has not yielded when it drops.
+    let prepared = unsafe { prepare(control) };
+    // SAFETY: as this function's contract says. Every message is drained
+    // below, and rustix closes the fds of each that is dropped unread.
     let messages = unsafe { AncillaryDrain::parse(control) };
-    for message in messages {
-        if let RecvAncillaryMessage::ScmRights(fds) = message {
-            for fd in fds {
-                set_cloexec(&fd)?;
+    let fds = messages.filter_map(|message| match message {
+        RecvAncillaryMessage::ScmRights(fds) => Some(fds),
+        _ => None,
+    });
+    match prepared {
+        Ok(()) => {
+            for fd in fds.flatten() {
                 match keep(fd) {
                     None => received.fds += 1,
                     Some(_closed) => received.fds_discarded += 1,
                 }
             }
+            Ok(())
+        }
+        Err(e) => {
+            fds.flatten().for_each(drop);
+            Err(e)
         }
     }
-    Ok(())
 }
 
-/// Closes the pidfd of each `SCM_PIDFD` message in `control`.
+/// The raw pass over one message's control data before its fds are
+/// handed out: closes Linux's pidfds, and where `recvmsg` cannot mark fds
+/// close-on-exec, marks each one. Returns the first failure to mark; the
+/// pass goes on to the end regardless.
 ///
 /// # Safety
 ///
 /// As [`take_control`].
-#[cfg(fdpass_linux_kernel)]
-unsafe fn close_pidfds(control: &mut [u8]) {
-    use std::os::fd::FromRawFd;
-    /// `SCM_PIDFD` from `<linux/socket.h>` (Linux 6.5), the same on every
-    /// architecture; not in the libc crate.
-    const SCM_PIDFD: libc::c_int = 4;
+unsafe fn prepare(control: &mut [u8]) -> io::Result<()> {
+    #[cfg_attr(fdpass_cmsg_cloexec, allow(unused_mut))]
+    let mut result = Ok(());
+    let each = |level, kind, fds: &mut dyn Iterator<Item = libc::c_int>| {
+        let _ = (kind, &fds);
+        if level != libc::SOL_SOCKET {
+            return;
+        }
+        #[cfg(fdpass_linux_kernel)]
+        if kind == SCM_PIDFD {
+            // On a full fd table Linux writes the error (-EMFILE) in place
+            // of the pidfd: only a real fd is closed.
+            for fd in (&mut *fds).filter(|&fd| fd >= 0) {
+                use std::os::fd::FromRawFd;
+                // SAFETY: a pidfd the kernel installed for this process,
+                // which nothing else refers to.
+                drop(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+        #[cfg(not(fdpass_cmsg_cloexec))]
+        if kind == libc::SCM_RIGHTS {
+            for fd in &mut *fds {
+                // SAFETY: an fd the kernel installed for this process, open
+                // until the drain closes it or hands it out.
+                let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+                if let Err(e) = set_cloexec(fd) {
+                    result = result.and(Err(e));
+                }
+            }
+        }
+    };
+    // SAFETY: as this function's contract says.
+    unsafe { for_each_message(control, each) };
+    result
+}
 
+/// `SCM_PIDFD` from `<linux/socket.h>` (Linux 6.5), the same on every
+/// architecture; not in the libc crate.
+#[cfg(fdpass_linux_kernel)]
+const SCM_PIDFD: libc::c_int = 4;
+
+/// Calls `each(level, type, fds)` for every control message in `control`,
+/// with its data read as a sequence of `int`s.
+///
+/// # Safety
+///
+/// `control` must be control data the kernel wrote, so that its headers
+/// are well formed.
+unsafe fn for_each_message(
+    control: &mut [u8],
+    mut each: impl FnMut(libc::c_int, libc::c_int, &mut dyn Iterator<Item = libc::c_int>),
+) {
+    let start = control.as_ptr() as usize;
+    let end = start + control.len();
     // SAFETY: msghdr is a plain C struct; all-zero bytes are a valid value.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_control = control.as_mut_ptr().cast();
@@ -246,19 +302,19 @@ unsafe fn close_pidfds(control: &mut [u8]) {
     while !cmsg.is_null() {
         // SAFETY: a header within `control`, as above.
         let header = unsafe { &*cmsg };
-        if header.cmsg_level == libc::SOL_SOCKET && header.cmsg_type == SCM_PIDFD {
-            // SAFETY: CMSG_LEN only computes a size.
-            let data_len = header.cmsg_len as usize - unsafe { libc::CMSG_LEN(0) } as usize;
-            // SAFETY: the message's data follows its header within
-            // `control`; it holds the kernel's pidfd, which this process
-            // owns and nothing else refers to.
-            unsafe {
-                let data = libc::CMSG_DATA(cmsg).cast::<libc::c_int>();
-                for i in 0..data_len / size_of::<libc::c_int>() {
-                    drop(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
-                }
-            }
-        }
+        // SAFETY: CMSG_DATA only computes an address within the message.
+        let data = unsafe { libc::CMSG_DATA(cmsg) } as usize;
+        #[allow(clippy::unnecessary_cast)] // `socklen_t` on some systems
+        let claimed = (cmsg as usize).saturating_add(header.cmsg_len as usize);
+        // Never past the buffer, whatever a header says.
+        let len = claimed.min(end).saturating_sub(data);
+        // SAFETY: `data..data + len` lies within `control`, which the
+        // kernel initialised.
+        let bytes = unsafe { std::slice::from_raw_parts(data as *const u8, len) };
+        let mut ints = bytes
+            .chunks_exact(size_of::<libc::c_int>())
+            .map(|int| libc::c_int::from_ne_bytes(int.try_into().unwrap_or_default()));
+        each(header.cmsg_level, header.cmsg_type, &mut ints);
         // SAFETY: as for CMSG_FIRSTHDR.
         cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
     }
@@ -269,7 +325,7 @@ unsafe fn close_pidfds(control: &mut [u8]) {
 ///
 /// Linux: one `sendmmsg`. Elsewhere one `sendmsg` per message; after the
 /// first, an error ends the burst early and is left for the next call.
-#[cfg(target_os = "linux")]
+#[cfg(fdpass_sendmmsg)]
 pub(crate) fn send_burst(socket: BorrowedFd<'_>, fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
     use rustix::net::MMsgHdr;
 
@@ -296,7 +352,7 @@ pub(crate) fn send_burst(socket: BorrowedFd<'_>, fds: &[BorrowedFd<'_>]) -> io::
     })
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(fdpass_sendmmsg))]
 pub(crate) fn send_burst(socket: BorrowedFd<'_>, fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
     let mut sent = 0;
     for fd in fds.iter().take(BURST) {
@@ -450,26 +506,42 @@ fn peer_hung_up(socket: BorrowedFd<'_>) -> io::Result<bool> {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    retry(|| Ok(poll(&mut fds, Some(&now))?))?;
-    Ok(fds[0]
-        .revents()
-        .intersects(PollFlags::HUP | PollFlags::RDHUP))
+    match retry(|| Ok(poll(&mut fds, Some(&now))?)) {
+        Ok(_) => Ok(fds[0]
+            .revents()
+            .intersects(PollFlags::HUP | PollFlags::RDHUP)),
+        // `poll` refuses to watch more fds than RLIMIT_NOFILE allows, even
+        // one at a limit of 0.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => peek_hung_up(socket),
+        Err(e) => Err(e),
+    }
+}
+
+/// [`peer_hung_up`] where `poll` cannot be used: a peek that does not
+/// wait reads the end as nothing at all, while data, or nothing yet
+/// (`EAGAIN`), means the peer is still there. It cannot tell the end from
+/// a second empty record queued behind the first, which it takes for the
+/// end.
+#[cfg(fdpass_linux_kernel)]
+fn peek_hung_up(socket: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut byte = [0u8];
+    let flags = RecvFlags::PEEK | RecvFlags::DONTWAIT;
+    match retry(|| Ok(rustix::net::recv(socket, &mut byte, flags)?)) {
+        Ok((_, 0)) => Ok(true),
+        Ok(_) => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Where `recvmsg` cannot mark fds close-on-exec atomically, marks each one
 /// as soon as it is seen. Another thread's `fork` + `exec` between the two
 /// calls can still inherit it: the documented gap of these systems.
 #[cfg(not(fdpass_cmsg_cloexec))]
-fn set_cloexec(fd: &OwnedFd) -> io::Result<()> {
+fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
     use rustix::io::{fcntl_getfd, fcntl_setfd, FdFlags};
     let flags = fcntl_getfd(fd)?;
     Ok(fcntl_setfd(fd, flags | FdFlags::CLOEXEC)?)
-}
-
-#[cfg(fdpass_cmsg_cloexec)]
-#[inline]
-fn set_cloexec(_fd: &OwnedFd) -> io::Result<()> {
-    Ok(())
 }
 
 /// Where `MSG_NOSIGNAL` does not exist, sets `SO_NOSIGPIPE` on the socket so

@@ -11,6 +11,15 @@
 //! [`AsyncUnixSocket`]); their futures are `Send` whenever their arguments
 //! are, so they can run inside `tokio::spawn`.
 //!
+//! # Received fds are not made non-blocking
+//!
+//! An fd received here shares its open file description, and with it the
+//! `O_NONBLOCK` flag, with the sender's: usually it is blocking. Make a
+//! received socket non-blocking (`set_nonblocking(true)`) before handing it
+//! to tokio (`tokio::net::TcpListener::from_std` and the like), which
+//! panics ("Registering a blocking socket") or blocks the runtime
+//! otherwise.
+//!
 //! # Cancel safety
 //!
 //! Every function here is cancel safe. The system call that moves a message
@@ -135,9 +144,9 @@ pub async fn recv(socket: &impl AsyncUnixSocket) -> io::Result<OwnedFd> {
 /// io_fdpass::tokio::send_with_fds(&a, b"hi", &[stdin.as_fd(), stdin.as_fd()]).await?;
 ///
 /// let mut data = [0; 8];
-/// let mut fds = Vec::with_capacity(4);
+/// let mut fds = [const { None }; 4];
 /// let got = io_fdpass::tokio::recv_with_fds(&b, &mut data, &mut fds).await?;
-/// assert_eq!((&data[..got.bytes], fds.len()), (&b"hi"[..], 2));
+/// assert_eq!((&data[..got.bytes], got.fds), (&b"hi"[..], 2));
 /// # Ok(())
 /// # }
 /// ```
@@ -166,12 +175,45 @@ pub async fn send_with_fds(
 pub async fn recv_with_fds(
     socket: &impl AsyncUnixSocket,
     data: &mut [u8],
-    fds: &mut Vec<OwnedFd>,
+    fds: &mut [Option<OwnedFd>],
 ) -> io::Result<Received> {
     socket
         .ready_io(Interest::READABLE, || {
             crate::recv_with_fds(socket, &mut *data, &mut *fds)
         })
+        .await
+}
+
+/// Receives one message of several fds, waiting until it arrives:
+/// [`crate::recv_fds`].
+///
+/// # Errors
+///
+/// As [`crate::recv_fds`], except that `WouldBlock` is waited out.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// use std::os::fd::AsFd;
+/// use tokio::net::UnixStream;
+///
+/// let (a, b) = UnixStream::pair()?;
+/// let stdin = std::io::stdin();
+/// io_fdpass::tokio::send_with_fds(&a, &[0], &[stdin.as_fd(), stdin.as_fd()]).await?;
+///
+/// let mut fds = [None, None];
+/// assert_eq!(io_fdpass::tokio::recv_fds(&b, &mut fds).await?, 2);
+/// # Ok(())
+/// # }
+/// ```
+pub async fn recv_fds(
+    socket: &impl AsyncUnixSocket,
+    fds: &mut [Option<OwnedFd>],
+) -> io::Result<usize> {
+    socket
+        .ready_io(Interest::READABLE, || crate::recv_fds(socket, &mut *fds))
         .await
 }
 
@@ -202,9 +244,10 @@ pub async fn recv_with_fds(
 ///     sent += io_fdpass::tokio::send_many(&a, &fds[sent..]).await?;
 /// }
 ///
-/// let mut received = Vec::with_capacity(100);
-/// while received.len() < 100 {
-///     io_fdpass::tokio::recv_many(&b, &mut received).await?;
+/// let mut received = [const { None }; 100];
+/// let mut got = 0;
+/// while got < 100 {
+///     got += io_fdpass::tokio::recv_many(&b, &mut received).await?.fds;
 /// }
 /// # Ok(())
 /// # }
@@ -227,7 +270,7 @@ pub async fn send_many(socket: &impl AsyncUnixSocket, fds: &[BorrowedFd<'_>]) ->
 /// See [`send_many`].
 pub async fn recv_many(
     socket: &impl AsyncUnixSocket,
-    fds: &mut Vec<OwnedFd>,
+    fds: &mut [Option<OwnedFd>],
 ) -> io::Result<ReceivedMany> {
     socket
         .ready_io(Interest::READABLE, || crate::recv_many(socket, &mut *fds))
