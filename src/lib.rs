@@ -122,6 +122,8 @@
 #![warn(rust_2018_idioms, clippy::undocumented_unsafe_blocks)]
 
 #[cfg(unix)]
+pub mod activation;
+#[cfg(unix)]
 mod many;
 mod received;
 mod sys;

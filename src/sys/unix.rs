@@ -4,7 +4,7 @@
 
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use rustix::net::{
     AncillaryDrain, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage,
@@ -534,14 +534,178 @@ fn peek_hung_up(socket: BorrowedFd<'_>) -> io::Result<bool> {
     }
 }
 
-/// Where `recvmsg` cannot mark fds close-on-exec atomically, marks each one
-/// as soon as it is seen. Another thread's `fork` + `exec` between the two
-/// calls can still inherit it: the documented gap of these systems.
-#[cfg(not(fdpass_cmsg_cloexec))]
-fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
+/// Marks `fd` close-on-exec. Where `recvmsg` cannot mark fds atomically,
+/// each received fd is marked this way as soon as it is seen; another
+/// thread's `fork` + `exec` between the two calls can still inherit it: the
+/// documented gap of these systems.
+pub(crate) fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
     use rustix::io::{fcntl_getfd, fcntl_setfd, FdFlags};
     let flags = fcntl_getfd(fd)?;
     Ok(fcntl_setfd(fd, flags | FdFlags::CLOEXEC)?)
+}
+
+/// Whether fd number `fd` is open in this process. A raw call, since a
+/// number that may not be open cannot be borrowed as an fd.
+pub(crate) fn is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only reads the flags of whatever `fd` names, if
+    // anything; it takes no pointers.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+}
+
+/// The id of this process's pidfd, which tells it apart from any earlier
+/// process of the same pid (systemd's `LISTEN_PIDFDID`): the inode number
+/// of a pidfd on pidfs (Linux 6.9 and later). `None` where there is none.
+#[cfg(fdpass_linux_kernel)]
+pub(crate) fn own_pidfd_id() -> Option<u64> {
+    use rustix::process::{getpid, pidfd_open, PidfdFlags};
+    /// `PID_FS_MAGIC` from `<linux/magic.h>`.
+    const PID_FS_MAGIC: i64 = 0x5049_4446;
+
+    let pidfd = pidfd_open(getpid(), PidfdFlags::empty()).ok()?;
+    let fs = rustix::fs::fstatfs(&pidfd).ok()?;
+    #[allow(clippy::unnecessary_cast, clippy::cast_lossless)] // its type varies
+    if fs.f_type as i64 != PID_FS_MAGIC {
+        return None;
+    }
+    Some(rustix::fs::fstat(&pidfd).ok()?.st_ino)
+}
+
+#[cfg(not(fdpass_linux_kernel))]
+pub(crate) fn own_pidfd_id() -> Option<u64> {
+    None
+}
+
+/// A socket's address family, as the crate tells them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Family {
+    Unix,
+    Inet,
+    Inet6,
+    Other,
+}
+
+/// What a socket is.
+#[derive(Debug)]
+pub(crate) struct SocketKind {
+    pub(crate) family: Family,
+    pub(crate) stream: bool,
+    pub(crate) datagram: bool,
+    pub(crate) listening: bool,
+    /// The address it is bound to, where it has one worth showing.
+    pub(crate) local: Option<String>,
+}
+
+/// What an fd is, as far as the crate's checks and messages need.
+#[derive(Debug)]
+pub(crate) enum FdKind {
+    File,
+    Directory,
+    Pipe,
+    Socket(SocketKind),
+    Other,
+}
+
+impl FdKind {
+    pub(crate) fn of(fd: BorrowedFd<'_>) -> io::Result<FdKind> {
+        use rustix::fs::FileType;
+        let stat = rustix::fs::fstat(fd)?;
+        Ok(match FileType::from_raw_mode(stat.st_mode) {
+            FileType::RegularFile => FdKind::File,
+            FileType::Directory => FdKind::Directory,
+            FileType::Fifo => FdKind::Pipe,
+            FileType::Socket => FdKind::Socket(SocketKind::of(fd)?),
+            _ => FdKind::Other,
+        })
+    }
+}
+
+impl SocketKind {
+    fn of(fd: BorrowedFd<'_>) -> io::Result<SocketKind> {
+        use rustix::net::{AddressFamily, SocketAddr, SocketAddrUnix};
+        let local = rustix::net::getsockname(fd)?;
+        let family = match local.address_family() {
+            AddressFamily::UNIX => Family::Unix,
+            AddressFamily::INET => Family::Inet,
+            AddressFamily::INET6 => Family::Inet6,
+            _ => Family::Other,
+        };
+        let shown = match family {
+            Family::Inet | Family::Inet6 => SocketAddr::try_from(local)
+                .ok()
+                .map(|addr| addr.to_string()),
+            Family::Unix => SocketAddrUnix::try_from(local).ok().and_then(|addr| {
+                addr.path()
+                    .map(|path| path.to_string_lossy().into_owned())
+                    .or_else(|| unix_abstract_name(&addr))
+            }),
+            Family::Other => None,
+        };
+        let ty = rustix::net::sockopt::socket_type(fd)?;
+        Ok(SocketKind {
+            family,
+            stream: ty == SocketType::STREAM,
+            datagram: ty == SocketType::DGRAM,
+            listening: is_listening(fd)?,
+            local: shown,
+        })
+    }
+}
+
+/// An abstract unix socket name, shown as `@name`.
+#[cfg(fdpass_linux_kernel)]
+fn unix_abstract_name(addr: &rustix::net::SocketAddrUnix) -> Option<String> {
+    addr.abstract_name()
+        .map(|name| format!("@{}", String::from_utf8_lossy(name)))
+}
+
+#[cfg(not(fdpass_linux_kernel))]
+fn unix_abstract_name(_addr: &rustix::net::SocketAddrUnix) -> Option<String> {
+    None
+}
+
+/// Whether a socket is listening (`SO_ACCEPTCONN`).
+#[cfg(not(fdpass_apple))]
+fn is_listening(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    Ok(rustix::net::sockopt::socket_acceptconn(fd)?)
+}
+
+/// Apple systems have no `SO_ACCEPTCONN`: a stream socket that is bound and
+/// has no peer is taken to be listening.
+#[cfg(fdpass_apple)]
+fn is_listening(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    Ok(rustix::net::sockopt::socket_type(fd)? == SocketType::STREAM
+        && rustix::net::getpeername(fd).is_err())
+}
+
+impl std::fmt::Display for FdKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let socket = match self {
+            FdKind::File => return f.write_str("a regular file"),
+            FdKind::Directory => return f.write_str("a directory"),
+            FdKind::Pipe => return f.write_str("a pipe"),
+            FdKind::Other => return f.write_str("neither a file, a pipe nor a socket"),
+            FdKind::Socket(socket) => socket,
+        };
+        let family = match socket.family {
+            Family::Unix => "unix",
+            Family::Inet | Family::Inet6 if socket.stream => "TCP",
+            Family::Inet | Family::Inet6 if socket.datagram => "UDP",
+            Family::Inet | Family::Inet6 => "IP",
+            Family::Other => "non-IP, non-unix",
+        };
+        let ty = match (socket.stream, socket.datagram) {
+            _ if socket.family != Family::Unix => "",
+            (true, _) => " stream",
+            (_, true) => " datagram",
+            _ => " seqpacket",
+        };
+        let role = if socket.listening { "listening " } else { "" };
+        write!(f, "a {role}{family}{ty} socket")?;
+        match &socket.local {
+            Some(local) => write!(f, " on {local}"),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Where `MSG_NOSIGNAL` does not exist, sets `SO_NOSIGPIPE` on the socket so

@@ -144,7 +144,8 @@ pub fn is_cloexec(fd: impl AsFd) -> bool {
         .contains(rustix::io::FdFlags::CLOEXEC)
 }
 
-const CHILD_ENV: &str = "IO_FDPASS_TEST_CHILD";
+/// Set in a child run of a test binary, to the name of the test to run.
+pub const CHILD_ENV: &str = "IO_FDPASS_TEST_CHILD";
 
 /// Runs the test `name` of this test binary again in a child process, with
 /// [`is_child`] true there, and asserts that the child succeeded. For tests
