@@ -13,6 +13,7 @@ fn main() {
     let linux_kernel = matches!(os.as_str(), "linux" | "android");
 
     declare("fdpass_apple", apple);
+    declare("fdpass_solarish", solarish);
     declare("fdpass_linux_kernel", linux_kernel);
     // `recvmsg` can mark received fds close-on-exec atomically.
     declare("fdpass_cmsg_cloexec", !apple && !solarish);

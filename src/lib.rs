@@ -125,6 +125,10 @@
 pub mod activation;
 #[cfg(unix)]
 mod many;
+#[cfg(unix)]
+pub mod notify;
+#[cfg(unix)]
+mod peer;
 mod received;
 mod sys;
 #[cfg(feature = "tokio")]
@@ -140,6 +144,8 @@ mod wire;
 
 #[cfg(unix)]
 pub use many::{recv_many, send_many, ReceivedMany, BURST};
+#[cfg(unix)]
+pub use peer::{peer_credentials, PeerCredentials};
 pub use received::Received;
 #[cfg(unix)]
 pub use unix::{recv, recv_fds, recv_with_fds, send, send_with_fds, FdPassExt, MAX_FDS};

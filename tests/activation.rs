@@ -12,16 +12,16 @@ mod util;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use io_fdpass::activation::ListenFds;
 use util::NoLeak;
 
 /// Runs the test `name` of this binary as a child, started by `starter`
-/// (a command that ends by running what follows it), and returns its
-/// output once it has exited.
-fn start(name: &str, starter: &[&str], then: impl FnOnce()) -> Output {
+/// (a command that ends by running what follows it), runs `then` while it
+/// runs, and asserts that it succeeded.
+fn start(name: &str, starter: &[&str], then: impl FnOnce()) {
     // A child that does not know it is one would start another.
     assert!(
         std::env::var_os("LISTEN_FDS").is_none(),
@@ -48,7 +48,7 @@ fn start(name: &str, starter: &[&str], then: impl FnOnce()) -> Output {
         .args(&starter[1..])
         .args(pass_on)
         .arg(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--test-threads=1", "--nocapture"])
+        .args(util::child_args(name))
         .env(util::CHILD_ENV, name)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -56,14 +56,7 @@ fn start(name: &str, starter: &[&str], then: impl FnOnce()) -> Output {
         .expect("start the child");
     then();
     let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "child {name} failed: {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
+    util::assert_child_succeeded(name, &output);
 }
 
 /// Runs the test `name` as a child of `sh -c SCRIPT`, which sets the

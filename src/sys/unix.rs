@@ -4,7 +4,7 @@
 
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use rustix::net::{
     AncillaryDrain, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage,
@@ -706,6 +706,153 @@ impl std::fmt::Display for FdKind {
             None => Ok(()),
         }
     }
+}
+
+/// Sends `data` with `fds` attached in one datagram, from a new unbound
+/// datagram socket, to the unix socket at `address`: a path, or on Linux
+/// `@name` for a name in the abstract namespace.
+pub(crate) fn send_datagram(
+    address: &std::ffi::OsStr,
+    data: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<()> {
+    use rustix::net::{AddressFamily, SocketAddrUnix};
+    use std::os::unix::ffi::OsStrExt;
+
+    let bytes = address.as_bytes();
+    let to = match bytes.strip_prefix(b"@") {
+        #[cfg(fdpass_linux_kernel)]
+        Some(name) => SocketAddrUnix::new_abstract_name(name)?,
+        _ => SocketAddrUnix::new(bytes)?,
+    };
+    let socket =
+        rustix::net::socket_with(AddressFamily::UNIX, SocketType::DGRAM, socket_flags(), None)?;
+    let mut space = [MaybeUninit::<u8>::uninit(); SEND_SPACE];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if fds.len() > MAX_FDS
+        || (!fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)))
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "cannot send {} fds in one message: the limit is {MAX_FDS}",
+                fds.len()
+            ),
+        ));
+    }
+    no_sigpipe(socket.as_fd())?;
+    let iov = [IoSlice::new(data)];
+    let sent = retry(|| {
+        Ok(rustix::net::sendmsg_addr(
+            &socket,
+            &to,
+            &iov,
+            &mut control,
+            SEND_FLAGS,
+        )?)
+    })?;
+    if sent == data.len() {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            "the datagram was cut short",
+        ))
+    }
+}
+
+/// Close-on-exec for a new socket where the OS sets it atomically; on
+/// Apple systems the socket lives only for the one send.
+#[cfg(not(fdpass_apple))]
+fn socket_flags() -> rustix::net::SocketFlags {
+    rustix::net::SocketFlags::CLOEXEC
+}
+
+#[cfg(fdpass_apple)]
+fn socket_flags() -> rustix::net::SocketFlags {
+    rustix::net::SocketFlags::empty()
+}
+
+/// The credentials of the peer of a unix socket: uid, gid, and the pid
+/// where the OS tells it.
+#[cfg(fdpass_linux_kernel)]
+pub(crate) fn peer_credentials(socket: BorrowedFd<'_>) -> io::Result<(u32, u32, Option<u32>)> {
+    let cred = rustix::net::sockopt::socket_peercred(socket)?;
+    let pid = cred.pid.as_raw_nonzero().get().try_into().ok();
+    Ok((cred.uid.as_raw(), cred.gid.as_raw(), pid))
+}
+
+/// illumos and Solaris: `getpeerucred`, which rustix does not bind.
+#[cfg(fdpass_solarish)]
+pub(crate) fn peer_credentials(socket: BorrowedFd<'_>) -> io::Result<(u32, u32, Option<u32>)> {
+    let mut cred: *mut libc::ucred_t = std::ptr::null_mut();
+    // SAFETY: `cred` receives a ucred that this function frees.
+    if unsafe { libc::getpeerucred(socket.as_raw_fd(), &mut cred) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `cred` is the valid ucred just returned; it is freed once
+    // and not used after.
+    let (uid, gid, pid) = unsafe {
+        let ids = (
+            libc::ucred_geteuid(cred),
+            libc::ucred_getegid(cred),
+            libc::ucred_getpid(cred),
+        );
+        libc::ucred_free(cred);
+        ids
+    };
+    Ok((uid, gid, u32::try_from(pid).ok()))
+}
+
+/// macOS, the BSDs and the other Unixes: `getpeereid`, which rustix does
+/// not bind; it gives no pid.
+#[cfg(not(any(fdpass_linux_kernel, fdpass_solarish)))]
+pub(crate) fn peer_credentials(socket: BorrowedFd<'_>) -> io::Result<(u32, u32, Option<u32>)> {
+    let (mut uid, mut gid) = (0, 0);
+    // SAFETY: `uid` and `gid` are writable for the call.
+    if unsafe { libc::getpeereid(socket.as_raw_fd(), &mut uid, &mut gid) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((uid, gid, None))
+}
+
+/// A pidfd for the peer of a unix socket (`SO_PEERPIDFD`, Linux 6.5 and
+/// later): the process that connected, which a reused pid cannot stand in
+/// for. `None` where the kernel has none.
+#[cfg(fdpass_linux_kernel)]
+pub(crate) fn peer_pidfd(socket: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
+    use std::os::fd::FromRawFd;
+    /// `SO_PEERPIDFD` from `<asm-generic/socket.h>`; not in the libc crate
+    /// for every architecture.
+    const SO_PEERPIDFD: libc::c_int = 77;
+    let mut fd: libc::c_int = -1;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `fd` is writable for `len` bytes, an int as the option is.
+    let got = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_PEERPIDFD,
+            std::ptr::from_mut(&mut fd).cast(),
+            &mut len,
+        )
+    };
+    if got != 0 {
+        let err = io::Error::last_os_error();
+        // ESRCH: the peer has exited, and no pidfd can name it.
+        return match err.raw_os_error() {
+            Some(libc::ENOPROTOOPT | libc::ESRCH) => Ok(None),
+            _ => Err(err),
+        };
+    }
+    // SAFETY: the kernel opened this pidfd for this process; only this
+    // value owns it.
+    Ok((fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+#[cfg(not(fdpass_linux_kernel))]
+pub(crate) fn peer_pidfd(_socket: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
+    Ok(None)
 }
 
 /// Where `MSG_NOSIGNAL` does not exist, sets `SO_NOSIGPIPE` on the socket so

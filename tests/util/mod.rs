@@ -152,11 +152,21 @@ pub const CHILD_ENV: &str = "IO_FDPASS_TEST_CHILD";
 /// that change process-wide state (rlimits, signal dispositions).
 pub fn run_in_child(name: &str) {
     let check = NoLeak::start();
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--test-threads=1", "--nocapture"])
-        .env(CHILD_ENV, name)
-        .output()
-        .expect("re-run the test binary");
+    let mut child = Command::new(std::env::current_exe().unwrap());
+    child.args(child_args(name)).env(CHILD_ENV, name);
+    assert_child_succeeded(name, &child.output().expect("re-run the test binary"));
+    check.assert_unchanged();
+}
+
+/// The arguments that make this test binary run just the test `name`, for
+/// a child that [`is_child`] tells apart by [`CHILD_ENV`].
+pub fn child_args(name: &str) -> [&str; 4] {
+    [name, "--exact", "--test-threads=1", "--nocapture"]
+}
+
+/// Asserts that the child run of test `name` succeeded, showing its output
+/// otherwise.
+pub fn assert_child_succeeded(name: &str, output: &std::process::Output) {
     assert!(
         output.status.success(),
         "child test {name} failed: {:?}\nstdout:\n{}\nstderr:\n{}",
@@ -164,7 +174,6 @@ pub fn run_in_child(name: &str) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    check.assert_unchanged();
 }
 
 /// Whether this process is the child that [`run_in_child`] started for `name`.

@@ -1,0 +1,174 @@
+//! systemd's notify protocol: telling the service manager that this
+//! service is ready, and keeping fds in its fd store, over the datagram
+//! socket named by `$NOTIFY_SOCKET`.
+//!
+//! systemd hands what a service put in its fd store back to the next start
+//! of the service as `LISTEN_FDS`, with the names given here in
+//! `LISTEN_FDNAMES` (see [`activation`](crate::activation)); a unit needs
+//! `FileDescriptorStoreMax=` for it to keep any. Each call here returns
+//! `Ok(false)` and sends nothing when `$NOTIFY_SOCKET` is not set, as when
+//! the program does not run under systemd, so a program can call them
+//! unconditionally.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use std::os::fd::AsFd;
+//!
+//! let listener = std::net::TcpListener::bind("127.0.0.1:8080")?;
+//! // Kept by systemd across restarts of the service, even after a crash.
+//! io_fdpass::notify::store_fds("http", &[listener.as_fd()])?;
+//! io_fdpass::notify::ready()?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+use std::ffi::{OsStr, OsString};
+use std::io::{self, ErrorKind};
+use std::os::fd::BorrowedFd;
+
+use crate::sys;
+
+/// The longest fd name systemd takes.
+pub const MAX_NAME: usize = 255;
+
+/// `READY=1`: the service has started, and is ready to serve.
+///
+/// # Errors
+///
+/// The error of sending the datagram: the socket named by
+/// `$NOTIFY_SOCKET` is missing ([`ErrorKind::NotFound`]), refuses this
+/// process, …
+pub fn ready() -> io::Result<bool> {
+    from_env().map_or(Ok(false), |to| to.send("READY=1", &[]).map(|()| true))
+}
+
+/// `FDSTORE=1` with `FDNAME=name`: asks systemd to keep `fds` under `name`
+/// in the service's fd store.
+///
+/// # Errors
+///
+/// [`ErrorKind::InvalidInput`], with nothing sent, for a name that
+/// systemd would refuse (see [`check_name`]) or no fds; otherwise as
+/// [`ready`].
+pub fn store_fds(name: &str, fds: &[BorrowedFd<'_>]) -> io::Result<bool> {
+    check_name(name)?;
+    if fds.is_empty() {
+        return Err(io::Error::new(
+            ErrorKind::InvalidInput,
+            "FDSTORE=1 needs at least one fd",
+        ));
+    }
+    from_env().map_or(Ok(false), |to| {
+        to.send(&format!("FDSTORE=1\nFDNAME={name}"), fds)
+            .map(|()| true)
+    })
+}
+
+/// `FDSTOREREMOVE=1` with `FDNAME=name`: asks systemd to close the fds it
+/// keeps under `name`.
+///
+/// # Errors
+///
+/// As [`store_fds`].
+pub fn remove_fds(name: &str) -> io::Result<bool> {
+    check_name(name)?;
+    from_env().map_or(Ok(false), |to| {
+        to.send(&format!("FDSTOREREMOVE=1\nFDNAME={name}"), &[])
+            .map(|()| true)
+    })
+}
+
+/// Checks `name` against systemd's rules for fd names: 1 to [`MAX_NAME`]
+/// printable ASCII characters, none of them `:`, which separates the names
+/// in `LISTEN_FDNAMES`.
+///
+/// # Errors
+///
+/// [`ErrorKind::InvalidInput`], saying which rule the name breaks.
+pub fn check_name(name: &str) -> io::Result<()> {
+    let why = if name.is_empty() {
+        "it is empty"
+    } else if name.len() > MAX_NAME {
+        "it is longer than 255 characters"
+    } else if name.contains(':') {
+        "it contains ':', which separates names in LISTEN_FDNAMES"
+    } else if !name.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+        "it has a character that is not printable ASCII"
+    } else {
+        return Ok(());
+    };
+    Err(io::Error::new(
+        ErrorKind::InvalidInput,
+        format!("{name:?} cannot name fds for systemd: {why}"),
+    ))
+}
+
+/// A notify socket: where `$NOTIFY_SOCKET` points, or any other.
+#[derive(Debug, Clone)]
+pub struct Notifier {
+    address: OsString,
+}
+
+impl Notifier {
+    /// The socket at `address`: a path, or on Linux `@name` for a name in
+    /// the abstract namespace (how systemd writes one in `$NOTIFY_SOCKET`).
+    pub fn new(address: impl AsRef<OsStr>) -> Notifier {
+        Notifier {
+            address: address.as_ref().to_owned(),
+        }
+    }
+
+    /// The socket `$NOTIFY_SOCKET` names; `None` when it is unset or
+    /// empty.
+    pub fn from_env() -> Option<Notifier> {
+        from_env()
+    }
+
+    /// Sends `text` (assignments such as `READY=1`, one per line) with
+    /// `fds` attached, in one datagram.
+    ///
+    /// # Errors
+    ///
+    /// The error of sending it, as [`ready`].
+    pub fn send(&self, text: &str, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+        sys::send_datagram(&self.address, text.as_bytes(), fds).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot notify the service manager at {}: {e}",
+                    self.address.to_string_lossy()
+                ),
+            )
+        })
+    }
+}
+
+fn from_env() -> Option<Notifier> {
+    std::env::var_os("NOTIFY_SOCKET")
+        .filter(|address| !address.is_empty())
+        .map(Notifier::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_name;
+
+    #[test]
+    fn names_follow_systemds_rules() {
+        for good in ["http", "fdpass-hold", "a b", &"x".repeat(255)] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        let long = "x".repeat(256);
+        for (bad, why) in [
+            ("", "empty"),
+            (long.as_str(), "longer"),
+            ("a:b", "':'"),
+            ("tab\there", "printable"),
+            ("é", "printable"),
+        ] {
+            let e = check_name(bad).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+            assert!(e.to_string().contains(why), "{bad:?}: {e}");
+        }
+    }
+}
