@@ -25,7 +25,7 @@ compile_error!("the tests run on Unix and Windows only");
 #[cfg(windows)]
 pub use sys::handle_count;
 #[cfg(unix)]
-pub use sys::{fd_count, fd_count_of, open_fds};
+pub use sys::{fd_count, fd_count_of, open_fds, open_fds_of};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 

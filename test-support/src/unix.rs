@@ -31,8 +31,17 @@ fn count_in(dir: &str) -> usize {
 
 /// What each open fd of this process refers to, for failure messages.
 pub fn open_fds() -> Vec<String> {
-    let mut fds: Vec<String> = std::fs::read_dir("/proc/self/fd")
-        .expect("/proc/self/fd")
+    listed_in("/proc/self/fd")
+}
+
+/// What each open fd of the process `pid` refers to, for failure messages.
+pub fn open_fds_of(pid: u32) -> Vec<String> {
+    listed_in(&format!("/proc/{pid}/fd"))
+}
+
+fn listed_in(dir: &str) -> Vec<String> {
+    let mut fds: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|err| panic!("{dir}: {err}"))
         .flatten()
         .map(|entry| {
             let target = std::fs::read_link(entry.path()).unwrap_or_default();

@@ -87,7 +87,7 @@ pub fn wait_for_file(path: &Path) {
 }
 
 /// Polls `ready` for up to 20 s, failing with `why` if it never holds.
-fn wait_until(mut ready: impl FnMut() -> bool, why: impl Fn() -> String) {
+pub fn wait_until(mut ready: impl FnMut() -> bool, why: impl Fn() -> String) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !ready() {
         assert!(Instant::now() < deadline, "{}", why());
@@ -130,6 +130,11 @@ impl Holder {
     /// How many fds the holder process has open.
     pub fn fd_count(&self) -> usize {
         io_fdpass_test_support::fd_count_of(self.child.id())
+    }
+
+    /// What each fd the holder process has open refers to.
+    pub fn open_fds(&self) -> Vec<String> {
+        io_fdpass_test_support::open_fds_of(self.child.id())
     }
 
     /// The names `fdpass list` shows.
