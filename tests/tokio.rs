@@ -178,7 +178,9 @@ fn a_recv_cancelled_by_a_timeout_never_loses_an_fd() {
     let check = start();
     for (name, rt) in runtimes() {
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (go, start) = std::sync::mpsc::channel();
         let trickle = std::thread::spawn(move || {
+            start.recv().unwrap();
             for i in 0..FDS {
                 io_fdpass::send(&a, file_with(&i.to_string())).unwrap();
                 // Mostly quick, sometimes slower than tokio's 1 ms timer.
@@ -188,7 +190,15 @@ fn a_recv_cancelled_by_a_timeout_never_loses_an_fd() {
         let timeouts = rt.block_on(async {
             b.set_nonblocking(true).unwrap();
             let b = UnixStream::from_std(b).unwrap();
-            let (mut next, mut timeouts) = (0, 0);
+            // One receive is cancelled whatever the timing: polled before
+            // anything was sent, dropped once the first fd has arrived.
+            {
+                let mut first = pin!(recv(&b));
+                assert!(poll_once(first.as_mut()).await.is_pending(), "{name}");
+                go.send(()).unwrap();
+                b.readable().await.unwrap();
+            }
+            let (mut next, mut timeouts) = (0, 1);
             while next < FDS {
                 match tokio::time::timeout(Duration::from_micros(200), recv(&b)).await {
                     Ok(fd) => {
@@ -215,7 +225,9 @@ fn bursts_arrive_in_order_through_cancelled_receives() {
         rt.block_on(async {
             let (a, b) = UnixStream::pair().unwrap();
             let files: Vec<_> = (0..10).map(|i| file_with(&i.to_string())).collect();
+            let (go, start) = tokio::sync::oneshot::channel();
             let sender = tokio::spawn(async move {
+                start.await.unwrap();
                 let fds: Vec<_> = (0..FDS).map(|i| files[i % 10].as_fd()).collect();
                 let mut sent = 0;
                 while sent < FDS {
@@ -226,7 +238,15 @@ fn bursts_arrive_in_order_through_cancelled_receives() {
                 }
             });
             let mut fds = Vec::with_capacity(BURST);
-            let (mut next, mut timeouts) = (0, 0);
+            // One burst receive is cancelled whatever the timing: polled
+            // before anything was sent, dropped once the first has arrived.
+            {
+                let mut first = pin!(recv_many(&b, &mut fds));
+                assert!(poll_once(first.as_mut()).await.is_pending(), "{name}");
+                go.send(()).unwrap();
+                b.readable().await.unwrap();
+            }
+            let (mut next, mut timeouts) = (0, 1);
             while next < FDS {
                 let wait =
                     tokio::time::timeout(Duration::from_micros(300), recv_many(&b, &mut fds));
