@@ -550,8 +550,10 @@ mod with_tokio {
         let check = NoLeak::start();
         for (name, rt) in &runtimes {
             let (a, b) = pair();
+            let go = std::sync::Barrier::new(2);
             let sender = std::thread::scope(|s| {
                 s.spawn(|| {
+                    go.wait();
                     for i in 0..HANDLES {
                         send(&a, &files[i % 10].0).unwrap();
                         let pause = if i % 5 == 0 { 30_000 } else { 50 };
@@ -561,7 +563,20 @@ mod with_tokio {
                 rt.block_on(async {
                     b.set_nonblocking(true).unwrap();
                     let b = tokio::net::TcpStream::from_std(b.try_clone().unwrap()).unwrap();
-                    let (mut next, mut timeouts) = (0, 0);
+                    // One receive is cancelled whatever the timing: polled
+                    // before anything was sent, dropped once the first
+                    // handle has arrived.
+                    {
+                        let mut first = std::pin::pin!(fdpass::recv(&b));
+                        let poll = std::future::poll_fn(|cx| {
+                            std::task::Poll::Ready(std::future::Future::poll(first.as_mut(), cx))
+                        });
+                        let pending = poll.await.is_pending();
+                        go.wait();
+                        assert!(pending, "{name}");
+                        b.readable().await.unwrap();
+                    }
+                    let (mut next, mut timeouts) = (0, 1);
                     while next < HANDLES {
                         match tokio::time::timeout(Duration::from_micros(300), fdpass::recv(&b))
                             .await
