@@ -10,49 +10,18 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::windows::io::{AsHandle, AsRawHandle, OwnedHandle};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use io_fdpass::{
     recv, recv_confirmed, recv_socket, recv_with_handles, send, send_confirmed, send_socket,
     send_with_handles, MAX_HANDLES,
 };
-use windows_sys::Win32::System::Threading::{GetCurrentProcess, GetProcessHandleCount};
+use io_fdpass_test_support::{handle_count, temp_path, NoLeak};
+use windows_sys::Win32::System::Threading::GetCurrentProcess;
 
 /// The role a re-run of this test binary plays, and the port it connects to.
 const ROLE: &str = "IO_FDPASS_TEST_ROLE";
 const PORT: &str = "IO_FDPASS_TEST_PORT";
-
-fn handle_count() -> u32 {
-    let mut count = 0;
-    // SAFETY: the current-process pseudo-handle and a writable u32.
-    let ok = unsafe { GetProcessHandleCount(GetCurrentProcess(), &mut count) };
-    assert_ne!(ok, 0, "GetProcessHandleCount");
-    count
-}
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// Checks that the handle count at the end equals the count at the start;
-/// tests that hold one run one at a time.
-struct NoLeak {
-    before: u32,
-    _serial: MutexGuard<'static, ()>,
-}
-
-impl NoLeak {
-    fn start() -> Self {
-        let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-        NoLeak {
-            before: handle_count(),
-            _serial: serial,
-        }
-    }
-
-    fn assert_unchanged(&self) {
-        assert_eq!(handle_count(), self.before, "this process's handle count");
-    }
-}
 
 /// A connected pair of TCP sockets on 127.0.0.1.
 fn pair() -> (TcpStream, TcpStream) {
@@ -113,13 +82,7 @@ fn read_all(handle: OwnedHandle) -> String {
 
 /// A file with `text` in it, at a fresh path, open for reading.
 fn file_with(text: &str) -> (std::fs::File, std::path::PathBuf) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let path = std::env::temp_dir().join(format!(
-        "io-fdpass-test-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
+    let path = temp_path("file");
     std::fs::write(&path, text).unwrap();
     (std::fs::File::open(&path).unwrap(), path)
 }
@@ -587,8 +550,10 @@ mod with_tokio {
         let check = NoLeak::start();
         for (name, rt) in &runtimes {
             let (a, b) = pair();
+            let go = std::sync::Barrier::new(2);
             let sender = std::thread::scope(|s| {
                 s.spawn(|| {
+                    go.wait();
                     for i in 0..HANDLES {
                         send(&a, &files[i % 10].0).unwrap();
                         let pause = if i % 5 == 0 { 30_000 } else { 50 };
@@ -598,7 +563,20 @@ mod with_tokio {
                 rt.block_on(async {
                     b.set_nonblocking(true).unwrap();
                     let b = tokio::net::TcpStream::from_std(b.try_clone().unwrap()).unwrap();
-                    let (mut next, mut timeouts) = (0, 0);
+                    // One receive is cancelled whatever the timing: polled
+                    // before anything was sent, dropped once the first
+                    // handle has arrived.
+                    {
+                        let mut first = std::pin::pin!(fdpass::recv(&b));
+                        let poll = std::future::poll_fn(|cx| {
+                            std::task::Poll::Ready(std::future::Future::poll(first.as_mut(), cx))
+                        });
+                        let pending = poll.await.is_pending();
+                        go.wait();
+                        assert!(pending, "{name}");
+                        b.readable().await.unwrap();
+                    }
+                    let (mut next, mut timeouts) = (0, 1);
                     while next < HANDLES {
                         match tokio::time::timeout(Duration::from_micros(300), fdpass::recv(&b))
                             .await

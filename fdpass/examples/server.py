@@ -16,8 +16,11 @@ if os.environ.get("LISTEN_PID") != str(os.getpid()) or os.environ.get("LISTEN_FD
 
 listener = socket.socket(fileno=3)
 # Generations share the socket: one that loses a race to accept must not
-# sit in accept() after it was told to stop.
-listener.setblocking(False)
+# sit in accept() after it was told to stop. With a timeout (not
+# non-blocking, which makes handle_request poll without waiting, a busy
+# loop), waiting for a connection and accepting it each give up after
+# server.timeout, and the loop looks at `stopping` again.
+listener.settimeout(0.05)
 
 
 class Hello(http.server.BaseHTTPRequestHandler):

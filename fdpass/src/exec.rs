@@ -3,7 +3,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io::ErrorKind;
-use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -78,7 +78,8 @@ pub fn find(name: &OsStr) -> Result<PathBuf> {
 /// Replaces this process with `command`, giving it `fds` as fds 3, 4, …
 /// with `LISTEN_FDS`, `LISTEN_PID` and `LISTEN_FDNAMES` set (the systemd
 /// socket-activation convention). The command inherits no other fd but
-/// 0–2. Returns only on failure.
+/// 0–2. `fds` must be all that the caller still holds above 2: the numbers
+/// 3, 4, … are taken over whatever they hold. Returns only on failure.
 pub fn exec_with_fds(
     fds: Vec<OwnedFd>,
     names: &[String],
@@ -126,14 +127,16 @@ fn lay_out(fds: Vec<OwnedFd>) -> std::io::Result<usize> {
         }
     }
     for (i, fd) in moved.iter().enumerate() {
-        // SAFETY: rustix's `dup2` takes the target as an `OwnedFd`; the
-        // number may be unused or held by an fd of this process that is
-        // replaced here. The wrapper is forgotten, never dropped, so the new
-        // fd stays open for the command.
-        let mut target = unsafe { OwnedFd::from_raw_fd(FIRST + i as RawFd) };
-        let result = rustix::io::dup2(fd, &mut target);
-        std::mem::forget(target);
-        result?;
+        let target = FIRST + i as RawFd;
+        // SAFETY: `dup2` only takes two numbers. `fd` is open, owned by
+        // `moved`. `target` may be unused or open; if open, nothing in this
+        // process owns or borrows it any more: the callers hand over every
+        // fd they hold above 2, and those were moved out of the way above
+        // and closed. What `dup2` puts at `target` is owned by no one here,
+        // so no drop closes it; it is left open for the command.
+        if unsafe { libc::dup2(fd.as_raw_fd(), target) } == -1 {
+            return Err(std::io::Error::last_os_error());
+        }
     }
     Ok(count)
 }

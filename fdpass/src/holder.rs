@@ -208,13 +208,13 @@ impl Holder {
 
 /// The effective uid of the client at the other end of `stream`, as the
 /// kernel recorded it when the client connected.
-#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg(fdpass_so_peercred)]
 fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
     Ok(rustix::net::sockopt::socket_peercred(stream)?.uid.as_raw())
 }
 
 /// illumos and Solaris: `getpeerucred`, which rustix does not bind.
-#[cfg(any(target_os = "illumos", target_os = "solaris"))]
+#[cfg(fdpass_getpeerucred)]
 fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
     use std::os::fd::AsRawFd;
     let mut cred = std::ptr::null_mut();
@@ -238,12 +238,7 @@ fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
 
 /// macOS, the BSDs and the other Unixes: `getpeereid`, which rustix does
 /// not bind.
-#[cfg(not(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "illumos",
-    target_os = "solaris"
-)))]
+#[cfg(not(any(fdpass_so_peercred, fdpass_getpeerucred)))]
 fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
     use std::os::fd::AsRawFd;
     let (mut uid, mut gid) = (0, 0);

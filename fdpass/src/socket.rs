@@ -27,9 +27,7 @@ impl FromStr for SocketName {
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s.strip_prefix('@') {
             Some("") => Err("an abstract socket name needs text after '@'".into()),
-            Some(name) if cfg!(any(target_os = "linux", target_os = "android")) => {
-                Ok(SocketName::Abstract(name.into()))
-            }
+            Some(name) if cfg!(fdpass_abstract_names) => Ok(SocketName::Abstract(name.into())),
             Some(_) => Err("abstract socket names ('@name') exist only on Linux".into()),
             None if s.is_empty() => Err("the socket path is empty".into()),
             None => Ok(SocketName::Path(PathBuf::from(s))),
@@ -112,7 +110,7 @@ impl SocketName {
     }
 }
 
-#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg(fdpass_abstract_names)]
 fn abstract_addr(name: &str) -> std::io::Result<std::os::unix::net::SocketAddr> {
     #[cfg(target_os = "android")]
     use std::os::android::net::SocketAddrExt;
@@ -121,7 +119,7 @@ fn abstract_addr(name: &str) -> std::io::Result<std::os::unix::net::SocketAddr> 
     std::os::unix::net::SocketAddr::from_abstract_name(name)
 }
 
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[cfg(not(fdpass_abstract_names))]
 fn abstract_addr(_: &str) -> std::io::Result<std::os::unix::net::SocketAddr> {
     Err(std::io::Error::new(
         ErrorKind::Unsupported,

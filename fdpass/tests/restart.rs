@@ -6,8 +6,7 @@ mod util;
 
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
 use util::{fdpass, success, terminate, Holder, TempDir};
 
@@ -21,6 +20,18 @@ fn start_server(holder: &Holder) -> Child {
         .spawn()
         .unwrap()
 }
+
+/// What the client has seen so far: answers, failures, and the pid of
+/// each generation that answered, in the order of their first answers.
+#[derive(Debug, Default)]
+struct Seen {
+    ok: usize,
+    failed: Vec<String>,
+    served_by: Vec<String>,
+}
+
+/// How many answers the client gets between two steps of a restart.
+const PACE: usize = 200;
 
 #[test]
 fn five_restarts_and_not_one_request_fails() {
@@ -38,56 +49,72 @@ fn five_restarts_and_not_one_request_fails() {
     assert_eq!(holder.list(), ["web"]);
 
     let mut server = start_server(&holder);
-    let mut pids = vec![server.id()];
+    let mut pids = vec![server.id().to_string()];
     // The first answer shows the server is up.
     util::http_get(port).expect("the first generation answers");
 
     let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(Seen::default()));
     let client = std::thread::spawn({
-        let stop = stop.clone();
+        let (stop, seen) = (stop.clone(), seen.clone());
         move || {
-            let (mut ok, mut failed, mut served_by) = (0, Vec::new(), Vec::new());
             while !stop.load(Ordering::Relaxed) {
-                match util::http_get(port) {
+                let answer = util::http_get(port);
+                let mut seen = seen.lock().unwrap();
+                match answer {
                     Ok(answer) => {
-                        ok += 1;
+                        seen.ok += 1;
                         let pid = answer.rsplit(' ').next().unwrap_or("").trim().to_owned();
-                        if !served_by.contains(&pid) {
-                            served_by.push(pid);
+                        if !seen.served_by.contains(&pid) {
+                            seen.served_by.push(pid);
                         }
                     }
-                    Err(e) => failed.push(e.to_string()),
+                    Err(e) => seen.failed.push(e.to_string()),
                 }
             }
-            (ok, failed, served_by)
         }
     });
+    // Steps are paced by what the client has seen, never by a clock.
+    let wait_for = |what: &str, done: &dyn Fn(&Seen) -> bool| {
+        util::wait_until(
+            || done(&seen.lock().unwrap()),
+            || format!("{what}; the client saw {:?}", seen.lock().unwrap()),
+        )
+    };
+    let more = |what: &str| {
+        let now = seen.lock().unwrap().ok;
+        wait_for(what, &|seen| seen.ok >= now + PACE);
+    };
 
+    more("the first generation answers the client");
     for _ in 0..5 {
-        std::thread::sleep(Duration::from_millis(400));
-        // The new generation first, then the old one is told to stop: it
-        // finishes the request in hand, and what waits in the queue goes
-        // to the new one.
+        // The new generation first; once it has answered, the old one is
+        // told to stop: it finishes the request in hand, and what waits in
+        // the queue goes to the new one.
         let next = start_server(&holder);
-        pids.push(next.id());
-        std::thread::sleep(Duration::from_millis(400));
+        let pid = next.id().to_string();
+        pids.push(pid.clone());
+        wait_for("the new generation answers", &|seen| {
+            seen.served_by.contains(&pid)
+        });
         assert!(terminate(&mut server).success());
         server = next;
         assert_eq!(holder.list(), ["web"], "the holder still holds the socket");
+        more("the new generation goes on answering alone");
     }
-    std::thread::sleep(Duration::from_millis(400));
     stop.store(true, Ordering::Relaxed);
-    let (ok, failed, served_by) = client.join().unwrap();
+    client.join().unwrap();
     assert!(terminate(&mut server).success());
 
+    let seen = seen.lock().unwrap();
     println!(
-        "restart test: {ok} requests, {} failed, served by {} generations",
-        failed.len(),
-        served_by.len()
+        "restart test: {} requests, {} failed, served by {} generations",
+        seen.ok,
+        seen.failed.len(),
+        seen.served_by.len()
     );
-    assert_eq!(failed, Vec::<String>::new(), "failed requests");
-    let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
-    assert_eq!(served_by, pids, "every generation served, in order");
+    assert_eq!(seen.failed, Vec::<String>::new(), "failed requests");
+    assert_eq!(seen.served_by, pids, "every generation served, in order");
     assert_eq!(holder.list(), ["web"]);
 }
 

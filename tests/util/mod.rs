@@ -1,5 +1,8 @@
-//! Helpers shared by the integration tests.
-#![allow(dead_code)]
+//! The helpers of the library's integration tests on Unix. What fdpass's
+//! tests use too (the leak check, temporary paths, the interop peers) is
+//! `io-fdpass-test-support`'s, re-exported here.
+// Each test file uses some of them.
+#![allow(dead_code, unused_imports)]
 
 use std::fs::File;
 use std::io::{self, Seek, Write};
@@ -7,75 +10,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::{Mutex, MutexGuard};
 
-pub mod peers;
-
+pub use io_fdpass_test_support::{fd_count, open_fds, peers, temp_path, NoLeak};
 use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// Checks that the process's open-fd count is the same at the end of a test
-/// as at its start. Tests in one binary run on parallel threads, so every
-/// test that holds one is serialised with the others through a lock.
-pub struct NoLeak {
-    before: usize,
-    _serial: MutexGuard<'static, ()>,
-}
-
-impl NoLeak {
-    pub fn start() -> Self {
-        let serial = SERIAL
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        NoLeak {
-            before: fd_count(),
-            _serial: serial,
-        }
-    }
-
-    /// Asserts the fd count now equals the count at `start` plus `extra`.
-    pub fn assert_plus(&self, extra: usize) {
-        assert_eq!(
-            fd_count(),
-            self.before + extra,
-            "open fds: {} at the start, expected {} more now; open now: {:?}",
-            self.before,
-            extra,
-            open_fds()
-        );
-    }
-
-    pub fn assert_unchanged(&self) {
-        self.assert_plus(0);
-    }
-}
-
-/// How many fds this process has open.
-pub fn fd_count() -> usize {
-    // The directory handle itself is counted too, the same every time.
-    std::fs::read_dir("/proc/self/fd")
-        .expect("/proc/self/fd")
-        .count()
-}
-
-/// What each open fd of this process refers to, for failure messages.
-pub fn open_fds() -> Vec<String> {
-    let mut fds: Vec<String> = std::fs::read_dir("/proc/self/fd")
-        .expect("/proc/self/fd")
-        .flatten()
-        .map(|entry| {
-            let target = std::fs::read_link(entry.path()).unwrap_or_default();
-            format!(
-                "{}: {}",
-                entry.file_name().to_string_lossy(),
-                target.display()
-            )
-        })
-        .collect();
-    fds.sort();
-    fds
-}
 
 /// A connected pair of unix sockets of type `ty`, close-on-exec.
 pub fn pair(ty: SocketType) -> (OwnedFd, OwnedFd) {
@@ -124,17 +61,6 @@ pub fn read_all(fd: OwnedFd) -> String {
     let mut buf = [0; 256];
     let n = File::from(fd).read_at(&mut buf, 0).unwrap();
     String::from_utf8(buf[..n].to_vec()).unwrap()
-}
-
-/// A fresh path in the temp directory (nothing is created there).
-pub fn temp_path(what: &str) -> PathBuf {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    std::env::temp_dir().join(format!(
-        "io-fdpass-test-{}-{what}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ))
 }
 
 /// Whether the fd has close-on-exec set.

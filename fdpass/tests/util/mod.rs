@@ -1,8 +1,10 @@
-//! Helpers for the end-to-end tests of the `fdpass` binary.
-#![allow(dead_code)]
+//! Helpers for the end-to-end tests of the `fdpass` binary. What the
+//! library's tests use too (temporary paths, fd counts, the interop peers)
+//! is `io-fdpass-test-support`'s, re-exported here.
+// Each test file uses some of them.
+#![allow(dead_code, unused_imports)]
 
-#[path = "../../../tests/util/peers.rs"]
-pub mod peers;
+pub use io_fdpass_test_support::{peers, TempDir};
 
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -26,43 +28,6 @@ pub fn with_files(args: &[&str], files: &[&Path]) -> Command {
         .arg(env!("CARGO_BIN_EXE_fdpass"))
         .args(args);
     cmd
-}
-
-/// A fresh directory, removed when dropped.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(what: &str) -> Self {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "fdpass-test-{}-{what}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    pub fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    /// The names of the entries in the directory.
-    pub fn entries(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        names
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 pub fn s(path: &Path) -> &str {
@@ -122,7 +87,7 @@ pub fn wait_for_file(path: &Path) {
 }
 
 /// Polls `ready` for up to 20 s, failing with `why` if it never holds.
-fn wait_until(mut ready: impl FnMut() -> bool, why: impl Fn() -> String) {
+pub fn wait_until(mut ready: impl FnMut() -> bool, why: impl Fn() -> String) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !ready() {
         assert!(Instant::now() < deadline, "{}", why());
@@ -164,9 +129,12 @@ impl Holder {
 
     /// How many fds the holder process has open.
     pub fn fd_count(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
-            .unwrap()
-            .count()
+        io_fdpass_test_support::fd_count_of(self.child.id())
+    }
+
+    /// What each fd the holder process has open refers to.
+    pub fn open_fds(&self) -> Vec<String> {
+        io_fdpass_test_support::open_fds_of(self.child.id())
     }
 
     /// The names `fdpass list` shows.

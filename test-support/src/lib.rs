@@ -1,0 +1,118 @@
+//! What the tests of io-fdpass and of fdpass share: the leak check that
+//! serialises the tests holding it, fresh temporary paths, and the peers
+//! written elsewhere that the interop tests talk to.
+//!
+//! The open-descriptor count behind [`NoLeak`] is the OS's own: the fds in
+//! `/proc/self/fd` on Unix, `GetProcessHandleCount` on Windows.
+
+#![warn(missing_docs, rust_2018_idioms, clippy::undocumented_unsafe_blocks)]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+pub mod peers;
+
+#[cfg(unix)]
+#[path = "unix.rs"]
+mod sys;
+#[cfg(windows)]
+#[path = "windows.rs"]
+mod sys;
+#[cfg(not(any(unix, windows)))]
+compile_error!("the tests run on Unix and Windows only");
+
+#[cfg(windows)]
+pub use sys::handle_count;
+#[cfg(unix)]
+pub use sys::{fd_count, fd_count_of, open_fds, open_fds_of};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Checks that the process's count of open fds (on Windows, handles) is
+/// the same at the end of a test as at its start. Tests in one binary run
+/// on parallel threads, so every test that holds one is serialised with the
+/// others through a lock.
+pub struct NoLeak {
+    before: usize,
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl NoLeak {
+    /// Waits for the other tests holding one to end, then notes the count.
+    pub fn start() -> Self {
+        // A test that failed while holding the lock left nothing behind
+        // that the next one depends on.
+        let serial = SERIAL
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        NoLeak {
+            before: sys::open_count(),
+            _serial: serial,
+        }
+    }
+
+    /// Asserts the count now equals the count at `start` plus `extra`.
+    #[track_caller]
+    pub fn assert_plus(&self, extra: usize) {
+        assert_eq!(
+            sys::open_count(),
+            self.before + extra,
+            "open {}: {} at the start, expected {extra} more now{}",
+            sys::OPEN,
+            self.before,
+            sys::what_is_open(),
+        );
+    }
+
+    /// Asserts the count now equals the count at `start`.
+    #[track_caller]
+    pub fn assert_unchanged(&self) {
+        self.assert_plus(0);
+    }
+}
+
+/// A fresh path in the temp directory, with `what` in its name (nothing is
+/// created there).
+pub fn temp_path(what: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    std::env::temp_dir().join(format!(
+        "io-fdpass-test-{}-{what}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// A fresh directory at a [`temp_path`], removed with what is in it when
+/// dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates the directory.
+    pub fn new(what: &str) -> Self {
+        let dir = temp_path(what);
+        std::fs::create_dir_all(&dir).expect("create a temp directory");
+        TempDir(dir)
+    }
+
+    /// The path of `name` in the directory.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// The names of the entries in the directory, sorted.
+    pub fn entries(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.0)
+            .expect("read the temp directory")
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
