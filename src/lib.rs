@@ -124,6 +124,8 @@
 #[cfg(unix)]
 mod many;
 mod received;
+#[cfg(any(windows, test))]
+mod record;
 mod sys;
 #[cfg(feature = "tokio")]
 #[cfg_attr(unix, path = "tokio/unix.rs")]

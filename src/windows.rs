@@ -2,51 +2,19 @@
 //! safer ways beside it.
 
 use std::io::{self, ErrorKind};
-use std::mem::size_of;
 use std::os::windows::io::{
     AsHandle, AsRawHandle, AsSocket, BorrowedHandle, BorrowedSocket, IntoRawHandle, OwnedHandle,
     OwnedSocket,
 };
 
+use crate::record::{self, BatchHeader, HandleValue};
 use crate::sys::{self, Process};
 use crate::Received;
 
-/// The most handles one [`send_with_handles`] may carry (the same as one
-/// Linux message may carry fds).
-pub const MAX_HANDLES: usize = 253;
-
-/// IO::FDPass's record: the sender's pid, then a handle value of its own,
-/// pointer-sized, both in native byte order.
-const RECORD: usize = 4 + size_of::<usize>();
-
-/// The first four bytes of the records of the other modes. As a number,
-/// each is 2 more than a multiple of 4, which no Windows process id is, so
-/// an IO::FDPass receiver that reads one as a pid opens no process.
-const CONFIRMED_MAGIC: [u8; 4] = *b"FDPC";
-const SOCKET_MAGIC: [u8; 4] = *b"FDPS";
-const BATCH_MAGIC: [u8; 4] = *b"FDPB";
+pub use crate::record::MAX_HANDLES;
 
 fn invalid_data(message: impl Into<String>) -> io::Error {
     io::Error::new(ErrorKind::InvalidData, message.into())
-}
-
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    u32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap_or_default())
-}
-
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    u64::from_ne_bytes(bytes[at..at + 8].try_into().unwrap_or_default())
-}
-
-/// Checks the magic that starts a record of one of the safer modes.
-fn expect_magic(record: &[u8], magic: [u8; 4], mode: &str) -> io::Result<()> {
-    if record[..4] == magic {
-        Ok(())
-    } else {
-        Err(invalid_data(format!(
-            "the peer did not send a {mode} record (is it using the matching call?)"
-        )))
-    }
 }
 
 /// Sends `handle` the IO::FDPass way: duplicates it within this process
@@ -87,9 +55,7 @@ fn expect_magic(record: &[u8], magic: [u8; 4], mode: &str) -> io::Result<()> {
 /// ```
 pub fn send(socket: impl AsSocket, handle: impl AsHandle) -> io::Result<()> {
     let dup = sys::duplicate(handle.as_handle())?;
-    let mut record = [0u8; RECORD];
-    record[..4].copy_from_slice(&sys::current_pid().to_ne_bytes());
-    record[4..].copy_from_slice(&(dup.as_raw_handle() as usize).to_ne_bytes());
+    let record = record::plain(sys::current_pid(), dup.as_raw_handle() as usize);
     sys::send_all(socket.as_socket(), &record)?;
     // From here the receiver owns the duplicate: it closes it here when it
     // fetches it.
@@ -126,11 +92,11 @@ pub fn send(socket: impl AsSocket, handle: impl AsHandle) -> io::Result<()> {
 ///
 /// See [`send`].
 pub fn recv(socket: impl AsSocket) -> io::Result<OwnedHandle> {
-    let mut record = [0u8; RECORD];
+    let mut record = [0u8; record::PLAIN_LEN];
     sys::recv_exact(socket.as_socket(), &mut record)?;
-    let pid = u32_at(&record, 0);
-    let value = usize::from_ne_bytes(record[4..].try_into().unwrap_or_default()) as isize as u64;
-    open_sender(socket.as_socket(), pid)?.fetch(value, true)
+    let offer = record::parse_plain(&record);
+    let value = HandleValue::new(offer.value)?;
+    open_sender(socket.as_socket(), offer.pid)?.fetch(value, true)
 }
 
 /// Opens the process a record names, to take handles from it and close
@@ -195,12 +161,11 @@ pub fn send_confirmed(socket: impl AsSocket, handle: impl AsHandle) -> io::Resul
 }
 
 /// The duplicate [`send_confirmed`] offers, and the record that offers it.
-pub(crate) fn confirmed_record(handle: BorrowedHandle<'_>) -> io::Result<(OwnedHandle, [u8; 16])> {
+pub(crate) fn confirmed_record(
+    handle: BorrowedHandle<'_>,
+) -> io::Result<(OwnedHandle, [u8; record::CONFIRMED_LEN])> {
     let dup = sys::duplicate(handle)?;
-    let mut record = [0u8; 16];
-    record[..4].copy_from_slice(&CONFIRMED_MAGIC);
-    record[4..8].copy_from_slice(&sys::current_pid().to_ne_bytes());
-    record[8..].copy_from_slice(&(dup.as_raw_handle() as usize as u64).to_ne_bytes());
+    let record = record::confirmed(sys::current_pid(), dup.as_raw_handle() as usize as u64);
     Ok((dup, record))
 }
 
@@ -240,10 +205,7 @@ pub(crate) fn settle(dup: OwnedHandle, answer: io::Result<()>) -> io::Result<()>
 pub(crate) fn read_answer(socket: BorrowedSocket<'_>) -> io::Result<()> {
     let mut answer = [0xff];
     sys::recv_exact(socket, &mut answer)?;
-    match answer[0] {
-        0 => Ok(()),
-        _ => Err(io::Error::other("the peer could not take it")),
-    }
+    record::parse_answer(answer)
 }
 
 /// Runs an I/O `step` of an exchange that has begun until it no longer says
@@ -267,24 +229,9 @@ fn waiting<T>(
 fn answer<T>(socket: BorrowedSocket<'_>, outcome: io::Result<T>) -> io::Result<T> {
     // If the peer has gone it has closed its copy; what was taken here is
     // this process's own either way.
-    let byte = [u8::from(outcome.is_err())];
-    let _ = waiting(socket, sys::WRITABLE, || sys::send_all(socket, &byte));
+    let status = record::status(outcome.is_ok());
+    let _ = waiting(socket, sys::WRITABLE, || sys::send_all(socket, &status));
     outcome
-}
-
-/// Reads the first record of a safer mode into `record`: its magic, then
-/// the pid the peer claims to be, which is returned with the verdict on
-/// both. The outer error is the connection's, the inner one the record's.
-fn read_claim(
-    socket: BorrowedSocket<'_>,
-    record: &mut [u8],
-    magic: [u8; 4],
-    mode: &str,
-) -> io::Result<(u32, io::Result<()>)> {
-    sys::recv_exact(socket, record)?;
-    let pid = u32_at(record, 4);
-    let verdict = expect_magic(record, magic, mode).and_then(|()| check_peer(socket, pid));
-    Ok((pid, verdict))
 }
 
 /// Checks that the pid a peer claims is the peer's, where Windows can tell
@@ -318,10 +265,21 @@ fn check_peer(socket: BorrowedSocket<'_>, claimed: u32) -> io::Result<()> {
 /// See [`send_confirmed`].
 pub fn recv_confirmed(socket: impl AsSocket) -> io::Result<OwnedHandle> {
     let socket = socket.as_socket();
-    let mut record = [0u8; 16];
-    let (pid, claim) = read_claim(socket, &mut record, CONFIRMED_MAGIC, "send_confirmed")?;
-    let outcome = claim.and_then(|()| Process::open(pid)?.fetch(u64_at(&record, 8), false));
-    answer(socket, outcome)
+    let mut record = [0u8; record::CONFIRMED_LEN];
+    sys::recv_exact(socket, &mut record)?;
+    answer(socket, take_confirmed(socket, &record))
+}
+
+/// Takes a copy of the handle a confirmed record offers, once the pid it
+/// claims checks out.
+fn take_confirmed(
+    socket: BorrowedSocket<'_>,
+    record: &[u8; record::CONFIRMED_LEN],
+) -> io::Result<OwnedHandle> {
+    let offer = record::parse_confirmed(record)?;
+    check_peer(socket, offer.pid)?;
+    let value = HandleValue::new(offer.value)?;
+    Process::open(offer.pid)?.fetch(value, false)
 }
 
 /// Sends a socket so that the receiver gets a working socket of its own,
@@ -372,33 +330,38 @@ pub fn recv_confirmed(socket: impl AsSocket) -> io::Result<OwnedHandle> {
 /// ```
 pub fn send_socket(socket: impl AsSocket, passed: impl AsSocket) -> io::Result<()> {
     let socket = socket.as_socket();
-    let (pid, claim) = read_socket_hello(socket)?;
-    reply_socket(socket, passed.as_socket(), pid, claim)?;
+    let claim = read_socket_hello(socket)?;
+    reply_socket(socket, passed.as_socket(), claim)?;
     waiting(socket, sys::READABLE, || read_answer(socket)).map_err(not_taken)
 }
 
-/// The first step of [`send_socket`]: the receiver's hello, with the pid
-/// it claims and the verdict on it.
-pub(crate) fn read_socket_hello(socket: BorrowedSocket<'_>) -> io::Result<(u32, io::Result<()>)> {
-    read_claim(socket, &mut [0u8; 8], SOCKET_MAGIC, "recv_socket")
+/// The first step of [`send_socket`]: the receiver's hello, and the pid
+/// it claims if that checks out. The outer error is the connection's, the
+/// inner one the hello's.
+pub(crate) fn read_socket_hello(socket: BorrowedSocket<'_>) -> io::Result<io::Result<u32>> {
+    let mut hello = [0u8; record::HELLO_LEN];
+    sys::recv_exact(socket, &mut hello)?;
+    Ok(record::parse_hello(&hello).and_then(|pid| check_peer(socket, pid).map(|()| pid)))
 }
 
-/// The second step of [`send_socket`]: duplicates `passed` for process
-/// `pid` if the claim holds, and sends the status byte and the record.
+/// The second step of [`send_socket`]: duplicates `passed` for the process
+/// the receiver claimed to be, if the claim holds, and sends the status
+/// byte and the record.
 pub(crate) fn reply_socket(
     socket: BorrowedSocket<'_>,
     passed: BorrowedSocket<'_>,
-    pid: u32,
-    claim: io::Result<()>,
+    claim: io::Result<u32>,
 ) -> io::Result<()> {
-    match claim.and_then(|()| sys::duplicate_socket(passed, pid)) {
+    match claim.and_then(|pid| sys::duplicate_socket(passed, pid)) {
         Ok(info) => {
             let mut reply = [0u8; 1 + sys::PROTOCOL_INFO_LEN];
+            reply[..1].copy_from_slice(&record::status(true));
             reply[1..].copy_from_slice(&info);
             waiting(socket, sys::WRITABLE, || sys::send_all(socket, &reply))
         }
         Err(e) => {
-            let _ = waiting(socket, sys::WRITABLE, || sys::send_all(socket, &[1]));
+            let status = record::status(false);
+            let _ = waiting(socket, sys::WRITABLE, || sys::send_all(socket, &status));
             Err(e)
         }
     }
@@ -434,27 +397,23 @@ pub fn recv_socket(socket: impl AsSocket) -> io::Result<OwnedSocket> {
 }
 
 /// The first words of [`recv_socket`]: `FDPS` and this process's id.
-pub(crate) fn socket_hello() -> [u8; 8] {
-    let mut hello = [0u8; 8];
-    hello[..4].copy_from_slice(&SOCKET_MAGIC);
-    hello[4..].copy_from_slice(&sys::current_pid().to_ne_bytes());
-    hello
+pub(crate) fn socket_hello() -> [u8; record::HELLO_LEN] {
+    record::hello(sys::current_pid())
 }
 
 /// The second step of [`recv_socket`]: the sender's status and record
 /// (`WouldBlock` before they come), the socket opened, and the answer.
 pub(crate) fn read_socket_reply(socket: BorrowedSocket<'_>) -> io::Result<OwnedSocket> {
-    let mut status = [0xff];
-    sys::recv_exact(socket, &mut status)?;
-    if status[0] != 0 {
-        return Err(invalid_data(
-            "the sender could not duplicate the socket for this process",
-        ));
-    }
+    let mut reply = [0u8; 1 + sys::PROTOCOL_INFO_LEN];
+    sys::recv_exact(socket, &mut reply[..1])?;
+    let len = if reply[0] == 0 { reply.len() } else { 1 };
     // Sent with the status: here at once, or in a moment.
-    let mut info = [0u8; sys::PROTOCOL_INFO_LEN];
-    waiting(socket, sys::READABLE, || sys::recv_exact(socket, &mut info))?;
-    answer(socket, sys::socket_from_info(&info))
+    waiting(socket, sys::READABLE, || {
+        sys::recv_exact(socket, &mut reply[1..len])
+    })?;
+    let info = record::parse_reply(&reply[..len], sys::PROTOCOL_INFO_LEN)?;
+    let info = info.try_into().map_err(|_| invalid_data("a short reply"))?;
+    answer(socket, sys::socket_from_info(info))
 }
 
 /// Sends `data` with up to [`MAX_HANDLES`] handles in one record, and
@@ -499,35 +458,17 @@ pub fn send_with_handles(
     handles: &[BorrowedHandle<'_>],
 ) -> io::Result<usize> {
     let socket = socket.as_socket();
-    let data_len = u32::try_from(data.len()).map_err(|_| {
-        io::Error::new(
-            ErrorKind::InvalidInput,
-            "at most 4 GiB of data go in one record",
-        )
-    })?;
-    if handles.len() > MAX_HANDLES {
-        return Err(io::Error::new(
-            ErrorKind::InvalidInput,
-            format!(
-                "at most {MAX_HANDLES} handles go in one record, not {}",
-                handles.len()
-            ),
-        ));
-    }
+    let header = BatchHeader::new(sys::current_pid(), handles.len(), data.len())?;
     let mut dups = [const { None::<OwnedHandle> }; MAX_HANDLES];
-    let mut header = [0u8; 16 + 8 * MAX_HANDLES];
-    header[..4].copy_from_slice(&BATCH_MAGIC);
-    header[4..8].copy_from_slice(&sys::current_pid().to_ne_bytes());
-    header[8..12].copy_from_slice(&(handles.len() as u32).to_ne_bytes());
-    header[12..16].copy_from_slice(&data_len.to_ne_bytes());
-    for (i, (handle, dup)) in handles.iter().zip(&mut dups).enumerate() {
-        let owned = sys::duplicate(*handle)?;
-        let at = 16 + 8 * i;
-        header[at..at + 8].copy_from_slice(&(owned.as_raw_handle() as usize as u64).to_ne_bytes());
-        *dup = Some(owned);
+    for (handle, dup) in handles.iter().zip(&mut dups) {
+        *dup = Some(sys::duplicate(*handle)?);
     }
-    let header = &header[..16 + 8 * handles.len()];
-    sys::send_all(socket, header)?;
+    let values = dups
+        .iter()
+        .flatten()
+        .map(|dup| dup.as_raw_handle() as usize as u64);
+    let mut head = [0u8; record::MAX_HEAD_LEN];
+    sys::send_all(socket, header.write(values, &mut head))?;
     // The record is under way: the duplicates are the receiver's now.
     for dup in dups.iter_mut().filter_map(Option::take) {
         let _ = dup.into_raw_handle();
@@ -564,23 +505,14 @@ pub fn recv_with_handles(
     handles: &mut Vec<OwnedHandle>,
 ) -> io::Result<Received> {
     let socket = socket.as_socket();
-    let mut header = [0u8; 16];
-    sys::recv_exact(socket, &mut header)?;
-    expect_magic(&header, BATCH_MAGIC, "send_with_handles")?;
-    let (pid, count, data_len) = (
-        u32_at(&header, 4),
-        u32_at(&header, 8) as usize,
-        u32_at(&header, 12) as usize,
-    );
-    if count > MAX_HANDLES {
-        return Err(invalid_data(format!(
-            "the record claims {count} handles, more than the {MAX_HANDLES} one may carry"
-        )));
-    }
-    let mut values = [0u8; 8 * MAX_HANDLES];
-    let values = &mut values[..8 * count];
-    sys::recv_exact(socket, values)?;
-    let values = values.chunks_exact(8).map(|v| u64_at(v, 0));
+    let mut head = [0u8; record::MAX_HEAD_LEN];
+    sys::recv_exact(socket, &mut head[..record::HEADER_LEN])?;
+    let header = BatchHeader::parse(&head[..record::HEADER_LEN])?
+        .ok_or_else(|| invalid_data("a short header"))?;
+    let (pid, count, data_len) = (header.pid, header.count, header.data_len);
+    let head = &mut head[..header.head_len()];
+    sys::recv_exact(socket, &mut head[record::HEADER_LEN..])?;
+    let values = record::batch_values(head).map(HandleValue::new);
     let mut received = Received::default();
     let kept = data_len.min(data.len());
     received.bytes = kept;
@@ -589,7 +521,7 @@ pub fn recv_with_handles(
         // The record will never be whole: its handles are closed in the
         // sender, where they wait.
         if let Ok(process) = open_sender(socket, pid) {
-            values.for_each(|value| process.close(value));
+            values.flatten().for_each(|value| process.close(value));
         }
         return Err(e);
     }
@@ -601,6 +533,14 @@ pub fn recv_with_handles(
     let before = handles.len();
     let mut failure = None;
     for value in values {
+        let value = match value {
+            Ok(value) => value,
+            // Nothing of the sender's to close.
+            Err(e) => {
+                failure.get_or_insert(e);
+                continue;
+            }
+        };
         if failure.is_some() || handles.len() == handles.capacity() {
             process.close(value);
             received.fds_discarded += 1;

@@ -24,7 +24,8 @@
 //! - `current_pid()`, `duplicate(handle)`: a non-inheritable duplicate in
 //!   this process.
 //! - `Process::open(pid)` with `PROCESS_DUP_HANDLE`, and on it
-//!   `fetch(value, close_source)` and `close(value)`.
+//!   `fetch(value, close_source)` and `close(value)`, of a
+//!   `record::HandleValue`: only a value the record rules checked.
 //! - `peer_pid(socket)` where Windows can tell it.
 //! - `duplicate_socket(socket, pid)` / `socket_from_info(info)`.
 //!

@@ -12,6 +12,8 @@ use std::ptr;
 
 use std::net::SocketAddr;
 
+use crate::record::HandleValue;
+
 use windows_sys::Win32::Foundation::{
     DuplicateHandle, DUPLICATE_CLOSE_SOURCE, DUPLICATE_SAME_ACCESS, ERROR_ACCESS_DENIED,
     ERROR_INSUFFICIENT_BUFFER, HANDLE,
@@ -149,15 +151,6 @@ pub(crate) fn duplicate(handle: BorrowedHandle<'_>) -> io::Result<OwnedHandle> {
     Ok(unsafe { OwnedHandle::from_raw_handle(dup) })
 }
 
-/// Whether a handle value received from a peer can name a real handle:
-/// not null, and not one of the pseudo-handles (-1 the current process,
-/// -2 the current thread, -3 to -6 tokens), which would name the receiver's
-/// own process or thread instead of anything the sender has.
-pub(crate) fn is_real_handle_value(value: u64) -> bool {
-    let signed = value as i64;
-    !(-16..=0).contains(&signed)
-}
-
 /// A process handle with the right to duplicate handles out of it.
 pub(crate) struct Process(OwnedHandle);
 
@@ -190,14 +183,8 @@ impl Process {
     /// Duplicates the handle `value` of this process into the calling one,
     /// same access, not inheritable; with `close_source`, the sender's copy
     /// is closed whether or not this succeeds.
-    pub(crate) fn fetch(&self, value: u64, close_source: bool) -> io::Result<OwnedHandle> {
-        if !is_real_handle_value(value) {
-            // Nothing of the sender's to close either.
-            return Err(io::Error::new(
-                ErrorKind::InvalidData,
-                format!("the peer sent {value:#x}, a null or pseudo-handle, not a handle"),
-            ));
-        }
+    pub(crate) fn fetch(&self, value: HandleValue, close_source: bool) -> io::Result<OwnedHandle> {
+        let value = value.get();
         let options = DUPLICATE_SAME_ACCESS
             | if close_source {
                 DUPLICATE_CLOSE_SOURCE
@@ -232,10 +219,8 @@ impl Process {
     }
 
     /// Closes the sender's handle `value` without taking it.
-    pub(crate) fn close(&self, value: u64) {
-        if !is_real_handle_value(value) {
-            return;
-        }
+    pub(crate) fn close(&self, value: HandleValue) {
+        let value = value.get();
         // SAFETY: with a null target, DuplicateHandle only closes the source
         // handle in the source process (DUPLICATE_CLOSE_SOURCE).
         unsafe {
@@ -434,19 +419,4 @@ pub(crate) fn socket_from_info(info: &[u8; PROTOCOL_INFO_LEN]) -> io::Result<Own
     }
     // SAFETY: a new socket that only this value owns.
     Ok(unsafe { OwnedSocket::from_raw_socket(socket as _) })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_real_handle_value;
-
-    #[test]
-    fn null_and_pseudo_handles_are_not_real() {
-        for value in [0, u64::MAX, u64::MAX - 1, u64::MAX - 5, -16i64 as u64] {
-            assert!(!is_real_handle_value(value), "{value:#x}");
-        }
-        for value in [4, 0x40, 0x7fff_fffc, u32::MAX as u64] {
-            assert!(is_real_handle_value(value), "{value:#x}");
-        }
-    }
 }

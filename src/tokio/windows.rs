@@ -246,12 +246,12 @@ pub async fn recv_confirmed(socket: &TcpStream) -> io::Result<OwnedHandle> {
 /// # }
 /// ```
 pub async fn send_socket(socket: &TcpStream, passed: impl AsSocket) -> io::Result<()> {
-    let (pid, claim) = socket
+    let claim = socket
         .async_io(Interest::READABLE, || {
             blocking::read_socket_hello(socket.as_socket())
         })
         .await?;
-    blocking::reply_socket(socket.as_socket(), passed.as_socket(), pid, claim)?;
+    blocking::reply_socket(socket.as_socket(), passed.as_socket(), claim)?;
     socket
         .async_io(Interest::READABLE, || {
             blocking::read_answer(socket.as_socket())
