@@ -85,8 +85,10 @@
 //!   trust. A record that names the receiver itself is refused unless
 //!   Windows confirms that the peer is the receiver, so no peer can close
 //!   the receiver's own handles. Received handles are not inheritable; a
-//!   null or pseudo-handle value is rejected; a record is never half-sent or
-//!   half-read.
+//!   null or pseudo-handle value is rejected. Each record goes out in one
+//!   send and, once it has begun to arrive, is read to its end, so that no
+//!   `WouldBlock` falls inside a record; the tokio calls never wait for the
+//!   rest, they keep what has come.
 //! - `send_confirmed` / `recv_confirmed` — the receiver takes its own copy
 //!   and answers; the sender then closes its duplicate, and closes it too
 //!   when the receiver leaves without answering, so nothing is left behind

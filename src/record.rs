@@ -1,5 +1,6 @@
 //! The records of the Windows calls as bytes: how each is laid out, made,
-//! checked and parsed.
+//! checked and parsed, and, for a record that arrives in pieces, how many
+//! bytes it still needs and where they go.
 //!
 //! Pure code: no system calls and no Windows types. The blocking calls and
 //! the tokio calls drive the same rules, so a rule lives here once, and the
@@ -25,7 +26,7 @@
 // Until the Unix side uses it, only the tests do off Windows.
 #![cfg_attr(not(windows), allow(dead_code))]
 
-use std::io::{self, ErrorKind};
+use std::io::{self, ErrorKind, IoSlice};
 use std::mem::size_of;
 
 /// The most handles one [`send_with_handles`](crate::send_with_handles)
@@ -285,6 +286,234 @@ pub(crate) fn batch_values(head: &[u8]) -> impl Iterator<Item = u64> + '_ {
         .map(|value| u64_at(value, 0))
 }
 
+/// The records a receive reads into an [`Incoming`]; each knows its
+/// length from the bytes seen of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// IO::FDPass's record.
+    Plain,
+    /// The record of `send_confirmed`.
+    Confirmed,
+    /// The hello of `recv_socket`.
+    Hello,
+    /// The reply of `send_socket`, whose `WSAPROTOCOL_INFOW` is
+    /// `info_len` bytes long.
+    Reply { info_len: usize },
+    /// An answer.
+    Answer,
+    /// A batch record's head; its data is read apart (see [`Data`]).
+    BatchHead,
+}
+
+impl Kind {
+    /// How many bytes the record has in all, as far as `seen`, the bytes
+    /// of it seen so far, tell; [`ErrorKind::InvalidData`] as soon as they
+    /// break the format. Once `seen` is that long, the record is whole.
+    pub(crate) fn needed(self, seen: &[u8]) -> io::Result<usize> {
+        Ok(match self {
+            Kind::Plain => PLAIN_LEN,
+            Kind::Confirmed => CONFIRMED_LEN,
+            Kind::Hello => HELLO_LEN,
+            Kind::Reply { info_len } => match seen.first() {
+                Some(0) => 1 + info_len,
+                _ => 1,
+            },
+            Kind::Answer => 1,
+            Kind::BatchHead => match BatchHeader::parse(seen)? {
+                Some(header) => header.head_len(),
+                None => HEADER_LEN,
+            },
+        })
+    }
+}
+
+/// The error of a connection that ended before a record was whole;
+/// `started` if any of it had come.
+pub(crate) fn closed(started: bool) -> io::Error {
+    io::Error::new(
+        ErrorKind::UnexpectedEof,
+        if started {
+            "the peer closed the connection in the middle of a record"
+        } else {
+            "the peer closed the connection before sending a record"
+        },
+    )
+}
+
+/// Something a receive fills as bytes arrive: an [`Incoming`] record or a
+/// batch record's [`Data`]. A receive asks where the next bytes go, reads
+/// at most that many, and says how many came; it never reads past the
+/// record, so what follows it stays in the socket.
+pub(crate) trait Fill {
+    /// Where the next bytes go; empty once everything has come.
+    /// [`ErrorKind::InvalidData`] as soon as the bytes so far break the
+    /// format.
+    fn unfilled(&mut self) -> io::Result<&mut [u8]>;
+    /// Takes note that `n` bytes went into the last [`unfilled`](Fill::unfilled).
+    fn filled(&mut self, n: usize);
+    /// Whether any byte of the record has come.
+    fn started(&self) -> bool;
+}
+
+/// A record of one [`Kind`] as it arrives, in a buffer of `N` bytes, at
+/// least the record's length. A partial read is state, not an error: what
+/// has come is kept until the rest does.
+pub(crate) struct Incoming<const N: usize> {
+    kind: Kind,
+    bytes: [u8; N],
+    got: usize,
+}
+
+impl<const N: usize> Incoming<N> {
+    pub(crate) fn new(kind: Kind) -> Self {
+        Incoming {
+            kind,
+            bytes: [0; N],
+            got: 0,
+        }
+    }
+
+    /// The record's bytes that have come: all of it once
+    /// [`unfilled`](Fill::unfilled) is empty.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.got]
+    }
+
+    /// The whole buffer: the record, for a record of exactly `N` bytes.
+    pub(crate) fn array(&self) -> &[u8; N] {
+        &self.bytes
+    }
+}
+
+impl<const N: usize> Fill for Incoming<N> {
+    fn unfilled(&mut self) -> io::Result<&mut [u8]> {
+        let needed = self.kind.needed(&self.bytes[..self.got])?;
+        debug_assert!(
+            needed <= N,
+            "a buffer of {N} bytes for a {needed}-byte record"
+        );
+        Ok(&mut self.bytes[self.got..needed.min(N)])
+    }
+
+    fn filled(&mut self, n: usize) {
+        self.got = (self.got + n).min(N);
+    }
+
+    fn started(&self) -> bool {
+        self.got > 0
+    }
+}
+
+/// The data of a batch record after its head, as it arrives: what fits
+/// goes into the caller's buffer, the rest into a sink, dropped.
+pub(crate) struct Data<'a> {
+    kept: &'a mut [u8],
+    sink: &'a mut [u8],
+    dropped: usize,
+    got: usize,
+}
+
+impl<'a> Data<'a> {
+    /// The data of the record `header` begins, into `buffer`; `sink`
+    /// takes, a piece at a time, what does not fit.
+    pub(crate) fn new(header: &BatchHeader, buffer: &'a mut [u8], sink: &'a mut [u8]) -> Self {
+        let kept = header.data_len.min(buffer.len());
+        Data {
+            kept: &mut buffer[..kept],
+            sink,
+            dropped: header.data_len - kept,
+            got: 0,
+        }
+    }
+
+    /// How many bytes went into the caller's buffer.
+    pub(crate) fn kept(&self) -> usize {
+        self.kept.len()
+    }
+
+    /// Whether some of the data did not fit and was dropped.
+    pub(crate) fn truncated(&self) -> bool {
+        self.dropped > 0
+    }
+}
+
+impl Fill for Data<'_> {
+    fn unfilled(&mut self) -> io::Result<&mut [u8]> {
+        let kept = self.kept.len();
+        Ok(if self.got < kept {
+            &mut self.kept[self.got..]
+        } else {
+            let left = kept + self.dropped - self.got;
+            let n = left.min(self.sink.len());
+            &mut self.sink[..n]
+        })
+    }
+
+    fn filled(&mut self, n: usize) {
+        self.got = (self.got + n).min(self.kept.len() + self.dropped);
+    }
+
+    fn started(&self) -> bool {
+        // The record's head came before its data.
+        true
+    }
+}
+
+/// A record on its way out, in up to `P` parts that go in one vectored
+/// send: what is left to send, and whether any of it has gone.
+pub(crate) struct Outgoing<'a, const P: usize> {
+    parts: [IoSlice<'a>; P],
+    /// How many of `parts` have gone whole.
+    done: usize,
+    started: bool,
+}
+
+impl<'a, const P: usize> Outgoing<'a, P> {
+    pub(crate) fn new(parts: [&'a [u8]; P]) -> Self {
+        let mut outgoing = Outgoing {
+            parts: parts.map(IoSlice::new),
+            done: 0,
+            started: false,
+        };
+        outgoing.skip_empty();
+        outgoing
+    }
+
+    /// What is left to send; empty once all has gone.
+    pub(crate) fn rest(&self) -> &[IoSlice<'a>] {
+        &self.parts[self.done..]
+    }
+
+    /// Takes note that a send took `n` bytes of [`rest`](Self::rest).
+    pub(crate) fn sent(&mut self, n: usize) {
+        self.started |= n > 0;
+        let mut rest = &mut self.parts[self.done..];
+        IoSlice::advance_slices(&mut rest, n);
+        self.done = P - rest.len();
+        self.skip_empty();
+    }
+
+    fn skip_empty(&mut self) {
+        while self
+            .parts
+            .get(self.done)
+            .is_some_and(|part| part.is_empty())
+        {
+            self.done += 1;
+        }
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        self.done == P
+    }
+
+    /// Whether any byte has gone: from then on the record must be
+    /// finished, or the stream is out of step.
+    pub(crate) fn started(&self) -> bool {
+        self.started
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,6 +545,7 @@ mod tests {
         );
         // The current-process pseudo-handle stays -1 whatever the width.
         assert_eq!(parse_plain(&plain(1, usize::MAX)).value, u64::MAX);
+        assert_eq!(Kind::Plain.needed(&[]).unwrap(), PLAIN_LEN);
     }
 
     #[test]
@@ -338,6 +568,7 @@ mod tests {
         let mut fdpass = [0; CONFIRMED_LEN];
         fdpass[..PLAIN_LEN].copy_from_slice(&plain(8, 0x40));
         assert!(parse_confirmed(&fdpass).is_err());
+        assert_eq!(Kind::Confirmed.needed(&record[..3]).unwrap(), CONFIRMED_LEN);
     }
 
     #[test]
@@ -348,6 +579,7 @@ mod tests {
         let err = parse_hello(b"FDPC\0\0\0\0").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidData);
         assert!(err.to_string().contains("recv_socket"), "{err}");
+        assert_eq!(Kind::Hello.needed(&[]).unwrap(), HELLO_LEN);
     }
 
     #[test]
@@ -367,10 +599,16 @@ mod tests {
             let err = parse_answer([byte]).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Other);
         }
+        assert_eq!(Kind::Answer.needed(&[]).unwrap(), 1);
     }
 
     #[test]
-    fn a_reply_is_the_info_after_a_zero() {
+    fn a_reply_is_one_byte_or_the_info_after_a_zero() {
+        let reply = Kind::Reply { info_len: 5 };
+        assert_eq!(reply.needed(&[]).unwrap(), 1);
+        assert_eq!(reply.needed(&[0]).unwrap(), 6);
+        assert_eq!(reply.needed(&[0, 9, 9]).unwrap(), 6);
+        assert_eq!(reply.needed(&[1]).unwrap(), 1);
         assert_eq!(
             parse_reply(&[0, 1, 2, 3, 4, 5], 5).unwrap(),
             &[1, 2, 3, 4, 5]
@@ -391,8 +629,13 @@ mod tests {
         assert_eq!(&bytes[..4], b"FDPB");
         assert_eq!(BatchHeader::parse(&bytes).unwrap(), Some(header));
         assert_eq!(batch_values(&bytes).collect::<Vec<_>>(), [0x40, 0x44, 0x48]);
+        // The length grows as the header is seen, and no further.
         for cut in 0..HEADER_LEN {
+            assert_eq!(Kind::BatchHead.needed(&bytes[..cut]).unwrap(), HEADER_LEN);
             assert_eq!(BatchHeader::parse(&bytes[..cut]).unwrap(), None);
+        }
+        for cut in HEADER_LEN..=bytes.len() {
+            assert_eq!(Kind::BatchHead.needed(&bytes[..cut]).unwrap(), bytes.len());
         }
 
         let empty = BatchHeader::new(1, 0, 0).unwrap();
@@ -423,7 +666,7 @@ mod tests {
     fn bad_batch_heads_are_rejected_as_soon_as_seen() {
         // A wrong magic, at its first wrong byte.
         for bad in [&b"X"[..], b"FDX", b"FDPC", b"FDPS\0\0\0\0"] {
-            let err = BatchHeader::parse(bad).unwrap_err();
+            let err = Kind::BatchHead.needed(bad).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidData, "{bad:?}");
             assert!(err.to_string().contains("send_with_handles"), "{err}");
         }
@@ -435,6 +678,126 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::InvalidData);
         assert!(err.to_string().contains("254 handles"), "{err}");
         head[8..12].copy_from_slice(&u32::MAX.to_ne_bytes());
-        assert!(BatchHeader::parse(&head[..HEADER_LEN]).is_err());
+        assert!(Kind::BatchHead.needed(&head[..HEADER_LEN]).is_err());
+    }
+
+    /// Feeds `stream` to `record` in pieces of at most `piece` bytes, as a
+    /// receive would; gives how many bytes it took.
+    fn feed(record: &mut impl Fill, stream: &[u8], piece: usize) -> io::Result<usize> {
+        let mut at = 0;
+        loop {
+            let want = record.unfilled()?;
+            if want.is_empty() {
+                return Ok(at);
+            }
+            let n = want.len().min(piece).min(stream.len() - at);
+            assert!(n > 0, "the record wants more than the stream has");
+            want[..n].copy_from_slice(&stream[at..at + n]);
+            record.filled(n);
+            at += n;
+        }
+    }
+
+    #[test]
+    fn an_incoming_record_takes_its_bytes_and_no_more() {
+        let mut head = [0; MAX_HEAD_LEN];
+        let header = BatchHeader::new(9, 2, 3).unwrap();
+        let mut stream = header.write([0x40, 0x44], &mut head).to_vec();
+        stream.extend_from_slice(b"abc");
+        // The next record, which must stay in the socket.
+        stream.extend_from_slice(&plain(1, 2));
+        for piece in [1, 2, 7, 16, 100] {
+            let mut incoming = Incoming::<MAX_HEAD_LEN>::new(Kind::BatchHead);
+            assert!(!incoming.started());
+            let took = feed(&mut incoming, &stream, piece).unwrap();
+            assert!(incoming.started());
+            assert_eq!(took, header.head_len(), "pieces of {piece}");
+            assert_eq!(incoming.bytes(), &stream[..took]);
+
+            let parsed = BatchHeader::parse(incoming.bytes()).unwrap().unwrap();
+            let (mut buffer, mut sink) = ([0; 8], [0; 2]);
+            let mut data = Data::new(&parsed, &mut buffer, &mut sink);
+            assert_eq!(feed(&mut data, &stream[took..], piece).unwrap(), 3);
+            assert_eq!((data.kept(), data.truncated()), (3, false));
+            assert_eq!(&buffer[..3], b"abc");
+        }
+
+        let mut answer = Incoming::<1>::new(Kind::Answer);
+        assert_eq!(feed(&mut answer, &[0, 1], 1).unwrap(), 1);
+        assert_eq!(answer.array(), &[0]);
+        let mut reply = Incoming::<4>::new(Kind::Reply { info_len: 3 });
+        assert_eq!(feed(&mut reply, &[1, 0, 0, 0], 4).unwrap(), 1);
+        let mut reply = Incoming::<4>::new(Kind::Reply { info_len: 3 });
+        assert_eq!(feed(&mut reply, &[0, 7, 8, 9, 5], 2).unwrap(), 4);
+        assert_eq!(parse_reply(reply.bytes(), 3).unwrap(), &[7, 8, 9]);
+    }
+
+    #[test]
+    fn an_incoming_record_rejects_bad_bytes_once_they_come() {
+        let mut incoming = Incoming::<MAX_HEAD_LEN>::new(Kind::BatchHead);
+        let err = feed(&mut incoming, b"FDPSxxxxxxxxxxxxxxxx", 3).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidData);
+        // Rejected once the piece that brought the wrong byte is in.
+        assert_eq!(incoming.bytes(), b"FDPSxx");
+    }
+
+    #[test]
+    fn data_that_does_not_fit_goes_to_the_sink_and_is_reported() {
+        let header = BatchHeader::new(1, 0, 10).unwrap();
+        let stream: Vec<u8> = (0..10).collect();
+        for (room, piece) in [(0, 3), (4, 1), (4, 100), (9, 2)] {
+            let (mut buffer, mut sink) = ([0xff; 16], [0; 3]);
+            let mut data = Data::new(&header, &mut buffer[..room], &mut sink);
+            assert!(data.started());
+            assert_eq!(feed(&mut data, &stream, piece).unwrap(), 10);
+            assert_eq!((data.kept(), data.truncated()), (room, true));
+            assert_eq!(&buffer[..room], &stream[..room]);
+            assert_eq!(buffer[room], 0xff, "nothing written past the room");
+        }
+        let mut empty = Data::new(&BatchHeader::new(1, 0, 0).unwrap(), &mut [], &mut []);
+        assert!(empty.unfilled().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_outgoing_record_goes_in_pieces_until_done() {
+        let (head, data) = (*b"head", *b"and data");
+        for piece in [1, 3, 4, 5, 12, 100] {
+            let mut outgoing = Outgoing::new([&head[..], &data[..]]);
+            assert!(!outgoing.started());
+            let mut sent = Vec::new();
+            while !outgoing.is_done() {
+                let mut n = 0;
+                for part in outgoing.rest() {
+                    let take = (piece - n).min(part.len());
+                    sent.extend_from_slice(&part[..take]);
+                    n += take;
+                }
+                outgoing.sent(n);
+                assert!(outgoing.started());
+            }
+            assert_eq!(sent, b"headand data", "pieces of {piece}");
+            assert!(outgoing.rest().is_empty());
+        }
+        // Empty parts need no send.
+        let mut outgoing = Outgoing::new([&[1][..], &[]]);
+        outgoing.sent(1);
+        assert!(outgoing.is_done());
+        assert!(Outgoing::<2>::new([&[], &[]]).is_done());
+        let mut nothing_yet = Outgoing::new([&[1][..]]);
+        nothing_yet.sent(0);
+        assert!(!nothing_yet.started() && !nothing_yet.is_done());
+    }
+
+    #[test]
+    fn a_closed_peer_says_where_the_record_was_cut() {
+        for started in [false, true] {
+            let err = closed(started);
+            assert_eq!(err.kind(), ErrorKind::UnexpectedEof);
+            assert_eq!(
+                err.to_string().contains("middle of a record"),
+                started,
+                "{err}"
+            );
+        }
     }
 }

@@ -1,5 +1,10 @@
 //! Windows: IO::FDPass's way of passing a HANDLE over a stream socket, and
 //! safer ways beside it.
+//!
+//! Each call drives the record rules of [`crate::record`] with the system
+//! calls of [`crate::sys`], in steps that the tokio calls drive too: a
+//! record goes out in one vectored send ([`send_whole`]) and is read as
+//! [`record::Fill`] says, never past its end ([`fill`]).
 
 use std::io::{self, ErrorKind};
 use std::os::windows::io::{
@@ -7,20 +12,104 @@ use std::os::windows::io::{
     OwnedSocket,
 };
 
-use crate::record::{self, BatchHeader, HandleValue};
+use crate::record::{self, BatchHeader, Data, Fill, HandleValue, Incoming, Kind, Outgoing};
 use crate::sys::{self, Process};
 use crate::Received;
 
 pub use crate::record::MAX_HANDLES;
 
+/// The length of the `WSAPROTOCOL_INFOW` in [`send_socket`]'s reply, and
+/// of the whole reply.
+pub(crate) const INFO_LEN: usize = sys::PROTOCOL_INFO_LEN;
+pub(crate) const REPLY_LEN: usize = 1 + INFO_LEN;
+
+/// The size of the buffer a receive drops the data that does not fit
+/// into, a piece at a time.
+pub(crate) const SINK_LEN: usize = 512;
+
 fn invalid_data(message: impl Into<String>) -> io::Error {
     io::Error::new(ErrorKind::InvalidData, message.into())
+}
+
+/// Sends a record whole, each try one vectored `WSASend`: `WouldBlock` if a
+/// non-blocking socket has no room for its first byte; once any byte has
+/// gone, the rest is sent, waiting for room if need be, so that no record
+/// is left half-sent.
+fn send_whole<const P: usize>(
+    socket: BorrowedSocket<'_>,
+    record: &mut Outgoing<'_, P>,
+) -> io::Result<()> {
+    while !record.is_done() {
+        match sys::send_vectored(socket, record.rest()) {
+            Ok(0) => return Err(cut_short(wrote_nothing(), record.started())),
+            Ok(n) => record.sent(n),
+            Err(e) if e.kind() == ErrorKind::WouldBlock && record.started() => {
+                sys::wait(socket, sys::WRITABLE).map_err(|e| cut_short(e, true))?;
+            }
+            Err(e) => return Err(cut_short(e, record.started())),
+        }
+    }
+    Ok(())
+}
+
+/// Reads what `record` needs, never more: `WouldBlock` on a non-blocking
+/// socket before the record's first byte; once any has come, the rest is
+/// waited for, so that a `WouldBlock` never falls inside a record.
+fn fill(socket: BorrowedSocket<'_>, record: &mut impl Fill) -> io::Result<()> {
+    loop {
+        let started = record.started();
+        let buf = record.unfilled()?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        match sys::recv(socket, buf) {
+            Ok(0) => return Err(record::closed(started)),
+            Ok(n) => record.filled(n),
+            Err(e) if e.kind() == ErrorKind::WouldBlock && started => {
+                sys::wait(socket, sys::READABLE).map_err(|e| cut_short(e, true))?;
+            }
+            Err(e) => return Err(cut_short(e, started)),
+        }
+    }
+}
+
+/// The error of a send that took nothing of a record.
+pub(crate) fn wrote_nothing() -> io::Error {
+    io::Error::new(ErrorKind::WriteZero, "the socket took none of the record")
+}
+
+/// An error of a record's I/O; once part of the record has gone through
+/// (`started`), the message says that the connection is out of step.
+pub(crate) fn cut_short(e: io::Error, started: bool) -> io::Error {
+    if !started {
+        return e;
+    }
+    io::Error::new(
+        e.kind(),
+        format!("{e}; the record was cut short, so the connection is out of step: close it"),
+    )
+}
+
+/// Runs an I/O `step` of an exchange that has begun until it no longer says
+/// `WouldBlock`, waiting for `events` between tries, even on a non-blocking
+/// socket.
+fn waiting<T>(
+    socket: BorrowedSocket<'_>,
+    events: i16,
+    mut step: impl FnMut() -> io::Result<T>,
+) -> io::Result<T> {
+    loop {
+        match step() {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => sys::wait(socket, events)?,
+            result => return result,
+        }
+    }
 }
 
 /// Sends `handle` the IO::FDPass way: duplicates it within this process
 /// (same access, not inheritable) and writes this process's id and the
 /// duplicate's value to `socket`, any connected stream socket (TCP, or
-/// AF_UNIX where Windows has it).
+/// AF_UNIX where Windows has it), in one `send`.
 ///
 /// The receiver takes the duplicate with `DuplicateHandle` and
 /// `DUPLICATE_CLOSE_SOURCE`. Until it does, the duplicate stays open in
@@ -54,13 +143,25 @@ fn invalid_data(message: impl Into<String>) -> io::Error {
 /// # }
 /// ```
 pub fn send(socket: impl AsSocket, handle: impl AsHandle) -> io::Result<()> {
-    let dup = sys::duplicate(handle.as_handle())?;
-    let record = record::plain(sys::current_pid(), dup.as_raw_handle() as usize);
-    sys::send_all(socket.as_socket(), &record)?;
-    // From here the receiver owns the duplicate: it closes it here when it
-    // fetches it.
-    let _ = dup.into_raw_handle();
+    let (dup, record) = plain_offer(handle.as_handle())?;
+    send_whole(socket.as_socket(), &mut Outgoing::new([&record]))?;
+    give_away(dup);
     Ok(())
+}
+
+/// The duplicate [`send`] offers, and the record that offers it.
+pub(crate) fn plain_offer(
+    handle: BorrowedHandle<'_>,
+) -> io::Result<(OwnedHandle, [u8; record::PLAIN_LEN])> {
+    let dup = sys::duplicate(handle)?;
+    let record = record::plain(sys::current_pid(), dup.as_raw_handle() as usize);
+    Ok((dup, record))
+}
+
+/// Leaves a duplicate whose record went out open for the receiver, which
+/// closes it here when it fetches it.
+pub(crate) fn give_away(dup: OwnedHandle) {
+    let _ = dup.into_raw_handle();
 }
 
 /// Receives a handle sent the IO::FDPass way ([`send`], or IO::FDPass
@@ -80,7 +181,9 @@ pub fn send(socket: impl AsSocket, handle: impl AsHandle) -> io::Result<()> {
 /// # Errors
 ///
 /// - [`ErrorKind::WouldBlock`] on a non-blocking socket before any byte of
-///   the record came (once one has, the rest is waited for);
+///   the record came; once one has, the record is read whole, waiting for
+///   the rest (see [`recv_with_handles`] for why, and the tokio calls for
+///   receives that never wait);
 /// - [`ErrorKind::UnexpectedEof`]: the peer closed the connection, before
 ///   or in the middle of the record;
 /// - [`ErrorKind::PermissionDenied`]: `OpenProcess` was denied; the message
@@ -92,11 +195,20 @@ pub fn send(socket: impl AsSocket, handle: impl AsHandle) -> io::Result<()> {
 ///
 /// See [`send`].
 pub fn recv(socket: impl AsSocket) -> io::Result<OwnedHandle> {
-    let mut record = [0u8; record::PLAIN_LEN];
-    sys::recv_exact(socket.as_socket(), &mut record)?;
-    let offer = record::parse_plain(&record);
+    let socket = socket.as_socket();
+    let mut record = Incoming::<{ record::PLAIN_LEN }>::new(Kind::Plain);
+    fill(socket, &mut record)?;
+    take_plain(socket, record.array())
+}
+
+/// Takes the handle IO::FDPass's record offers, closing it in the sender.
+pub(crate) fn take_plain(
+    socket: BorrowedSocket<'_>,
+    record: &[u8; record::PLAIN_LEN],
+) -> io::Result<OwnedHandle> {
+    let offer = record::parse_plain(record);
     let value = HandleValue::new(offer.value)?;
-    open_sender(socket.as_socket(), offer.pid)?.fetch(value, true)
+    open_sender(socket, offer.pid)?.fetch(value, true)
 }
 
 /// Opens the process a record names, to take handles from it and close
@@ -155,13 +267,22 @@ fn open_sender(socket: BorrowedSocket<'_>, pid: u32) -> io::Result<Process> {
 /// ```
 pub fn send_confirmed(socket: impl AsSocket, handle: impl AsHandle) -> io::Result<()> {
     let socket = socket.as_socket();
-    let (dup, record) = confirmed_record(handle.as_handle())?;
-    sys::send_all(socket, &record)?;
+    let (dup, record) = confirmed_offer(handle.as_handle())?;
+    // A record cut short is never acted on, so the duplicate may close with
+    // it; once whole, the receiver may be taking it.
+    send_whole(socket, &mut Outgoing::new([&record]))?;
     settle(dup, waiting(socket, sys::READABLE, || read_answer(socket)))
 }
 
+/// Reads the other side's answer; `WouldBlock` before it comes.
+fn read_answer(socket: BorrowedSocket<'_>) -> io::Result<()> {
+    let mut answer = Incoming::<1>::new(Kind::Answer);
+    fill(socket, &mut answer)?;
+    record::parse_answer(*answer.array())
+}
+
 /// The duplicate [`send_confirmed`] offers, and the record that offers it.
-pub(crate) fn confirmed_record(
+pub(crate) fn confirmed_offer(
     handle: BorrowedHandle<'_>,
 ) -> io::Result<(OwnedHandle, [u8; record::CONFIRMED_LEN])> {
     let dup = sys::duplicate(handle)?;
@@ -191,7 +312,7 @@ pub(crate) fn settle(dup: OwnedHandle, answer: io::Result<()>) -> io::Result<()>
         drop(dup);
         "the sender's duplicate was closed"
     } else {
-        let _ = dup.into_raw_handle();
+        give_away(dup);
         "the duplicate was left open for the receiver, which may still fetch it"
     };
     Err(io::Error::new(
@@ -200,37 +321,15 @@ pub(crate) fn settle(dup: OwnedHandle, answer: io::Result<()>) -> io::Result<()>
     ))
 }
 
-/// Reads the one-byte answer of the other side of an exchange: `0` for
-/// success. `WouldBlock` before it has come, as every step here.
-pub(crate) fn read_answer(socket: BorrowedSocket<'_>) -> io::Result<()> {
-    let mut answer = [0xff];
-    sys::recv_exact(socket, &mut answer)?;
-    record::parse_answer(answer)
-}
-
-/// Runs an I/O `step` of an exchange that has begun until it no longer says
-/// `WouldBlock`, waiting for `events` between tries, even on a non-blocking
-/// socket.
-fn waiting<T>(
-    socket: BorrowedSocket<'_>,
-    events: i16,
-    mut step: impl FnMut() -> io::Result<T>,
-) -> io::Result<T> {
-    loop {
-        match step() {
-            Err(e) if e.kind() == ErrorKind::WouldBlock => sys::wait(socket, events)?,
-            result => return result,
-        }
-    }
-}
-
 /// Tells the other side of an exchange how it went; the outcome is
 /// returned unchanged.
 fn answer<T>(socket: BorrowedSocket<'_>, outcome: io::Result<T>) -> io::Result<T> {
     // If the peer has gone it has closed its copy; what was taken here is
     // this process's own either way.
     let status = record::status(outcome.is_ok());
-    let _ = waiting(socket, sys::WRITABLE, || sys::send_all(socket, &status));
+    let _ = waiting(socket, sys::WRITABLE, || {
+        send_whole(socket, &mut Outgoing::new([&status]))
+    });
     outcome
 }
 
@@ -265,14 +364,14 @@ fn check_peer(socket: BorrowedSocket<'_>, claimed: u32) -> io::Result<()> {
 /// See [`send_confirmed`].
 pub fn recv_confirmed(socket: impl AsSocket) -> io::Result<OwnedHandle> {
     let socket = socket.as_socket();
-    let mut record = [0u8; record::CONFIRMED_LEN];
-    sys::recv_exact(socket, &mut record)?;
-    answer(socket, take_confirmed(socket, &record))
+    let mut record = Incoming::<{ record::CONFIRMED_LEN }>::new(Kind::Confirmed);
+    fill(socket, &mut record)?;
+    answer(socket, take_confirmed(socket, record.array()))
 }
 
 /// Takes a copy of the handle a confirmed record offers, once the pid it
-/// claims checks out.
-fn take_confirmed(
+/// claims checks out; the sender's copy stays for the sender to close.
+pub(crate) fn take_confirmed(
     socket: BorrowedSocket<'_>,
     record: &[u8; record::CONFIRMED_LEN],
 ) -> io::Result<OwnedHandle> {
@@ -330,40 +429,51 @@ fn take_confirmed(
 /// ```
 pub fn send_socket(socket: impl AsSocket, passed: impl AsSocket) -> io::Result<()> {
     let socket = socket.as_socket();
-    let claim = read_socket_hello(socket)?;
-    reply_socket(socket, passed.as_socket(), claim)?;
+    let mut hello = Incoming::<{ record::HELLO_LEN }>::new(Kind::Hello);
+    fill(socket, &mut hello)?;
+    let reply = Reply::to(socket, passed.as_socket(), hello.array());
+    let sent = waiting(socket, sys::WRITABLE, || {
+        send_whole(socket, &mut Outgoing::new(reply.parts()))
+    });
+    // The receiver was told either way; a failed duplication comes first.
+    reply.outcome()?;
+    sent?;
     waiting(socket, sys::READABLE, || read_answer(socket)).map_err(not_taken)
 }
 
-/// The first step of [`send_socket`]: the receiver's hello, and the pid
-/// it claims if that checks out. The outer error is the connection's, the
-/// inner one the hello's.
-pub(crate) fn read_socket_hello(socket: BorrowedSocket<'_>) -> io::Result<io::Result<u32>> {
-    let mut hello = [0u8; record::HELLO_LEN];
-    sys::recv_exact(socket, &mut hello)?;
-    Ok(record::parse_hello(&hello).and_then(|pid| check_peer(socket, pid).map(|()| pid)))
+/// [`send_socket`]'s reply to a receiver's hello: the status, and the
+/// socket duplicated for the process the hello names, if its claim holds.
+pub(crate) struct Reply {
+    status: [u8; 1],
+    info: io::Result<[u8; INFO_LEN]>,
 }
 
-/// The second step of [`send_socket`]: duplicates `passed` for the process
-/// the receiver claimed to be, if the claim holds, and sends the status
-/// byte and the record.
-pub(crate) fn reply_socket(
-    socket: BorrowedSocket<'_>,
-    passed: BorrowedSocket<'_>,
-    claim: io::Result<u32>,
-) -> io::Result<()> {
-    match claim.and_then(|pid| sys::duplicate_socket(passed, pid)) {
-        Ok(info) => {
-            let mut reply = [0u8; 1 + sys::PROTOCOL_INFO_LEN];
-            reply[..1].copy_from_slice(&record::status(true));
-            reply[1..].copy_from_slice(&info);
-            waiting(socket, sys::WRITABLE, || sys::send_all(socket, &reply))
+impl Reply {
+    pub(crate) fn to(
+        socket: BorrowedSocket<'_>,
+        passed: BorrowedSocket<'_>,
+        hello: &[u8; record::HELLO_LEN],
+    ) -> Reply {
+        let info = record::parse_hello(hello)
+            .and_then(|pid| check_peer(socket, pid).map(|()| pid))
+            .and_then(|pid| sys::duplicate_socket(passed, pid));
+        Reply {
+            status: record::status(info.is_ok()),
+            info,
         }
-        Err(e) => {
-            let status = record::status(false);
-            let _ = waiting(socket, sys::WRITABLE, || sys::send_all(socket, &status));
-            Err(e)
+    }
+
+    /// The reply as it is sent: the status, then the record on success.
+    pub(crate) fn parts(&self) -> [&[u8]; 2] {
+        match &self.info {
+            Ok(info) => [&self.status, info],
+            Err(_) => [&self.status, &[]],
         }
+    }
+
+    /// Whether the socket could be duplicated, and if not, why.
+    pub(crate) fn outcome(self) -> io::Result<()> {
+        self.info.map(drop)
     }
 }
 
@@ -392,8 +502,12 @@ pub(crate) fn not_taken(e: io::Error) -> io::Error {
 /// See [`send_socket`].
 pub fn recv_socket(socket: impl AsSocket) -> io::Result<OwnedSocket> {
     let socket = socket.as_socket();
-    sys::send_all(socket, &socket_hello())?;
-    waiting(socket, sys::READABLE, || read_socket_reply(socket))
+    send_whole(socket, &mut Outgoing::new([&socket_hello()]))?;
+    let mut reply = Incoming::<REPLY_LEN>::new(Kind::Reply { info_len: INFO_LEN });
+    waiting(socket, sys::READABLE, || fill(socket, &mut reply))?;
+    // A sender that could not duplicate the socket waits for no answer.
+    let info = reply_info(reply.bytes())?;
+    answer(socket, open_socket(info))
 }
 
 /// The first words of [`recv_socket`]: `FDPS` and this process's id.
@@ -401,23 +515,21 @@ pub(crate) fn socket_hello() -> [u8; record::HELLO_LEN] {
     record::hello(sys::current_pid())
 }
 
-/// The second step of [`recv_socket`]: the sender's status and record
-/// (`WouldBlock` before they come), the socket opened, and the answer.
-pub(crate) fn read_socket_reply(socket: BorrowedSocket<'_>) -> io::Result<OwnedSocket> {
-    let mut reply = [0u8; 1 + sys::PROTOCOL_INFO_LEN];
-    sys::recv_exact(socket, &mut reply[..1])?;
-    let len = if reply[0] == 0 { reply.len() } else { 1 };
-    // Sent with the status: here at once, or in a moment.
-    waiting(socket, sys::READABLE, || {
-        sys::recv_exact(socket, &mut reply[1..len])
-    })?;
-    let info = record::parse_reply(&reply[..len], sys::PROTOCOL_INFO_LEN)?;
-    let info = info.try_into().map_err(|_| invalid_data("a short reply"))?;
-    answer(socket, sys::socket_from_info(info))
+/// The socket description in [`send_socket`]'s reply, or why there is
+/// none.
+pub(crate) fn reply_info(reply: &[u8]) -> io::Result<&[u8; INFO_LEN]> {
+    let info = record::parse_reply(reply, INFO_LEN)?;
+    info.try_into().map_err(|_| record::closed(true))
 }
 
-/// Sends `data` with up to [`MAX_HANDLES`] handles in one record, and
-/// returns `data.len()`; the receiver is [`recv_with_handles`].
+/// Opens this process's descriptor of the socket `info` describes.
+pub(crate) fn open_socket(info: &[u8; INFO_LEN]) -> io::Result<OwnedSocket> {
+    sys::socket_from_info(info)
+}
+
+/// Sends `data` with up to [`MAX_HANDLES`] handles in one record, in one
+/// vectored `send`, and returns `data.len()`; the receiver is
+/// [`recv_with_handles`].
 ///
 /// Each handle is duplicated within this process as by [`send`], and the
 /// receiver takes each with `DUPLICATE_CLOSE_SOURCE`, so the same caution
@@ -457,24 +569,68 @@ pub fn send_with_handles(
     data: &[u8],
     handles: &[BorrowedHandle<'_>],
 ) -> io::Result<usize> {
-    let socket = socket.as_socket();
-    let header = BatchHeader::new(sys::current_pid(), handles.len(), data.len())?;
-    let mut dups = [const { None::<OwnedHandle> }; MAX_HANDLES];
-    for (handle, dup) in handles.iter().zip(&mut dups) {
-        *dup = Some(sys::duplicate(*handle)?);
-    }
-    let values = dups
-        .iter()
-        .flatten()
-        .map(|dup| dup.as_raw_handle() as usize as u64);
-    let mut head = [0u8; record::MAX_HEAD_LEN];
-    sys::send_all(socket, header.write(values, &mut head))?;
-    // The record is under way: the duplicates are the receiver's now.
-    for dup in dups.iter_mut().filter_map(Option::take) {
-        let _ = dup.into_raw_handle();
-    }
-    sys::send_all(socket, data)?;
+    let mut batch = Batch::new(data.len(), handles)?;
+    send_whole(socket.as_socket(), &mut batch.outgoing(data).record)?;
     Ok(data.len())
+}
+
+/// The duplicates and the head of a batch record to send. Until they are
+/// given away the duplicates are this process's, closed with it.
+pub(crate) struct Batch {
+    dups: [Option<OwnedHandle>; MAX_HANDLES],
+    head: [u8; record::MAX_HEAD_LEN],
+    head_len: usize,
+}
+
+impl Batch {
+    /// Duplicates `handles` for a record with `data_len` bytes of data.
+    pub(crate) fn new(data_len: usize, handles: &[BorrowedHandle<'_>]) -> io::Result<Batch> {
+        let header = BatchHeader::new(sys::current_pid(), handles.len(), data_len)?;
+        let mut dups = [const { None::<OwnedHandle> }; MAX_HANDLES];
+        for (handle, dup) in handles.iter().zip(&mut dups) {
+            *dup = Some(sys::duplicate(*handle)?);
+        }
+        let values = dups
+            .iter()
+            .flatten()
+            .map(|dup| dup.as_raw_handle() as usize as u64);
+        let mut head = [0; record::MAX_HEAD_LEN];
+        let head_len = header.write(values, &mut head).len();
+        Ok(Batch {
+            dups,
+            head,
+            head_len,
+        })
+    }
+
+    /// The record, with `data`, on its way out.
+    pub(crate) fn outgoing<'a>(&'a mut self, data: &'a [u8]) -> BatchOut<'a> {
+        BatchOut {
+            record: Outgoing::new([&self.head[..self.head_len], data]),
+            dups: &mut self.dups,
+        }
+    }
+}
+
+/// A batch record on its way out. A receiver may act on a batch record's
+/// head before its data is whole (it closes the handles in the sender when
+/// the data never comes), so once any byte of the record has gone, the
+/// duplicates are the receiver's, whether or not the rest goes: when this
+/// is dropped, they are given away.
+pub(crate) struct BatchOut<'a> {
+    pub(crate) record: Outgoing<'a, 2>,
+    dups: &'a mut [Option<OwnedHandle>; MAX_HANDLES],
+}
+
+impl Drop for BatchOut<'_> {
+    fn drop(&mut self) {
+        if self.record.started() {
+            self.dups
+                .iter_mut()
+                .filter_map(Option::take)
+                .for_each(give_away);
+        }
+    }
 }
 
 /// Receives one record of [`send_with_handles`]: its data into `data` and
@@ -486,11 +642,25 @@ pub fn send_with_handles(
 /// handles beyond the spare capacity are closed in the sender without being
 /// taken ([`Received::fds_discarded`]).
 ///
+/// A record is read whole or not at all: on a non-blocking socket the call
+/// gives [`ErrorKind::WouldBlock`] before the record's first byte has come,
+/// and once it has, reads the record to its end, waiting for the rest even
+/// on a non-blocking socket. It could not do otherwise without losing
+/// something: Windows cannot tell a call whether a socket is non-blocking,
+/// and a peer that closes the connection behind half a record cannot be
+/// told, without reading that half, from one that is still sending it. The
+/// sender writes each record in one send, so the rest of a record on one
+/// machine follows at once; a peer that stops in the middle of a record
+/// holds the call up, though. The tokio calls never wait: they keep what
+/// has come of a record and resume when more does.
+///
 /// # Errors
 ///
 /// As [`recv`]. If any handle value is bad, every handle of the record is
 /// closed, those already taken and those still in the sender, and the
-/// error is [`ErrorKind::InvalidData`]; the connection stays usable.
+/// error is [`ErrorKind::InvalidData`]; the connection stays usable. If the
+/// record is cut short, its handles are closed in the sender, and the error
+/// says that the connection is out of step.
 ///
 /// The pid in the record is the peer's word, as for [`recv`]: receive this
 /// way only from peers you trust. A record that names this very process is
@@ -505,70 +675,102 @@ pub fn recv_with_handles(
     handles: &mut Vec<OwnedHandle>,
 ) -> io::Result<Received> {
     let socket = socket.as_socket();
-    let mut head = [0u8; record::MAX_HEAD_LEN];
-    sys::recv_exact(socket, &mut head[..record::HEADER_LEN])?;
-    let header = BatchHeader::parse(&head[..record::HEADER_LEN])?
-        .ok_or_else(|| invalid_data("a short header"))?;
-    let (pid, count, data_len) = (header.pid, header.count, header.data_len);
-    let head = &mut head[..header.head_len()];
-    sys::recv_exact(socket, &mut head[record::HEADER_LEN..])?;
-    let values = record::batch_values(head).map(HandleValue::new);
-    let mut received = Received::default();
-    let kept = data_len.min(data.len());
-    received.bytes = kept;
-    received.data_truncated = data_len > kept;
-    if let Err(e) = recv_data(socket, &mut data[..kept], data_len - kept) {
-        // The record will never be whole: its handles are closed in the
-        // sender, where they wait.
-        if let Ok(process) = open_sender(socket, pid) {
-            values.flatten().for_each(|value| process.close(value));
-        }
-        return Err(e);
-    }
-    if count == 0 {
-        return Ok(received);
-    }
-
-    let process = open_sender(socket, pid)?;
-    let before = handles.len();
-    let mut failure = None;
-    for value in values {
-        let value = match value {
-            Ok(value) => value,
-            // Nothing of the sender's to close.
-            Err(e) => {
-                failure.get_or_insert(e);
-                continue;
-            }
-        };
-        if failure.is_some() || handles.len() == handles.capacity() {
-            process.close(value);
-            received.fds_discarded += 1;
-            continue;
-        }
-        match process.fetch(value, true) {
-            Ok(handle) => handles.push(handle),
-            Err(e) => failure = Some(e),
-        }
-    }
-    if let Some(e) = failure {
-        handles.truncate(before);
-        return Err(invalid_data(format!(
-            "{e}; all {count} handles of the record were closed"
-        )));
-    }
-    received.fds = handles.len() - before;
-    Ok(received)
+    let mut head = Incoming::<{ record::MAX_HEAD_LEN }>::new(Kind::BatchHead);
+    fill(socket, &mut head)?;
+    let pending = Pending::new(socket, head.bytes())?;
+    let mut sink = [0; SINK_LEN];
+    let mut body = pending.data(data, &mut sink);
+    fill(socket, &mut body)?;
+    pending.take(&body, handles)
 }
 
-/// Reads a record's data into `kept` and drops the `dropped` bytes after it.
-fn recv_data(socket: BorrowedSocket<'_>, kept: &mut [u8], mut dropped: usize) -> io::Result<()> {
-    sys::recv_exact(socket, kept)?;
-    let mut sink = [0u8; 512];
-    while dropped > 0 {
-        let n = dropped.min(sink.len());
-        sys::recv_exact(socket, &mut sink[..n])?;
-        dropped -= n;
+/// A batch record whose head has come: its handles wait in the sender until
+/// [`take`](Pending::take)n. If the record is never finished (an error, or
+/// a future dropped midway), they are closed there.
+pub(crate) struct Pending<'a> {
+    socket: BorrowedSocket<'a>,
+    header: BatchHeader,
+    head: &'a [u8],
+    taken: bool,
+}
+
+impl<'a> Pending<'a> {
+    /// The record whose whole head is `head`.
+    pub(crate) fn new(socket: BorrowedSocket<'a>, head: &'a [u8]) -> io::Result<Pending<'a>> {
+        let header = BatchHeader::parse(head)?.ok_or_else(|| record::closed(true))?;
+        Ok(Pending {
+            socket,
+            header,
+            head,
+            taken: false,
+        })
     }
-    Ok(())
+
+    /// The record's data as it arrives: into `buffer` as far as it goes,
+    /// the rest into `sink`.
+    pub(crate) fn data<'d>(&self, buffer: &'d mut [u8], sink: &'d mut [u8]) -> Data<'d> {
+        Data::new(&self.header, buffer, sink)
+    }
+
+    /// Takes the record's handles into `handles` once its data, `body`,
+    /// is in.
+    pub(crate) fn take(
+        mut self,
+        body: &Data<'_>,
+        handles: &mut Vec<OwnedHandle>,
+    ) -> io::Result<Received> {
+        self.taken = true;
+        let mut got = Received {
+            bytes: body.kept(),
+            data_truncated: body.truncated(),
+            ..Received::default()
+        };
+        let count = self.header.count;
+        if count == 0 {
+            return Ok(got);
+        }
+        let process = open_sender(self.socket, self.header.pid)?;
+        let room = handles.capacity() - handles.len();
+        // The record is judged whole before any handle reaches the caller.
+        let mut taken = [const { None::<OwnedHandle> }; MAX_HANDLES];
+        let mut failure = None;
+        for value in record::batch_values(self.head).map(HandleValue::new) {
+            match (value, &failure) {
+                (Ok(value), None) if got.fds < room => match process.fetch(value, true) {
+                    Ok(handle) => {
+                        taken[got.fds] = Some(handle);
+                        got.fds += 1;
+                    }
+                    Err(e) => failure = Some(e),
+                },
+                (Ok(value), None) => {
+                    process.close(value);
+                    got.fds_discarded += 1;
+                }
+                (Ok(value), Some(_)) => process.close(value),
+                // Nothing of the sender's to close.
+                (Err(e), None) => failure = Some(e),
+                (Err(_), Some(_)) => {}
+            }
+        }
+        if let Some(e) = failure {
+            return Err(invalid_data(format!(
+                "{e}; all {count} handles of the record were closed"
+            )));
+        }
+        handles.extend(taken.iter_mut().filter_map(Option::take));
+        Ok(got)
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if self.taken || self.header.count == 0 {
+            return;
+        }
+        if let Ok(process) = open_sender(self.socket, self.header.pid) {
+            let values = record::batch_values(self.head).map(HandleValue::new);
+            values.flatten().for_each(|value| process.close(value));
+        }
+    }
 }

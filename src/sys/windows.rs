@@ -2,7 +2,7 @@
 //! records that tell the receiver what to duplicate travel over a stream
 //! socket.
 
-use std::io::{self, ErrorKind};
+use std::io::{self, ErrorKind, IoSlice};
 use std::mem::{size_of, zeroed};
 use std::os::windows::io::{
     AsRawHandle, AsRawSocket, BorrowedHandle, BorrowedSocket, FromRawHandle, FromRawSocket,
@@ -23,10 +23,10 @@ use windows_sys::Win32::NetworkManagement::IpHelper::{
     TCP_TABLE_OWNER_PID_CONNECTIONS,
 };
 use windows_sys::Win32::Networking::WinSock::{
-    getpeername, getsockname, recv as ws_recv, send as ws_send, WSADuplicateSocketW,
-    WSAGetLastError, WSAIoctl, WSAPoll, WSASocketW, AF_INET, AF_INET6, FROM_PROTOCOL_INFO,
-    INVALID_SOCKET, POLLRDNORM, POLLWRNORM, SIO_AF_UNIX_GETPEERPID, SOCKADDR, SOCKADDR_IN,
-    SOCKADDR_IN6, SOCKADDR_STORAGE, SOCKET, SOCKET_ERROR, WSAPOLLFD, WSAPROTOCOL_INFOW,
+    getpeername, getsockname, recv as ws_recv, WSADuplicateSocketW, WSAGetLastError, WSAIoctl,
+    WSAPoll, WSASend, WSASocketW, AF_INET, AF_INET6, FROM_PROTOCOL_INFO, INVALID_SOCKET,
+    POLLRDNORM, POLLWRNORM, SIO_AF_UNIX_GETPEERPID, SOCKADDR, SOCKADDR_IN, SOCKADDR_IN6,
+    SOCKADDR_STORAGE, SOCKET, SOCKET_ERROR, WSABUF, WSAPOLLFD, WSAPROTOCOL_INFOW,
     WSA_FLAG_NO_HANDLE_INHERIT, WSA_FLAG_OVERLAPPED,
 };
 use windows_sys::Win32::System::Threading::{
@@ -61,63 +61,56 @@ pub(crate) fn wait(socket: BorrowedSocket<'_>, events: i16) -> io::Result<()> {
 pub(crate) const READABLE: i16 = POLLRDNORM;
 pub(crate) const WRITABLE: i16 = POLLWRNORM;
 
-/// Sends all of `bytes`. If the socket is non-blocking and full before the
-/// first byte, it is `WouldBlock` with nothing sent; once a byte is sent,
-/// the rest is sent too, waiting for room if need be, so that no record is
-/// ever left half-sent.
-pub(crate) fn send_all(socket: BorrowedSocket<'_>, bytes: &[u8]) -> io::Result<()> {
-    let mut sent = 0;
-    while sent < bytes.len() {
-        let rest = &bytes[sent..];
-        let len = rest.len().min(i32::MAX as usize) as i32;
-        // SAFETY: `rest` is valid for `len` bytes for the call.
-        match unsafe { ws_send(raw(socket), rest.as_ptr(), len, 0) } {
-            SOCKET_ERROR => {
-                let err = wsa_error();
-                match err.kind() {
-                    ErrorKind::WouldBlock if sent > 0 => wait(socket, POLLWRNORM)?,
-                    ErrorKind::Interrupted => {}
-                    _ => return Err(err),
-                }
-            }
-            n => sent += n as usize,
+/// One `WSASend` of `parts`, gathered: how many bytes it took. A
+/// non-blocking socket with no room is `WouldBlock`; an interrupted call
+/// is retried.
+pub(crate) fn send_vectored(
+    socket: BorrowedSocket<'_>,
+    parts: &[IoSlice<'_>],
+) -> io::Result<usize> {
+    let count = u32::try_from(parts.len()).unwrap_or(u32::MAX);
+    loop {
+        let mut sent = 0u32;
+        // SAFETY: std guarantees that IoSlice has the layout of WSABUF; the
+        // buffers are valid for reads for the call; no overlapped I/O.
+        let result = unsafe {
+            WSASend(
+                raw(socket),
+                parts.as_ptr().cast::<WSABUF>(),
+                count,
+                &mut sent,
+                0,
+                ptr::null_mut(),
+                None,
+            )
+        };
+        if result != SOCKET_ERROR {
+            return Ok(sent as usize);
+        }
+        let err = wsa_error();
+        if err.kind() != ErrorKind::Interrupted {
+            return Err(err);
         }
     }
-    Ok(())
 }
 
-/// Fills `buf`. If the socket is non-blocking and has nothing before the
-/// first byte, it is `WouldBlock` with nothing read; once a byte has come,
-/// the rest is waited for. A peer that closes first is `UnexpectedEof`.
-pub(crate) fn recv_exact(socket: BorrowedSocket<'_>, buf: &mut [u8]) -> io::Result<()> {
-    let mut got = 0;
-    while got < buf.len() {
-        let rest = &mut buf[got..];
-        let len = rest.len().min(i32::MAX as usize) as i32;
-        // SAFETY: `rest` is valid for writes of `len` bytes for the call.
-        match unsafe { ws_recv(raw(socket), rest.as_mut_ptr(), len, 0) } {
+/// One `recv` into `buf`: how many bytes came, 0 at the end of the
+/// stream. A non-blocking socket with nothing to read is `WouldBlock`; an
+/// interrupted call is retried.
+pub(crate) fn recv(socket: BorrowedSocket<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    let len = buf.len().min(i32::MAX as usize) as i32;
+    loop {
+        // SAFETY: `buf` is valid for writes of `len` bytes for the call.
+        match unsafe { ws_recv(raw(socket), buf.as_mut_ptr(), len, 0) } {
             SOCKET_ERROR => {
                 let err = wsa_error();
-                match err.kind() {
-                    ErrorKind::WouldBlock if got > 0 => wait(socket, POLLRDNORM)?,
-                    ErrorKind::Interrupted => {}
-                    _ => return Err(err),
+                if err.kind() != ErrorKind::Interrupted {
+                    return Err(err);
                 }
             }
-            0 => {
-                return Err(io::Error::new(
-                    ErrorKind::UnexpectedEof,
-                    if got == 0 {
-                        "the peer closed the connection before sending a handle"
-                    } else {
-                        "the peer closed the connection in the middle of a record"
-                    },
-                ))
-            }
-            n => got += n as usize,
+            n => return Ok(n as usize),
         }
     }
-    Ok(())
 }
 
 /// This process's id.
