@@ -19,7 +19,8 @@
     windows,
     doc = "\
 - [`send_with_handles`] / [`recv_with_handles`]: data and up to
-  [`MAX_HANDLES`] handles in one record, received into caller storage.
+  [`MAX_HANDLES`] handles in one record, received into caller storage
+  with no allocation, and any truncation reported in [`Received`].
 - [`send_confirmed`] / [`recv_confirmed`] and [`send_socket`] /
   [`recv_socket`]: the safer Windows modes (see [Windows](#windows))."
 )]

@@ -286,6 +286,40 @@ pub(crate) fn batch_values(head: &[u8]) -> impl Iterator<Item = u64> + '_ {
         .map(|value| u64_at(value, 0))
 }
 
+/// The caller's handle storage as a receive fills it: each handle goes
+/// into the next empty slot, in order; a slot that holds something
+/// already is skipped, never overwritten. The bound is exact: the number
+/// of empty slots.
+pub(crate) struct Slots<'a, T> {
+    slots: &'a mut [Option<T>],
+    next: usize,
+}
+
+impl<'a, T> Slots<'a, T> {
+    pub(crate) fn new(slots: &'a mut [Option<T>]) -> Self {
+        Slots { slots, next: 0 }
+    }
+
+    /// Puts `item` in the next empty slot, or gives it back when none is
+    /// left.
+    pub(crate) fn offer(&mut self, item: T) -> Option<T> {
+        while let Some(slot) = self.slots.get_mut(self.next) {
+            self.next += 1;
+            if slot.is_none() {
+                *slot = Some(item);
+                return None;
+            }
+        }
+        Some(item)
+    }
+}
+
+/// How many slots of `slots` are empty: how many handles a receive into
+/// them can take.
+pub(crate) fn room<T>(slots: &[Option<T>]) -> usize {
+    slots.iter().filter(|slot| slot.is_none()).count()
+}
+
 /// The records a receive reads into an [`Incoming`]; each knows its
 /// length from the bytes seen of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -517,6 +551,25 @@ impl<'a, const P: usize> Outgoing<'a, P> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slots_fill_the_empty_ones_in_order_and_skip_the_full() {
+        let mut slots = [None, Some(10), None, None, Some(20)];
+        assert_eq!(room(&slots), 3);
+        let mut fill = Slots::new(&mut slots);
+        for item in [1, 2, 3] {
+            assert_eq!(fill.offer(item), None);
+        }
+        assert_eq!(fill.offer(4), Some(4), "no empty slot is left");
+        assert_eq!(slots, [Some(1), Some(10), Some(2), Some(3), Some(20)]);
+        assert_eq!(room(&slots), 0);
+
+        let mut none: [Option<u8>; 0] = [];
+        assert_eq!(Slots::new(&mut none).offer(1), Some(1));
+        let mut full = [Some(1)];
+        assert_eq!(Slots::new(&mut full).offer(2), Some(2));
+        assert_eq!(full, [Some(1)]);
+    }
 
     #[test]
     fn null_and_pseudo_handles_are_not_real() {

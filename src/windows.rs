@@ -12,7 +12,7 @@ use std::os::windows::io::{
     OwnedSocket,
 };
 
-use crate::record::{self, BatchHeader, Data, Fill, HandleValue, Incoming, Kind, Outgoing};
+use crate::record::{self, BatchHeader, Data, Fill, HandleValue, Incoming, Kind, Outgoing, Slots};
 use crate::sys::{self, Process};
 use crate::Received;
 
@@ -548,7 +548,7 @@ pub(crate) fn open_socket(info: &[u8; INFO_LEN]) -> io::Result<OwnedSocket> {
 /// ```
 /// # fn main() -> std::io::Result<()> {
 /// use std::net::{TcpListener, TcpStream};
-/// use std::os::windows::io::AsHandle;
+/// use std::os::windows::io::{AsHandle, OwnedHandle};
 ///
 /// let listener = TcpListener::bind("127.0.0.1:0")?;
 /// let a = TcpStream::connect(listener.local_addr()?)?;
@@ -558,9 +558,11 @@ pub(crate) fn open_socket(info: &[u8; INFO_LEN]) -> io::Result<OwnedSocket> {
 /// io_fdpass::send_with_handles(&a, b"two", &[file.as_handle(), file.as_handle()])?;
 ///
 /// let mut data = [0; 8];
-/// let mut handles = Vec::with_capacity(4);
+/// let mut handles: [Option<OwnedHandle>; 4] = Default::default();
 /// let got = io_fdpass::recv_with_handles(&b, &mut data, &mut handles)?;
-/// assert_eq!((&data[..got.bytes], handles.len()), (&b"two"[..], 2));
+/// assert_eq!((&data[..got.bytes], got.fds), (&b"two"[..], 2));
+/// let received: Vec<OwnedHandle> = handles.iter_mut().filter_map(Option::take).collect();
+/// # assert_eq!(received.len(), 2);
 /// # Ok(())
 /// # }
 /// ```
@@ -633,14 +635,17 @@ impl Drop for BatchOut<'_> {
     }
 }
 
-/// Receives one record of [`send_with_handles`]: its data into `data` and
-/// its handles appended to `handles`, up to its spare capacity, so that a
-/// call allocates nothing.
+/// Receives one record of [`send_with_handles`]: data into `data`,
+/// handles into the empty slots of `handles`.
 ///
-/// What does not fit is reported, never lost silently: data beyond
-/// `data.len()` is read and dropped ([`Received::data_truncated`]),
-/// handles beyond the spare capacity are closed in the sender without being
-/// taken ([`Received::fds_discarded`]).
+/// Each handle goes into the next empty (`None`) slot of `handles`, in
+/// order; slots that hold a handle already are skipped, never overwritten.
+/// The number of empty slots is the exact bound: handles beyond it are
+/// closed in the sender without being taken and counted in
+/// [`Received::fds_discarded`], and data beyond `data.len()` is read and
+/// dropped ([`Received::data_truncated`]), so nothing is lost silently —
+/// check [`Received::is_complete`]. Nothing is allocated. Received handles
+/// are not inheritable, as in [`recv`].
 ///
 /// A record is read whole or not at all: on a non-blocking socket the call
 /// gives [`ErrorKind::WouldBlock`] before the record's first byte has come,
@@ -656,11 +661,12 @@ impl Drop for BatchOut<'_> {
 ///
 /// # Errors
 ///
-/// As [`recv`]. If any handle value is bad, every handle of the record is
-/// closed, those already taken and those still in the sender, and the
-/// error is [`ErrorKind::InvalidData`]; the connection stays usable. If the
-/// record is cut short, its handles are closed in the sender, and the error
-/// says that the connection is out of step.
+/// As [`recv`]. On an error, `handles` is left as it was. If any handle
+/// value is bad, every handle of the record is closed, those already taken
+/// and those still in the sender, and the error is
+/// [`ErrorKind::InvalidData`]; the connection stays usable. If the record
+/// is cut short, its handles are closed in the sender, and the error says
+/// that the connection is out of step.
 ///
 /// The pid in the record is the peer's word, as for [`recv`]: receive this
 /// way only from peers you trust. A record that names this very process is
@@ -672,7 +678,7 @@ impl Drop for BatchOut<'_> {
 pub fn recv_with_handles(
     socket: impl AsSocket,
     data: &mut [u8],
-    handles: &mut Vec<OwnedHandle>,
+    handles: &mut [Option<OwnedHandle>],
 ) -> io::Result<Received> {
     let socket = socket.as_socket();
     let mut head = Incoming::<{ record::MAX_HEAD_LEN }>::new(Kind::BatchHead);
@@ -712,12 +718,12 @@ impl<'a> Pending<'a> {
         Data::new(&self.header, buffer, sink)
     }
 
-    /// Takes the record's handles into `handles` once its data, `body`,
-    /// is in.
+    /// Takes the record's handles into the empty slots of `handles` once
+    /// its data, `body`, is in.
     pub(crate) fn take(
         mut self,
         body: &Data<'_>,
-        handles: &mut Vec<OwnedHandle>,
+        handles: &mut [Option<OwnedHandle>],
     ) -> io::Result<Received> {
         self.taken = true;
         let mut got = Received {
@@ -730,7 +736,7 @@ impl<'a> Pending<'a> {
             return Ok(got);
         }
         let process = open_sender(self.socket, self.header.pid)?;
-        let room = handles.capacity() - handles.len();
+        let room = record::room(handles);
         // The record is judged whole before any handle reaches the caller.
         let mut taken = [const { None::<OwnedHandle> }; MAX_HANDLES];
         let mut failure = None;
@@ -758,7 +764,10 @@ impl<'a> Pending<'a> {
                 "{e}; all {count} handles of the record were closed"
             )));
         }
-        handles.extend(taken.iter_mut().filter_map(Option::take));
+        let mut slots = Slots::new(handles);
+        for handle in taken.iter_mut().filter_map(Option::take) {
+            drop(slots.offer(handle));
+        }
         Ok(got)
     }
 }

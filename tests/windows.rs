@@ -232,19 +232,20 @@ fn batch_of_handles_with_data() {
     )
     .unwrap();
     let mut data = [0; 64];
-    let mut handles = Vec::with_capacity(3);
+    let mut handles: [Option<OwnedHandle>; 3] = Default::default();
     let got = recv_with_handles(&b, &mut data, &mut handles).unwrap();
     assert!(got.is_complete());
     assert_eq!(&data[..got.bytes], b"data and three");
-    assert_eq!(handles.len(), 3);
-    let text = read_all(handles.remove(0));
+    assert_eq!(got.fds, 3);
+    assert!(handles.iter().all(Option::is_some));
+    let text = read_all(handles[0].take().unwrap());
     assert_eq!(text, "batch");
 
     // Too small: the rest of the data is dropped, surplus handles are
     // closed in the sender, and both are reported.
     send_with_handles(&a, b"longer than four", &[file.as_handle(); 5]).unwrap();
     let mut small = [0; 4];
-    let mut two = Vec::with_capacity(2);
+    let mut two = [None, None];
     let got = recv_with_handles(&b, &mut small, &mut two).unwrap();
     assert_eq!((got.bytes, got.data_truncated), (4, true));
     assert_eq!((got.fds, got.fds_discarded), (2, 3));
@@ -255,6 +256,57 @@ fn batch_of_handles_with_data() {
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
 
     drop((handles, two, file, reader, writer, a, b));
+    std::fs::remove_file(path).unwrap();
+    check.assert_unchanged();
+}
+
+#[test]
+fn handles_go_into_empty_slots_only() {
+    let check = NoLeak::start();
+    let (a, b) = pair();
+    let (file, path) = file_with("slots");
+    let (mine, theirs) = (file.try_clone().unwrap(), file.try_clone().unwrap());
+    let values = [mine.as_raw_handle(), theirs.as_raw_handle()];
+    let mut data = [0; 8];
+
+    // Two empty slots between full ones: two handles are taken, in order,
+    // and the third is closed in the sender; the full slots stay as they
+    // were.
+    let mut slots = [Some(mine.into()), None, Some(theirs.into()), None];
+    send_with_handles(&a, b"", &[file.as_handle(); 3]).unwrap();
+    let got = recv_with_handles(&b, &mut data, &mut slots).unwrap();
+    assert_eq!((got.fds, got.fds_discarded), (2, 1));
+    assert!(!got.is_complete());
+    let held = |slot: &Option<OwnedHandle>| slot.as_ref().map(|h| h.as_raw_handle());
+    assert_eq!(held(&slots[0]), Some(values[0]));
+    assert_eq!(held(&slots[2]), Some(values[1]));
+    assert_eq!(read_all(slots[1].take().unwrap()), "slots");
+    assert_eq!(read_all(slots[3].take().unwrap()), "slots");
+
+    // No empty slot: every handle is closed in the sender and counted.
+    let mut full = [Some(OwnedHandle::from(file.try_clone().unwrap()))];
+    send_with_handles(&a, b"no room", &[file.as_handle(); 2]).unwrap();
+    let got = recv_with_handles(&b, &mut data, &mut full).unwrap();
+    assert_eq!(
+        (&data[..got.bytes], got.fds, got.fds_discarded),
+        (&b"no room"[..], 0, 2)
+    );
+    assert!(full[0].is_some());
+    let mut none: [Option<OwnedHandle>; 0] = [];
+    send_with_handles(&a, b"", &[file.as_handle()]).unwrap();
+    let got = recv_with_handles(&b, &mut data, &mut none).unwrap();
+    assert_eq!((got.fds, got.fds_discarded), (0, 1));
+
+    // A bad value closes the record's handles and leaves the slots alone.
+    let me = std::process::id();
+    (&a).write_all(&batch_record(me, &[raw_duplicate(&file), 0], b""))
+        .unwrap();
+    let mut empty: [Option<OwnedHandle>; 2] = Default::default();
+    let err = recv_with_handles(&b, &mut data, &mut empty).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
+    assert!(empty.iter().all(Option::is_none));
+
+    drop((slots, full, file, a, b));
     std::fs::remove_file(path).unwrap();
     check.assert_unchanged();
 }
@@ -522,12 +574,12 @@ fn a_non_blocking_receive_that_meets_a_split_record_gets_it_whole() {
         a
     });
     let mut data = [0; 8];
-    let mut handles = Vec::with_capacity(1);
+    let mut handles = [None];
     let got = recv_with_handles(&b, &mut data, &mut handles);
     let a = writer.join().unwrap();
     let got = got.expect("a WouldBlock in the middle of a record loses its header");
     assert_eq!((&data[..got.bytes], got.fds), (&b"data"[..], 1));
-    assert_eq!(read_all(handles.remove(0)), "split");
+    assert_eq!(read_all(handles[0].take().unwrap()), "split");
 
     // The stream is in step: the next record comes whole too.
     (&a).write_all(&batch_record(me, &[], b"next")).unwrap();
@@ -614,11 +666,11 @@ mod with_tokio {
                 let receiver = tokio::spawn(async move {
                     let one = read(fdpass::recv(&b).await.unwrap());
                     let mut data = [0; 8];
-                    let mut handles = Vec::with_capacity(2);
+                    let mut handles = [None, None];
                     let got = fdpass::recv_with_handles(&b, &mut data, &mut handles)
                         .await
                         .unwrap();
-                    assert_eq!((&data[..got.bytes], handles.len()), (&b"two"[..], 2));
+                    assert_eq!((&data[..got.bytes], got.fds), (&b"two"[..], 2));
                     let confirmed = read(fdpass::recv_confirmed(&b).await.unwrap());
                     let socket = fdpass::recv_socket(&b).await.unwrap();
                     (one, confirmed, socket)
@@ -765,14 +817,14 @@ mod with_tokio {
                 move |_| (whole[..cut].to_vec(), whole[cut..].to_vec()),
                 |b| async move {
                     let mut data = [0; 16];
-                    let mut handles = Vec::with_capacity(1);
+                    let mut handles = [None];
                     let got = fdpass::recv_with_handles(&b, &mut data, &mut handles).await?;
                     Ok::<_, std::io::Error>((data[..got.bytes].to_vec(), handles))
                 },
             );
             let (data, mut handles) = got.unwrap();
             assert_eq!(data, b"some data", "cut at {cut}");
-            assert_eq!(read(handles.remove(0)), "half");
+            assert_eq!(read(handles[0].take().unwrap()), "half");
         }
 
         // send_socket's reply, cut in its WSAPROTOCOL_INFOW.
@@ -875,12 +927,12 @@ mod with_tokio {
                     assert!(poll_once(&mut cancelled).await.is_pending(), "{name}");
                     drop(cancelled);
                     let mut data = [0; 4];
-                    let mut handles = Vec::with_capacity(1);
+                    let mut handles = [None];
                     let mut cancelled =
                         Box::pin(fdpass::recv_with_handles(&b, &mut data, &mut handles));
                     assert!(poll_once(&mut cancelled).await.is_pending(), "{name}");
                     drop(cancelled);
-                    assert!(handles.is_empty());
+                    assert!(handles[0].is_none());
 
                     send(&a, file).unwrap();
                     let handle = fdpass::recv(&b).await.unwrap();

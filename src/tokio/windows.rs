@@ -182,15 +182,15 @@ pub async fn recv(socket: &TcpStream) -> io::Result<OwnedHandle> {
 /// let listener = TcpListener::bind("127.0.0.1:0").await?;
 /// let a = TcpStream::connect(listener.local_addr()?).await?;
 /// let (b, _) = listener.accept().await?;
-/// use std::os::windows::io::AsHandle;
+/// use std::os::windows::io::{AsHandle, OwnedHandle};
 /// let file = std::fs::File::open("Cargo.toml")?;
 /// let handles = [file.as_handle(), file.as_handle()];
 /// io_fdpass::tokio::send_with_handles(&a, b"two", &handles).await?;
 ///
 /// let mut data = [0; 8];
-/// let mut received = Vec::with_capacity(2);
+/// let mut received: [Option<OwnedHandle>; 2] = Default::default();
 /// let got = io_fdpass::tokio::recv_with_handles(&b, &mut data, &mut received).await?;
-/// assert_eq!((&data[..got.bytes], received.len()), (&b"two"[..], 2));
+/// assert_eq!((&data[..got.bytes], got.fds), (&b"two"[..], 2));
 /// # Ok(())
 /// # }
 /// ```
@@ -220,7 +220,7 @@ pub async fn send_with_handles(
 pub async fn recv_with_handles(
     socket: &TcpStream,
     data: &mut [u8],
-    handles: &mut Vec<OwnedHandle>,
+    handles: &mut [Option<OwnedHandle>],
 ) -> io::Result<Received> {
     let mut head = Incoming::<{ record::MAX_HEAD_LEN }>::new(Kind::BatchHead);
     fill(socket, &mut head).await?;
