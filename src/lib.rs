@@ -19,7 +19,8 @@
     windows,
     doc = "\
 - [`send_with_handles`] / [`recv_with_handles`]: data and up to
-  [`MAX_HANDLES`] handles in one record, received into caller storage.
+  [`MAX_HANDLES`] handles in one record, received into caller storage
+  with no allocation, and any truncation reported in [`Received`].
 - [`send_confirmed`] / [`recv_confirmed`] and [`send_socket`] /
   [`recv_socket`]: the safer Windows modes (see [Windows](#windows))."
 )]
@@ -85,8 +86,10 @@
 //!   trust. A record that names the receiver itself is refused unless
 //!   Windows confirms that the peer is the receiver, so no peer can close
 //!   the receiver's own handles. Received handles are not inheritable; a
-//!   null or pseudo-handle value is rejected; a record is never half-sent or
-//!   half-read.
+//!   null or pseudo-handle value is rejected. Each record goes out in one
+//!   send and, once it has begun to arrive, is read to its end, so that no
+//!   `WouldBlock` falls inside a record; the tokio calls never wait for the
+//!   rest, they keep what has come.
 //! - `send_confirmed` / `recv_confirmed` — the receiver takes its own copy
 //!   and answers; the sender then closes its duplicate, and closes it too
 //!   when the receiver leaves without answering, so nothing is left behind
@@ -130,6 +133,9 @@ pub mod notify;
 #[cfg(unix)]
 mod peer;
 mod received;
+#[cfg(any(windows, test))]
+mod record;
+mod slots;
 mod sys;
 #[cfg(feature = "tokio")]
 #[cfg_attr(unix, path = "tokio/unix.rs")]

@@ -3,8 +3,9 @@
 use std::io::{self, ErrorKind};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+use crate::slots::{self, Slots};
 use crate::unix::{end_error, no_room};
-use crate::wire::{self, Slots, Verdict};
+use crate::wire::{self, Verdict};
 use crate::{sys, Received};
 
 /// The most messages one system call of [`send_many`] or [`recv_many`]
@@ -126,7 +127,7 @@ pub fn send_many(socket: impl AsFd, fds: &[BorrowedFd<'_>]) -> io::Result<usize>
 /// See [`send_many`].
 pub fn recv_many(socket: impl AsFd, fds: &mut [Option<OwnedFd>]) -> io::Result<ReceivedMany> {
     let socket = socket.as_fd();
-    let room = wire::room(fds).min(BURST);
+    let room = slots::room(fds).min(BURST);
     if room == 0 {
         return Err(no_room());
     }

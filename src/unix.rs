@@ -4,7 +4,8 @@ use std::io::{self, ErrorKind};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 
-use crate::wire::{self, Slots, Verdict};
+use crate::slots::{self, Slots};
+use crate::wire::{self, Verdict};
 use crate::{sys, Received};
 
 /// The most fds one message may carry: Linux's `SCM_MAX_FD`.
@@ -172,7 +173,7 @@ pub fn recv(socket: impl AsFd) -> io::Result<OwnedFd> {
 /// ```
 pub fn recv_fds(socket: impl AsFd, fds: &mut [Option<OwnedFd>]) -> io::Result<usize> {
     let socket = socket.as_fd();
-    let room = wire::room(fds).min(sys::RECV_FDS);
+    let room = slots::room(fds).min(sys::RECV_FDS);
     if room == 0 {
         return Err(no_room());
     }

@@ -1,58 +1,116 @@
 //! Windows: IO::FDPass's way of passing a HANDLE over a stream socket, and
 //! safer ways beside it.
+//!
+//! Each call drives the record rules of [`crate::record`] with the system
+//! calls of [`crate::sys`], in steps that the tokio calls drive too: a
+//! record goes out in one vectored send ([`send_whole`]) and is read as
+//! [`record::Fill`] says, never past its end ([`fill`]).
 
 use std::io::{self, ErrorKind};
-use std::mem::size_of;
 use std::os::windows::io::{
     AsHandle, AsRawHandle, AsSocket, BorrowedHandle, BorrowedSocket, IntoRawHandle, OwnedHandle,
     OwnedSocket,
 };
 
+use crate::record::{self, BatchHeader, Data, Fill, HandleValue, Incoming, Kind, Outgoing};
+use crate::slots::{self, Slots};
 use crate::sys::{self, Process};
 use crate::Received;
 
-/// The most handles one [`send_with_handles`] may carry (the same as one
-/// Linux message may carry fds).
-pub const MAX_HANDLES: usize = 253;
+pub use crate::record::MAX_HANDLES;
 
-/// IO::FDPass's record: the sender's pid, then a handle value of its own,
-/// pointer-sized, both in native byte order.
-const RECORD: usize = 4 + size_of::<usize>();
+/// The length of the `WSAPROTOCOL_INFOW` in [`send_socket`]'s reply, and
+/// of the whole reply.
+pub(crate) const INFO_LEN: usize = sys::PROTOCOL_INFO_LEN;
+pub(crate) const REPLY_LEN: usize = 1 + INFO_LEN;
 
-/// The first four bytes of the records of the other modes. As a number,
-/// each is 2 more than a multiple of 4, which no Windows process id is, so
-/// an IO::FDPass receiver that reads one as a pid opens no process.
-const CONFIRMED_MAGIC: [u8; 4] = *b"FDPC";
-const SOCKET_MAGIC: [u8; 4] = *b"FDPS";
-const BATCH_MAGIC: [u8; 4] = *b"FDPB";
+/// The size of the buffer a receive drops the data that does not fit
+/// into, a piece at a time.
+pub(crate) const SINK_LEN: usize = 512;
 
 fn invalid_data(message: impl Into<String>) -> io::Error {
     io::Error::new(ErrorKind::InvalidData, message.into())
 }
 
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    u32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap_or_default())
+/// Sends a record whole, each try one vectored `WSASend`: `WouldBlock` if a
+/// non-blocking socket has no room for its first byte; once any byte has
+/// gone, the rest is sent, waiting for room if need be, so that no record
+/// is left half-sent.
+fn send_whole<const P: usize>(
+    socket: BorrowedSocket<'_>,
+    record: &mut Outgoing<'_, P>,
+) -> io::Result<()> {
+    while !record.is_done() {
+        match sys::send_vectored(socket, record.rest()) {
+            Ok(0) => return Err(cut_short(wrote_nothing(), record.started())),
+            Ok(n) => record.sent(n),
+            Err(e) if e.kind() == ErrorKind::WouldBlock && record.started() => {
+                sys::wait(socket, sys::WRITABLE).map_err(|e| cut_short(e, true))?;
+            }
+            Err(e) => return Err(cut_short(e, record.started())),
+        }
+    }
+    Ok(())
 }
 
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    u64::from_ne_bytes(bytes[at..at + 8].try_into().unwrap_or_default())
+/// Reads what `record` needs, never more: `WouldBlock` on a non-blocking
+/// socket before the record's first byte; once any has come, the rest is
+/// waited for, so that a `WouldBlock` never falls inside a record.
+fn fill(socket: BorrowedSocket<'_>, record: &mut impl Fill) -> io::Result<()> {
+    loop {
+        let started = record.started();
+        let buf = record.unfilled()?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        match sys::recv(socket, buf) {
+            Ok(0) => return Err(record::closed(started)),
+            Ok(n) => record.filled(n),
+            Err(e) if e.kind() == ErrorKind::WouldBlock && started => {
+                sys::wait(socket, sys::READABLE).map_err(|e| cut_short(e, true))?;
+            }
+            Err(e) => return Err(cut_short(e, started)),
+        }
+    }
 }
 
-/// Checks the magic that starts a record of one of the safer modes.
-fn expect_magic(record: &[u8], magic: [u8; 4], mode: &str) -> io::Result<()> {
-    if record[..4] == magic {
-        Ok(())
-    } else {
-        Err(invalid_data(format!(
-            "the peer did not send a {mode} record (is it using the matching call?)"
-        )))
+/// The error of a send that took nothing of a record.
+pub(crate) fn wrote_nothing() -> io::Error {
+    io::Error::new(ErrorKind::WriteZero, "the socket took none of the record")
+}
+
+/// An error of a record's I/O; once part of the record has gone through
+/// (`started`), the message says that the connection is out of step.
+pub(crate) fn cut_short(e: io::Error, started: bool) -> io::Error {
+    if !started {
+        return e;
+    }
+    io::Error::new(
+        e.kind(),
+        format!("{e}; the record was cut short, so the connection is out of step: close it"),
+    )
+}
+
+/// Runs an I/O `step` of an exchange that has begun until it no longer says
+/// `WouldBlock`, waiting for `events` between tries, even on a non-blocking
+/// socket.
+fn waiting<T>(
+    socket: BorrowedSocket<'_>,
+    events: i16,
+    mut step: impl FnMut() -> io::Result<T>,
+) -> io::Result<T> {
+    loop {
+        match step() {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => sys::wait(socket, events)?,
+            result => return result,
+        }
     }
 }
 
 /// Sends `handle` the IO::FDPass way: duplicates it within this process
 /// (same access, not inheritable) and writes this process's id and the
 /// duplicate's value to `socket`, any connected stream socket (TCP, or
-/// AF_UNIX where Windows has it).
+/// AF_UNIX where Windows has it), in one `send`.
 ///
 /// The receiver takes the duplicate with `DuplicateHandle` and
 /// `DUPLICATE_CLOSE_SOURCE`. Until it does, the duplicate stays open in
@@ -86,15 +144,25 @@ fn expect_magic(record: &[u8], magic: [u8; 4], mode: &str) -> io::Result<()> {
 /// # }
 /// ```
 pub fn send(socket: impl AsSocket, handle: impl AsHandle) -> io::Result<()> {
-    let dup = sys::duplicate(handle.as_handle())?;
-    let mut record = [0u8; RECORD];
-    record[..4].copy_from_slice(&sys::current_pid().to_ne_bytes());
-    record[4..].copy_from_slice(&(dup.as_raw_handle() as usize).to_ne_bytes());
-    sys::send_all(socket.as_socket(), &record)?;
-    // From here the receiver owns the duplicate: it closes it here when it
-    // fetches it.
-    let _ = dup.into_raw_handle();
+    let (dup, record) = plain_offer(handle.as_handle())?;
+    send_whole(socket.as_socket(), &mut Outgoing::new([&record]))?;
+    give_away(dup);
     Ok(())
+}
+
+/// The duplicate [`send`] offers, and the record that offers it.
+pub(crate) fn plain_offer(
+    handle: BorrowedHandle<'_>,
+) -> io::Result<(OwnedHandle, [u8; record::PLAIN_LEN])> {
+    let dup = sys::duplicate(handle)?;
+    let record = record::plain(sys::current_pid(), dup.as_raw_handle() as usize);
+    Ok((dup, record))
+}
+
+/// Leaves a duplicate whose record went out open for the receiver, which
+/// closes it here when it fetches it.
+pub(crate) fn give_away(dup: OwnedHandle) {
+    let _ = dup.into_raw_handle();
 }
 
 /// Receives a handle sent the IO::FDPass way ([`send`], or IO::FDPass
@@ -114,7 +182,9 @@ pub fn send(socket: impl AsSocket, handle: impl AsHandle) -> io::Result<()> {
 /// # Errors
 ///
 /// - [`ErrorKind::WouldBlock`] on a non-blocking socket before any byte of
-///   the record came (once one has, the rest is waited for);
+///   the record came; once one has, the record is read whole, waiting for
+///   the rest (see [`recv_with_handles`] for why, and the tokio calls for
+///   receives that never wait);
 /// - [`ErrorKind::UnexpectedEof`]: the peer closed the connection, before
 ///   or in the middle of the record;
 /// - [`ErrorKind::PermissionDenied`]: `OpenProcess` was denied; the message
@@ -126,11 +196,20 @@ pub fn send(socket: impl AsSocket, handle: impl AsHandle) -> io::Result<()> {
 ///
 /// See [`send`].
 pub fn recv(socket: impl AsSocket) -> io::Result<OwnedHandle> {
-    let mut record = [0u8; RECORD];
-    sys::recv_exact(socket.as_socket(), &mut record)?;
-    let pid = u32_at(&record, 0);
-    let value = usize::from_ne_bytes(record[4..].try_into().unwrap_or_default()) as isize as u64;
-    open_sender(socket.as_socket(), pid)?.fetch(value, true)
+    let socket = socket.as_socket();
+    let mut record = Incoming::<{ record::PLAIN_LEN }>::new(Kind::Plain);
+    fill(socket, &mut record)?;
+    take_plain(socket, record.array())
+}
+
+/// Takes the handle IO::FDPass's record offers, closing it in the sender.
+pub(crate) fn take_plain(
+    socket: BorrowedSocket<'_>,
+    record: &[u8; record::PLAIN_LEN],
+) -> io::Result<OwnedHandle> {
+    let offer = record::parse_plain(record);
+    let value = HandleValue::new(offer.value)?;
+    open_sender(socket, offer.pid)?.fetch(value, true)
 }
 
 /// Opens the process a record names, to take handles from it and close
@@ -189,18 +268,26 @@ fn open_sender(socket: BorrowedSocket<'_>, pid: u32) -> io::Result<Process> {
 /// ```
 pub fn send_confirmed(socket: impl AsSocket, handle: impl AsHandle) -> io::Result<()> {
     let socket = socket.as_socket();
-    let (dup, record) = confirmed_record(handle.as_handle())?;
-    sys::send_all(socket, &record)?;
+    let (dup, record) = confirmed_offer(handle.as_handle())?;
+    // A record cut short is never acted on, so the duplicate may close with
+    // it; once whole, the receiver may be taking it.
+    send_whole(socket, &mut Outgoing::new([&record]))?;
     settle(dup, waiting(socket, sys::READABLE, || read_answer(socket)))
 }
 
+/// Reads the other side's answer; `WouldBlock` before it comes.
+fn read_answer(socket: BorrowedSocket<'_>) -> io::Result<()> {
+    let mut answer = Incoming::<1>::new(Kind::Answer);
+    fill(socket, &mut answer)?;
+    record::parse_answer(*answer.array())
+}
+
 /// The duplicate [`send_confirmed`] offers, and the record that offers it.
-pub(crate) fn confirmed_record(handle: BorrowedHandle<'_>) -> io::Result<(OwnedHandle, [u8; 16])> {
+pub(crate) fn confirmed_offer(
+    handle: BorrowedHandle<'_>,
+) -> io::Result<(OwnedHandle, [u8; record::CONFIRMED_LEN])> {
     let dup = sys::duplicate(handle)?;
-    let mut record = [0u8; 16];
-    record[..4].copy_from_slice(&CONFIRMED_MAGIC);
-    record[4..8].copy_from_slice(&sys::current_pid().to_ne_bytes());
-    record[8..].copy_from_slice(&(dup.as_raw_handle() as usize as u64).to_ne_bytes());
+    let record = record::confirmed(sys::current_pid(), dup.as_raw_handle() as usize as u64);
     Ok((dup, record))
 }
 
@@ -226,7 +313,7 @@ pub(crate) fn settle(dup: OwnedHandle, answer: io::Result<()>) -> io::Result<()>
         drop(dup);
         "the sender's duplicate was closed"
     } else {
-        let _ = dup.into_raw_handle();
+        give_away(dup);
         "the duplicate was left open for the receiver, which may still fetch it"
     };
     Err(io::Error::new(
@@ -235,56 +322,16 @@ pub(crate) fn settle(dup: OwnedHandle, answer: io::Result<()>) -> io::Result<()>
     ))
 }
 
-/// Reads the one-byte answer of the other side of an exchange: `0` for
-/// success. `WouldBlock` before it has come, as every step here.
-pub(crate) fn read_answer(socket: BorrowedSocket<'_>) -> io::Result<()> {
-    let mut answer = [0xff];
-    sys::recv_exact(socket, &mut answer)?;
-    match answer[0] {
-        0 => Ok(()),
-        _ => Err(io::Error::other("the peer could not take it")),
-    }
-}
-
-/// Runs an I/O `step` of an exchange that has begun until it no longer says
-/// `WouldBlock`, waiting for `events` between tries, even on a non-blocking
-/// socket.
-fn waiting<T>(
-    socket: BorrowedSocket<'_>,
-    events: i16,
-    mut step: impl FnMut() -> io::Result<T>,
-) -> io::Result<T> {
-    loop {
-        match step() {
-            Err(e) if e.kind() == ErrorKind::WouldBlock => sys::wait(socket, events)?,
-            result => return result,
-        }
-    }
-}
-
 /// Tells the other side of an exchange how it went; the outcome is
 /// returned unchanged.
 fn answer<T>(socket: BorrowedSocket<'_>, outcome: io::Result<T>) -> io::Result<T> {
     // If the peer has gone it has closed its copy; what was taken here is
     // this process's own either way.
-    let byte = [u8::from(outcome.is_err())];
-    let _ = waiting(socket, sys::WRITABLE, || sys::send_all(socket, &byte));
+    let status = record::status(outcome.is_ok());
+    let _ = waiting(socket, sys::WRITABLE, || {
+        send_whole(socket, &mut Outgoing::new([&status]))
+    });
     outcome
-}
-
-/// Reads the first record of a safer mode into `record`: its magic, then
-/// the pid the peer claims to be, which is returned with the verdict on
-/// both. The outer error is the connection's, the inner one the record's.
-fn read_claim(
-    socket: BorrowedSocket<'_>,
-    record: &mut [u8],
-    magic: [u8; 4],
-    mode: &str,
-) -> io::Result<(u32, io::Result<()>)> {
-    sys::recv_exact(socket, record)?;
-    let pid = u32_at(record, 4);
-    let verdict = expect_magic(record, magic, mode).and_then(|()| check_peer(socket, pid));
-    Ok((pid, verdict))
 }
 
 /// Checks that the pid a peer claims is the peer's, where Windows can tell
@@ -318,10 +365,21 @@ fn check_peer(socket: BorrowedSocket<'_>, claimed: u32) -> io::Result<()> {
 /// See [`send_confirmed`].
 pub fn recv_confirmed(socket: impl AsSocket) -> io::Result<OwnedHandle> {
     let socket = socket.as_socket();
-    let mut record = [0u8; 16];
-    let (pid, claim) = read_claim(socket, &mut record, CONFIRMED_MAGIC, "send_confirmed")?;
-    let outcome = claim.and_then(|()| Process::open(pid)?.fetch(u64_at(&record, 8), false));
-    answer(socket, outcome)
+    let mut record = Incoming::<{ record::CONFIRMED_LEN }>::new(Kind::Confirmed);
+    fill(socket, &mut record)?;
+    answer(socket, take_confirmed(socket, record.array()))
+}
+
+/// Takes a copy of the handle a confirmed record offers, once the pid it
+/// claims checks out; the sender's copy stays for the sender to close.
+pub(crate) fn take_confirmed(
+    socket: BorrowedSocket<'_>,
+    record: &[u8; record::CONFIRMED_LEN],
+) -> io::Result<OwnedHandle> {
+    let offer = record::parse_confirmed(record)?;
+    check_peer(socket, offer.pid)?;
+    let value = HandleValue::new(offer.value)?;
+    Process::open(offer.pid)?.fetch(value, false)
 }
 
 /// Sends a socket so that the receiver gets a working socket of its own,
@@ -372,35 +430,51 @@ pub fn recv_confirmed(socket: impl AsSocket) -> io::Result<OwnedHandle> {
 /// ```
 pub fn send_socket(socket: impl AsSocket, passed: impl AsSocket) -> io::Result<()> {
     let socket = socket.as_socket();
-    let (pid, claim) = read_socket_hello(socket)?;
-    reply_socket(socket, passed.as_socket(), pid, claim)?;
+    let mut hello = Incoming::<{ record::HELLO_LEN }>::new(Kind::Hello);
+    fill(socket, &mut hello)?;
+    let reply = Reply::to(socket, passed.as_socket(), hello.array());
+    let sent = waiting(socket, sys::WRITABLE, || {
+        send_whole(socket, &mut Outgoing::new(reply.parts()))
+    });
+    // The receiver was told either way; a failed duplication comes first.
+    reply.outcome()?;
+    sent?;
     waiting(socket, sys::READABLE, || read_answer(socket)).map_err(not_taken)
 }
 
-/// The first step of [`send_socket`]: the receiver's hello, with the pid
-/// it claims and the verdict on it.
-pub(crate) fn read_socket_hello(socket: BorrowedSocket<'_>) -> io::Result<(u32, io::Result<()>)> {
-    read_claim(socket, &mut [0u8; 8], SOCKET_MAGIC, "recv_socket")
+/// [`send_socket`]'s reply to a receiver's hello: the status, and the
+/// socket duplicated for the process the hello names, if its claim holds.
+pub(crate) struct Reply {
+    status: [u8; 1],
+    info: io::Result<[u8; INFO_LEN]>,
 }
 
-/// The second step of [`send_socket`]: duplicates `passed` for process
-/// `pid` if the claim holds, and sends the status byte and the record.
-pub(crate) fn reply_socket(
-    socket: BorrowedSocket<'_>,
-    passed: BorrowedSocket<'_>,
-    pid: u32,
-    claim: io::Result<()>,
-) -> io::Result<()> {
-    match claim.and_then(|()| sys::duplicate_socket(passed, pid)) {
-        Ok(info) => {
-            let mut reply = [0u8; 1 + sys::PROTOCOL_INFO_LEN];
-            reply[1..].copy_from_slice(&info);
-            waiting(socket, sys::WRITABLE, || sys::send_all(socket, &reply))
+impl Reply {
+    pub(crate) fn to(
+        socket: BorrowedSocket<'_>,
+        passed: BorrowedSocket<'_>,
+        hello: &[u8; record::HELLO_LEN],
+    ) -> Reply {
+        let info = record::parse_hello(hello)
+            .and_then(|pid| check_peer(socket, pid).map(|()| pid))
+            .and_then(|pid| sys::duplicate_socket(passed, pid));
+        Reply {
+            status: record::status(info.is_ok()),
+            info,
         }
-        Err(e) => {
-            let _ = waiting(socket, sys::WRITABLE, || sys::send_all(socket, &[1]));
-            Err(e)
+    }
+
+    /// The reply as it is sent: the status, then the record on success.
+    pub(crate) fn parts(&self) -> [&[u8]; 2] {
+        match &self.info {
+            Ok(info) => [&self.status, info],
+            Err(_) => [&self.status, &[]],
         }
+    }
+
+    /// Whether the socket could be duplicated, and if not, why.
+    pub(crate) fn outcome(self) -> io::Result<()> {
+        self.info.map(drop)
     }
 }
 
@@ -429,36 +503,34 @@ pub(crate) fn not_taken(e: io::Error) -> io::Error {
 /// See [`send_socket`].
 pub fn recv_socket(socket: impl AsSocket) -> io::Result<OwnedSocket> {
     let socket = socket.as_socket();
-    sys::send_all(socket, &socket_hello())?;
-    waiting(socket, sys::READABLE, || read_socket_reply(socket))
+    send_whole(socket, &mut Outgoing::new([&socket_hello()]))?;
+    let mut reply = Incoming::<REPLY_LEN>::new(Kind::Reply { info_len: INFO_LEN });
+    waiting(socket, sys::READABLE, || fill(socket, &mut reply))?;
+    // A sender that could not duplicate the socket waits for no answer.
+    let info = reply_info(reply.bytes())?;
+    answer(socket, open_socket(info))
 }
 
 /// The first words of [`recv_socket`]: `FDPS` and this process's id.
-pub(crate) fn socket_hello() -> [u8; 8] {
-    let mut hello = [0u8; 8];
-    hello[..4].copy_from_slice(&SOCKET_MAGIC);
-    hello[4..].copy_from_slice(&sys::current_pid().to_ne_bytes());
-    hello
+pub(crate) fn socket_hello() -> [u8; record::HELLO_LEN] {
+    record::hello(sys::current_pid())
 }
 
-/// The second step of [`recv_socket`]: the sender's status and record
-/// (`WouldBlock` before they come), the socket opened, and the answer.
-pub(crate) fn read_socket_reply(socket: BorrowedSocket<'_>) -> io::Result<OwnedSocket> {
-    let mut status = [0xff];
-    sys::recv_exact(socket, &mut status)?;
-    if status[0] != 0 {
-        return Err(invalid_data(
-            "the sender could not duplicate the socket for this process",
-        ));
-    }
-    // Sent with the status: here at once, or in a moment.
-    let mut info = [0u8; sys::PROTOCOL_INFO_LEN];
-    waiting(socket, sys::READABLE, || sys::recv_exact(socket, &mut info))?;
-    answer(socket, sys::socket_from_info(&info))
+/// The socket description in [`send_socket`]'s reply, or why there is
+/// none.
+pub(crate) fn reply_info(reply: &[u8]) -> io::Result<&[u8; INFO_LEN]> {
+    let info = record::parse_reply(reply, INFO_LEN)?;
+    info.try_into().map_err(|_| record::closed(true))
 }
 
-/// Sends `data` with up to [`MAX_HANDLES`] handles in one record, and
-/// returns `data.len()`; the receiver is [`recv_with_handles`].
+/// Opens this process's descriptor of the socket `info` describes.
+pub(crate) fn open_socket(info: &[u8; INFO_LEN]) -> io::Result<OwnedSocket> {
+    sys::socket_from_info(info)
+}
+
+/// Sends `data` with up to [`MAX_HANDLES`] handles in one record, in one
+/// vectored `send`, and returns `data.len()`; the receiver is
+/// [`recv_with_handles`].
 ///
 /// Each handle is duplicated within this process as by [`send`], and the
 /// receiver takes each with `DUPLICATE_CLOSE_SOURCE`, so the same caution
@@ -477,7 +549,7 @@ pub(crate) fn read_socket_reply(socket: BorrowedSocket<'_>) -> io::Result<OwnedS
 /// ```
 /// # fn main() -> std::io::Result<()> {
 /// use std::net::{TcpListener, TcpStream};
-/// use std::os::windows::io::AsHandle;
+/// use std::os::windows::io::{AsHandle, OwnedHandle};
 ///
 /// let listener = TcpListener::bind("127.0.0.1:0")?;
 /// let a = TcpStream::connect(listener.local_addr()?)?;
@@ -487,9 +559,11 @@ pub(crate) fn read_socket_reply(socket: BorrowedSocket<'_>) -> io::Result<OwnedS
 /// io_fdpass::send_with_handles(&a, b"two", &[file.as_handle(), file.as_handle()])?;
 ///
 /// let mut data = [0; 8];
-/// let mut handles = Vec::with_capacity(4);
+/// let mut handles: [Option<OwnedHandle>; 4] = Default::default();
 /// let got = io_fdpass::recv_with_handles(&b, &mut data, &mut handles)?;
-/// assert_eq!((&data[..got.bytes], handles.len()), (&b"two"[..], 2));
+/// assert_eq!((&data[..got.bytes], got.fds), (&b"two"[..], 2));
+/// let received: Vec<OwnedHandle> = handles.iter_mut().filter_map(Option::take).collect();
+/// # assert_eq!(received.len(), 2);
 /// # Ok(())
 /// # }
 /// ```
@@ -498,58 +572,102 @@ pub fn send_with_handles(
     data: &[u8],
     handles: &[BorrowedHandle<'_>],
 ) -> io::Result<usize> {
-    let socket = socket.as_socket();
-    let data_len = u32::try_from(data.len()).map_err(|_| {
-        io::Error::new(
-            ErrorKind::InvalidInput,
-            "at most 4 GiB of data go in one record",
-        )
-    })?;
-    if handles.len() > MAX_HANDLES {
-        return Err(io::Error::new(
-            ErrorKind::InvalidInput,
-            format!(
-                "at most {MAX_HANDLES} handles go in one record, not {}",
-                handles.len()
-            ),
-        ));
-    }
-    let mut dups = [const { None::<OwnedHandle> }; MAX_HANDLES];
-    let mut header = [0u8; 16 + 8 * MAX_HANDLES];
-    header[..4].copy_from_slice(&BATCH_MAGIC);
-    header[4..8].copy_from_slice(&sys::current_pid().to_ne_bytes());
-    header[8..12].copy_from_slice(&(handles.len() as u32).to_ne_bytes());
-    header[12..16].copy_from_slice(&data_len.to_ne_bytes());
-    for (i, (handle, dup)) in handles.iter().zip(&mut dups).enumerate() {
-        let owned = sys::duplicate(*handle)?;
-        let at = 16 + 8 * i;
-        header[at..at + 8].copy_from_slice(&(owned.as_raw_handle() as usize as u64).to_ne_bytes());
-        *dup = Some(owned);
-    }
-    let header = &header[..16 + 8 * handles.len()];
-    sys::send_all(socket, header)?;
-    // The record is under way: the duplicates are the receiver's now.
-    for dup in dups.iter_mut().filter_map(Option::take) {
-        let _ = dup.into_raw_handle();
-    }
-    sys::send_all(socket, data)?;
+    let mut batch = Batch::new(data.len(), handles)?;
+    send_whole(socket.as_socket(), &mut batch.outgoing(data).record)?;
     Ok(data.len())
 }
 
-/// Receives one record of [`send_with_handles`]: its data into `data` and
-/// its handles appended to `handles`, up to its spare capacity, so that a
-/// call allocates nothing.
+/// The duplicates and the head of a batch record to send. Until they are
+/// given away the duplicates are this process's, closed with it.
+pub(crate) struct Batch {
+    dups: [Option<OwnedHandle>; MAX_HANDLES],
+    head: [u8; record::MAX_HEAD_LEN],
+    head_len: usize,
+}
+
+impl Batch {
+    /// Duplicates `handles` for a record with `data_len` bytes of data.
+    pub(crate) fn new(data_len: usize, handles: &[BorrowedHandle<'_>]) -> io::Result<Batch> {
+        let header = BatchHeader::new(sys::current_pid(), handles.len(), data_len)?;
+        let mut dups = [const { None::<OwnedHandle> }; MAX_HANDLES];
+        for (handle, dup) in handles.iter().zip(&mut dups) {
+            *dup = Some(sys::duplicate(*handle)?);
+        }
+        let values = dups
+            .iter()
+            .flatten()
+            .map(|dup| dup.as_raw_handle() as usize as u64);
+        let mut head = [0; record::MAX_HEAD_LEN];
+        let head_len = header.write(values, &mut head).len();
+        Ok(Batch {
+            dups,
+            head,
+            head_len,
+        })
+    }
+
+    /// The record, with `data`, on its way out.
+    pub(crate) fn outgoing<'a>(&'a mut self, data: &'a [u8]) -> BatchOut<'a> {
+        BatchOut {
+            record: Outgoing::new([&self.head[..self.head_len], data]),
+            dups: &mut self.dups,
+        }
+    }
+}
+
+/// A batch record on its way out. A receiver may act on a batch record's
+/// head before its data is whole (it closes the handles in the sender when
+/// the data never comes), so once any byte of the record has gone, the
+/// duplicates are the receiver's, whether or not the rest goes: when this
+/// is dropped, they are given away.
+pub(crate) struct BatchOut<'a> {
+    pub(crate) record: Outgoing<'a, 2>,
+    dups: &'a mut [Option<OwnedHandle>; MAX_HANDLES],
+}
+
+impl Drop for BatchOut<'_> {
+    fn drop(&mut self) {
+        if self.record.started() {
+            self.dups
+                .iter_mut()
+                .filter_map(Option::take)
+                .for_each(give_away);
+        }
+    }
+}
+
+/// Receives one record of [`send_with_handles`]: data into `data`,
+/// handles into the empty slots of `handles`.
 ///
-/// What does not fit is reported, never lost silently: data beyond
-/// `data.len()` is read and dropped ([`Received::data_truncated`]),
-/// handles beyond the spare capacity are closed in the sender without being
-/// taken ([`Received::fds_discarded`]).
+/// Each handle goes into the next empty (`None`) slot of `handles`, in
+/// order; slots that hold a handle already are skipped, never overwritten.
+/// The number of empty slots is the exact bound: handles beyond it are
+/// closed in the sender without being taken and counted in
+/// [`Received::fds_discarded`], and data beyond `data.len()` is read and
+/// dropped ([`Received::data_truncated`]), so nothing is lost silently —
+/// check [`Received::is_complete`]. Nothing is allocated. Received handles
+/// are not inheritable, as in [`recv`].
+///
+/// A record is read whole or not at all: on a non-blocking socket the call
+/// gives [`ErrorKind::WouldBlock`] before the record's first byte has come,
+/// and once it has, reads the record to its end, waiting for the rest even
+/// on a non-blocking socket. It could not do otherwise without losing
+/// something: Windows cannot tell a call whether a socket is non-blocking,
+/// and a peer that closes the connection behind half a record cannot be
+/// told, without reading that half, from one that is still sending it. The
+/// sender writes each record in one send, so the rest of a record on one
+/// machine follows at once; a peer that stops in the middle of a record
+/// holds the call up, though. The tokio calls never wait: they keep what
+/// has come of a record and resume when more does.
 ///
 /// # Errors
 ///
-/// As [`recv`]. If any handle value is bad, every handle of the record is
-/// closed, those already taken and those still in the sender, and the
-/// error is [`ErrorKind::InvalidData`]; the connection stays usable.
+/// As [`recv`]. On an error, `handles` is left as it was. If any handle
+/// value is bad, every handle of the record is closed, those already taken
+/// and those still in the sender, and the error is
+/// [`ErrorKind::InvalidData`]; the connection stays usable. If the record
+/// is cut short, its handles are closed in the sender, and the error says
+/// that the connection is out of step.
 ///
 /// The pid in the record is the peer's word, as for [`recv`]: receive this
 /// way only from peers you trust. A record that names this very process is
@@ -561,74 +679,108 @@ pub fn send_with_handles(
 pub fn recv_with_handles(
     socket: impl AsSocket,
     data: &mut [u8],
-    handles: &mut Vec<OwnedHandle>,
+    handles: &mut [Option<OwnedHandle>],
 ) -> io::Result<Received> {
     let socket = socket.as_socket();
-    let mut header = [0u8; 16];
-    sys::recv_exact(socket, &mut header)?;
-    expect_magic(&header, BATCH_MAGIC, "send_with_handles")?;
-    let (pid, count, data_len) = (
-        u32_at(&header, 4),
-        u32_at(&header, 8) as usize,
-        u32_at(&header, 12) as usize,
-    );
-    if count > MAX_HANDLES {
-        return Err(invalid_data(format!(
-            "the record claims {count} handles, more than the {MAX_HANDLES} one may carry"
-        )));
-    }
-    let mut values = [0u8; 8 * MAX_HANDLES];
-    let values = &mut values[..8 * count];
-    sys::recv_exact(socket, values)?;
-    let values = values.chunks_exact(8).map(|v| u64_at(v, 0));
-    let mut received = Received::default();
-    let kept = data_len.min(data.len());
-    received.bytes = kept;
-    received.data_truncated = data_len > kept;
-    if let Err(e) = recv_data(socket, &mut data[..kept], data_len - kept) {
-        // The record will never be whole: its handles are closed in the
-        // sender, where they wait.
-        if let Ok(process) = open_sender(socket, pid) {
-            values.for_each(|value| process.close(value));
-        }
-        return Err(e);
-    }
-    if count == 0 {
-        return Ok(received);
-    }
-
-    let process = open_sender(socket, pid)?;
-    let before = handles.len();
-    let mut failure = None;
-    for value in values {
-        if failure.is_some() || handles.len() == handles.capacity() {
-            process.close(value);
-            received.fds_discarded += 1;
-            continue;
-        }
-        match process.fetch(value, true) {
-            Ok(handle) => handles.push(handle),
-            Err(e) => failure = Some(e),
-        }
-    }
-    if let Some(e) = failure {
-        handles.truncate(before);
-        return Err(invalid_data(format!(
-            "{e}; all {count} handles of the record were closed"
-        )));
-    }
-    received.fds = handles.len() - before;
-    Ok(received)
+    let mut head = Incoming::<{ record::MAX_HEAD_LEN }>::new(Kind::BatchHead);
+    fill(socket, &mut head)?;
+    let pending = Pending::new(socket, head.bytes())?;
+    let mut sink = [0; SINK_LEN];
+    let mut body = pending.data(data, &mut sink);
+    fill(socket, &mut body)?;
+    pending.take(&body, handles)
 }
 
-/// Reads a record's data into `kept` and drops the `dropped` bytes after it.
-fn recv_data(socket: BorrowedSocket<'_>, kept: &mut [u8], mut dropped: usize) -> io::Result<()> {
-    sys::recv_exact(socket, kept)?;
-    let mut sink = [0u8; 512];
-    while dropped > 0 {
-        let n = dropped.min(sink.len());
-        sys::recv_exact(socket, &mut sink[..n])?;
-        dropped -= n;
+/// A batch record whose head has come: its handles wait in the sender until
+/// [`take`](Pending::take)n. If the record is never finished (an error, or
+/// a future dropped midway), they are closed there.
+pub(crate) struct Pending<'a> {
+    socket: BorrowedSocket<'a>,
+    header: BatchHeader,
+    head: &'a [u8],
+    taken: bool,
+}
+
+impl<'a> Pending<'a> {
+    /// The record whose whole head is `head`.
+    pub(crate) fn new(socket: BorrowedSocket<'a>, head: &'a [u8]) -> io::Result<Pending<'a>> {
+        let header = BatchHeader::parse(head)?.ok_or_else(|| record::closed(true))?;
+        Ok(Pending {
+            socket,
+            header,
+            head,
+            taken: false,
+        })
     }
-    Ok(())
+
+    /// The record's data as it arrives: into `buffer` as far as it goes,
+    /// the rest into `sink`.
+    pub(crate) fn data<'d>(&self, buffer: &'d mut [u8], sink: &'d mut [u8]) -> Data<'d> {
+        Data::new(&self.header, buffer, sink)
+    }
+
+    /// Takes the record's handles into the empty slots of `handles` once
+    /// its data, `body`, is in.
+    pub(crate) fn take(
+        mut self,
+        body: &Data<'_>,
+        handles: &mut [Option<OwnedHandle>],
+    ) -> io::Result<Received> {
+        self.taken = true;
+        let mut got = Received {
+            bytes: body.kept(),
+            data_truncated: body.truncated(),
+            ..Received::default()
+        };
+        let count = self.header.count;
+        if count == 0 {
+            return Ok(got);
+        }
+        let process = open_sender(self.socket, self.header.pid)?;
+        let room = slots::room(handles);
+        // The record is judged whole before any handle reaches the caller.
+        let mut taken = [const { None::<OwnedHandle> }; MAX_HANDLES];
+        let mut failure = None;
+        for value in record::batch_values(self.head).map(HandleValue::new) {
+            match (value, &failure) {
+                (Ok(value), None) if got.fds < room => match process.fetch(value, true) {
+                    Ok(handle) => {
+                        taken[got.fds] = Some(handle);
+                        got.fds += 1;
+                    }
+                    Err(e) => failure = Some(e),
+                },
+                (Ok(value), None) => {
+                    process.close(value);
+                    got.fds_discarded += 1;
+                }
+                (Ok(value), Some(_)) => process.close(value),
+                // Nothing of the sender's to close.
+                (Err(e), None) => failure = Some(e),
+                (Err(_), Some(_)) => {}
+            }
+        }
+        if let Some(e) = failure {
+            return Err(invalid_data(format!(
+                "{e}; all {count} handles of the record were closed"
+            )));
+        }
+        let mut slots = Slots::new(handles);
+        for handle in taken.iter_mut().filter_map(Option::take) {
+            drop(slots.offer(handle));
+        }
+        Ok(got)
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if self.taken || self.header.count == 0 {
+            return;
+        }
+        if let Ok(process) = open_sender(self.socket, self.header.pid) {
+            let values = record::batch_values(self.head).map(HandleValue::new);
+            values.flatten().for_each(|value| process.close(value));
+        }
+    }
 }

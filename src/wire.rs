@@ -1,46 +1,11 @@
 //! What an IO::FDPass message is, apart from the system calls that carry
-//! it: where a receive puts the fds it takes, and whether a received
-//! message is good. Pure code, generic over the fd type, so that the rules
+//! it: whether a received message is good. Pure code, generic over the fd type, so that the rules
 //! are unit-tested on their own and the same rules serve `recv`, `recv_fds`,
 //! `recv_many` and every caller of them.
 
 use std::io::{self, ErrorKind};
 
 use crate::Received;
-
-/// The caller's fd storage as a receive fills it: each fd goes into the
-/// next empty slot, in order; a slot that holds something already is
-/// skipped, never overwritten. The bound is exact: the number of empty
-/// slots.
-pub(crate) struct Slots<'a, T> {
-    slots: &'a mut [Option<T>],
-    next: usize,
-}
-
-impl<'a, T> Slots<'a, T> {
-    pub(crate) fn new(slots: &'a mut [Option<T>]) -> Self {
-        Slots { slots, next: 0 }
-    }
-
-    /// Puts `fd` in the next empty slot, or gives it back when none is
-    /// left.
-    pub(crate) fn offer(&mut self, fd: T) -> Option<T> {
-        while let Some(slot) = self.slots.get_mut(self.next) {
-            self.next += 1;
-            if slot.is_none() {
-                *slot = Some(fd);
-                return None;
-            }
-        }
-        Some(fd)
-    }
-}
-
-/// How many slots of `slots` are empty: how many fds a receive into them
-/// can take.
-pub(crate) fn room<T>(slots: &[Option<T>]) -> usize {
-    slots.iter().filter(|slot| slot.is_none()).count()
-}
 
 /// What one received message is, by IO::FDPass's format.
 #[derive(Debug)]
@@ -224,25 +189,6 @@ mod tests {
         // the kernel delivered.
         let e = bad(judge(&message(1, 0, 1), 0, Some(())));
         assert!(e.to_string().contains("no fd"), "{e}");
-    }
-
-    #[test]
-    fn slots_fill_empty_slots_in_order_and_skip_full_ones() {
-        let mut storage = [None, Some(10), None, None];
-        assert_eq!(room(&storage), 3);
-        let mut slots = Slots::new(&mut storage);
-        assert_eq!(slots.offer(1), None);
-        assert_eq!(slots.offer(2), None);
-        assert_eq!(slots.offer(3), None);
-        assert_eq!(slots.offer(4), Some(4), "no room left: given back");
-        assert_eq!(storage, [Some(1), Some(10), Some(2), Some(3)]);
-        assert_eq!(room(&storage), 0);
-    }
-
-    #[test]
-    fn no_slots_take_nothing() {
-        let mut storage: [Option<u8>; 0] = [];
-        assert_eq!(Slots::new(&mut storage).offer(1), Some(1));
     }
 
     #[test]

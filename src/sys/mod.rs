@@ -18,13 +18,15 @@
 //!   first message and offers each message's fds to `keep(i, fd)`.
 //!
 //! Windows (`windows.rs`):
-//! - `send_all(socket, bytes)` / `recv_exact(socket, buf)`: a whole record
-//!   or `WouldBlock` before its first byte, never half of one;
-//!   `wait(socket, READABLE)`.
+//! - `send_vectored(socket, parts)`: one gathered `WSASend`;
+//!   `recv(socket, buf)`: one `recv`; each retries an interrupted call and
+//!   gives `WouldBlock` as it comes; `wait(socket, READABLE | WRITABLE)`.
+//!   How a record is kept whole is the portable code's business.
 //! - `current_pid()`, `duplicate(handle)`: a non-inheritable duplicate in
 //!   this process.
 //! - `Process::open(pid)` with `PROCESS_DUP_HANDLE`, and on it
-//!   `fetch(value, close_source)` and `close(value)`.
+//!   `fetch(value, close_source)` and `close(value)`, of a
+//!   `record::HandleValue`: only a value the record rules checked.
 //! - `peer_pid(socket)` where Windows can tell it.
 //! - `duplicate_socket(socket, pid)` / `socket_from_info(info)`.
 //!

@@ -2,7 +2,7 @@
 //! records that tell the receiver what to duplicate travel over a stream
 //! socket.
 
-use std::io::{self, ErrorKind};
+use std::io::{self, ErrorKind, IoSlice};
 use std::mem::{size_of, zeroed};
 use std::os::windows::io::{
     AsRawHandle, AsRawSocket, BorrowedHandle, BorrowedSocket, FromRawHandle, FromRawSocket,
@@ -11,6 +11,8 @@ use std::os::windows::io::{
 use std::ptr;
 
 use std::net::SocketAddr;
+
+use crate::record::HandleValue;
 
 use windows_sys::Win32::Foundation::{
     DuplicateHandle, DUPLICATE_CLOSE_SOURCE, DUPLICATE_SAME_ACCESS, ERROR_ACCESS_DENIED,
@@ -21,10 +23,10 @@ use windows_sys::Win32::NetworkManagement::IpHelper::{
     TCP_TABLE_OWNER_PID_CONNECTIONS,
 };
 use windows_sys::Win32::Networking::WinSock::{
-    getpeername, getsockname, recv as ws_recv, send as ws_send, WSADuplicateSocketW,
-    WSAGetLastError, WSAIoctl, WSAPoll, WSASocketW, AF_INET, AF_INET6, FROM_PROTOCOL_INFO,
-    INVALID_SOCKET, POLLRDNORM, POLLWRNORM, SIO_AF_UNIX_GETPEERPID, SOCKADDR, SOCKADDR_IN,
-    SOCKADDR_IN6, SOCKADDR_STORAGE, SOCKET, SOCKET_ERROR, WSAPOLLFD, WSAPROTOCOL_INFOW,
+    getpeername, getsockname, recv as ws_recv, WSADuplicateSocketW, WSAGetLastError, WSAIoctl,
+    WSAPoll, WSASend, WSASocketW, AF_INET, AF_INET6, FROM_PROTOCOL_INFO, INVALID_SOCKET,
+    POLLRDNORM, POLLWRNORM, SIO_AF_UNIX_GETPEERPID, SOCKADDR, SOCKADDR_IN, SOCKADDR_IN6,
+    SOCKADDR_STORAGE, SOCKET, SOCKET_ERROR, WSABUF, WSAPOLLFD, WSAPROTOCOL_INFOW,
     WSA_FLAG_NO_HANDLE_INHERIT, WSA_FLAG_OVERLAPPED,
 };
 use windows_sys::Win32::System::Threading::{
@@ -59,63 +61,56 @@ pub(crate) fn wait(socket: BorrowedSocket<'_>, events: i16) -> io::Result<()> {
 pub(crate) const READABLE: i16 = POLLRDNORM;
 pub(crate) const WRITABLE: i16 = POLLWRNORM;
 
-/// Sends all of `bytes`. If the socket is non-blocking and full before the
-/// first byte, it is `WouldBlock` with nothing sent; once a byte is sent,
-/// the rest is sent too, waiting for room if need be, so that no record is
-/// ever left half-sent.
-pub(crate) fn send_all(socket: BorrowedSocket<'_>, bytes: &[u8]) -> io::Result<()> {
-    let mut sent = 0;
-    while sent < bytes.len() {
-        let rest = &bytes[sent..];
-        let len = rest.len().min(i32::MAX as usize) as i32;
-        // SAFETY: `rest` is valid for `len` bytes for the call.
-        match unsafe { ws_send(raw(socket), rest.as_ptr(), len, 0) } {
-            SOCKET_ERROR => {
-                let err = wsa_error();
-                match err.kind() {
-                    ErrorKind::WouldBlock if sent > 0 => wait(socket, POLLWRNORM)?,
-                    ErrorKind::Interrupted => {}
-                    _ => return Err(err),
-                }
-            }
-            n => sent += n as usize,
+/// One `WSASend` of `parts`, gathered: how many bytes it took. A
+/// non-blocking socket with no room is `WouldBlock`; an interrupted call
+/// is retried.
+pub(crate) fn send_vectored(
+    socket: BorrowedSocket<'_>,
+    parts: &[IoSlice<'_>],
+) -> io::Result<usize> {
+    let count = u32::try_from(parts.len()).unwrap_or(u32::MAX);
+    loop {
+        let mut sent = 0u32;
+        // SAFETY: std guarantees that IoSlice has the layout of WSABUF; the
+        // buffers are valid for reads for the call; no overlapped I/O.
+        let result = unsafe {
+            WSASend(
+                raw(socket),
+                parts.as_ptr().cast::<WSABUF>(),
+                count,
+                &mut sent,
+                0,
+                ptr::null_mut(),
+                None,
+            )
+        };
+        if result != SOCKET_ERROR {
+            return Ok(sent as usize);
+        }
+        let err = wsa_error();
+        if err.kind() != ErrorKind::Interrupted {
+            return Err(err);
         }
     }
-    Ok(())
 }
 
-/// Fills `buf`. If the socket is non-blocking and has nothing before the
-/// first byte, it is `WouldBlock` with nothing read; once a byte has come,
-/// the rest is waited for. A peer that closes first is `UnexpectedEof`.
-pub(crate) fn recv_exact(socket: BorrowedSocket<'_>, buf: &mut [u8]) -> io::Result<()> {
-    let mut got = 0;
-    while got < buf.len() {
-        let rest = &mut buf[got..];
-        let len = rest.len().min(i32::MAX as usize) as i32;
-        // SAFETY: `rest` is valid for writes of `len` bytes for the call.
-        match unsafe { ws_recv(raw(socket), rest.as_mut_ptr(), len, 0) } {
+/// One `recv` into `buf`: how many bytes came, 0 at the end of the
+/// stream. A non-blocking socket with nothing to read is `WouldBlock`; an
+/// interrupted call is retried.
+pub(crate) fn recv(socket: BorrowedSocket<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    let len = buf.len().min(i32::MAX as usize) as i32;
+    loop {
+        // SAFETY: `buf` is valid for writes of `len` bytes for the call.
+        match unsafe { ws_recv(raw(socket), buf.as_mut_ptr(), len, 0) } {
             SOCKET_ERROR => {
                 let err = wsa_error();
-                match err.kind() {
-                    ErrorKind::WouldBlock if got > 0 => wait(socket, POLLRDNORM)?,
-                    ErrorKind::Interrupted => {}
-                    _ => return Err(err),
+                if err.kind() != ErrorKind::Interrupted {
+                    return Err(err);
                 }
             }
-            0 => {
-                return Err(io::Error::new(
-                    ErrorKind::UnexpectedEof,
-                    if got == 0 {
-                        "the peer closed the connection before sending a handle"
-                    } else {
-                        "the peer closed the connection in the middle of a record"
-                    },
-                ))
-            }
-            n => got += n as usize,
+            n => return Ok(n as usize),
         }
     }
-    Ok(())
 }
 
 /// This process's id.
@@ -147,15 +142,6 @@ pub(crate) fn duplicate(handle: BorrowedHandle<'_>) -> io::Result<OwnedHandle> {
     // SAFETY: DuplicateHandle succeeded: `dup` is a new handle owned by no
     // one else.
     Ok(unsafe { OwnedHandle::from_raw_handle(dup) })
-}
-
-/// Whether a handle value received from a peer can name a real handle:
-/// not null, and not one of the pseudo-handles (-1 the current process,
-/// -2 the current thread, -3 to -6 tokens), which would name the receiver's
-/// own process or thread instead of anything the sender has.
-pub(crate) fn is_real_handle_value(value: u64) -> bool {
-    let signed = value as i64;
-    !(-16..=0).contains(&signed)
 }
 
 /// A process handle with the right to duplicate handles out of it.
@@ -190,14 +176,8 @@ impl Process {
     /// Duplicates the handle `value` of this process into the calling one,
     /// same access, not inheritable; with `close_source`, the sender's copy
     /// is closed whether or not this succeeds.
-    pub(crate) fn fetch(&self, value: u64, close_source: bool) -> io::Result<OwnedHandle> {
-        if !is_real_handle_value(value) {
-            // Nothing of the sender's to close either.
-            return Err(io::Error::new(
-                ErrorKind::InvalidData,
-                format!("the peer sent {value:#x}, a null or pseudo-handle, not a handle"),
-            ));
-        }
+    pub(crate) fn fetch(&self, value: HandleValue, close_source: bool) -> io::Result<OwnedHandle> {
+        let value = value.get();
         let options = DUPLICATE_SAME_ACCESS
             | if close_source {
                 DUPLICATE_CLOSE_SOURCE
@@ -232,10 +212,8 @@ impl Process {
     }
 
     /// Closes the sender's handle `value` without taking it.
-    pub(crate) fn close(&self, value: u64) {
-        if !is_real_handle_value(value) {
-            return;
-        }
+    pub(crate) fn close(&self, value: HandleValue) {
+        let value = value.get();
         // SAFETY: with a null target, DuplicateHandle only closes the source
         // handle in the source process (DUPLICATE_CLOSE_SOURCE).
         unsafe {
@@ -434,19 +412,4 @@ pub(crate) fn socket_from_info(info: &[u8; PROTOCOL_INFO_LEN]) -> io::Result<Own
     }
     // SAFETY: a new socket that only this value owns.
     Ok(unsafe { OwnedSocket::from_raw_socket(socket as _) })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_real_handle_value;
-
-    #[test]
-    fn null_and_pseudo_handles_are_not_real() {
-        for value in [0, u64::MAX, u64::MAX - 1, u64::MAX - 5, -16i64 as u64] {
-            assert!(!is_real_handle_value(value), "{value:#x}");
-        }
-        for value in [4, 0x40, 0x7fff_fffc, u32::MAX as u64] {
-            assert!(is_real_handle_value(value), "{value:#x}");
-        }
-    }
 }

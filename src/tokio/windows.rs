@@ -1,22 +1,38 @@
 //! The Windows calls for tokio's [`TcpStream`], without blocking the
 //! runtime.
 //!
-//! Each step of an exchange waits for readiness through tokio's
-//! [`async_io`](TcpStream::async_io) and then makes the very calls of the
-//! blocking API, once per readiness.
+//! Each call drives the same record rules and steps as the blocking calls,
+//! but no call ever waits inside a system call: it reads and writes with
+//! tokio's `try_read` and `try_write_vectored`, which never block, and
+//! awaits readiness in between. A partial read is state, not an error: what
+//! has come of a record is kept in the future until the rest comes, so a
+//! peer that sends half a record and stops holds up only the future that
+//! reads from it, never the runtime. A record is read to its end and no
+//! further, and is sent in one vectored send when the socket has room.
 //!
 //! # Cancel safety
 //!
-//! - [`send`], [`recv`], [`send_with_handles`], [`recv_with_handles`] and
-//!   [`recv_confirmed`] are cancel safe: a record is read or written within
-//!   one poll, so a future dropped at any point has moved nothing, and the
-//!   next call gets the record whole. (A record whose first bytes have
-//!   arrived is finished within that poll; the sender writes each record
-//!   in one `send`, so the rest is there at once or in a moment.)
-//! - [`send_confirmed`] is cancel safe until its record is sent; dropped
-//!   while it waits for the receiver's answer, it leaves the duplicate open
-//!   for the receiver, as [`send`] does, since the receiver may be taking
-//!   it at that moment.
+//! - [`recv`], [`recv_with_handles`] and [`recv_confirmed`] are cancel safe
+//!   as long as no part of a record has been read: a future dropped after a
+//!   poll that found nothing to read has read nothing, and the next call
+//!   gets the record whole. A future dropped after part of a record came
+//!   (one that arrived in pieces, or a peer that stopped midway) takes that
+//!   part with it, and the connection is out of step: close it. A record
+//!   arrives whole at once when its sender wrote it in one send, as these
+//!   calls do, unless the connection's buffers are full.
+//!   [`recv_with_handles`] dropped in the middle of a record's data closes
+//!   the record's handles in the sender. [`recv_confirmed`] dropped while
+//!   its answer waits for room in a full socket closes the handle it took,
+//!   and the sender gets no answer.
+//! - [`send`] and [`send_with_handles`] are cancel safe as long as no part
+//!   of the record has gone: a future dropped before that has sent
+//!   nothing, and its duplicates are closed again. The socket takes a whole
+//!   record at once unless it is full; a future dropped after part of a
+//!   record went out leaves the connection out of step: close it.
+//! - [`send_confirmed`] is cancel safe until its record is sent, as
+//!   [`send`]; dropped while it waits for the receiver's answer, it leaves
+//!   the duplicate open for the receiver, as [`send`] does, since the
+//!   receiver may be taking it at that moment.
 //! - [`send_socket`] and [`recv_socket`] are exchanges in three steps; one
 //!   dropped midway leaves the connection in the middle of the exchange:
 //!   close it.
@@ -40,16 +56,81 @@
 //! # }
 //! ```
 
-use std::io;
+use std::io::{self, ErrorKind};
 use std::os::windows::io::{
     AsHandle, AsSocket, BorrowedHandle, IntoRawHandle, OwnedHandle, OwnedSocket,
 };
 
-use ::tokio::io::Interest;
 use ::tokio::net::TcpStream;
 
-use crate::windows as blocking;
-use crate::{sys, Received};
+use crate::record::{self, Fill, Incoming, Kind, Outgoing};
+use crate::windows::{self as blocking, Batch, Pending, Reply};
+use crate::Received;
+
+/// Reads what `record` needs, never more, awaiting readiness whenever
+/// nothing is there: [`crate::windows`]'s `fill`, without the waits.
+async fn fill(socket: &TcpStream, record: &mut impl Fill) -> io::Result<()> {
+    loop {
+        let started = record.started();
+        let buf = record.unfilled()?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        match socket.try_read(buf) {
+            Ok(0) => return Err(record::closed(started)),
+            Ok(n) => record.filled(n),
+            // Only a read that found nothing says so, which clears the
+            // readiness: the await below waits for more, never spins.
+            Err(e) if e.kind() == ErrorKind::WouldBlock => socket
+                .readable()
+                .await
+                .map_err(|e| blocking::cut_short(e, started))?,
+            Err(e) => return Err(blocking::cut_short(e, started)),
+        }
+    }
+}
+
+/// Sends a record whole, awaiting room whenever the socket has none:
+/// [`crate::windows`]'s `send_whole`, without the waits.
+async fn send_whole<const P: usize>(
+    socket: &TcpStream,
+    record: &mut Outgoing<'_, P>,
+) -> io::Result<()> {
+    while !record.is_done() {
+        match socket.try_write_vectored(record.rest()) {
+            Ok(0) => {
+                return Err(blocking::cut_short(
+                    blocking::wrote_nothing(),
+                    record.started(),
+                ))
+            }
+            Ok(n) => record.sent(n),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => socket
+                .writable()
+                .await
+                .map_err(|e| blocking::cut_short(e, record.started()))?,
+            Err(e) => return Err(blocking::cut_short(e, record.started())),
+        }
+    }
+    Ok(())
+}
+
+/// Reads the other side's answer.
+async fn read_answer(socket: &TcpStream) -> io::Result<()> {
+    let mut answer = Incoming::<1>::new(Kind::Answer);
+    fill(socket, &mut answer).await?;
+    record::parse_answer(*answer.array())
+}
+
+/// Tells the other side of an exchange how it went; the outcome is
+/// returned unchanged.
+async fn answer<T>(socket: &TcpStream, outcome: io::Result<T>) -> io::Result<T> {
+    // If the peer has gone it has closed its copy; what was taken here is
+    // this process's own either way.
+    let status = record::status(outcome.is_ok());
+    let _ = send_whole(socket, &mut Outgoing::new([&status])).await;
+    outcome
+}
 
 /// Sends a handle the IO::FDPass way, waiting until the socket is writable:
 /// [`crate::send`].
@@ -62,10 +143,11 @@ use crate::{sys, Received};
 ///
 /// See the [module documentation](self).
 pub async fn send(socket: &TcpStream, handle: impl AsHandle) -> io::Result<()> {
-    let handle = handle.as_handle();
-    socket
-        .async_io(Interest::WRITABLE, || crate::send(socket, handle))
-        .await
+    let (dup, record) = blocking::plain_offer(handle.as_handle())?;
+    // A record cut short is never acted on: the duplicate may close with it.
+    send_whole(socket, &mut Outgoing::new([&record])).await?;
+    blocking::give_away(dup);
+    Ok(())
 }
 
 /// Receives a handle sent the IO::FDPass way, waiting until one comes:
@@ -79,9 +161,9 @@ pub async fn send(socket: &TcpStream, handle: impl AsHandle) -> io::Result<()> {
 ///
 /// See the [module documentation](self).
 pub async fn recv(socket: &TcpStream) -> io::Result<OwnedHandle> {
-    socket
-        .async_io(Interest::READABLE, || crate::recv(socket))
-        .await
+    let mut record = Incoming::<{ record::PLAIN_LEN }>::new(Kind::Plain);
+    fill(socket, &mut record).await?;
+    blocking::take_plain(socket.as_socket(), record.array())
 }
 
 /// Sends data and handles in one record: [`crate::send_with_handles`].
@@ -100,15 +182,15 @@ pub async fn recv(socket: &TcpStream) -> io::Result<OwnedHandle> {
 /// let listener = TcpListener::bind("127.0.0.1:0").await?;
 /// let a = TcpStream::connect(listener.local_addr()?).await?;
 /// let (b, _) = listener.accept().await?;
-/// use std::os::windows::io::AsHandle;
+/// use std::os::windows::io::{AsHandle, OwnedHandle};
 /// let file = std::fs::File::open("Cargo.toml")?;
 /// let handles = [file.as_handle(), file.as_handle()];
 /// io_fdpass::tokio::send_with_handles(&a, b"two", &handles).await?;
 ///
 /// let mut data = [0; 8];
-/// let mut received = Vec::with_capacity(2);
+/// let mut received: [Option<OwnedHandle>; 2] = Default::default();
 /// let got = io_fdpass::tokio::recv_with_handles(&b, &mut data, &mut received).await?;
-/// assert_eq!((&data[..got.bytes], received.len()), (&b"two"[..], 2));
+/// assert_eq!((&data[..got.bytes], got.fds), (&b"two"[..], 2));
 /// # Ok(())
 /// # }
 /// ```
@@ -117,14 +199,16 @@ pub async fn send_with_handles(
     data: &[u8],
     handles: &[BorrowedHandle<'_>],
 ) -> io::Result<usize> {
-    socket
-        .async_io(Interest::WRITABLE, || {
-            crate::send_with_handles(socket, data, handles)
-        })
-        .await
+    let mut batch = Batch::new(data.len(), handles)?;
+    send_whole(socket, &mut batch.outgoing(data).record).await?;
+    Ok(data.len())
 }
 
 /// Receives one record of data and handles: [`crate::recv_with_handles`].
+///
+/// Unlike the blocking call, it never waits for the rest of a record in a
+/// system call: what has come is kept, and the future resumes when more
+/// comes.
 ///
 /// # Errors
 ///
@@ -136,13 +220,15 @@ pub async fn send_with_handles(
 pub async fn recv_with_handles(
     socket: &TcpStream,
     data: &mut [u8],
-    handles: &mut Vec<OwnedHandle>,
+    handles: &mut [Option<OwnedHandle>],
 ) -> io::Result<Received> {
-    socket
-        .async_io(Interest::READABLE, || {
-            crate::recv_with_handles(socket, &mut *data, &mut *handles)
-        })
-        .await
+    let mut head = Incoming::<{ record::MAX_HEAD_LEN }>::new(Kind::BatchHead);
+    fill(socket, &mut head).await?;
+    let pending = Pending::new(socket.as_socket(), head.bytes())?;
+    let mut sink = [0; blocking::SINK_LEN];
+    let mut body = pending.data(data, &mut sink);
+    fill(socket, &mut body).await?;
+    pending.take(&body, handles)
 }
 
 /// Sends a handle and waits for the receiver's answer:
@@ -171,20 +257,12 @@ pub async fn recv_with_handles(
 /// # }
 /// ```
 pub async fn send_confirmed(socket: &TcpStream, handle: impl AsHandle) -> io::Result<()> {
-    let (dup, record) = blocking::confirmed_record(handle.as_handle())?;
-    socket
-        .async_io(Interest::WRITABLE, || {
-            sys::send_all(socket.as_socket(), &record)
-        })
-        .await?;
+    let (dup, record) = blocking::confirmed_offer(handle.as_handle())?;
+    send_whole(socket, &mut Outgoing::new([&record])).await?;
     // The receiver may be taking the duplicate from now on: a future
     // dropped while it waits must not close it.
     let mut offered = Offered(Some(dup));
-    let answer = socket
-        .async_io(Interest::READABLE, || {
-            blocking::read_answer(socket.as_socket())
-        })
-        .await;
+    let answer = read_answer(socket).await;
     match offered.0.take() {
         Some(dup) => blocking::settle(dup, answer),
         None => answer,
@@ -214,9 +292,10 @@ impl Drop for Offered {
 ///
 /// See [`send_confirmed`].
 pub async fn recv_confirmed(socket: &TcpStream) -> io::Result<OwnedHandle> {
-    socket
-        .async_io(Interest::READABLE, || crate::recv_confirmed(socket))
-        .await
+    let mut record = Incoming::<{ record::CONFIRMED_LEN }>::new(Kind::Confirmed);
+    fill(socket, &mut record).await?;
+    let outcome = blocking::take_confirmed(socket.as_socket(), record.array());
+    answer(socket, outcome).await
 }
 
 /// Sends a socket with `WSADuplicateSocketW`: [`crate::send_socket`].
@@ -246,18 +325,14 @@ pub async fn recv_confirmed(socket: &TcpStream) -> io::Result<OwnedHandle> {
 /// # }
 /// ```
 pub async fn send_socket(socket: &TcpStream, passed: impl AsSocket) -> io::Result<()> {
-    let (pid, claim) = socket
-        .async_io(Interest::READABLE, || {
-            blocking::read_socket_hello(socket.as_socket())
-        })
-        .await?;
-    blocking::reply_socket(socket.as_socket(), passed.as_socket(), pid, claim)?;
-    socket
-        .async_io(Interest::READABLE, || {
-            blocking::read_answer(socket.as_socket())
-        })
-        .await
-        .map_err(blocking::not_taken)
+    let mut hello = Incoming::<{ record::HELLO_LEN }>::new(Kind::Hello);
+    fill(socket, &mut hello).await?;
+    let reply = Reply::to(socket.as_socket(), passed.as_socket(), hello.array());
+    let sent = send_whole(socket, &mut Outgoing::new(reply.parts())).await;
+    // The receiver was told either way; a failed duplication comes first.
+    reply.outcome()?;
+    sent?;
+    read_answer(socket).await.map_err(blocking::not_taken)
 }
 
 /// Receives a socket from [`send_socket`]: [`crate::recv_socket`].
@@ -271,14 +346,12 @@ pub async fn send_socket(socket: &TcpStream, passed: impl AsSocket) -> io::Resul
 /// See [`send_socket`].
 pub async fn recv_socket(socket: &TcpStream) -> io::Result<OwnedSocket> {
     let hello = blocking::socket_hello();
-    socket
-        .async_io(Interest::WRITABLE, || {
-            sys::send_all(socket.as_socket(), &hello)
-        })
-        .await?;
-    socket
-        .async_io(Interest::READABLE, || {
-            blocking::read_socket_reply(socket.as_socket())
-        })
-        .await
+    send_whole(socket, &mut Outgoing::new([&hello])).await?;
+    let mut reply = Incoming::<{ blocking::REPLY_LEN }>::new(Kind::Reply {
+        info_len: blocking::INFO_LEN,
+    });
+    fill(socket, &mut reply).await?;
+    // A sender that could not duplicate the socket waits for no answer.
+    let info = blocking::reply_info(reply.bytes())?;
+    answer(socket, blocking::open_socket(info)).await
 }
