@@ -122,7 +122,7 @@ pub fn wait_for_file(path: &Path) {
 }
 
 /// Polls `ready` for up to 20 s, failing with `why` if it never holds.
-fn wait_until(mut ready: impl FnMut() -> bool, why: impl Fn() -> String) {
+pub fn wait_until(mut ready: impl FnMut() -> bool, why: impl Fn() -> String) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !ready() {
         assert!(Instant::now() < deadline, "{}", why());
@@ -200,9 +200,8 @@ pub fn free_port() -> u16 {
 /// One HTTP/1.0 GET of `/` at 127.0.0.1:`port`: the whole answer, or why
 /// there was none.
 pub fn http_get(port: u16) -> std::io::Result<String> {
-    use std::io::{Read, Write};
     let deadline = Instant::now() + Duration::from_secs(20);
-    let mut stream = loop {
+    let stream = loop {
         match std::net::TcpStream::connect(("127.0.0.1", port)) {
             Ok(stream) => break stream,
             // Not listening yet: only before the first answer.
@@ -215,6 +214,18 @@ pub fn http_get(port: u16) -> std::io::Result<String> {
             Err(e) => return Err(e),
         }
     };
+    get(stream)
+}
+
+/// One HTTP/1.0 GET of `/` at 127.0.0.1:`port`, with one attempt to
+/// connect: a refused connection is a failure.
+pub fn http_get_once(port: u16) -> std::io::Result<String> {
+    get(std::net::TcpStream::connect(("127.0.0.1", port))?)
+}
+
+/// A GET of `/` on `stream`: the whole answer, which must be a 200.
+fn get(mut stream: std::net::TcpStream) -> std::io::Result<String> {
+    use std::io::{Read, Write};
     stream.set_read_timeout(Some(Duration::from_secs(20)))?;
     stream.write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")?;
     let mut answer = String::new();
@@ -223,4 +234,16 @@ pub fn http_get(port: u16) -> std::io::Result<String> {
         return Err(std::io::Error::other(format!("bad answer: {answer:?}")));
     }
     Ok(answer)
+}
+
+/// A copy of the binary under test in `dir`, which another user can run
+/// wherever the checkout is.
+pub fn fdpass_for_anyone(dir: &TempDir) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let anyone = std::fs::Permissions::from_mode(0o755);
+    std::fs::set_permissions(dir.join(""), anyone.clone()).unwrap();
+    let binary = dir.join("fdpass");
+    std::fs::copy(env!("CARGO_BIN_EXE_fdpass"), &binary).unwrap();
+    std::fs::set_permissions(&binary, anyone).unwrap();
+    binary
 }
