@@ -610,3 +610,30 @@ fn another_user_may_not_take_a_root_process_fds() {
     let out = util::output(&mut nobody(&["fds", &old.pid()]));
     assert!(stderr(&out).contains("CAP_SYS_PTRACE"), "{}", stderr(&out));
 }
+
+#[test]
+fn the_readme_commands_work_as_written() {
+    let dir = TempDir::new("adopt-readme");
+    let port = util::free_port();
+    let pids = dir.join("pids");
+    let blocks = util::readme_blocks("### Replace a server that cannot hand over its socket", 2);
+    let script = |block: &str| util::note_pids(block, &pids).replace("8080", &port.to_string());
+
+    let _stop = util::StopAll(pids.clone());
+    util::run_script(&script(&blocks[0]));
+    // http.server lists the directory it was started in.
+    util::http_get(port).expect("the old server answers");
+    // `$!` of the second block is the old server, started in the first.
+    let old = util::last_pid(&pids);
+    util::run_script(&script(&blocks[1]).replace("old=$!", &format!("old={old}")));
+    wait_until(
+        || util::http_get(port).is_ok_and(|answer| answer.contains("hello from pid")),
+        || "the new server never answered".into(),
+    );
+    // Stopped once the new one was ready.
+    let old = Process::open(old.parse().unwrap());
+    wait_until(
+        || old.as_ref().map_or(true, |old| old.has_exited().unwrap()),
+        || "the old server is still running".into(),
+    );
+}

@@ -247,3 +247,67 @@ pub fn fdpass_for_anyone(dir: &TempDir) -> PathBuf {
     std::fs::set_permissions(&binary, anyone).unwrap();
     binary
 }
+
+/// The first `count` shell blocks of the README section under `heading`.
+pub fn readme_blocks(heading: &str, count: usize) -> Vec<String> {
+    let readme = include_str!("../../../README.md");
+    let section = readme
+        .split(heading)
+        .nth(1)
+        .unwrap_or_else(|| panic!("the README has no section {heading:?}"));
+    let blocks: Vec<String> = section
+        .split("```sh\n")
+        .skip(1)
+        .take(count)
+        .map(|block| block.split("```").next().unwrap().to_owned())
+        .collect();
+    assert_eq!(blocks.len(), count, "shell blocks under {heading:?}");
+    blocks
+}
+
+/// `block` with the pid of each command it starts in the background
+/// noted in the file `pids`, so that a test can stop them all at the end.
+pub fn note_pids(block: &str, pids: &Path) -> String {
+    block
+        .lines()
+        .fold(String::new(), |script, line| match line.ends_with('&') {
+            true => format!("{script}{line}\necho $! >> {}\n", pids.display()),
+            false => format!("{script}{line}\n"),
+        })
+}
+
+/// The last pid noted in `pids`.
+pub fn last_pid(pids: &Path) -> String {
+    let noted = std::fs::read_to_string(pids).unwrap();
+    noted.lines().last().unwrap().to_owned()
+}
+
+/// Runs `script` with bash from the repository root, with the fdpass
+/// under test first on PATH, stopping at the first command that fails.
+pub fn run_script(script: &str) {
+    let bin = Path::new(env!("CARGO_BIN_EXE_fdpass")).parent().unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let status = Command::new("bash")
+        .args(["-c", &format!("set -e\n{script}")])
+        .env("PATH", &path)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{script}");
+}
+
+/// Stops, when dropped, every process whose pid is listed in the file.
+pub struct StopAll(pub PathBuf);
+
+impl Drop for StopAll {
+    fn drop(&mut self) {
+        let pids = std::fs::read_to_string(&self.0).unwrap_or_default();
+        for pid in pids.lines().filter_map(|pid| pid.parse().ok()) {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+        }
+    }
+}
