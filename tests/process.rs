@@ -2,7 +2,7 @@
 //! knows nothing of fd passing holds a file, a pipe and sockets of each
 //! kind; they are listed and copied out of it, and every error leaves this
 //! process's fd count as it was.
-#![cfg(any(target_os = "linux", target_os = "android"))]
+#![cfg(fdpass_linux_kernel)]
 
 mod util;
 
