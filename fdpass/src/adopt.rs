@@ -288,16 +288,12 @@ fn listening_at(listing: &[ProcessFd]) -> String {
         .filter_map(|fd| {
             let socket = fd.kind.socket()?;
             let local = socket.local.as_ref()?;
-            let scheme = match () {
-                _ if socket.is_tcp_listener() => "tcp",
-                _ if socket.is_unix_listener() => "unix",
-                _ => return None,
-            };
-            let local = match local {
-                SocketAddress::Inet(std::net::SocketAddr::V6(v6)) => {
-                    format!("[{}]:{}", v6.ip(), v6.port())
-                }
-                other => other.to_string(),
+            let scheme = if socket.is_tcp_listener() {
+                "tcp"
+            } else if socket.is_unix_listener() {
+                "unix"
+            } else {
+                return None;
             };
             Some(format!("{scheme}:{local} (fd {})", fd.fd))
         })
