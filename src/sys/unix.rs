@@ -263,8 +263,9 @@ unsafe fn prepare(control: &mut [u8]) -> io::Result<()> {
                 // SAFETY: an fd the kernel installed for this process, open
                 // until the drain closes it or hands it out.
                 let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-                if let Err(e) = set_cloexec(fd) {
-                    result = result.and(Err(e));
+                let marked = set_cloexec(fd);
+                if result.is_ok() {
+                    result = marked;
                 }
             }
         }
