@@ -15,6 +15,9 @@ fn main() {
     declare("fdpass_apple", apple);
     declare("fdpass_solarish", solarish);
     declare("fdpass_linux_kernel", linux_kernel);
+    // rustix has the pidfd calls (`pidfd_open`, `pidfd_getfd`,
+    // `pidfd_send_signal`); on Android they are raw system calls.
+    declare("fdpass_rustix_pidfd", os == "linux");
     // `recvmsg` can mark received fds close-on-exec atomically.
     declare("fdpass_cmsg_cloexec", !apple && !solarish);
     // `send` suppresses SIGPIPE per call with `MSG_NOSIGNAL`; elsewhere

@@ -50,7 +50,7 @@ use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::sys;
+use crate::{sys, FdKind};
 
 /// The variables of the convention, in the order [`ListenFds::take`]
 /// removes them.
@@ -339,8 +339,8 @@ impl ListenFds {
                 ),
             ));
         };
-        let kind = slot.as_ref().map(|fd| sys::FdKind::of(fd.as_fd()));
-        let kind = kind.unwrap_or(Ok(sys::FdKind::Other))?;
+        let kind = slot.as_ref().map(FdKind::of);
+        let kind = kind.unwrap_or(Ok(FdKind::Other(None)))?;
         if !want.accepts(&kind) {
             return Err(io::Error::new(
                 ErrorKind::InvalidInput,
@@ -364,20 +364,12 @@ enum Want {
 }
 
 impl Want {
-    fn accepts(self, kind: &sys::FdKind) -> bool {
-        use sys::{Family, FdKind};
-        match (self, kind) {
-            (Want::TcpListener, FdKind::Socket(s)) => {
-                matches!(s.family, Family::Inet | Family::Inet6) && s.stream && s.listening
-            }
-            (Want::UnixListener, FdKind::Socket(s)) => {
-                s.family == Family::Unix && s.stream && s.listening
-            }
-            (Want::UdpSocket, FdKind::Socket(s)) => {
-                matches!(s.family, Family::Inet | Family::Inet6) && s.datagram
-            }
-            _ => false,
-        }
+    fn accepts(self, kind: &FdKind) -> bool {
+        kind.socket().is_some_and(|socket| match self {
+            Want::TcpListener => socket.is_tcp_listener(),
+            Want::UnixListener => socket.is_unix_listener(),
+            Want::UdpSocket => socket.is_udp(),
+        })
     }
 
     fn describe(self) -> &'static str {
@@ -401,7 +393,7 @@ fn forget_variables() {
 /// A borrowed fd's description, for messages elsewhere in the crate.
 #[allow(dead_code)]
 pub(crate) fn describe(fd: BorrowedFd<'_>) -> String {
-    match sys::FdKind::of(fd) {
+    match FdKind::of(fd) {
         Ok(kind) => kind.to_string(),
         Err(e) => format!("an fd that cannot be examined ({e})"),
     }

@@ -32,6 +32,10 @@
 //!   message when the socket has `SO_PASSPIDFD` on: only fds the peer sent
 //!   are returned.
 //!
+//! - [`process`]: copy an fd out of another process that knows nothing of
+//!   fd passing (`pidfd_getfd`, Linux and Android), and list what its fds
+//!   are; [`FdKind`] says what an fd is, in this process or another.
+//!
 //! What it does not do: pass fds between machines, or over anything but a
 //! unix socket on Unix.
 //!
@@ -127,11 +131,18 @@
 #[cfg(unix)]
 pub mod activation;
 #[cfg(unix)]
+mod fd_kind;
+#[cfg(unix)]
 mod many;
 #[cfg(unix)]
 pub mod notify;
 #[cfg(unix)]
 mod peer;
+#[cfg(unix)]
+pub mod process;
+#[cfg(unix)]
+#[cfg_attr(not(fdpass_linux_kernel), allow(dead_code))]
+mod procfs;
 mod received;
 #[cfg(any(windows, test))]
 mod record;
@@ -148,6 +159,8 @@ mod windows;
 #[cfg(unix)]
 mod wire;
 
+#[cfg(unix)]
+pub use fd_kind::{FdKind, SocketAddress, SocketFamily, SocketInfo, SocketType};
 #[cfg(unix)]
 pub use many::{recv_many, send_many, ReceivedMany, BURST};
 #[cfg(unix)]

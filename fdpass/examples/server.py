@@ -1,6 +1,7 @@
 """A tiny HTTP server that adopts its listening socket by the systemd
 socket-activation convention (fd 3, LISTEN_FDS=1, LISTEN_PID), as started
-by `fdpass fetch SOCKET NAME -- python3 server.py` or `fdpass listen`.
+by `fdpass fetch SOCKET NAME -- python3 server.py`, `fdpass listen` or
+`fdpass adopt`, and says READY=1 on $NOTIFY_SOCKET once it serves.
 
 On SIGTERM it finishes the request in hand and exits; connections that are
 waiting stay queued on the socket for the next generation.
@@ -47,5 +48,16 @@ def stop(*_):
 
 
 signal.signal(signal.SIGTERM, stop)
+
+# Ready to serve: say so where fdpass adopt --stop-old (or systemd) asks.
+# As with sd_notify, a notification that cannot be sent is no reason to stop.
+notify = os.environ.get("NOTIFY_SOCKET")
+if notify:
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as ready:
+            ready.sendto(b"READY=1", "\0" + notify[1:] if notify.startswith("@") else notify)
+    except OSError:
+        pass
+
 while not stopping:
     server.handle_request()

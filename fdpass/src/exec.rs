@@ -77,14 +77,16 @@ pub fn find(name: &OsStr) -> Result<PathBuf> {
 
 /// Replaces this process with `command`, giving it `fds` as fds 3, 4, …
 /// with `LISTEN_FDS`, `LISTEN_PID` and `LISTEN_FDNAMES` set (the systemd
-/// socket-activation convention). The command inherits no other fd but
-/// 0–2. `fds` must be all that the caller still holds above 2: the numbers
-/// 3, 4, … are taken over whatever they hold. Returns only on failure.
+/// socket-activation convention), and the variables of `env`. The command
+/// inherits no other fd but 0–2. `fds` must be all that the caller still
+/// holds above 2: the numbers 3, 4, … are taken over whatever they hold.
+/// Returns only on failure.
 pub fn exec_with_fds(
     fds: Vec<OwnedFd>,
     names: &[String],
     program: &Path,
     command: &[OsString],
+    env: &[(&str, &OsStr)],
 ) -> Failure {
     match lay_out(fds) {
         Ok(count) => {
@@ -94,6 +96,7 @@ pub fn exec_with_fds(
                 .env("LISTEN_FDS", count.to_string())
                 .env("LISTEN_PID", std::process::id().to_string())
                 .env("LISTEN_FDNAMES", names.join(":"))
+                .envs(env.iter().copied())
                 .exec();
             let name = command[0].to_string_lossy();
             match err.kind() {

@@ -10,7 +10,8 @@ pub const OK: u8 = 0;
 pub const USAGE: u8 = 64;
 /// A peer sent something that is not what was asked for.
 pub const DATA: u8 = 65;
-/// An fd number that is not open, or a name the holder does not hold.
+/// An fd number that is not open, a name the holder does not hold, or
+/// another process, fd or listening socket that is not there.
 pub const NO_INPUT: u8 = 66;
 /// No peer at the socket: nothing listening, or the holder is not running.
 pub const UNAVAILABLE: u8 = 69;
@@ -18,7 +19,8 @@ pub const UNAVAILABLE: u8 = 69;
 pub const OS: u8 = 71;
 /// A socket could not be created: its path is taken.
 pub const CANT_CREATE: u8 = 73;
-/// The peer refused: another user, or a limit reached.
+/// The peer refused (another user, or a limit reached), or the kernel
+/// did: another process's fds.
 pub const NO_PERMISSION: u8 = 77;
 /// The command was found but could not be run.
 pub const CANNOT_EXECUTE: u8 = 126;
@@ -31,11 +33,14 @@ Exit status:
   0    success
   64   usage error (nothing was created)
   65   a peer sent something malformed
-  66   an fd that is not open, or a name the holder does not hold
+  66   an fd that is not open, or a name the holder does not hold; for adopt
+       and fds, no such process, fd, or socket listening at the address
   69   no peer: nothing listens at the socket, or the holder is not running
-  71   a system call failed
+  71   a system call failed, or the kernel lacks it (adopt: pidfd_getfd,
+       Linux 5.6)
   73   the socket path is taken (by a file, or by a live socket)
-  77   refused by the holder (another user, or a limit reached)
+  77   refused by the holder (another user, or a limit reached); for adopt
+       and fds, not permitted to take or list another process's fds
   126  the command could not be run
   127  the command was not found";
 
@@ -62,6 +67,20 @@ impl Failure {
             _ => OS,
         };
         Failure::new(code, format!("{what}: {err}"))
+    }
+}
+
+impl Failure {
+    /// An error of the library's `process` module, whose message says
+    /// all: the process, the fd, and what to do.
+    pub fn process(err: io::Error) -> Self {
+        let code = match err.kind() {
+            ErrorKind::NotFound => NO_INPUT,
+            ErrorKind::PermissionDenied => NO_PERMISSION,
+            ErrorKind::InvalidInput => USAGE,
+            _ => OS,
+        };
+        Failure::new(code, err.to_string())
     }
 }
 

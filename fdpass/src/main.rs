@@ -10,6 +10,7 @@
 #[cfg(not(unix))]
 compile_error!("fdpass passes fds over unix sockets: it runs on Unix only");
 
+mod adopt;
 mod exec;
 mod fail;
 mod holder;
@@ -110,6 +111,44 @@ enum Command {
         command: Vec<OsString>,
     },
 
+    /// Take fds from running process PID, then run COMMAND with them.
+    ///
+    /// For a server that cannot hand over its socket: WHAT is an fd number
+    /// of PID, or tcp:HOST:PORT or unix:SOCKET for the socket PID listens
+    /// on there. Copies of them are taken out of PID (pidfd_getfd, Linux 5.6
+    /// and later), which the kernel allows to a process of PID's user (uid
+    /// and gid), under kernel.yama.ptrace_scope 0 (at 1, only to an
+    /// ancestor of PID), or to one with CAP_SYS_PTRACE. PID is not told,
+    /// and goes on serving; COMMAND gets the copies as with `fdpass listen`,
+    /// and the two share the connections until one stops. With --stop-old,
+    /// COMMAND has NOTIFY_SOCKET set to a socket of fdpass's, and PID is
+    /// sent SIGTERM once COMMAND sends READY=1 there (sd_notify), or once
+    /// --ready-after has passed; if COMMAND exits first, PID is left alone.
+    #[command(after_help = "Examples:
+  fdpass fds 4242
+  fdpass adopt 4242 tcp:127.0.0.1:8080 --stop-old -- python3 server.py
+  fdpass adopt 4242 3 unix:/run/app.sock --name http --name local -- ./server
+  fdpass adopt 4242 tcp:0.0.0.0:80 --name web --store /run/fds.sock --stop-old")]
+    Adopt(AdoptArgs),
+
+    /// Show the fds process PID holds, one per line.
+    ///
+    /// Each line has the fd number and what it is: a file and its path, a
+    /// pipe, a socket with its family, type, address and whether it
+    /// listens (from /proc/PID/fd and /proc/PID/net). The kernel shows them
+    /// to a process of PID's user, or to root.
+    #[command(after_help = "Examples:
+  fdpass fds 4242
+  fdpass fds --json $(pgrep -o nginx)")]
+    Fds {
+        pid: u32,
+        /// A JSON array, one object per fd: fd, kind (file, directory,
+        /// pipe, socket, other), description, and path; family, type,
+        /// listening and local; or name.
+        #[arg(long)]
+        json: bool,
+    },
+
     /// Hold fds under names while the programs that use them come and go.
     ///
     /// Runs in the foreground until SIGTERM, SIGINT or SIGHUP, and serves
@@ -171,6 +210,38 @@ enum Command {
         #[arg(value_parser = parse_name)]
         name: String,
     },
+}
+
+/// The arguments of `fdpass adopt`.
+#[derive(clap::Args)]
+struct AdoptArgs {
+    pub pid: u32,
+    /// What to take, in order: fd numbers or listening addresses.
+    #[arg(required = true)]
+    pub what: Vec<adopt::What>,
+    /// A name for each fd, in order, for LISTEN_FDNAMES or the holder
+    /// (by default "tcp", "unix", or "unknown" for an fd number).
+    #[arg(long = "name", value_parser = parse_name)]
+    pub names: Vec<String>,
+    /// Store the fds in the holder at HOLDER_SOCKET under their names
+    /// instead of running a command.
+    #[arg(long, value_name = "HOLDER_SOCKET", conflicts_with = "ready_after")]
+    pub store: Option<SocketName>,
+    /// Send SIGTERM to PID once COMMAND is ready (with --store, once
+    /// the holder has the fds).
+    #[arg(long)]
+    pub stop_old: bool,
+    /// Take COMMAND to be ready this long after it starts, if it has not
+    /// said READY=1 by then (e.g. 500ms, 2s, 1m).
+    #[arg(long, value_name = "DURATION", requires = "stop_old", value_parser = adopt::parse_duration)]
+    pub ready_after: Option<std::time::Duration>,
+    /// The command and its arguments.
+    #[arg(
+        last = true,
+        required_unless_present = "store",
+        conflicts_with = "store"
+    )]
+    pub command: Vec<OsString>,
 }
 
 fn main() -> ExitCode {
@@ -241,7 +312,7 @@ fn run(cli: Cli) -> Result<()> {
                 .map_err(|err| Failure::os(format_args!("receiving at {socket}"), err))?;
             log(format_args!("received {count} fd(s) at {socket}"));
             drop((stream, listening));
-            Err(exec::exec_with_fds(fds, &names, &program, &command))
+            Err(exec::exec_with_fds(fds, &names, &program, &command, &[]))
         }
         Command::Listen {
             addrs,
@@ -259,8 +330,10 @@ fn run(cli: Cli) -> Result<()> {
                 })
                 .collect::<Result<Vec<_>>>()?;
             let fds = bound.into_iter().map(listen::Bound::into_fd).collect();
-            Err(exec::exec_with_fds(fds, &names, &program, &command))
+            Err(exec::exec_with_fds(fds, &names, &program, &command, &[]))
         }
+        Command::Adopt(args) => adopt::run(&args, verbose),
+        Command::Fds { pid, json } => adopt::show_fds(pid, json),
         Command::Hold {
             socket,
             allow_uids,
@@ -289,7 +362,7 @@ fn run(cli: Cli) -> Result<()> {
             let count = names.len();
             let (_, fds) = ask(&socket, Request::Fetch(names.clone()), None, count)?;
             log(format_args!("fetched {} from {socket}", names.join(" ")));
-            Err(exec::exec_with_fds(fds, &names, &program, &command))
+            Err(exec::exec_with_fds(fds, &names, &program, &command, &[]))
         }
         Command::List { socket } => {
             let (names, _) = ask(&socket, Request::List, None, 0)?;

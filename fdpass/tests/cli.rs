@@ -158,7 +158,7 @@ fn help_shows_examples_and_exit_codes() {
     let top = success(fdpass().arg("--help"));
     assert!(top.contains("Exit status:") && top.contains("69"), "{top}");
     for command in [
-        "send", "recv", "listen", "hold", "store", "fetch", "list", "drop",
+        "send", "recv", "listen", "adopt", "fds", "hold", "store", "fetch", "list", "drop",
     ] {
         let help = success(fdpass().args([command, "--help"]));
         assert!(help.contains("Example"), "{command}: {help}");
@@ -378,12 +378,7 @@ fn another_user_is_refused_unless_allowed() {
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
     let dir = TempDir::new("uid");
-    std::fs::set_permissions(dir.join(""), std::fs::Permissions::from_mode(0o755)).unwrap();
-    // A copy of the binary that the other user can run wherever the
-    // checkout is.
-    let binary = dir.join("fdpass");
-    std::fs::copy(env!("CARGO_BIN_EXE_fdpass"), &binary).unwrap();
-    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let binary = util::fdpass_for_anyone(&dir);
     for (extra, allowed) in [(&[][..], false), (&["--allow-uid", "65534"][..], true)] {
         let holder = Holder::start(&dir, extra);
         std::fs::set_permissions(&holder.socket, std::fs::Permissions::from_mode(0o777)).unwrap();

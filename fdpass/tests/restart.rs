@@ -118,72 +118,25 @@ fn five_restarts_and_not_one_request_fails() {
     assert_eq!(holder.list(), ["web"]);
 }
 
-/// The shell commands of the README section "Zero-downtime restart in three
-/// commands", at a free port and in a fresh directory.
-fn readme_blocks() -> Vec<String> {
-    let readme = include_str!("../../README.md");
-    let section = readme
-        .split("### Zero-downtime restart in three commands")
-        .nth(1)
-        .expect("the README has the restart section");
-    section
-        .split("```sh\n")
-        .skip(1)
-        .take(2)
-        .map(|block| block.split("```").next().unwrap().to_owned())
-        .collect()
-}
-
 #[test]
 fn the_readme_commands_work_as_written() {
     let dir = TempDir::new("readme");
     let port = util::free_port();
     let socket = dir.join("fds.sock");
     let pids = dir.join("pids");
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_fdpass"))
-        .parent()
-        .unwrap();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
-    let blocks = readme_blocks();
-    assert_eq!(blocks.len(), 2);
-    // Each command started in the background has its pid noted, so that the
-    // test can stop them all at the end.
-    let note_pids = |block: &str| {
-        block
-            .lines()
-            .fold(String::new(), |script, line| match line.ends_with('&') {
-                true => format!("{script}{line}\necho $! >> {}\n", pids.display()),
-                false => format!("{script}{line}\n"),
-            })
-    };
+    let blocks = util::readme_blocks("### Zero-downtime restart in three commands", 2);
     let script = |block: &str| {
-        note_pids(block)
+        util::note_pids(block, &pids)
             .replace("/tmp/fds.sock", socket.to_str().unwrap())
             .replace("8080", &port.to_string())
     };
-    let run = |script: String| {
-        let status = std::process::Command::new("bash")
-            .args(["-c", &format!("set -e\n{script}")])
-            .env("PATH", &path)
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "{script}");
-    };
 
-    let _stop = StopAll(pids.clone());
-    run(script(&blocks[0]));
+    let _stop = util::StopAll(pids.clone());
+    util::run_script(&script(&blocks[0]));
     let first = util::http_get(port).expect("the server answers");
     // `$!` of the second block is the first server, started in the first.
-    let old = std::fs::read_to_string(&pids)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .to_owned();
-    run(script(&blocks[1]).replace("old=$!", &format!("old={old}")));
+    let old = util::last_pid(&pids);
+    util::run_script(&script(&blocks[1]).replace("old=$!", &format!("old={old}")));
     // The old server stops; the new one answers from then on.
     let pid_line = |answer: String| answer.lines().last().unwrap_or("").to_owned();
     let first = pid_line(first);
@@ -195,18 +148,4 @@ fn the_readme_commands_work_as_written() {
         }
     };
     assert!(second.starts_with("hello from pid"), "{second}");
-}
-
-/// Stops, when dropped, every process whose pid is listed in the file.
-struct StopAll(std::path::PathBuf);
-
-impl Drop for StopAll {
-    fn drop(&mut self) {
-        let pids = std::fs::read_to_string(&self.0).unwrap_or_default();
-        for pid in pids.lines().filter_map(|pid| pid.parse().ok()) {
-            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-            }
-        }
-    }
 }

@@ -16,6 +16,21 @@
 //!   `BURST` one-fd IO::FDPass messages, in one `sendmmsg`/`recvmmsg` where
 //!   the OS has them (a loop elsewhere); the receive waits only for the
 //!   first message and offers each message's fds to `keep(i, fd)`.
+//! - `describe(fd) -> io::Result<FdKind>`: what an fd of this process is.
+//!
+//! Another process's fds (`pidfd.rs` on Linux and Android, `no_pidfd.rs`,
+//! which refuses each call with `Unsupported`, on the other Unixes):
+//! - `pidfd_open(pid) -> io::Result<OwnedFd>`: a close-on-exec pidfd.
+//! - `pidfd_getfd(pidfd, pid, fd) -> io::Result<OwnedFd>`: a close-on-exec
+//!   copy of the process's fd `fd`.
+//! - `pidfd_exited(pidfd)`, `pidfd_terminate(pidfd, pid)`: whether it has
+//!   exited; `SIGTERM` to it.
+//! - `process_fds(pidfd, pid) -> io::Result<Vec<(RawFd, FdKind)>>`: its
+//!   fds, read while it is alive.
+//!
+//! Each error has the `ErrorKind` of what happened (`NotFound` for a
+//! process or fd that is not there, `PermissionDenied`, `Unsupported`) and
+//! a message that says how to put it right.
 //!
 //! Windows (`windows.rs`):
 //! - `send_vectored(socket, parts)`: one gathered `WSASend`;
@@ -37,6 +52,13 @@
 mod unix;
 #[cfg(unix)]
 pub(crate) use self::unix::*;
+
+#[cfg(unix)]
+#[cfg_attr(fdpass_linux_kernel, path = "pidfd.rs")]
+#[cfg_attr(not(fdpass_linux_kernel), path = "no_pidfd.rs")]
+mod process;
+#[cfg(unix)]
+pub(crate) use self::process::*;
 
 #[cfg(windows)]
 mod windows;

@@ -11,7 +11,7 @@ use rustix::net::{
     SendFlags, SocketType,
 };
 
-use crate::Received;
+use crate::{FdKind, Received, SocketAddress, SocketFamily, SocketInfo};
 
 /// The most fds one call sends in one message (Linux's `SCM_MAX_FD`).
 pub(crate) const MAX_FDS: usize = 253;
@@ -263,8 +263,9 @@ unsafe fn prepare(control: &mut [u8]) -> io::Result<()> {
                 // SAFETY: an fd the kernel installed for this process, open
                 // until the drain closes it or hands it out.
                 let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-                if let Err(e) = set_cloexec(fd) {
-                    result = result.and(Err(e));
+                let marked = set_cloexec(fd);
+                if result.is_ok() {
+                    result = marked;
                 }
             }
         }
@@ -557,11 +558,10 @@ pub(crate) fn is_open(fd: RawFd) -> bool {
 /// of a pidfd on pidfs (Linux 6.9 and later). `None` where there is none.
 #[cfg(fdpass_linux_kernel)]
 pub(crate) fn own_pidfd_id() -> Option<u64> {
-    use rustix::process::{getpid, pidfd_open, PidfdFlags};
     /// `PID_FS_MAGIC` from `<linux/magic.h>`.
     const PID_FS_MAGIC: i64 = 0x5049_4446;
 
-    let pidfd = pidfd_open(getpid(), PidfdFlags::empty()).ok()?;
+    let pidfd = super::pidfd_open(std::process::id()).ok()?;
     let fs = rustix::fs::fstatfs(&pidfd).ok()?;
     #[allow(clippy::unnecessary_cast, clippy::cast_lossless)] // its type varies
     if fs.f_type as i64 != PID_FS_MAGIC {
@@ -575,91 +575,84 @@ pub(crate) fn own_pidfd_id() -> Option<u64> {
     None
 }
 
-/// A socket's address family, as the crate tells them apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Family {
-    Unix,
-    Inet,
-    Inet6,
-    Other,
+/// Describes an fd of this process (`fstat`, and for a socket
+/// `getsockname`, `SO_TYPE` and `SO_ACCEPTCONN`).
+pub(crate) fn describe(fd: BorrowedFd<'_>) -> io::Result<FdKind> {
+    use rustix::fs::FileType;
+    let stat = rustix::fs::fstat(fd)?;
+    Ok(match FileType::from_raw_mode(stat.st_mode) {
+        FileType::RegularFile => FdKind::File(own_path(fd)),
+        FileType::Directory => FdKind::Directory(own_path(fd)),
+        FileType::Fifo => FdKind::Pipe,
+        FileType::Socket => FdKind::Socket(describe_socket(fd)?),
+        _ => FdKind::Other(own_link(fd).map(|link| link.display().to_string())),
+    })
 }
 
-/// What a socket is.
-#[derive(Debug)]
-pub(crate) struct SocketKind {
-    pub(crate) family: Family,
-    pub(crate) stream: bool,
-    pub(crate) datagram: bool,
-    pub(crate) listening: bool,
-    /// The address it is bound to, where it has one worth showing.
-    pub(crate) local: Option<String>,
+/// The path of a file or directory of this process.
+fn own_path(fd: BorrowedFd<'_>) -> Option<std::path::PathBuf> {
+    // Not a path but a name such as `anon_inode:[eventfd]`.
+    own_link(fd).filter(|link| link.is_absolute())
 }
 
-/// What an fd is, as far as the crate's checks and messages need.
-#[derive(Debug)]
-pub(crate) enum FdKind {
-    File,
-    Directory,
-    Pipe,
-    Socket(SocketKind),
-    Other,
-}
-
-impl FdKind {
-    pub(crate) fn of(fd: BorrowedFd<'_>) -> io::Result<FdKind> {
-        use rustix::fs::FileType;
-        let stat = rustix::fs::fstat(fd)?;
-        Ok(match FileType::from_raw_mode(stat.st_mode) {
-            FileType::RegularFile => FdKind::File,
-            FileType::Directory => FdKind::Directory,
-            FileType::Fifo => FdKind::Pipe,
-            FileType::Socket => FdKind::Socket(SocketKind::of(fd)?),
-            _ => FdKind::Other,
-        })
-    }
-}
-
-impl SocketKind {
-    fn of(fd: BorrowedFd<'_>) -> io::Result<SocketKind> {
-        use rustix::net::{AddressFamily, SocketAddr, SocketAddrUnix};
-        let local = rustix::net::getsockname(fd)?;
-        let family = match local.address_family() {
-            AddressFamily::UNIX => Family::Unix,
-            AddressFamily::INET => Family::Inet,
-            AddressFamily::INET6 => Family::Inet6,
-            _ => Family::Other,
-        };
-        let shown = match family {
-            Family::Inet | Family::Inet6 => SocketAddr::try_from(local)
-                .ok()
-                .map(|addr| addr.to_string()),
-            Family::Unix => SocketAddrUnix::try_from(local).ok().and_then(|addr| {
-                addr.path()
-                    .map(|path| path.to_string_lossy().into_owned())
-                    .or_else(|| unix_abstract_name(&addr))
-            }),
-            Family::Other => None,
-        };
-        let ty = rustix::net::sockopt::socket_type(fd)?;
-        Ok(SocketKind {
-            family,
-            stream: ty == SocketType::STREAM,
-            datagram: ty == SocketType::DGRAM,
-            listening: is_listening(fd)?,
-            local: shown,
-        })
-    }
-}
-
-/// An abstract unix socket name, shown as `@name`.
+/// What `/proc/self/fd` says an fd of this process is.
 #[cfg(fdpass_linux_kernel)]
-fn unix_abstract_name(addr: &rustix::net::SocketAddrUnix) -> Option<String> {
-    addr.abstract_name()
-        .map(|name| format!("@{}", String::from_utf8_lossy(name)))
+fn own_link(fd: BorrowedFd<'_>) -> Option<std::path::PathBuf> {
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()
 }
 
 #[cfg(not(fdpass_linux_kernel))]
-fn unix_abstract_name(_addr: &rustix::net::SocketAddrUnix) -> Option<String> {
+fn own_link(_fd: BorrowedFd<'_>) -> Option<std::path::PathBuf> {
+    None
+}
+
+fn describe_socket(fd: BorrowedFd<'_>) -> io::Result<SocketInfo> {
+    use rustix::net::{AddressFamily, SocketAddr, SocketAddrUnix};
+    let local = rustix::net::getsockname(fd)?;
+    let family = match local.address_family() {
+        AddressFamily::UNIX => SocketFamily::Unix,
+        AddressFamily::INET => SocketFamily::Inet,
+        AddressFamily::INET6 => SocketFamily::Inet6,
+        _ => SocketFamily::Other,
+    };
+    let address = match family {
+        SocketFamily::Inet | SocketFamily::Inet6 => {
+            SocketAddr::try_from(local).ok().map(SocketAddress::Inet)
+        }
+        SocketFamily::Unix => SocketAddrUnix::try_from(local).ok().and_then(|addr| {
+            addr.path()
+                .map(|path| {
+                    use std::os::unix::ffi::OsStrExt;
+                    let path = std::ffi::OsStr::from_bytes(path.to_bytes());
+                    SocketAddress::Path(path.into())
+                })
+                .or_else(|| unix_abstract_name(&addr))
+        }),
+        _ => None,
+    };
+    let socket_type = match rustix::net::sockopt::socket_type(fd)? {
+        SocketType::STREAM => crate::SocketType::Stream,
+        SocketType::DGRAM => crate::SocketType::Datagram,
+        SocketType::SEQPACKET => crate::SocketType::SeqPacket,
+        _ => crate::SocketType::Other,
+    };
+    Ok(SocketInfo {
+        family,
+        socket_type,
+        listening: is_listening(fd)?,
+        local: address,
+    })
+}
+
+/// An abstract unix socket name.
+#[cfg(fdpass_linux_kernel)]
+fn unix_abstract_name(addr: &rustix::net::SocketAddrUnix) -> Option<SocketAddress> {
+    addr.abstract_name()
+        .map(|name| SocketAddress::Abstract(name.to_vec()))
+}
+
+#[cfg(not(fdpass_linux_kernel))]
+fn unix_abstract_name(_addr: &rustix::net::SocketAddrUnix) -> Option<SocketAddress> {
     None
 }
 
@@ -675,37 +668,6 @@ fn is_listening(fd: BorrowedFd<'_>) -> io::Result<bool> {
 fn is_listening(fd: BorrowedFd<'_>) -> io::Result<bool> {
     Ok(rustix::net::sockopt::socket_type(fd)? == SocketType::STREAM
         && rustix::net::getpeername(fd).is_err())
-}
-
-impl std::fmt::Display for FdKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let socket = match self {
-            FdKind::File => return f.write_str("a regular file"),
-            FdKind::Directory => return f.write_str("a directory"),
-            FdKind::Pipe => return f.write_str("a pipe"),
-            FdKind::Other => return f.write_str("neither a file, a pipe nor a socket"),
-            FdKind::Socket(socket) => socket,
-        };
-        let family = match socket.family {
-            Family::Unix => "unix",
-            Family::Inet | Family::Inet6 if socket.stream => "TCP",
-            Family::Inet | Family::Inet6 if socket.datagram => "UDP",
-            Family::Inet | Family::Inet6 => "IP",
-            Family::Other => "non-IP, non-unix",
-        };
-        let ty = match (socket.stream, socket.datagram) {
-            _ if socket.family != Family::Unix => "",
-            (true, _) => " stream",
-            (_, true) => " datagram",
-            _ => " seqpacket",
-        };
-        let role = if socket.listening { "listening " } else { "" };
-        write!(f, "a {role}{family}{ty} socket")?;
-        match &socket.local {
-            Some(local) => write!(f, " on {local}"),
-            None => Ok(()),
-        }
-    }
 }
 
 /// Sends `data` with `fds` attached in one datagram, from a new unbound

@@ -168,9 +168,8 @@ pub fn free_port() -> u16 {
 /// One HTTP/1.0 GET of `/` at 127.0.0.1:`port`: the whole answer, or why
 /// there was none.
 pub fn http_get(port: u16) -> std::io::Result<String> {
-    use std::io::{Read, Write};
     let deadline = Instant::now() + Duration::from_secs(20);
-    let mut stream = loop {
+    let stream = loop {
         match std::net::TcpStream::connect(("127.0.0.1", port)) {
             Ok(stream) => break stream,
             // Not listening yet: only before the first answer.
@@ -183,6 +182,18 @@ pub fn http_get(port: u16) -> std::io::Result<String> {
             Err(e) => return Err(e),
         }
     };
+    get(stream)
+}
+
+/// One HTTP/1.0 GET of `/` at 127.0.0.1:`port`, with one attempt to
+/// connect: a refused connection is a failure.
+pub fn http_get_once(port: u16) -> std::io::Result<String> {
+    get(std::net::TcpStream::connect(("127.0.0.1", port))?)
+}
+
+/// A GET of `/` on `stream`: the whole answer, which must be a 200.
+fn get(mut stream: std::net::TcpStream) -> std::io::Result<String> {
+    use std::io::{Read, Write};
     stream.set_read_timeout(Some(Duration::from_secs(20)))?;
     stream.write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")?;
     let mut answer = String::new();
@@ -191,4 +202,80 @@ pub fn http_get(port: u16) -> std::io::Result<String> {
         return Err(std::io::Error::other(format!("bad answer: {answer:?}")));
     }
     Ok(answer)
+}
+
+/// A copy of the binary under test in `dir`, which another user can run
+/// wherever the checkout is.
+pub fn fdpass_for_anyone(dir: &TempDir) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let anyone = std::fs::Permissions::from_mode(0o755);
+    std::fs::set_permissions(dir.join(""), anyone.clone()).unwrap();
+    let binary = dir.join("fdpass");
+    std::fs::copy(env!("CARGO_BIN_EXE_fdpass"), &binary).unwrap();
+    std::fs::set_permissions(&binary, anyone).unwrap();
+    binary
+}
+
+/// The first `count` shell blocks of the README section under `heading`.
+pub fn readme_blocks(heading: &str, count: usize) -> Vec<String> {
+    let readme = include_str!("../../../README.md");
+    let section = readme
+        .split(heading)
+        .nth(1)
+        .unwrap_or_else(|| panic!("the README has no section {heading:?}"));
+    let blocks: Vec<String> = section
+        .split("```sh\n")
+        .skip(1)
+        .take(count)
+        .map(|block| block.split("```").next().unwrap().to_owned())
+        .collect();
+    assert_eq!(blocks.len(), count, "shell blocks under {heading:?}");
+    blocks
+}
+
+/// `block` with the pid of each command it starts in the background
+/// noted in the file `pids`, so that a test can stop them all at the end.
+pub fn note_pids(block: &str, pids: &Path) -> String {
+    block
+        .lines()
+        .fold(String::new(), |script, line| match line.ends_with('&') {
+            true => format!("{script}{line}\necho $! >> {}\n", pids.display()),
+            false => format!("{script}{line}\n"),
+        })
+}
+
+/// The last pid noted in `pids`.
+pub fn last_pid(pids: &Path) -> String {
+    let noted = std::fs::read_to_string(pids).unwrap();
+    noted.lines().last().unwrap().to_owned()
+}
+
+/// Runs `script` with bash from the repository root, with the fdpass
+/// under test first on PATH, stopping at the first command that fails.
+pub fn run_script(script: &str) {
+    let bin = Path::new(env!("CARGO_BIN_EXE_fdpass")).parent().unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let status = Command::new("bash")
+        .args(["-c", &format!("set -e\n{script}")])
+        .env("PATH", &path)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{script}");
+}
+
+/// Stops, when dropped, every process whose pid is listed in the file.
+pub struct StopAll(pub PathBuf);
+
+impl Drop for StopAll {
+    fn drop(&mut self) {
+        let pids = std::fs::read_to_string(&self.0).unwrap_or_default();
+        for pid in pids.lines().filter_map(|pid| pid.parse().ok()) {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+        }
+    }
 }

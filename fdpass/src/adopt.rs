@@ -1,0 +1,671 @@
+//! `fdpass adopt` and `fdpass fds`: a running process's fds, what they
+//! are, and copies of them for a command or a holder, taken without the
+//! process's help (the library's `process` module).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use io_fdpass::process::{Process, ProcessFd};
+use io_fdpass::{FdKind, SocketAddress, SocketInfo};
+
+use crate::exec;
+use crate::fail::{self, Failure, Result};
+use crate::listen::ListenAddr;
+use crate::protocol::Request;
+use crate::socket::SocketName;
+use crate::AdoptArgs;
+
+/// What to take from the process: an fd number, or the address of a
+/// socket it listens on.
+#[derive(Clone, Debug)]
+pub enum What {
+    Fd(RawFd),
+    Listening(ListenAddr),
+}
+
+impl FromStr for What {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            return s
+                .parse()
+                .map(What::Fd)
+                .map_err(|_| format!("{s} is not an fd number"));
+        }
+        s.parse()
+            .map(What::Listening)
+            .map_err(|e| format!("{e} (WHAT is an fd number, tcp:HOST:PORT or unix:SOCKET)"))
+    }
+}
+
+impl fmt::Display for What {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            What::Fd(fd) => write!(f, "fd {fd}"),
+            What::Listening(addr) => write!(f, "the socket listening at {addr}"),
+        }
+    }
+}
+
+impl What {
+    /// The default name of its fd.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            What::Fd(_) => "unknown",
+            What::Listening(addr) => addr.kind(),
+        }
+    }
+}
+
+/// `fdpass adopt`: takes the fds, then hands them to the command (which
+/// replaces fdpass) or to the holder. Nothing is taken before every check
+/// that can be made without the process has passed.
+pub fn run(args: &AdoptArgs, verbose: bool) -> Result<()> {
+    let names = crate::fd_names(args.names.clone(), args.what.len(), |i| args.what[i].kind())?;
+    let program = match args.store {
+        Some(_) => {
+            distinct(&names)?;
+            None
+        }
+        None => Some(exec::find(&args.command[0])?),
+    };
+    let log = |what: fmt::Arguments<'_>| {
+        if verbose {
+            eprintln!("fdpass: {what}");
+        }
+    };
+    let old = Process::open(args.pid).map_err(Failure::process)?;
+    let fds = take(&old, &args.what, log)?;
+
+    if let Some(holder) = &args.store {
+        for (name, fd) in names.iter().zip(&fds) {
+            crate::ask(holder, Request::Store(name.clone()), Some(fd.as_fd()), 0)?;
+            log(format_args!("stored it as {name} at {holder}"));
+        }
+        if args.stop_old {
+            stop(&old, verbose);
+        }
+        return Ok(());
+    }
+    let program = program.unwrap_or_default();
+    if !args.stop_old {
+        drop(old);
+        return Err(exec::exec_with_fds(
+            fds,
+            &names,
+            &program,
+            &args.command,
+            &[],
+        ));
+    }
+
+    // The command replaces fdpass, keeping its pid; a process of its own
+    // waits for the command to be ready, then stops the old one.
+    let notify = NotifySocket::new()?;
+    let command = Process::open(std::process::id()).map_err(Failure::process)?;
+    let watch = Watch {
+        old,
+        command,
+        ready_after: args.ready_after,
+        verbose,
+    };
+    match start_watcher()? {
+        Side::Watcher => {
+            drop(fds);
+            watch.run(notify);
+            exit_now();
+        }
+        Side::Command => {
+            let path = notify.leave();
+            drop(watch);
+            let env = [("NOTIFY_SOCKET", path.as_os_str())];
+            Err(exec::exec_with_fds(
+                fds,
+                &names,
+                &program,
+                &args.command,
+                &env,
+            ))
+        }
+    }
+}
+
+/// Copies the fds `what` names out of `old`. On any error, those copied
+/// already are closed.
+fn take(old: &Process, what: &[What], log: impl Fn(fmt::Arguments<'_>)) -> Result<Vec<OwnedFd>> {
+    let listing = match what.iter().any(|w| matches!(w, What::Listening(_))) {
+        true => old.fds().map_err(Failure::process)?,
+        false => Vec::new(),
+    };
+    let mut fds = Vec::with_capacity(what.len());
+    for what in what {
+        let fd = match what {
+            What::Fd(fd) => old.copy_fd(*fd).map_err(Failure::process)?,
+            What::Listening(addr) => listener(old, &listing, addr)?,
+        };
+        log(format_args!(
+            "took {what} of process {}: {}",
+            old.pid(),
+            describe(&fd)
+        ));
+        fds.push(fd);
+    }
+    Ok(fds)
+}
+
+/// What an fd of this process is, for messages.
+fn describe(fd: &OwnedFd) -> String {
+    FdKind::of(fd).map_or_else(
+        |e| format!("an fd that cannot be examined ({e})"),
+        |k| k.to_string(),
+    )
+}
+
+/// The names of fds put in a holder must differ, or one would replace
+/// another.
+fn distinct(names: &[String]) -> Result<()> {
+    for (i, name) in names.iter().enumerate() {
+        if names[..i].contains(name) {
+            return Err(Failure::new(
+                fail::USAGE,
+                format!(
+                    "two fds would be stored as {name}: give each its own --name, in the order of WHAT"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Copies the socket `old` listens on at `addr`, found in `listing`.
+fn listener(old: &Process, listing: &[ProcessFd], addr: &ListenAddr) -> Result<OwnedFd> {
+    let pid = old.pid();
+    let wanted = addresses(addr)?;
+    let matches = |socket: &SocketInfo| {
+        let listening = match addr {
+            ListenAddr::Tcp { .. } => socket.is_tcp_listener(),
+            ListenAddr::Unix(_) => socket.is_unix_listener(),
+        };
+        listening
+            && socket
+                .local
+                .as_ref()
+                .is_some_and(|local| wanted.iter().any(|w| same_address(pid, w, local)))
+    };
+    let found: Vec<RawFd> = listing
+        .iter()
+        .filter(|fd| fd.kind.socket().is_some_and(matches))
+        .map(|fd| fd.fd)
+        .collect();
+    if found.is_empty() {
+        return Err(Failure::new(
+            fail::NO_INPUT,
+            format!(
+                "process {pid} has no socket listening at {addr}; {} (`fdpass fds {pid}` shows all its fds)",
+                listening_at(listing)
+            ),
+        ));
+    }
+    // The same socket may be open at several numbers; two sockets at one
+    // address (SO_REUSEPORT) share its connections, and taking one of
+    // them is not taking over the address.
+    let mut by_socket: BTreeMap<(u64, u64), (RawFd, OwnedFd)> = BTreeMap::new();
+    for fd in found {
+        let copy = old.copy_fd(fd).map_err(Failure::process)?;
+        let meta = std::fs::File::from(
+            copy.try_clone()
+                .map_err(|e| Failure::os("cannot duplicate an fd", e))?,
+        )
+        .metadata()
+        .map_err(|e| Failure::os("cannot examine a socket", e))?;
+        by_socket
+            .entry((meta.dev(), meta.ino()))
+            .or_insert((fd, copy));
+    }
+    if by_socket.len() > 1 {
+        let fds: Vec<String> = by_socket.values().map(|(fd, _)| fd.to_string()).collect();
+        return Err(Failure::new(
+            fail::USAGE,
+            format!(
+                "process {pid} has {} sockets listening at {addr} (fds {}), which share its \
+                 connections: name each by its fd number",
+                fds.len(),
+                fds.join(", ")
+            ),
+        ));
+    }
+    let (_, (_, fd)) = by_socket.pop_first().expect("one socket was found");
+    Ok(fd)
+}
+
+/// The addresses `addr` stands for: a host name may have several.
+fn addresses(addr: &ListenAddr) -> Result<Vec<SocketAddress>> {
+    use std::net::ToSocketAddrs;
+    match addr {
+        ListenAddr::Tcp { host, port } => (host.as_str(), *port)
+            .to_socket_addrs()
+            .map(|addrs| addrs.map(SocketAddress::Inet).collect())
+            .map_err(|e| Failure::new(fail::USAGE, format!("cannot resolve {addr}: {e}"))),
+        ListenAddr::Unix(SocketName::Path(path)) => Ok(vec![SocketAddress::Path(path.clone())]),
+        ListenAddr::Unix(SocketName::Abstract(name)) => {
+            Ok(vec![SocketAddress::Abstract(name.as_bytes().to_vec())])
+        }
+    }
+}
+
+/// Whether the address `want`, as given here, is `local`, as process `pid`
+/// bound it: the same text, or for a path, the same file, the other
+/// process's path taken from its root and working directory.
+fn same_address(pid: u32, want: &SocketAddress, local: &SocketAddress) -> bool {
+    match (want, local) {
+        (SocketAddress::Path(want), SocketAddress::Path(theirs)) if want != theirs => {
+            let theirs = match theirs.strip_prefix("/") {
+                Ok(relative) => Path::new(&format!("/proc/{pid}/root")).join(relative),
+                Err(_) => Path::new(&format!("/proc/{pid}/cwd")).join(theirs),
+            };
+            match (std::fs::metadata(want), std::fs::metadata(theirs)) {
+                (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+                _ => false,
+            }
+        }
+        _ => want == local,
+    }
+}
+
+/// Where a process listens, for the message that says it does not listen
+/// where asked.
+fn listening_at(listing: &[ProcessFd]) -> String {
+    let at: Vec<String> = listing
+        .iter()
+        .filter_map(|fd| {
+            let socket = fd.kind.socket()?;
+            let local = socket.local.as_ref()?;
+            let scheme = if socket.is_tcp_listener() {
+                "tcp"
+            } else if socket.is_unix_listener() {
+                "unix"
+            } else {
+                return None;
+            };
+            Some(format!("{scheme}:{local} (fd {})", fd.fd))
+        })
+        .collect();
+    match at.is_empty() {
+        true => "it listens on no TCP or unix stream socket".into(),
+        false => format!("it listens at {}", at.join(", ")),
+    }
+}
+
+/// Sends SIGTERM to the old process, saying what came of it.
+fn stop(old: &Process, verbose: bool) {
+    let pid = old.pid();
+    match old.terminate() {
+        Ok(()) if verbose => eprintln!("fdpass: sent SIGTERM to process {pid}"),
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if verbose {
+                eprintln!("fdpass: process {pid} had exited already");
+            }
+        }
+        Err(e) => eprintln!("fdpass: cannot stop process {pid}: {e}"),
+    }
+}
+
+/// The socket whose path the command gets as `NOTIFY_SOCKET`, in a
+/// directory of its own that only this user can enter, so that no other
+/// user's process can say the command is ready. Removed when dropped.
+pub struct NotifySocket {
+    socket: UnixDatagram,
+    dir: PathBuf,
+    path: PathBuf,
+    /// Whether dropping it removes the directory.
+    owned: bool,
+}
+
+impl NotifySocket {
+    fn new() -> Result<NotifySocket> {
+        let base = std::env::temp_dir();
+        let failed = |e| Failure::os("cannot make a socket for the command's READY=1", e);
+        let mut attempt = 0;
+        let dir = loop {
+            let dir = base.join(format!("fdpass-notify-{}-{attempt}", std::process::id()));
+            // A directory that exists already is someone else's, or stale:
+            // never used.
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => break dir,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 100 => attempt += 1,
+                Err(e) => return Err(failed(e)),
+            }
+        };
+        let path = dir.join("notify");
+        match UnixDatagram::bind(&path) {
+            Ok(socket) => Ok(NotifySocket {
+                socket,
+                dir,
+                path,
+                owned: true,
+            }),
+            Err(e) => {
+                let _ = std::fs::remove_dir(&dir);
+                Err(failed(e))
+            }
+        }
+    }
+}
+
+impl NotifySocket {
+    /// Closes the socket here and returns its path, leaving the socket and
+    /// its directory to the watcher, which removes them.
+    fn leave(mut self) -> PathBuf {
+        self.owned = false;
+        self.path.clone()
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        if self.owned {
+            let _ = std::fs::remove_file(&self.path);
+            let _ = std::fs::remove_dir(&self.dir);
+        }
+    }
+}
+
+/// What the watcher needs: the two processes and when to call the command
+/// ready.
+struct Watch {
+    old: Process,
+    command: Process,
+    ready_after: Option<Duration>,
+    verbose: bool,
+}
+
+impl Watch {
+    /// Waits until the command is ready, then stops the old process; or
+    /// until the command exits, and leaves the old process alone. Until
+    /// the command exits it goes on reading the socket, so that a
+    /// command that notifies again (`STATUS=`, `WATCHDOG=1`) is not met
+    /// with an error.
+    fn run(self, notify: NotifySocket) {
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        let mut deadline = self.ready_after.map(|after| Instant::now() + after);
+        let mut stopped = false;
+        let mut datagram = [0; 4096];
+        loop {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let timeout = left.and_then(|left| Timespec::try_from(left).ok());
+            let mut fds = [
+                PollFd::new(&notify.socket, PollFlags::IN),
+                PollFd::new(&self.command, PollFlags::IN),
+            ];
+            let ready = match poll(&mut fds, timeout.as_ref()) {
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => {
+                    eprintln!("fdpass: cannot wait for the command to be ready: {e}");
+                    return;
+                }
+                Ok(0) => true,
+                Ok(_) if !fds[1].revents().is_empty() => false,
+                // Fds sent along (FDSTORE=1) are closed unread.
+                Ok(_) => io_fdpass::recv_with_fds(&notify.socket, &mut datagram, &mut [])
+                    .is_ok_and(|got| says_ready(&datagram[..got.bytes])),
+            };
+            if self.command.has_exited().unwrap_or(true) {
+                if !stopped && self.verbose {
+                    eprintln!(
+                        "fdpass: the command exited before it was ready; process {} is left alone",
+                        self.old.pid()
+                    );
+                }
+                return;
+            }
+            if ready && !stopped {
+                stop(&self.old, self.verbose);
+                stopped = true;
+                deadline = None;
+            }
+        }
+    }
+}
+
+/// Whether a notify datagram says `READY=1`, on a line of its own.
+fn says_ready(datagram: &[u8]) -> bool {
+    datagram
+        .split(|&b| b == b'\n')
+        .any(|line| line == b"READY=1")
+}
+
+/// Which of the two processes [`start_watcher`] returned in.
+enum Side {
+    /// The new process, which is to watch and exit.
+    Watcher,
+    /// This process, which goes on to become the command.
+    Command,
+}
+
+/// Starts a process to watch the command: a child that forks the watcher
+/// and exits at once, so that the watcher is no child of the command's,
+/// which would have to collect it. Returns in both processes.
+fn start_watcher() -> Result<Side> {
+    let failed = |e| Failure::os("cannot start a process to wait for the command", e);
+    // SAFETY: fdpass runs no other thread, so the child is a whole copy of
+    // this process and may go on as it would: allocate, lock, exit.
+    match unsafe { libc::fork() } {
+        -1 => Err(failed(io::Error::last_os_error())),
+        0 => {
+            // SAFETY: as above; this child runs no other thread either.
+            match unsafe { libc::fork() } {
+                0 => Ok(Side::Watcher),
+                -1 => {
+                    eprintln!(
+                        "fdpass: cannot start a process to wait for the command: {}",
+                        io::Error::last_os_error()
+                    );
+                    exit_with(1)
+                }
+                _ => exit_with(0),
+            }
+        }
+        child => {
+            let child = rustix::process::Pid::from_raw(child).expect("fork gives a positive pid");
+            let status = loop {
+                match rustix::process::waitpid(Some(child), rustix::process::WaitOptions::empty()) {
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(e) => return Err(failed(e.into())),
+                    Ok(status) => break status,
+                }
+            };
+            match status.and_then(|(_, status)| status.exit_status()) {
+                Some(0) => Ok(Side::Command),
+                _ => Err(Failure::new(
+                    fail::OS,
+                    "cannot start a process to wait for the command",
+                )),
+            }
+        }
+    }
+}
+
+/// Ends the watcher once it is done.
+fn exit_now() -> ! {
+    exit_with(0)
+}
+
+/// Ends a forked process at once: no buffers it shares with its parent
+/// are flushed, no destructors run.
+fn exit_with(code: i32) -> ! {
+    // SAFETY: `_exit` ends the process and touches no memory of it.
+    unsafe { libc::_exit(code) }
+}
+
+/// Parses `--ready-after`: a number of seconds, or a number with `ms`,
+/// `s`, `m` or `h`.
+pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale = match unit {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => {
+            return Err(format!(
+                "{unit:?} is not a unit: use ms, s, m or h, e.g. 500ms"
+            ))
+        }
+    };
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration, such as 500ms, 2s or 1m"))?;
+    Duration::try_from_secs_f64(number * scale).map_err(|_| format!("{text:?} is too long"))
+}
+
+/// `fdpass fds PID`: one line per fd, or a JSON array with one object per
+/// line.
+pub fn show_fds(pid: u32, json: bool) -> Result<()> {
+    let fds = Process::open(pid)
+        .and_then(|process| process.fds())
+        .map_err(Failure::process)?;
+    let mut out = String::new();
+    if json {
+        out.push_str("[\n");
+        for (i, fd) in fds.iter().enumerate() {
+            let comma = if i + 1 < fds.len() { "," } else { "" };
+            out.push_str(&format!("{}{comma}\n", json_object(fd)));
+        }
+        out.push_str("]\n");
+    } else {
+        for fd in &fds {
+            out.push_str(&format!("{} {}\n", fd.fd, fd.kind));
+        }
+    }
+    print!("{out}");
+    Ok(())
+}
+
+/// One fd as a JSON object: `fd`, `kind` (`file`, `directory`, `pipe`,
+/// `socket`, `other`), `description` (the line's text), and for a file or
+/// directory `path`, for a socket `family`, `type`, `listening` and
+/// `local`, for anything else `name`. Paths that are not UTF-8 are shown
+/// lossily.
+fn json_object(fd: &ProcessFd) -> String {
+    let text = |s: &str| json_string(s);
+    let path = |p: &Option<PathBuf>| {
+        p.as_ref()
+            .map_or("null".into(), |p| text(&p.to_string_lossy()))
+    };
+    let fields = match &fd.kind {
+        FdKind::File(p) => format!(r#""kind":"file","path":{}"#, path(p)),
+        FdKind::Directory(p) => format!(r#""kind":"directory","path":{}"#, path(p)),
+        FdKind::Pipe => r#""kind":"pipe""#.into(),
+        FdKind::Socket(s) => format!(
+            r#""kind":"socket","family":{},"type":{},"listening":{},"local":{}"#,
+            text(&s.family.to_string().to_lowercase()),
+            text(&s.socket_type.to_string()),
+            s.listening,
+            s.local
+                .as_ref()
+                .map_or("null".into(), |local| text(&local.to_string()))
+        ),
+        FdKind::Other(name) => format!(
+            r#""kind":"other","name":{}"#,
+            name.as_deref().map_or("null".into(), text)
+        ),
+        _ => r#""kind":"other","name":null"#.into(),
+    };
+    format!(
+        r#"{{"fd":{},{fields},"description":{}}}"#,
+        fd.fd,
+        text(&fd.kind.to_string())
+    )
+}
+
+/// `s` as a JSON string.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if u32::from(c) < 0x20 || c == '\u{7f}' => {
+                out.push_str(&format!("\\u{:04x}", u32::from(c)))
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_is_an_fd_number_or_an_address() {
+        assert!(matches!("3".parse::<What>(), Ok(What::Fd(3))));
+        assert!(matches!(
+            "tcp:127.0.0.1:80".parse::<What>(),
+            Ok(What::Listening(ListenAddr::Tcp { port: 80, .. }))
+        ));
+        assert!(matches!("unix:/a".parse::<What>(), Ok(What::Listening(_))));
+        for bad in ["", "-1", "99999999999", "3x", "udp:a:1", "/tmp/a"] {
+            let e = bad.parse::<What>().unwrap_err();
+            assert!(e.contains("fd number"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        for (text, ms) in [
+            ("2", 2000),
+            ("1.5s", 1500),
+            ("250ms", 250),
+            ("2m", 120_000),
+            ("0", 0),
+        ] {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_millis(ms)),
+                "{text}"
+            );
+        }
+        for bad in ["", "s", "1x", "-1s", "1e400", "1.2.3s", "5 s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ready_is_a_line_of_its_own() {
+        assert!(says_ready(b"READY=1"));
+        assert!(says_ready(b"STATUS=up\nREADY=1\n"));
+        for not in [&b"READY=0"[..], b"NOTREADY=1", b"READY=1x", b"", b"\xff"] {
+            assert!(!says_ready(not), "{not:?}");
+        }
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(json_string("a\"b\\c\nd\u{1}"), r#""a\"b\\c\nd\u0001""#);
+        assert_eq!(json_string("é"), "\"é\"");
+    }
+
+    #[test]
+    fn stored_names_must_differ() {
+        assert!(distinct(&["a".into(), "b".into()]).is_ok());
+        let e = distinct(&["tcp".into(), "tcp".into()]).unwrap_err();
+        assert_eq!(e.code, fail::USAGE);
+    }
+}
