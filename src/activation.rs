@@ -262,11 +262,13 @@ impl ListenFds {
     }
 
     /// How many fds the set had, taken or not.
+    #[must_use]
     pub fn len(&self) -> usize {
         self.fds.len()
     }
 
     /// Whether the set had no fds at all.
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.fds.is_empty()
     }
@@ -281,6 +283,7 @@ impl ListenFds {
     }
 
     /// The index of the first fd called `name`.
+    #[must_use]
     pub fn index_of(&self, name: &str) -> Option<usize> {
         (0..self.fds.len()).find(|&i| self.name(i) == Some(name))
     }

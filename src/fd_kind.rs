@@ -176,6 +176,7 @@ impl FdKind {
     ///
     /// assert!(FdKind::Pipe.socket().is_none());
     /// ```
+    #[must_use]
     pub fn socket(&self) -> Option<&SocketInfo> {
         match self {
             FdKind::Socket(socket) => Some(socket),
@@ -197,6 +198,7 @@ impl SocketInfo {
     /// assert!(kind.socket().is_some_and(|s| s.is_tcp_listener()));
     /// # Ok::<(), std::io::Error>(())
     /// ```
+    #[must_use]
     pub fn is_tcp_listener(&self) -> bool {
         self.is_inet() && self.socket_type == SocketType::Stream && self.listening
     }
@@ -213,6 +215,7 @@ impl SocketInfo {
     /// assert!(!kind.socket().unwrap().is_unix_listener());
     /// # Ok::<(), std::io::Error>(())
     /// ```
+    #[must_use]
     pub fn is_unix_listener(&self) -> bool {
         self.family == SocketFamily::Unix
             && self.socket_type == SocketType::Stream
@@ -230,6 +233,7 @@ impl SocketInfo {
     /// assert!(FdKind::of(&udp)?.socket().unwrap().is_udp());
     /// # Ok::<(), std::io::Error>(())
     /// ```
+    #[must_use]
     pub fn is_udp(&self) -> bool {
         self.is_inet() && self.socket_type == SocketType::Datagram
     }

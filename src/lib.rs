@@ -3,7 +3,7 @@
 //!
 //! io-fdpass keeps the two calls of Perl's [IO::FDPass] — [`send`] an fd,
 //! [`recv`] an fd — and its wire format (one data byte `0` with an
-//! `SCM_RIGHTS` control message), so it talks to IO::FDPass and to Python's
+//! `SCM_RIGHTS` control message), so it talks to `IO::FDPass` and to Python's
 //! `socket.send_fds`/`recv_fds` in both directions. Beyond them:
 //!
 #![cfg_attr(
@@ -12,8 +12,17 @@
 - [`send_with_fds`] / [`recv_with_fds`]: data and up to [`MAX_FDS`] fds
   in one message, received into caller storage with no allocation, and
   any truncation reported in [`Received`].
-- [`send_many`] / [`recv_many`]: many IO::FDPass messages in one system
-  call (`sendmmsg`/`recvmmsg` where the OS has them)."
+- [`send_many`] / [`recv_many`]: many `IO::FDPass` messages in one system
+  call (`sendmmsg`/`recvmmsg` where the OS has them).
+- [`recv_fds`]: one message of several fds, judged whole.
+- [`activation`]: adopt the fds a program is started with (`LISTEN_FDS`,
+  from systemd, `systemd-socket-activate`, `fdpass` or `systemfd`), checked
+  and typed.
+- [`notify`]: systemd's notify protocol, its readiness and its fd store.
+- [`process`]: copy an fd out of another process that knows nothing of
+  fd passing (`pidfd_getfd`, Linux and Android), and list what its fds
+  are; [`FdKind`] says what an fd is, in this process or another.
+- [`peer_credentials`]: who is at the other end of a unix socket."
 )]
 #![cfg_attr(
     windows,
@@ -31,10 +40,6 @@
 //!   all closed, and the error says so. So is the pidfd Linux adds to each
 //!   message when the socket has `SO_PASSPIDFD` on: only fds the peer sent
 //!   are returned.
-//!
-//! - [`process`]: copy an fd out of another process that knows nothing of
-//!   fd passing (`pidfd_getfd`, Linux and Android), and list what its fds
-//!   are; [`FdKind`] says what an fd is, in this process or another.
 //!
 //! What it does not do: pass fds between machines, or over anything but a
 //! unix socket on Unix.
@@ -69,19 +74,19 @@
 //! On a `SOCK_STREAM` socket, fds are attached to the first byte of the send
 //! that carried them. A receive that reads that byte gets them; a receive
 //! never returns the fds of two sends together. Keep both sides reading the
-//! same byte counts (IO::FDPass reads exactly one byte per fd) or use
+//! same byte counts (`IO::FDPass` reads exactly one byte per fd) or use
 //! `SOCK_SEQPACKET`, which keeps message boundaries.
 //!
 //! # Windows
 //!
-//! Windows has no `SCM_RIGHTS`. IO::FDPass's way, kept by `send` and `recv`
+//! Windows has no `SCM_RIGHTS`. `IO::FDPass`'s way, kept by `send` and `recv`
 //! there: the sender duplicates the HANDLE within its own process and
 //! writes its pid and the duplicate's value to any connected stream socket
-//! (TCP, or AF_UNIX); the receiver opens the sender with
+//! (TCP, or `AF_UNIX`); the receiver opens the sender with
 //! `PROCESS_DUP_HANDLE` and takes the handle with `DuplicateHandle` and
 //! `DUPLICATE_CLOSE_SOURCE`. What each call guarantees:
 //!
-//! - `send` / `recv` — IO::FDPass's format. The sender must stay alive until
+//! - `send` / `recv` — `IO::FDPass`'s format. The sender must stay alive until
 //!   the receiver has fetched the handle, and if the receiver never does,
 //!   the duplicate stays open in the sender. The pid is the peer's word, and
 //!   the receiver closes the handle the record names in that process: a
@@ -100,7 +105,7 @@
 //!   and the sender may exit as soon as the call returns. The receiver never
 //!   closes a handle in the process a record names, so a hostile peer can
 //!   at most have a handle copied. The pid is checked against the socket's
-//!   peer wherever Windows can tell it: on AF_UNIX
+//!   peer wherever Windows can tell it: on `AF_UNIX`
 //!   (`SIO_AF_UNIX_GETPEERPID`), and over TCP when both ends are on this
 //!   machine (the connection table of `GetExtendedTcpTable`).
 //! - `send_socket` / `recv_socket` — passes a SOCKET the way Microsoft

@@ -1,4 +1,4 @@
-//! Bursts: many IO::FDPass messages in as few system calls as the OS allows.
+//! Bursts: many `IO::FDPass` messages in as few system calls as the OS allows.
 
 use std::io::{self, ErrorKind};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -19,7 +19,7 @@ pub struct ReceivedMany {
     /// How many good messages arrived; the fd of each went into the next
     /// empty slot of the fd storage, in the order the messages were sent.
     pub fds: usize,
-    /// How many messages broke IO::FDPass's format (a data byte other than
+    /// How many messages broke `IO::FDPass`'s format (a data byte other than
     /// `0`, no fd, control data the kernel truncated, …). Every fd that
     /// came with them was closed.
     pub rejected: usize,
@@ -33,11 +33,11 @@ pub struct ReceivedMany {
     pub fds_discarded: usize,
 }
 
-/// Sends one IO::FDPass message per fd of `fds`, batching the messages into
+/// Sends one `IO::FDPass` message per fd of `fds`, batching the messages into
 /// as few system calls as the OS allows, and returns how many were sent.
 ///
 /// Each message is exactly what [`send`](crate::send) sends, so any
-/// IO::FDPass or Python receiver, or [`recv`](crate::recv), sees ordinary
+/// `IO::FDPass` or Python receiver, or [`recv`](crate::recv), sees ordinary
 /// one-fd messages.
 ///
 /// On Linux each call of `sendmmsg(2)` sends up to [`BURST`] messages;
@@ -89,7 +89,7 @@ pub fn send_many(socket: impl AsFd, fds: &[BorrowedFd<'_>]) -> io::Result<usize>
     Ok(sent)
 }
 
-/// Receives the IO::FDPass messages that are waiting, as many as `fds` has
+/// Receives the `IO::FDPass` messages that are waiting, as many as `fds` has
 /// empty slots for, in as few system calls as the OS allows.
 ///
 /// On a blocking socket it waits for the first message, then takes what is

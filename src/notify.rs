@@ -120,6 +120,7 @@ impl Notifier {
 
     /// The socket `$NOTIFY_SOCKET` names; `None` when it is unset or
     /// empty.
+    #[must_use]
     pub fn from_env() -> Option<Notifier> {
         from_env()
     }

@@ -134,6 +134,7 @@ impl Process {
     /// assert_eq!(Process::open(std::process::id())?.pid(), std::process::id());
     /// # Ok::<(), std::io::Error>(())
     /// ```
+    #[must_use]
     pub fn pid(&self) -> u32 {
         self.pid
     }

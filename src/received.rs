@@ -52,6 +52,7 @@ impl Received {
     /// # #[cfg(not(unix))]
     /// # fn main() {}
     /// ```
+    #[must_use]
     pub fn is_complete(&self) -> bool {
         self.fds_discarded == 0 && !self.data_truncated && !self.control_truncated
     }

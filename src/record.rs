@@ -7,12 +7,12 @@
 //! rules are unit-tested (and can be fuzzed) on any platform.
 //!
 //! Both ends of a connection are on one machine (the receiver opens the
-//! sender's process), so numbers are in native byte order, as IO::FDPass
+//! sender's process), so numbers are in native byte order, as `IO::FDPass`
 //! writes them.
 //!
 //! | record | sent by | bytes |
 //! |--------|---------|-------|
-//! | IO::FDPass's | `send` | pid (4), handle value (pointer-sized) |
+//! | `IO::FDPass`'s | `send` | pid (4), handle value (pointer-sized) |
 //! | confirmed | `send_confirmed` | `FDPC`, pid (4), handle value (8) |
 //! | hello | `recv_socket` | `FDPS`, pid (4) |
 //! | reply | `send_socket` | status (1); after a `0`, a `WSAPROTOCOL_INFOW` |
@@ -21,7 +21,7 @@
 //!
 //! A status is `0` for success. The magics, read as numbers, are each 2
 //! more than a multiple of 4, which no Windows process id is, so an
-//! IO::FDPass receiver that reads one as a pid opens no process.
+//! `IO::FDPass` receiver that reads one as a pid opens no process.
 
 // Until the Unix side uses it, only the tests do off Windows.
 #![cfg_attr(not(windows), allow(dead_code))]
@@ -37,7 +37,7 @@ const CONFIRMED_MAGIC: [u8; 4] = *b"FDPC";
 const SOCKET_MAGIC: [u8; 4] = *b"FDPS";
 const BATCH_MAGIC: [u8; 4] = *b"FDPB";
 
-/// The length of IO::FDPass's record.
+/// The length of `IO::FDPass`'s record.
 pub(crate) const PLAIN_LEN: usize = 4 + size_of::<usize>();
 /// The length of a confirmed record.
 pub(crate) const CONFIRMED_LEN: usize = 16;
@@ -120,7 +120,7 @@ pub(crate) struct Offer {
     pub(crate) value: u64,
 }
 
-/// IO::FDPass's record: `pid`, then the pointer-sized `value`.
+/// `IO::FDPass`'s record: `pid`, then the pointer-sized `value`.
 pub(crate) fn plain(pid: u32, value: usize) -> [u8; PLAIN_LEN] {
     let mut record = [0; PLAIN_LEN];
     record[..4].copy_from_slice(&pid.to_ne_bytes());
@@ -128,7 +128,7 @@ pub(crate) fn plain(pid: u32, value: usize) -> [u8; PLAIN_LEN] {
     record
 }
 
-/// Parses IO::FDPass's record. The value is sign-extended, so that a
+/// Parses `IO::FDPass`'s record. The value is sign-extended, so that a
 /// 32-bit peer's pseudo-handles stay pseudo-handles.
 pub(crate) fn parse_plain(record: &[u8; PLAIN_LEN]) -> Offer {
     let mut value = [0; size_of::<usize>()];
@@ -290,7 +290,7 @@ pub(crate) fn batch_values(head: &[u8]) -> impl Iterator<Item = u64> + '_ {
 /// length from the bytes seen of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
-    /// IO::FDPass's record.
+    /// `IO::FDPass`'s record.
     Plain,
     /// The record of `send_confirmed`.
     Confirmed,
@@ -526,7 +526,7 @@ mod tests {
             assert_eq!(err.kind(), ErrorKind::InvalidData);
             assert!(err.to_string().contains("pseudo-handle"), "{err}");
         }
-        for value in [4, 0x40, 0x7fff_fffc, u32::MAX as u64, -17i64 as u64] {
+        for value in [4, 0x40, 0x7fff_fffc, u64::from(u32::MAX), -17i64 as u64] {
             assert!(is_real_handle_value(value), "{value:#x}");
             assert_eq!(HandleValue::new(value).unwrap().get(), value);
         }

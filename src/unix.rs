@@ -1,4 +1,4 @@
-//! The public API on Unix: IO::FDPass's two calls and the batch calls.
+//! The public API on Unix: `IO::FDPass`'s two calls and the batch calls.
 
 use std::io::{self, ErrorKind};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -14,7 +14,7 @@ use crate::{sys, Received};
 /// kernel refuses a larger send and [`send_with_fds`] returns its error.
 pub const MAX_FDS: usize = sys::MAX_FDS;
 
-/// Sends one fd over a unix socket, as IO::FDPass does.
+/// Sends one fd over a unix socket, as `IO::FDPass` does.
 ///
 /// One `sendmsg(2)` carries the data byte `0` and an `SCM_RIGHTS` control
 /// message holding `fd`: the wire format of Perl's `IO::FDPass::send` and of
@@ -64,7 +64,7 @@ pub fn send(socket: impl AsFd, fd: impl AsFd) -> io::Result<()> {
     }
 }
 
-/// Receives one fd sent by [`send`], Perl's IO::FDPass or Python's
+/// Receives one fd sent by [`send`], Perl's `IO::FDPass` or Python's
 /// `socket.send_fds`.
 ///
 /// One `recvmsg(2)` of one data byte. The message is accepted only if that
@@ -129,13 +129,13 @@ pub fn recv(socket: impl AsFd) -> io::Result<OwnedFd> {
     }
 }
 
-/// Receives one message of several fds in IO::FDPass's format — the byte
+/// Receives one message of several fds in `IO::FDPass`'s format — the byte
 /// `0` with one or more fds — into the empty slots of `fds`, and returns
 /// how many came.
 ///
 /// This is what `send_with_fds(socket, &[0], fds)` sends, Python's
 /// `socket.send_fds(sock, [b"\0"], fds)`, and (with one fd) [`send`] and
-/// Perl's IO::FDPass. Each fd goes into the next empty (`None`) slot of
+/// Perl's `IO::FDPass`. Each fd goes into the next empty (`None`) slot of
 /// `fds`, in order; slots that hold an fd already are skipped, never
 /// overwritten. The number of empty slots is the exact bound: a message
 /// that brings more fds than that is an error, and none of its fds is
@@ -307,7 +307,7 @@ pub fn recv_with_fds(
     sys::recv_with_fds(socket.as_fd(), data, |fd| slots.offer(fd))
 }
 
-/// IO::FDPass's calls as methods of std's unix sockets.
+/// `IO::FDPass`'s calls as methods of std's unix sockets.
 ///
 /// # Examples
 ///

@@ -1,4 +1,4 @@
-//! What an IO::FDPass message is, apart from the system calls that carry
+//! What an `IO::FDPass` message is, apart from the system calls that carry
 //! it: whether a received message is good. Pure code, generic over the fd type, so that the rules
 //! are unit-tested on their own and the same rules serve `recv`, `recv_fds`,
 //! `recv_many` and every caller of them.
@@ -7,7 +7,7 @@ use std::io::{self, ErrorKind};
 
 use crate::Received;
 
-/// What one received message is, by IO::FDPass's format.
+/// What one received message is, by `IO::FDPass`'s format.
 #[derive(Debug)]
 pub(crate) enum Verdict<T> {
     /// A good message, and what was kept of its fds.
@@ -19,7 +19,7 @@ pub(crate) enum Verdict<T> {
     Bad(io::Error),
 }
 
-/// Judges one message of IO::FDPass's format, the byte `0` with at least
+/// Judges one message of `IO::FDPass`'s format, the byte `0` with at least
 /// one fd: `got` says what arrived, `byte` is the data byte (when
 /// `got.bytes` is 1), and `kept` what the receive kept of the fds, `None`
 /// when it kept none. Surplus fds do not make a message bad.

@@ -60,7 +60,9 @@ fn send_and_recv_allocate_nothing() {
             io_fdpass::send_with_fds(&a, b"batch", &fds).unwrap();
             let got = io_fdpass::recv_with_fds(&b, &mut data, &mut received).unwrap();
             assert_eq!(got.fds, io_fdpass::MAX_FDS);
-            received.iter_mut().for_each(|fd| drop(fd.take()));
+            for fd in &mut received {
+                drop(fd.take());
+            }
         }
     });
     assert_eq!(count, 0, "heap allocations in 100 rounds of every call");

@@ -140,9 +140,9 @@ fn extra_control_messages(rng: &mut Rng, socket: BorrowedFd<'_>) {
 
 #[test]
 fn whatever_a_peer_sends_no_fd_is_lost_or_leaked() {
-    let seed = std::env::var("IO_FDPASS_SEED")
-        .map(|s| s.parse().expect("IO_FDPASS_SEED: a number"))
-        .unwrap_or(0x5eed_f00d_cafe_d00d_u64);
+    let seed = std::env::var("IO_FDPASS_SEED").map_or(0x5eed_f00d_cafe_d00d_u64, |s| {
+        s.parse().expect("IO_FDPASS_SEED: a number")
+    });
     let mut rng = Rng(seed | 1);
     let check = NoLeak::start();
     let start = util::fd_count();
@@ -153,7 +153,7 @@ fn whatever_a_peer_sends_no_fd_is_lost_or_leaked() {
             rustix::io::ioctl_fionbio(&b, true).unwrap();
             #[cfg(fdpass_linux_kernel)]
             extra_control_messages(&mut rng, b.as_fd());
-            for _ in 0..1 + rng.below(8) {
+            for _ in 0..=rng.below(8) {
                 send_anything(&mut rng, a.as_fd(), file.as_fd());
             }
             let closed = rng.chance(3);
@@ -166,9 +166,11 @@ fn whatever_a_peer_sends_no_fd_is_lost_or_leaked() {
             receive_everything(&mut rng, b.as_fd(), closed, file_id(&file));
             drop((a, b));
             // Only the file is open beyond what was open at the start.
-            if util::fd_count() != start + 1 {
-                panic!("seed {seed}, round {round}, {name}: {:?}", util::open_fds());
-            }
+            assert!(
+                util::fd_count() == start + 1,
+                "seed {seed}, round {round}, {name}: {:?}",
+                util::open_fds()
+            );
         }
     }
     drop(file);

@@ -1,4 +1,4 @@
-//! The wire format against peers written elsewhere: Perl's IO::FDPass (Debian
+//! The wire format against peers written elsewhere: Perl's `IO::FDPass` (Debian
 //! `libio-fdpass-perl`) and Python's `socket.send_fds`/`recv_fds`, in both
 //! directions.
 
@@ -237,7 +237,7 @@ fn perl_sends_a_thousand_and_we_receive_in_bursts() {
     let file = NamedFile::new("from perl");
     let args = ["-e", PERL_SEND, "SOCK", file.path(), "1000"];
     with_peer(perl(), &args, |stream| {
-        receive_bursts(stream, 1000, "from perl")
+        receive_bursts(stream, 1000, "from perl");
     });
     check.assert_unchanged();
 }
@@ -281,7 +281,7 @@ fn python_sends_a_thousand_and_we_receive_in_bursts() {
     let file = NamedFile::new("from python");
     let args = ["-c", PYTHON_SEND_MANY, "SOCK", file.path(), "1000"];
     with_peer(python(), &args, |stream| {
-        receive_bursts(stream, 1000, "from python")
+        receive_bursts(stream, 1000, "from python");
     });
     check.assert_unchanged();
 }

@@ -1,4 +1,4 @@
-//! Bursts: send_many and recv_many, on every socket type, with bad messages
+//! Bursts: `send_many` and `recv_many`, on every socket type, with bad messages
 //! at every position, non-blocking sockets and a closed peer.
 
 #![cfg(unix)]
@@ -158,7 +158,9 @@ fn non_blocking_bursts_are_partial_and_lose_nothing() {
                 Ok(got) => {
                     received += got.fds;
                     assert_eq!(got.rejected, 0);
-                    fds_in.iter_mut().for_each(|fd| drop(fd.take()));
+                    for fd in &mut fds_in {
+                        drop(fd.take());
+                    }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) => panic!("{name}: {e}"),

@@ -21,13 +21,12 @@ use util::{file_with, read_all, NoLeak};
 /// one are not counted in the test of the other.
 fn runtimes() -> impl Iterator<Item = (&'static str, Runtime)> {
     ["current-thread", "multi-thread"].into_iter().map(|name| {
-        let mut builder = match name {
-            "current-thread" => Builder::new_current_thread(),
-            _ => {
-                let mut b = Builder::new_multi_thread();
-                b.worker_threads(2);
-                b
-            }
+        let mut builder = if name == "current-thread" {
+            Builder::new_current_thread()
+        } else {
+            let mut b = Builder::new_multi_thread();
+            b.worker_threads(2);
+            b
         };
         (name, builder.enable_all().build().unwrap())
     })
@@ -193,16 +192,13 @@ fn a_recv_cancelled_by_a_timeout_never_loses_an_fd() {
             let b = UnixStream::from_std(b).unwrap();
             let (mut next, mut cancelled) = (0, 0);
             while next < FDS {
-                match poll_or_drop(recv(&b)).await {
-                    Some(fd) => {
-                        assert_eq!(read_all(fd.unwrap()), next.to_string(), "{name}");
-                        next += 1;
-                    }
-                    None => {
-                        cancelled += 1;
-                        let _ = go.send(());
-                        b.readable().await.unwrap();
-                    }
+                if let Some(fd) = poll_or_drop(recv(&b)).await {
+                    assert_eq!(read_all(fd.unwrap()), next.to_string(), "{name}");
+                    next += 1;
+                } else {
+                    cancelled += 1;
+                    let _ = go.send(());
+                    b.readable().await.unwrap();
                 }
             }
             cancelled
@@ -239,22 +235,19 @@ fn bursts_arrive_in_order_through_cancelled_receives() {
             let mut fds = [const { None }; BURST];
             let (mut next, mut cancelled) = (0, 0);
             while next < FDS {
-                match poll_or_drop(recv_many(&b, &mut fds)).await {
-                    Some(got) => {
-                        let got = got.unwrap();
-                        assert_eq!(got.rejected, 0, "{name}");
-                        let before = next;
-                        for fd in fds.iter_mut().filter_map(Option::take) {
-                            assert_eq!(read_all(fd), (next % 10).to_string(), "{name}");
-                            next += 1;
-                        }
-                        assert_eq!(got.fds, next - before, "{name}");
+                if let Some(got) = poll_or_drop(recv_many(&b, &mut fds)).await {
+                    let got = got.unwrap();
+                    assert_eq!(got.rejected, 0, "{name}");
+                    let before = next;
+                    for fd in fds.iter_mut().filter_map(Option::take) {
+                        assert_eq!(read_all(fd), (next % 10).to_string(), "{name}");
+                        next += 1;
                     }
-                    None => {
-                        cancelled += 1;
-                        let _ = go.send(());
-                        b.readable().await.unwrap();
-                    }
+                    assert_eq!(got.fds, next - before, "{name}");
+                } else {
+                    cancelled += 1;
+                    let _ = go.send(());
+                    b.readable().await.unwrap();
                 }
             }
             sender.await.unwrap();

@@ -460,7 +460,7 @@ fn a_full_fd_table_is_an_error_that_leaks_nothing() {
     assert_eq!(util::fd_count(), before);
 }
 
-/// Lowers this process's RLIMIT_NOFILE to just above its highest open fd
+/// Lowers this process's `RLIMIT_NOFILE` to just above its highest open fd
 /// and fills every free slot below the limit with copies of `fd`, so that
 /// no new fd has room. Returns the copies and the limit to restore. Run it
 /// only in a child test: the limit is the whole process's.
@@ -562,7 +562,7 @@ fn pass_pidfds(socket: &OwnedFd) -> bool {
     set == 0
 }
 
-/// At an RLIMIT_NOFILE of 0 `poll` refuses even one fd (`EINVAL`), so
+/// At an `RLIMIT_NOFILE` of 0 `poll` refuses even one fd (`EINVAL`), so
 /// telling an empty record from the end takes another way.
 #[cfg(fdpass_linux_kernel)]
 #[test]
@@ -625,7 +625,7 @@ fn a_signal_during_a_blocking_receive_is_retried() {
         let mut action: libc::sigaction = std::mem::zeroed();
         action.sa_sigaction = on_signal as *const () as usize;
         assert_eq!(
-            libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()),
+            libc::sigaction(libc::SIGUSR1, &raw const action, std::ptr::null_mut()),
             0
         );
     }

@@ -1,4 +1,4 @@
-//! The benchmark on Unix: unix socket pairs, SCM_RIGHTS.
+//! The benchmark on Unix: unix socket pairs, `SCM_RIGHTS`.
 
 use std::hint::black_box;
 use std::io;
@@ -328,11 +328,11 @@ fn raw_send(socket: RawFd, fds: &[BorrowedFd<'_>]) {
         };
         let data_len = size_of_val(fds) as u32;
         let mut msg: libc::msghdr = zeroed();
-        msg.msg_iov = &mut iov;
+        msg.msg_iov = &raw mut iov;
         msg.msg_iovlen = 1;
         msg.msg_control = control.0.as_mut_ptr().cast();
         msg.msg_controllen = libc::CMSG_SPACE(data_len) as _;
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        let cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
         (*cmsg).cmsg_level = libc::SOL_SOCKET;
         (*cmsg).cmsg_type = libc::SCM_RIGHTS;
         (*cmsg).cmsg_len = libc::CMSG_LEN(data_len) as _;
@@ -341,7 +341,7 @@ fn raw_send(socket: RawFd, fds: &[BorrowedFd<'_>]) {
             libc::CMSG_DATA(cmsg),
             fds.len() * 4,
         );
-        let sent = libc::sendmsg(socket, &msg, libc::MSG_NOSIGNAL);
+        let sent = libc::sendmsg(socket, &raw const msg, libc::MSG_NOSIGNAL);
         assert_eq!(sent, 1, "{}", io::Error::last_os_error());
     }
 }
@@ -365,13 +365,13 @@ fn raw_recv(socket: RawFd, fds: usize) {
             iov_len: 1,
         };
         let mut msg: libc::msghdr = zeroed();
-        msg.msg_iov = &mut iov;
+        msg.msg_iov = &raw mut iov;
         msg.msg_iovlen = 1;
         msg.msg_control = control.0.as_mut_ptr().cast();
         msg.msg_controllen = unsafe_cmsg_space(fds) as _;
-        let n = libc::recvmsg(socket, &mut msg, RECV_FLAGS);
+        let n = libc::recvmsg(socket, &raw mut msg, RECV_FLAGS);
         assert_eq!(n, 1, "{}", io::Error::last_os_error());
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        let cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
         assert!(!cmsg.is_null() && (*cmsg).cmsg_type == libc::SCM_RIGHTS);
         let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
         let count = ((*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / 4;
@@ -475,7 +475,7 @@ fn bare_send_burst(socket: RawFd, fds: &[BorrowedFd<'_>; BURST]) {
         let mut msgs: [libc::mmsghdr; BURST] = zeroed();
         for ((msg, control), fd) in msgs.iter_mut().zip(&mut controls).zip(fds) {
             let hdr = &mut msg.msg_hdr;
-            hdr.msg_iov = &mut iov;
+            hdr.msg_iov = &raw mut iov;
             hdr.msg_iovlen = 1;
             hdr.msg_control = control.0.as_mut_ptr().cast();
             hdr.msg_controllen = unsafe_cmsg_space(1) as _;
@@ -530,7 +530,7 @@ fn bare_recv_burst(socket: RawFd) {
         );
         assert_eq!(n as isize, BURST as isize, "{}", io::Error::last_os_error());
         for msg in &msgs {
-            let cmsg = libc::CMSG_FIRSTHDR(&msg.msg_hdr);
+            let cmsg = libc::CMSG_FIRSTHDR(&raw const msg.msg_hdr);
             assert!(!cmsg.is_null() && (*cmsg).cmsg_type == libc::SCM_RIGHTS);
             drop(OwnedFd::from_raw_fd(
                 libc::CMSG_DATA(cmsg).cast::<RawFd>().read_unaligned(),

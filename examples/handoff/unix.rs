@@ -19,6 +19,10 @@ impl Drop for Waiting {
 }
 
 /// Binds the socket the worker connects to, and says where it is.
+#[allow(
+    clippy::unused_async,
+    reason = "the same signature as on Windows, where listening awaits"
+)]
 pub async fn listen() -> io::Result<(Waiting, String)> {
     let path = std::env::temp_dir().join(format!("handoff-{}.sock", std::process::id()));
     let address = path

@@ -141,9 +141,10 @@ pub fn run(args: &AdoptArgs, verbose: bool) -> Result<()> {
 /// Copies the fds `what` names out of `old`. On any error, those copied
 /// already are closed.
 fn take(old: &Process, what: &[What], log: impl Fn(fmt::Arguments<'_>)) -> Result<Vec<OwnedFd>> {
-    let listing = match what.iter().any(|w| matches!(w, What::Listening(_))) {
-        true => old.fds().map_err(Failure::process)?,
-        false => Vec::new(),
+    let listing = if what.iter().any(|w| matches!(w, What::Listening(_))) {
+        old.fds().map_err(Failure::process)?
+    } else {
+        Vec::new()
     };
     let mut fds = Vec::with_capacity(what.len());
     for what in what {
@@ -298,9 +299,10 @@ fn listening_at(listing: &[ProcessFd]) -> String {
             Some(format!("{scheme}:{local} (fd {})", fd.fd))
         })
         .collect();
-    match at.is_empty() {
-        true => "it listens on no TCP or unix stream socket".into(),
-        false => format!("it listens at {}", at.join(", ")),
+    if at.is_empty() {
+        "it listens on no TCP or unix stream socket".into()
+    } else {
+        format!("it listens at {}", at.join(", "))
     }
 }
 
@@ -600,7 +602,7 @@ fn json_string(s: &str) -> String {
             '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
             c if u32::from(c) < 0x20 || c == '\u{7f}' => {
-                out.push_str(&format!("\\u{:04x}", u32::from(c)))
+                out.push_str(&format!("\\u{:04x}", u32::from(c)));
             }
             c => out.push(c),
         }

@@ -122,7 +122,9 @@ impl Holder {
                 Ok((request, fd)) => {
                     // A client thread that panicked would have left the map
                     // as it was between two requests: still whole.
-                    let mut held = held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    let mut held = held
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
                     self.answer(&mut held, request, fd)
                 }
             },

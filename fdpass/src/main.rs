@@ -1,6 +1,6 @@
 //! `fdpass`: hands open sockets and files between programs, from the shell.
 //!
-//! It speaks io-fdpass's wire format (Perl's IO::FDPass, Python's
+//! It speaks io-fdpass's wire format (Perl's `IO::FDPass`, Python's
 //! `socket.send_fds`), and hands fds to commands by the systemd
 //! socket-activation convention (`LISTEN_FDS`, `LISTEN_PID`,
 //! `LISTEN_FDNAMES`, fds from 3 on).
@@ -34,7 +34,7 @@ use crate::socket::SocketName;
 ///
 /// SOCKET is the path of a unix socket, or @NAME for a name in Linux's
 /// abstract namespace. Commands that run a COMMAND hand it the fds as fds 3,
-/// 4, … with LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES set (the systemd
+/// 4, … with `LISTEN_FDS`, `LISTEN_PID` and `LISTEN_FDNAMES` set (the systemd
 /// socket-activation convention), replacing fdpass in the same process; the
 /// command inherits no other fd but 0–2. Commands that connect to SOCKET
 /// wait up to a second for a peer that is still starting.
@@ -53,7 +53,7 @@ struct Cli {
 enum Command {
     /// Pass fds of this process to the program listening at SOCKET.
     ///
-    /// One IO::FDPass message per fd (the byte 0 with the fd attached), or
+    /// One `IO::FDPass` message per fd (the byte 0 with the fd attached), or
     /// all in one message with --batch.
     #[command(after_help = "Examples:
   fdpass send /run/app.sock 3 3<data.txt
@@ -72,7 +72,7 @@ enum Command {
     ///
     /// Listens at SOCKET (a stale socket file is replaced; anything else at
     /// the path is refused), accepts one connection, receives N fds in
-    /// IO::FDPass messages (one or several per message) and runs COMMAND.
+    /// `IO::FDPass` messages (one or several per message) and runs COMMAND.
     #[command(after_help = "Examples:
   fdpass recv /tmp/in.sock -- sh -c 'cat <&3'
   fdpass recv @web -n 2 --name http --name https -- ./server")]
@@ -81,7 +81,7 @@ enum Command {
         /// How many fds to receive.
         #[arg(short = 'n', default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=253))]
         count: u16,
-        /// A name for each fd, in order, for LISTEN_FDNAMES ("unknown" for
+        /// A name for each fd, in order, for `LISTEN_FDNAMES` ("unknown" for
         /// any not named).
         #[arg(long = "name", value_parser = parse_name)]
         names: Vec<String>,
@@ -102,7 +102,7 @@ enum Command {
         /// Where to listen.
         #[arg(required = true)]
         addrs: Vec<ListenAddr>,
-        /// A name for each socket, in order, for LISTEN_FDNAMES (by default
+        /// A name for each socket, in order, for `LISTEN_FDNAMES` (by default
         /// "tcp" or "unix").
         #[arg(long = "name", value_parser = parse_name)]
         names: Vec<String>,
@@ -115,14 +115,14 @@ enum Command {
     ///
     /// For a server that cannot hand over its socket: WHAT is an fd number
     /// of PID, or tcp:HOST:PORT or unix:SOCKET for the socket PID listens
-    /// on there. Copies of them are taken out of PID (pidfd_getfd, Linux 5.6
+    /// on there. Copies of them are taken out of PID (`pidfd_getfd`, Linux 5.6
     /// and later), which the kernel allows to a process of PID's user (uid
-    /// and gid), under kernel.yama.ptrace_scope 0 (at 1, only to an
-    /// ancestor of PID), or to one with CAP_SYS_PTRACE. PID is not told,
+    /// and gid), under `kernel.yama.ptrace_scope` 0 (at 1, only to an
+    /// ancestor of PID), or to one with `CAP_SYS_PTRACE`. PID is not told,
     /// and goes on serving; COMMAND gets the copies as with `fdpass listen`,
     /// and the two share the connections until one stops. With --stop-old,
-    /// COMMAND has NOTIFY_SOCKET set to a socket of fdpass's, and PID is
-    /// sent SIGTERM once COMMAND sends READY=1 there (sd_notify), or once
+    /// COMMAND has `NOTIFY_SOCKET` set to a socket of fdpass's, and PID is
+    /// sent SIGTERM once COMMAND sends READY=1 there (`sd_notify`), or once
     /// --ready-after has passed; if COMMAND exits first, PID is left alone.
     #[command(after_help = "Examples:
   fdpass fds 4242
@@ -184,7 +184,7 @@ enum Command {
 
     /// Fetch the fds held under NAMEs, then run COMMAND with them.
     ///
-    /// The holder keeps its copies; LISTEN_FDNAMES is set to the names.
+    /// The holder keeps its copies; `LISTEN_FDNAMES` is set to the names.
     #[command(after_help = "Examples:
   fdpass fetch /run/fds.sock web -- python3 server.py
   fdpass fetch /run/fds.sock http https -- ./server")]
@@ -219,11 +219,11 @@ struct AdoptArgs {
     /// What to take, in order: fd numbers or listening addresses.
     #[arg(required = true)]
     pub what: Vec<adopt::What>,
-    /// A name for each fd, in order, for LISTEN_FDNAMES or the holder
+    /// A name for each fd, in order, for `LISTEN_FDNAMES` or the holder
     /// (by default "tcp", "unix", or "unknown" for an fd number).
     #[arg(long = "name", value_parser = parse_name)]
     pub names: Vec<String>,
-    /// Store the fds in the holder at HOLDER_SOCKET under their names
+    /// Store the fds in the holder at `HOLDER_SOCKET` under their names
     /// instead of running a command.
     #[arg(long, value_name = "HOLDER_SOCKET", conflicts_with = "ready_after")]
     pub store: Option<SocketName>,
@@ -407,7 +407,7 @@ fn ask(
     protocol::ask(&stream, &request, fd, want_fds)
 }
 
-/// Receives `count` fds in IO::FDPass messages, each carrying one or more.
+/// Receives `count` fds in `IO::FDPass` messages, each carrying one or more.
 fn receive(stream: &std::os::unix::net::UnixStream, count: usize) -> std::io::Result<Vec<OwnedFd>> {
     use std::io::{Error, ErrorKind};
 

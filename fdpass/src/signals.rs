@@ -19,7 +19,7 @@ pub fn block_termination() -> io::Result<Termination> {
             libc::sigaddset(set.as_mut_ptr(), signal);
         }
         let set = set.assume_init();
-        match libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) {
+        match libc::pthread_sigmask(libc::SIG_BLOCK, &raw const set, std::ptr::null_mut()) {
             0 => Ok(Termination(set)),
             errno => Err(io::Error::from_raw_os_error(errno)),
         }
@@ -33,7 +33,7 @@ impl Termination {
             let mut signal = 0;
             // SAFETY: the set was initialised by `block_termination`;
             // sigwait writes the signal's number to `signal`.
-            if unsafe { libc::sigwait(&self.0, &mut signal) } == 0 {
+            if unsafe { libc::sigwait(&raw const self.0, &raw mut signal) } == 0 {
                 return signal;
             }
         }

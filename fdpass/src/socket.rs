@@ -70,12 +70,13 @@ impl SocketName {
                 std::thread::sleep(Duration::from_millis(10));
                 continue;
             }
-            return Err(match absent {
-                true => Failure::new(
+            return Err(if absent {
+                Failure::new(
                     fail::UNAVAILABLE,
                     format!("nothing is listening at {self} ({err}): is {what} running?"),
-                ),
-                false => Failure::os(format_args!("cannot connect to {self}"), err),
+                )
+            } else {
+                Failure::os(format_args!("cannot connect to {self}"), err)
             });
         }
     }

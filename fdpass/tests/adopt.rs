@@ -48,7 +48,7 @@ struct Python {
     stdin: Option<ChildStdin>,
     said: Vec<String>,
     /// Where an old server's page is.
-    _pages: Option<TempDir>,
+    pages: Option<TempDir>,
 }
 
 impl Python {
@@ -73,7 +73,7 @@ impl Python {
             stdin: child.stdin.take(),
             child,
             said: line.split_whitespace().map(str::to_owned).collect(),
-            _pages: None,
+            pages: None,
         }
     }
 
@@ -86,7 +86,7 @@ impl Python {
             Stdio::null(),
         );
         assert_eq!(old.said[0], "listening", "{:?}", old.said);
-        old._pages = Some(pages);
+        old.pages = Some(pages);
         old
     }
 
@@ -138,11 +138,11 @@ fn adopt_by_fd_number_and_by_address() {
 
     // By address, both kinds, with their default names; the command gets
     // the listening sockets themselves.
-    let check = r#"import socket
+    let check = r"import socket
 for fd in (3, 4):
     s = socket.socket(fileno=fd)
     print(s.family.name, s.getsockname(), s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
-    s.detach()"#;
+    s.detach()";
     let tcp = format!("tcp:127.0.0.1:{port}");
     let at = format!("unix:{}", s(&unix));
     let script = format!("{SHOW}; exec python3 -c '{check}'");
@@ -425,7 +425,11 @@ fn replace_a_server_under_a_client_that_never_pauses() {
     let fds = Process::open(new.id()).unwrap().fds().unwrap();
     let listeners: Vec<i32> = fds
         .iter()
-        .filter(|fd| fd.kind.socket().is_some_and(|s| s.is_tcp_listener()))
+        .filter(|fd| {
+            fd.kind
+                .socket()
+                .is_some_and(io_fdpass::SocketInfo::is_tcp_listener)
+        })
         .map(|fd| fd.fd)
         .collect();
     assert_eq!(listeners, [3], "{fds:?}");

@@ -1,4 +1,4 @@
-//! `fdpass` end to end, with real processes: Perl's IO::FDPass and Python's
+//! `fdpass` end to end, with real processes: Perl's `IO::FDPass` and Python's
 //! `socket` module on the other end, socket-activated commands, every bad
 //! input, and a holder that misbehaving clients cannot break.
 
@@ -108,11 +108,11 @@ fn fdpass_send_batch_to_python() {
     let dir = TempDir::new("send-python");
     let (one, two) = (file(&dir, "one", "first"), file(&dir, "two", "second"));
     let sock = dir.join("python.sock");
-    let script = r#"import os, socket, sys
+    let script = r"import os, socket, sys
 l = socket.socket(socket.AF_UNIX); l.bind(sys.argv[1]); l.listen()
 c, _ = l.accept()
 msg, fds, flags, _ = socket.recv_fds(c, 16, 8)
-print(msg, flags, *(os.pread(fd, 100, 0).decode() for fd in fds))"#;
+print(msg, flags, *(os.pread(fd, 100, 0).decode() for fd in fds))";
     let child = python()
         .args(["-c", script, s(&sock)])
         .stdout(Stdio::piped())

@@ -79,7 +79,7 @@ fn five_restarts_and_not_one_request_fails() {
         util::wait_until(
             || done(&seen.lock().unwrap()),
             || format!("{what}; the client saw {:?}", seen.lock().unwrap()),
-        )
+        );
     };
     let more = |what: &str| {
         let now = seen.lock().unwrap().ok;

@@ -13,7 +13,7 @@
 //!   that got nothing read an empty message rather than the end.
 //! - `BURST`, and `send_burst(socket, fds) -> io::Result<usize>` /
 //!   `recv_burst(socket, bytes, got, keep) -> io::Result<usize>`: up to
-//!   `BURST` one-fd IO::FDPass messages, in one `sendmmsg`/`recvmmsg` where
+//!   `BURST` one-fd `IO::FDPass` messages, in one `sendmmsg`/`recvmmsg` where
 //!   the OS has them (a loop elsewhere); the receive waits only for the
 //!   first message and offers each message's fds to `keep(i, fd)`.
 //! - `describe(fd) -> io::Result<FdKind>`: what an fd of this process is.

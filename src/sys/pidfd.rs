@@ -284,7 +284,7 @@ fn is_ancestor_of(pid: u32) -> bool {
 /// The pidfd calls, through rustix on Linux.
 #[cfg(fdpass_rustix_pidfd)]
 mod calls {
-    use super::*;
+    use super::{BorrowedFd, Errno, OwnedFd, RawFd};
     use rustix::process::{Pid, PidfdFlags, PidfdGetfdFlags, Signal};
 
     pub(super) fn pidfd_open(pid: Pid) -> Result<OwnedFd, Errno> {

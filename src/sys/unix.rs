@@ -159,7 +159,7 @@ fn recv_one(
     // SAFETY: msghdr is a plain C struct for which all-zero bytes (null
     // pointers, zero lengths) are a valid value.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
+    msg.msg_iov = &raw mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = space.0.as_mut_ptr().cast();
     msg.msg_controllen = RECV_SPACE as _;
@@ -167,7 +167,7 @@ fn recv_one(
         // SAFETY: `msg` points at `data` and at `space`, both alive and
         // unaliased for the call, with their lengths; the kernel writes
         // within those bounds.
-        libc_result(unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, flags.bits() as _) })
+        libc_result(unsafe { libc::recvmsg(socket.as_raw_fd(), &raw mut msg, flags.bits() as _) })
     })?;
 
     let mut received = Received {
@@ -299,7 +299,7 @@ unsafe fn for_each_message(
     msg.msg_controllen = control.len() as _;
     // SAFETY: `msg` describes `control`, whose headers the kernel wrote;
     // CMSG_NXTHDR stops at its end.
-    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&raw const msg) };
     while !cmsg.is_null() {
         // SAFETY: a header within `control`, as above.
         let header = unsafe { &*cmsg };
@@ -317,11 +317,11 @@ unsafe fn for_each_message(
             .map(|int| libc::c_int::from_ne_bytes(int.try_into().unwrap_or_default()));
         each(header.cmsg_level, header.cmsg_type, &mut ints);
         // SAFETY: as for CMSG_FIRSTHDR.
-        cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
+        cmsg = unsafe { libc::CMSG_NXTHDR(&raw const msg, cmsg) };
     }
 }
 
-/// Sends one IO::FDPass message (the byte `0` with one fd) per fd of
+/// Sends one `IO::FDPass` message (the byte `0` with one fd) per fd of
 /// `fds`, at most [`BURST`] of them, and returns how many were sent.
 ///
 /// Linux: one `sendmmsg`. Elsewhere one `sendmsg` per message; after the
@@ -796,7 +796,7 @@ pub(crate) fn peer_pidfd(socket: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> 
             libc::SOL_SOCKET,
             SO_PEERPIDFD,
             std::ptr::from_mut(&mut fd).cast(),
-            &mut len,
+            &raw mut len,
         )
     };
     if got != 0 {

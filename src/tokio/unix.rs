@@ -217,7 +217,7 @@ pub async fn recv_fds(
         .await
 }
 
-/// Sends one IO::FDPass message per fd, in bursts, waiting until the socket
+/// Sends one `IO::FDPass` message per fd, in bursts, waiting until the socket
 /// is writable: [`crate::send_many`].
 ///
 /// Returns how many were sent, which is fewer than all when the socket's
@@ -258,7 +258,7 @@ pub async fn send_many(socket: &impl AsyncUnixSocket, fds: &[BorrowedFd<'_>]) ->
         .await
 }
 
-/// Receives the IO::FDPass messages that are waiting, waiting until at
+/// Receives the `IO::FDPass` messages that are waiting, waiting until at
 /// least one is: [`crate::recv_many`].
 ///
 /// # Errors

@@ -45,7 +45,7 @@ impl NoLeak {
         // that the next one depends on.
         let serial = SERIAL
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         NoLeak {
             before: sys::open_count(),
             _serial: serial,
@@ -89,6 +89,7 @@ pub struct TempDir(PathBuf);
 
 impl TempDir {
     /// Creates the directory.
+    #[must_use]
     pub fn new(what: &str) -> Self {
         let dir = temp_path(what);
         std::fs::create_dir_all(&dir).expect("create a temp directory");
@@ -96,11 +97,13 @@ impl TempDir {
     }
 
     /// The path of `name` in the directory.
+    #[must_use]
     pub fn join(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
 
     /// The names of the entries in the directory, sorted.
+    #[must_use]
     pub fn entries(&self) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(&self.0)
             .expect("read the temp directory")

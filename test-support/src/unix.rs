@@ -13,12 +13,14 @@ pub fn what_is_open() -> String {
 }
 
 /// How many fds this process has open.
+#[must_use]
 pub fn fd_count() -> usize {
     // The directory's own fd is counted too, the same every time.
     count_in("/proc/self/fd")
 }
 
 /// How many fds the process `pid` has open.
+#[must_use]
 pub fn fd_count_of(pid: u32) -> usize {
     count_in(&format!("/proc/{pid}/fd"))
 }
@@ -30,11 +32,13 @@ fn count_in(dir: &str) -> usize {
 }
 
 /// What each open fd of this process refers to, for failure messages.
+#[must_use]
 pub fn open_fds() -> Vec<String> {
     listed_in("/proc/self/fd")
 }
 
 /// What each open fd of the process `pid` refers to, for failure messages.
+#[must_use]
 pub fn open_fds_of(pid: u32) -> Vec<String> {
     listed_in(&format!("/proc/{pid}/fd"))
 }

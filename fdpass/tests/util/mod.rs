@@ -177,7 +177,7 @@ pub fn http_get(port: u16) -> std::io::Result<String> {
                 if e.kind() == std::io::ErrorKind::ConnectionRefused
                     && Instant::now() < deadline =>
             {
-                std::thread::sleep(Duration::from_millis(20))
+                std::thread::sleep(Duration::from_millis(20));
             }
             Err(e) => return Err(e),
         }
@@ -236,12 +236,13 @@ pub fn readme_blocks(heading: &str, count: usize) -> Vec<String> {
 /// `block` with the pid of each command it starts in the background
 /// noted in the file `pids`, so that a test can stop them all at the end.
 pub fn note_pids(block: &str, pids: &Path) -> String {
-    block
-        .lines()
-        .fold(String::new(), |script, line| match line.ends_with('&') {
-            true => format!("{script}{line}\necho $! >> {}\n", pids.display()),
-            false => format!("{script}{line}\n"),
-        })
+    block.lines().fold(String::new(), |script, line| {
+        if line.ends_with('&') {
+            format!("{script}{line}\necho $! >> {}\n", pids.display())
+        } else {
+            format!("{script}{line}\n")
+        }
+    })
 }
 
 /// The last pid noted in `pids`.
