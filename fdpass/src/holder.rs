@@ -195,8 +195,9 @@ impl Holder {
 
     /// Serves only this user, and the users `--allow-uid` names.
     fn check_peer(&self, stream: &UnixStream) -> std::result::Result<(), String> {
-        let uid =
-            peer_uid(stream).map_err(|err| format!("cannot tell who the client is: {err}"))?;
+        let uid = io_fdpass::peer_credentials(stream)
+            .map(|peer| peer.uid)
+            .map_err(|err| format!("cannot tell who the client is: {err}"))?;
         let own = rustix::process::getuid().as_raw();
         if uid == own || self.allow_uids.contains(&uid) {
             Ok(())
@@ -206,49 +207,6 @@ impl Holder {
             ))
         }
     }
-}
-
-/// The effective uid of the client at the other end of `stream`, as the
-/// kernel recorded it when the client connected.
-#[cfg(fdpass_so_peercred)]
-fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
-    Ok(rustix::net::sockopt::socket_peercred(stream)?.uid.as_raw())
-}
-
-/// illumos and Solaris: `getpeerucred`, which rustix does not bind.
-#[cfg(fdpass_getpeerucred)]
-fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
-    use std::os::fd::AsRawFd;
-    let mut cred = std::ptr::null_mut();
-    // SAFETY: a valid socket; with `cred` null the call allocates the
-    // credentials, which are freed below.
-    if unsafe { libc::getpeerucred(stream.as_raw_fd(), &mut cred) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `cred` is what the call allocated; it is freed once, after
-    // its last use.
-    let uid = unsafe {
-        let uid = libc::ucred_geteuid(cred);
-        libc::ucred_free(cred);
-        uid
-    };
-    if uid == libc::uid_t::MAX {
-        return Err(io::Error::other("the client's credentials carry no uid"));
-    }
-    Ok(uid)
-}
-
-/// macOS, the BSDs and the other Unixes: `getpeereid`, which rustix does
-/// not bind.
-#[cfg(not(any(fdpass_so_peercred, fdpass_getpeerucred)))]
-fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
-    use std::os::fd::AsRawFd;
-    let (mut uid, mut gid) = (0, 0);
-    // SAFETY: a valid socket, and two writable ids.
-    if unsafe { libc::getpeereid(stream.as_raw_fd(), &mut uid, &mut gid) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(uid)
 }
 
 /// A request and the fd that came with it, or why it was refused.

@@ -763,6 +763,12 @@ pub(crate) fn peer_credentials(socket: BorrowedFd<'_>) -> io::Result<(u32, u32, 
         libc::ucred_free(cred);
         ids
     };
+    // The credentials may lack an id: -1 stands in for it.
+    if uid == libc::uid_t::MAX || gid == libc::gid_t::MAX {
+        return Err(io::Error::other(
+            "the peer's credentials carry no uid or gid",
+        ));
+    }
     Ok((uid, gid, u32::try_from(pid).ok()))
 }
 
