@@ -148,13 +148,22 @@ pub(crate) fn process_fds(pidfd: BorrowedFd<'_>, pid: u32) -> io::Result<Vec<(Ra
         };
         fds.push((fd, kind));
     }
-    if !sockets.is_empty() {
-        let tables = socket_tables(pid)?;
-        for (i, inode) in sockets {
-            if let Some(socket) = tables.get(inode) {
-                fds[i].1 = FdKind::Socket(socket.clone());
-            }
+    // The kernel writes each table a page at a time, and a socket opened
+    // or closed elsewhere between two pages can hide a line of one that
+    // stays: a socket missing from every table is looked for again. One of
+    // a family that no table lists (netlink, raw) stays unknown.
+    for _ in 0..5 {
+        if sockets.is_empty() {
+            break;
         }
+        let tables = socket_tables(pid)?;
+        sockets.retain(|&(i, inode)| match tables.get(inode) {
+            Some(socket) => {
+                fds[i].1 = FdKind::Socket(socket.clone());
+                false
+            }
+            None => true,
+        });
     }
     // Alive now, so alive throughout: what was read was this process's,
     // not a later one's of the same pid.
