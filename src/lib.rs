@@ -151,6 +151,8 @@ mod procfs;
 mod received;
 #[cfg(any(windows, test))]
 mod record;
+#[cfg(unix)]
+pub mod restart;
 mod slots;
 mod sys;
 #[cfg(feature = "tokio")]

@@ -1,0 +1,121 @@
+//! A TCP server that restarts itself on SIGHUP without refusing or dropping
+//! a connection: the running generation starts the next with its listener
+//! (`io_fdpass::restart`), and once the next says it is ready, stops
+//! accepting, finishes the requests in hand and exits.
+//!
+//! ```sh
+//! cargo run --features tokio --example restart -- 127.0.0.1:8080 &
+//! curl http://127.0.0.1:8080/     # "served by pid N"
+//! kill -HUP %1                    # a new pid serves from now on
+//! ```
+//!
+//! Each answer names the pid that served it. SIGTERM stops the server.
+
+#[cfg(unix)]
+fn main() -> std::process::ExitCode {
+    match unix::main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("restart: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn main() {
+    eprintln!("restart: this example passes fds by the Unix socket-activation convention");
+}
+
+#[cfg(unix)]
+mod unix {
+    use std::io;
+
+    use io_fdpass::activation::ListenFds;
+    use io_fdpass::restart::{self, Restart};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::signal::unix::{signal, SignalKind};
+    use tokio::task::JoinSet;
+
+    pub fn main() -> io::Result<()> {
+        // Before any thread starts: the adoption changes the environment.
+        let mut inherited = ListenFds::take()?;
+        let (listener, first) = match inherited.index_of("http") {
+            Some(i) => (inherited.take_tcp_listener(i)?, false),
+            None => {
+                let addr = std::env::args().nth(1).unwrap_or("127.0.0.1:8080".into());
+                (std::net::TcpListener::bind(addr)?, true)
+            }
+        };
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(serve(listener, first))
+    }
+
+    async fn serve(std_listener: std::net::TcpListener, first: bool) -> io::Result<()> {
+        std_listener.set_nonblocking(true)?;
+        let listener = TcpListener::from_std(std_listener.try_clone()?)?;
+        let mut hangup = signal(SignalKind::hangup())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        // Ready only now that SIGHUP restarts rather than kills.
+        if first {
+            println!("listening on {}", std_listener.local_addr()?);
+        }
+        restart::ready()?;
+
+        let mut requests = JoinSet::new();
+        let mut restarting = None;
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (connection, _) = accepted?;
+                    requests.spawn(answer(connection));
+                }
+                _ = hangup.recv(), if restarting.is_none() => {
+                    // The wait for the next generation blocks: off the
+                    // runtime, which goes on serving meanwhile.
+                    let fd = std_listener.try_clone()?;
+                    restarting = Some(tokio::task::spawn_blocking(move || {
+                        Restart::new()?.fd("http", &fd)?.spawn()
+                    }));
+                }
+                done = async { restarting.as_mut().expect("guarded").await },
+                    if restarting.is_some() =>
+                {
+                    restarting = None;
+                    match done.map_err(io::Error::other).and_then(|next| next) {
+                        Ok(next) => {
+                            eprintln!("restart: pid {} serves now", next.pid());
+                            break;
+                        }
+                        Err(e) => eprintln!("restart: still serving, the restart failed: {e}"),
+                    }
+                }
+                _ = terminate.recv() => break,
+                Some(_) = requests.join_next(), if !requests.is_empty() => {}
+            }
+        }
+        // Stop accepting; the next generation takes what is queued. Finish
+        // the requests in hand, then go.
+        drop((listener, std_listener));
+        while requests.join_next().await.is_some() {}
+        Ok(())
+    }
+
+    /// Reads a request's head and answers with this process's pid.
+    async fn answer(connection: TcpStream) {
+        let mut connection = BufReader::new(connection);
+        let mut line = String::new();
+        while connection.read_line(&mut line).await.is_ok_and(|n| n > 2) {
+            line.clear();
+        }
+        let body = format!("served by pid {}\n", std::process::id());
+        let reply = format!(
+            "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = connection.get_mut().write_all(reply.as_bytes()).await;
+    }
+}

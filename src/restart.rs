@@ -1,0 +1,314 @@
+//! Restarting without downtime from inside the process: the running
+//! generation of a server starts the next one with its listening sockets,
+//! waits until the next one says it is ready, then stops accepting,
+//! finishes what it holds and exits. The kernel keeps queueing connections
+//! on the shared sockets throughout, so none is refused.
+//!
+//! The next generation gets the sockets by the socket-activation
+//! convention (`LISTEN_FDS`, `LISTEN_PID`, `LISTEN_FDNAMES`), so it adopts
+//! them with [`ListenFds::take`](crate::activation::ListenFds::take), and
+//! says it is ready with [`ready`] once it serves. If it does not within the
+//! timeout, or exits first, it is killed and [`Restart::spawn`] returns an
+//! error: the old generation keeps serving as if nothing had happened.
+//!
+//! `examples/restart.rs` is a TCP server that restarts itself on SIGHUP.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use io_fdpass::activation::ListenFds;
+//! use io_fdpass::restart::{self, Restart};
+//!
+//! let mut inherited = ListenFds::take()?;
+//! let listener = match inherited.index_of("http") {
+//!     Some(i) => inherited.take_tcp_listener(i)?,
+//!     None => std::net::TcpListener::bind("127.0.0.1:8080")?,
+//! };
+//! restart::ready()?; // tells the previous generation, if any, to go
+//!
+//! // ... serve, and when it is time to restart:
+//! match Restart::new()?.fd("http", &listener)?.spawn() {
+//!     Ok(next) => println!("generation {} serves now", next.pid()),
+//!     Err(e) => eprintln!("still serving, the restart failed: {e}"),
+//! }
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+use std::ffi::{OsStr, OsString};
+use std::io::{self, ErrorKind};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::{notify, sys};
+
+/// How long [`Restart::spawn`] waits for the next generation unless told
+/// otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether a restart is under way in this process.
+static RUNNING: AtomicBool = AtomicBool::new(false);
+
+/// Tells the generation that started this one that it is ready to serve:
+/// `READY=1` on `$NOTIFY_SOCKET`, as [`notify::ready`]. `Ok(false)` when
+/// nothing started it that is waiting.
+///
+/// # Errors
+///
+/// As [`notify::ready`].
+pub fn ready() -> io::Result<bool> {
+    notify::ready()
+}
+
+/// The next generation to start, and the fds it gets.
+#[derive(Debug)]
+pub struct Restart<'a> {
+    program: PathBuf,
+    args: Vec<OsString>,
+    fds: Vec<BorrowedFd<'a>>,
+    names: Vec<String>,
+    timeout: Duration,
+}
+
+/// The next generation, started and ready.
+#[derive(Debug)]
+pub struct Successor {
+    pid: u32,
+}
+
+impl Successor {
+    /// Its process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+}
+
+impl<'a> Restart<'a> {
+    /// The next generation of this program: whatever binary is at its path
+    /// now (so that a newer version installed there takes over), with the
+    /// arguments this process was given.
+    ///
+    /// # Errors
+    ///
+    /// When the path of this program cannot be found
+    /// ([`std::env::current_exe`]).
+    pub fn new() -> io::Result<Restart<'a>> {
+        let program = current_program()?;
+        Ok(Restart::command(program, std::env::args_os().skip(1)))
+    }
+
+    /// `program` with `args` as the next generation. A program without a
+    /// `/` is looked up in `$PATH`.
+    pub fn command(
+        program: impl AsRef<OsStr>,
+        args: impl IntoIterator<Item = impl Into<OsString>>,
+    ) -> Restart<'a> {
+        Restart {
+            program: PathBuf::from(program.as_ref()),
+            args: args.into_iter().map(Into::into).collect(),
+            fds: Vec::new(),
+            names: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// Hands `fd` to the next generation under `name`: the fds are 3, 4, …
+    /// in the order of these calls, and `LISTEN_FDNAMES` names them.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] for a name that systemd's rules refuse
+    /// ([`notify::check_name`]), or more than [`MAX_FDS`](crate::MAX_FDS)
+    /// fds.
+    pub fn fd(mut self, name: &str, fd: &'a impl AsFd) -> io::Result<Restart<'a>> {
+        notify::check_name(name)?;
+        if self.fds.len() == crate::MAX_FDS {
+            return Err(io::Error::new(
+                ErrorKind::InvalidInput,
+                format!("at most {} fds go to the next generation", crate::MAX_FDS),
+            ));
+        }
+        self.fds.push(fd.as_fd());
+        self.names.push(name.to_owned());
+        Ok(self)
+    }
+
+    /// How long to wait for the next generation to say it is ready
+    /// ([`DEFAULT_TIMEOUT`] unless set).
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Restart<'a> {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Starts the next generation and waits until it is ready.
+    ///
+    /// It gets the fds as 3, 4, … with `LISTEN_FDS`, `LISTEN_PID` and
+    /// `LISTEN_FDNAMES` set, and `NOTIFY_SOCKET` naming a socket of this
+    /// call's own (in a directory only this user may enter), on which it
+    /// says `READY=1` ([`ready`]). Every other variable is this process's;
+    /// fds of this process that are not close-on-exec are inherited too, as
+    /// by any `exec`. Its signal mask is cleared. Once this returns `Ok`,
+    /// stop accepting, finish the work in hand and exit: the next
+    /// generation serves.
+    ///
+    /// # Errors
+    ///
+    /// Whatever the error, the next generation is not running, and this
+    /// process may go on serving.
+    /// - [`ErrorKind::ResourceBusy`]: another restart of this process is
+    ///   under way;
+    /// - [`ErrorKind::TimedOut`]: it was not ready in time, and was
+    ///   killed;
+    /// - [`ErrorKind::Other`]: it exited before it was ready (the message
+    ///   gives its status);
+    /// - [`ErrorKind::NotFound`] and the like: it could not be started.
+    pub fn spawn(self) -> io::Result<Successor> {
+        if RUNNING.swap(true, Ordering::SeqCst) {
+            return Err(io::Error::new(
+                ErrorKind::ResourceBusy,
+                "a restart of this process is under way already",
+            ));
+        }
+        let result = self.spawn_alone();
+        RUNNING.store(false, Ordering::SeqCst);
+        result
+    }
+
+    fn spawn_alone(self) -> io::Result<Successor> {
+        let program = find_program(&self.program)?;
+        let private = PrivateDir::new()?;
+        let path = private.0.join("notify");
+        let notify = UnixDatagram::bind(&path)?;
+        let child = sys::Spawn {
+            program: &program,
+            args: &self.args,
+            fds: &self.fds,
+            names: &self.names.join(":"),
+            notify_socket: path.as_os_str(),
+        };
+        let pid = child.start()?;
+        match wait_until_ready(&notify, pid, self.timeout) {
+            Ok(()) => Ok(Successor { pid }),
+            Err(e) => {
+                sys::kill_and_reap(pid);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Waits for `READY=1` from the generation `pid` on `notify`, until
+/// `timeout`.
+fn wait_until_ready(notify: &UnixDatagram, pid: u32, timeout: Duration) -> io::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(status) = sys::exit_status(pid)? {
+            return Err(io::Error::other(format!(
+                "the next generation (pid {pid}) {status} before it was ready"
+            )));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                ErrorKind::TimedOut,
+                format!(
+                    "the next generation (pid {pid}) was not ready within {timeout:?}; it was \
+                     killed"
+                ),
+            ));
+        }
+        // Short slices, so that an exit is seen soon.
+        notify.set_read_timeout(Some(left.min(Duration::from_millis(50))))?;
+        match notify.recv(&mut buf) {
+            Ok(n) if says_ready(&buf[..n]) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether a notify datagram says `READY=1`.
+fn says_ready(datagram: &[u8]) -> bool {
+    datagram
+        .split(|&b| b == b'\n')
+        .any(|line| line == b"READY=1")
+}
+
+/// The path of this program, as the next generation should start it. On
+/// Linux a binary that has been replaced since it started reads as
+/// "PATH (deleted)"; its new version is at PATH.
+fn current_program() -> io::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let text = exe.as_os_str().to_string_lossy();
+    match text.strip_suffix(" (deleted)") {
+        Some(path) if Path::new(path).exists() => Ok(PathBuf::from(path)),
+        _ => Ok(exe),
+    }
+}
+
+/// `program`, or where `$PATH` finds it when it has no `/`.
+fn find_program(program: &Path) -> io::Result<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    if program.as_os_str().as_bytes().contains(&b'/') {
+        return Ok(program.to_owned());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| {
+            io::Error::new(
+                ErrorKind::NotFound,
+                format!("{} is not in $PATH", program.display()),
+            )
+        })
+}
+
+/// A fresh directory that only this user may enter, removed when dropped.
+struct PrivateDir(PathBuf);
+
+impl PrivateDir {
+    fn new() -> io::Result<PrivateDir> {
+        use std::os::unix::fs::DirBuilderExt;
+        use std::sync::atomic::AtomicU32;
+        static N: AtomicU32 = AtomicU32::new(0);
+        loop {
+            let dir = std::env::temp_dir().join(format!(
+                "io-fdpass-restart-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => return Ok(PrivateDir(dir)),
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::says_ready;
+
+    #[test]
+    fn ready_is_a_line_of_its_own() {
+        assert!(says_ready(b"READY=1"));
+        assert!(says_ready(b"STATUS=up\nREADY=1\n"));
+        assert!(!says_ready(b"READY=10"));
+        assert!(!says_ready(b"NOTREADY=1"));
+        assert!(!says_ready(b""));
+    }
+}
