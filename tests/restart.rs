@@ -1,0 +1,349 @@
+//! `examples/restart.rs`, restarted five times by SIGHUP under a client
+//! that never pauses: no request fails, and every generation serves. And
+//! each way a restart fails leaves no child and no fd behind.
+#![cfg(all(target_os = "linux", feature = "tokio"))]
+
+mod util;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use io_fdpass::restart::Restart;
+use rustix::process::{kill_process, waitpid, Pid, Signal, WaitOptions};
+use util::NoLeak;
+
+/// The example's binary, which `cargo test` builds beside the tests.
+fn example() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/restart");
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with cargo test --features tokio, which builds the examples",
+        path.display()
+    );
+    path
+}
+
+/// What the client has seen: answers by pid, and failures.
+#[derive(Default)]
+struct Seen {
+    by_pid: BTreeMap<u32, usize>,
+    failures: Vec<String>,
+}
+
+/// One request; the pid that answered it.
+fn request(addr: &str) -> Result<u32, String> {
+    let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .write_all(b"GET / HTTP/1.0\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let mut reply = String::new();
+    stream
+        .read_to_string(&mut reply)
+        .map_err(|e| format!("read: {e}"))?;
+    reply
+        .rsplit_once("served by pid ")
+        .and_then(|(_, pid)| pid.trim().parse().ok())
+        .ok_or_else(|| format!("a reply without a pid: {reply:?}"))
+}
+
+/// Waits for `pid`, a child or an orphan this process reaps, to exit.
+fn wait_for_exit(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let pid = Pid::from_raw(pid as i32);
+    while waitpid(pid, WaitOptions::NOHANG).unwrap().is_none() {
+        assert!(Instant::now() < deadline, "generation {pid:?} did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Kills every generation of the example, which all share one process
+/// group, when the test ends, so that none is left behind by a failure.
+struct Generations(Pid);
+
+impl Drop for Generations {
+    fn drop(&mut self) {
+        let _ = rustix::process::kill_process_group(self.0, Signal::KILL);
+        while waitpid(None, WaitOptions::NOHANG).is_ok_and(|reaped| reaped.is_some()) {}
+    }
+}
+
+/// Waits until the client has had an answer from `pid`.
+fn wait_until_served_by(seen: &Mutex<Seen>, pid: u32, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !seen.lock().unwrap().by_pid.contains_key(&pid) {
+        if Instant::now() > deadline {
+            let seen = seen.lock().unwrap();
+            panic!(
+                "{what} (pid {pid}) never served: {:?}, {:?}",
+                seen.failures.first(),
+                seen.by_pid
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn five_restarts_under_load_fail_no_request() {
+    let check = NoLeak::start();
+    // Orphaned generations come to this process, which reaps them.
+    // SAFETY: prctl with integer arguments only.
+    assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) }, 0);
+    let mut first = Command::new(example());
+    first
+        .arg("127.0.0.1:0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .process_group(0);
+    // The first generation is started by no one waiting for it.
+    for name in [
+        "LISTEN_PID",
+        "LISTEN_PIDFDID",
+        "LISTEN_FDS",
+        "LISTEN_FDNAMES",
+        "LISTEN_FDS_FIRST_FD",
+        "NOTIFY_SOCKET",
+    ] {
+        first.env_remove(name);
+    }
+    let mut first = first.spawn().unwrap();
+    let _generations = Generations(Pid::from_raw(first.id() as i32).unwrap());
+    let mut stdout = BufReader::new(first.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("not an address: {line:?}"))
+        .to_owned();
+    // Whatever else a generation writes is read, so that none meets a
+    // closed pipe; the reading ends when the last generation exits.
+    let drain = std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = {
+        let (seen, stop, addr) = (seen.clone(), stop.clone(), addr.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let answer = request(&addr);
+                let mut seen = seen.lock().unwrap();
+                match answer {
+                    Ok(pid) => *seen.by_pid.entry(pid).or_default() += 1,
+                    Err(e) => seen.failures.push(e),
+                }
+            }
+        })
+    };
+
+    let mut serving = first.id();
+    // Each SIGHUP goes to a generation that has served already.
+    wait_until_served_by(&seen, serving, "the first generation");
+    for generation in 1..=5 {
+        let before: Vec<u32> = seen.lock().unwrap().by_pid.keys().copied().collect();
+        kill_process(Pid::from_raw(serving as i32).unwrap(), Signal::HUP).unwrap();
+        // The next generation has served once the client meets a new pid.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let next = loop {
+            let new = seen
+                .lock()
+                .unwrap()
+                .by_pid
+                .keys()
+                .copied()
+                .find(|pid| !before.contains(pid));
+            if let Some(pid) = new {
+                break pid;
+            }
+            if Instant::now() > deadline {
+                let seen = seen.lock().unwrap();
+                panic!(
+                    "generation {generation} never served: {:?}, {:?}",
+                    seen.failures.first(),
+                    seen.by_pid
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        wait_for_exit(serving);
+        serving = next;
+    }
+    // The last generation goes on serving alone.
+    let served = seen.lock().unwrap().by_pid.get(&serving).copied();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.lock().unwrap().by_pid.get(&serving).copied() <= served.map(|n| n + 10) {
+        assert!(
+            Instant::now() < deadline,
+            "the last generation stopped serving"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop.store(true, Ordering::Relaxed);
+    client.join().unwrap();
+    kill_process(Pid::from_raw(serving as i32).unwrap(), Signal::TERM).unwrap();
+    wait_for_exit(serving);
+    drop(first);
+    drain.join().unwrap().unwrap();
+
+    let seen = seen.lock().unwrap();
+    let total: usize = seen.by_pid.values().sum();
+    eprintln!(
+        "{total} requests through 5 restarts, {} failed; by pid: {:?}",
+        seen.failures.len(),
+        seen.by_pid
+    );
+    assert!(
+        seen.failures.is_empty(),
+        "failed requests: {:?}",
+        seen.failures
+    );
+    assert_eq!(
+        seen.by_pid.len(),
+        6,
+        "every generation serves: {:?}",
+        seen.by_pid
+    );
+    check.assert_unchanged();
+}
+
+/// Asserts that this process has no child left, running or unreaped.
+#[track_caller]
+fn assert_no_child() {
+    match waitpid(None, WaitOptions::NOHANG) {
+        Err(rustix::io::Errno::CHILD) => {}
+        other => panic!("a child is left behind: {other:?}"),
+    }
+}
+
+/// The pid an error's message names ("(pid N)").
+fn pid_in(e: &std::io::Error) -> u32 {
+    let text = e.to_string();
+    let (_, rest) = text.split_once("(pid ").expect("a pid in the message");
+    rest.split(')').next().unwrap().parse().unwrap()
+}
+
+/// A listener to hand over in the tests of the failures.
+fn some_listener() -> std::net::TcpListener {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap()
+}
+
+#[test]
+fn a_missing_program_is_not_found_and_leaves_nothing() {
+    let check = NoLeak::start();
+    let listener = some_listener();
+    for program in [
+        "io-fdpass-no-such-program",
+        "/nonexistent/io-fdpass-program",
+    ] {
+        let e = Restart::command(program, ["x"])
+            .fd("http", &listener)
+            .unwrap()
+            .spawn()
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound, "{program}: {e}");
+        assert_no_child();
+    }
+    drop(listener);
+    check.assert_unchanged();
+}
+
+#[test]
+fn a_child_that_exits_before_ready_is_an_error() {
+    let check = NoLeak::start();
+    let listener = some_listener();
+    let e = Restart::command("sh", ["-c", "exit 3"])
+        .fd("http", &listener)
+        .unwrap()
+        .spawn()
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Other, "{e}");
+    assert!(e.to_string().contains("exited with status 3"), "{e}");
+    assert_no_child();
+    drop(listener);
+    check.assert_unchanged();
+}
+
+#[test]
+fn a_child_never_ready_is_killed_at_the_timeout() {
+    let check = NoLeak::start();
+    let listener = some_listener();
+    let e = Restart::command("sleep", ["1000"])
+        .fd("http", &listener)
+        .unwrap()
+        .timeout(Duration::from_millis(200))
+        .spawn()
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+    // Killed and reaped: the pid is gone.
+    let pid = Pid::from_raw(pid_in(&e) as i32).unwrap();
+    assert_eq!(
+        rustix::process::test_kill_process(pid),
+        Err(rustix::io::Errno::SRCH)
+    );
+    assert_no_child();
+    drop(listener);
+    check.assert_unchanged();
+}
+
+#[test]
+fn a_second_restart_at_once_is_busy() {
+    let check = NoLeak::start();
+    let listener = some_listener();
+    let dir = util::temp_path("busy");
+    std::fs::create_dir(&dir).unwrap();
+    let (started, go) = (dir.join("started"), dir.join("go"));
+    // The first restart waits for a child that says it runs, then exits
+    // once told to.
+    let script = format!(
+        ": > '{}'; while [ ! -e '{}' ]; do sleep 0.01; done",
+        started.display(),
+        go.display()
+    );
+    let first = std::thread::scope(|scope| {
+        let first = scope.spawn(|| {
+            Restart::command("sh", ["-c", &script])
+                .fd("http", &listener)
+                .unwrap()
+                .timeout(Duration::from_secs(600))
+                .spawn()
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !started.exists() {
+            assert!(Instant::now() < deadline, "the first restart never began");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Its child runs, so the first restart is under way: a second one
+        // is refused before it starts anything.
+        let e = Restart::command("/nonexistent/io-fdpass-program", ["x"])
+            .spawn()
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ResourceBusy, "{e}");
+        std::fs::write(&go, "").unwrap();
+        first.join().unwrap()
+    });
+    let e = first.unwrap_err();
+    assert!(e.to_string().contains("exited with status 0"), "{e}");
+    assert_no_child();
+    // Once the first is over, a restart may run again.
+    let e = Restart::command("/nonexistent/io-fdpass-program", ["x"])
+        .spawn()
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert_no_child();
+    std::fs::remove_dir_all(&dir).unwrap();
+    drop(listener);
+    check.assert_unchanged();
+}
