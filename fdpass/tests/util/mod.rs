@@ -168,21 +168,23 @@ pub fn free_port() -> u16 {
 /// One HTTP/1.0 GET of `/` at 127.0.0.1:`port`: the whole answer, or why
 /// there was none.
 pub fn http_get(port: u16) -> std::io::Result<String> {
+    use std::io::ErrorKind::{ConnectionRefused, ConnectionReset};
     let deadline = Instant::now() + Duration::from_secs(20);
-    let stream = loop {
-        match std::net::TcpStream::connect(("127.0.0.1", port)) {
-            Ok(stream) => break stream,
-            // Not listening yet: only before the first answer.
+    loop {
+        // Not listening yet, or (seen rarely, under load, from a server
+        // that has just started) a reset before any answer: only before
+        // the first answer, which this waits for.
+        let answer = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(get);
+        match answer {
             Err(e)
-                if e.kind() == std::io::ErrorKind::ConnectionRefused
+                if matches!(e.kind(), ConnectionRefused | ConnectionReset)
                     && Instant::now() < deadline =>
             {
                 std::thread::sleep(Duration::from_millis(20));
             }
-            Err(e) => return Err(e),
+            answer => return answer,
         }
-    };
-    get(stream)
+    }
 }
 
 /// One HTTP/1.0 GET of `/` at 127.0.0.1:`port`, with one attempt to
