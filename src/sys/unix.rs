@@ -907,7 +907,7 @@ impl Spawn<'_> {
             ));
         }
         let sources: Vec<RawFd> = self.fds.iter().map(AsRawFd::as_raw_fd).collect();
-        let (report, reporter) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        let (report, reporter) = cloexec_pipe()?;
         let child = Child {
             program: program.as_ptr(),
             argv: argv_ptrs.as_ptr(),
@@ -941,6 +941,23 @@ impl Spawn<'_> {
             format!("cannot start {}: {err}", self.program.display()),
         ))
     }
+}
+
+/// A pipe whose ends are close-on-exec: atomically where the OS has
+/// `pipe2`.
+#[cfg(not(fdpass_apple))]
+fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
+}
+
+/// Apple systems have no `pipe2`: the ends are marked right after; a
+/// `fork` + `exec` in another thread meanwhile may inherit them.
+#[cfg(fdpass_apple)]
+fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (read, write) = rustix::pipe::pipe()?;
+    set_cloexec(read.as_fd())?;
+    set_cloexec(write.as_fd())?;
+    Ok((read, write))
 }
 
 /// What the child of [`Spawn::start`] needs between fork and exec, all
