@@ -54,7 +54,7 @@ use crate::{sys, FdKind};
 
 /// The variables of the convention, in the order [`ListenFds::take`]
 /// removes them.
-const VARIABLES: [&str; 5] = [
+pub(crate) const VARIABLES: [&str; 5] = [
     "LISTEN_PID",
     "LISTEN_PIDFDID",
     "LISTEN_FDS",

@@ -835,17 +835,6 @@ pub(crate) struct Spawn<'a> {
     pub(crate) notify_socket: &'a std::ffi::OsStr,
 }
 
-/// The variables of the convention, which the child gets from [`Spawn`]
-/// rather than from this process.
-const SPAWN_REPLACES: [&str; 6] = [
-    "LISTEN_PID",
-    "LISTEN_PIDFDID",
-    "LISTEN_FDS",
-    "LISTEN_FDNAMES",
-    "LISTEN_FDS_FIRST_FD",
-    "NOTIFY_SOCKET",
-];
-
 impl Spawn<'_> {
     /// Forks and execs the program, and returns its pid once the exec has
     /// succeeded.
@@ -873,7 +862,11 @@ impl Spawn<'_> {
         }
         let mut env = Vec::new();
         for (key, value) in std::env::vars_os() {
-            if SPAWN_REPLACES.iter().any(|name| key == *name) {
+            // The convention's variables and NOTIFY_SOCKET come from here.
+            let replaced = crate::activation::VARIABLES
+                .iter()
+                .chain(&["NOTIFY_SOCKET"]);
+            if replaced.into_iter().any(|name| key == *name) {
                 continue;
             }
             let mut pair = key.into_vec();
