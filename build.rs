@@ -32,6 +32,17 @@ fn main() {
         linux_kernel || matches!(os.as_str(), "freebsd" | "netbsd" | "openbsd"),
     );
 
+    // `SO_PASSRIGHTS` (Linux 6.16) has the generic number 83 here.
+    let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    declare(
+        "fdpass_passrights",
+        linux_kernel
+            && matches!(
+                arch.as_str(),
+                "x86" | "x86_64" | "arm" | "aarch64" | "riscv64" | "loongarch64"
+            ),
+    );
+
     println!("cargo:rerun-if-changed=build.rs");
 }
 

@@ -138,6 +138,8 @@ pub mod activation;
 #[cfg(unix)]
 mod fd_kind;
 #[cfg(unix)]
+pub mod holder;
+#[cfg(unix)]
 mod many;
 #[cfg(unix)]
 pub mod notify;

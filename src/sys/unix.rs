@@ -678,17 +678,13 @@ pub(crate) fn send_datagram(
     data: &[u8],
     fds: &[BorrowedFd<'_>],
 ) -> io::Result<()> {
-    use rustix::net::{AddressFamily, SocketAddrUnix};
-    use std::os::unix::ffi::OsStrExt;
-
-    let bytes = address.as_bytes();
-    let to = match bytes.strip_prefix(b"@") {
-        #[cfg(fdpass_linux_kernel)]
-        Some(name) => SocketAddrUnix::new_abstract_name(name)?,
-        _ => SocketAddrUnix::new(bytes)?,
-    };
-    let socket =
-        rustix::net::socket_with(AddressFamily::UNIX, SocketType::DGRAM, socket_flags(), None)?;
+    let to = unix_address(address)?;
+    let socket = rustix::net::socket_with(
+        rustix::net::AddressFamily::UNIX,
+        SocketType::DGRAM,
+        socket_flags(),
+        None,
+    )?;
     let mut space = [MaybeUninit::<u8>::uninit(); SEND_SPACE];
     let mut control = SendAncillaryBuffer::new(&mut space);
     if fds.len() > MAX_FDS
@@ -1085,4 +1081,75 @@ fn no_sigpipe(socket: BorrowedFd<'_>) -> io::Result<()> {
 #[inline]
 fn no_sigpipe(_socket: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
+}
+
+/// `SO_PASSRIGHTS` (Linux 6.16 and later); not in the libc crate yet.
+#[cfg(fdpass_passrights)]
+const SO_PASSRIGHTS: libc::c_int = 83;
+
+/// Makes the kernel refuse fds sent to `socket` (`SO_PASSRIGHTS` off), so
+/// that a peer cannot fill this process's fd table through it. Returns
+/// whether the kernel has the option.
+#[cfg(fdpass_passrights)]
+pub(crate) fn refuse_fds(socket: BorrowedFd<'_>) -> io::Result<bool> {
+    let off: libc::c_int = 0;
+    // SAFETY: setsockopt reads an int from `off`, whose size is passed.
+    let set = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_PASSRIGHTS,
+            (&raw const off).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if set == 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::ENOPROTOOPT) => Ok(false),
+        _ => Err(err),
+    }
+}
+
+#[cfg(not(fdpass_passrights))]
+pub(crate) fn refuse_fds(_socket: BorrowedFd<'_>) -> io::Result<bool> {
+    Ok(false)
+}
+
+/// A unix socket address: a path, or on Linux `@name` for a name in the
+/// abstract namespace.
+fn unix_address(address: &std::ffi::OsStr) -> io::Result<rustix::net::SocketAddrUnix> {
+    use rustix::net::SocketAddrUnix;
+    use std::os::unix::ffi::OsStrExt;
+
+    let bytes = address.as_bytes();
+    Ok(match bytes.strip_prefix(b"@") {
+        #[cfg(fdpass_linux_kernel)]
+        Some(name) => SocketAddrUnix::new_abstract_name(name)?,
+        _ => SocketAddrUnix::new(bytes)?,
+    })
+}
+
+/// Connects a new close-on-exec stream socket to the unix socket at
+/// `address` without waiting: a listener whose backlog is full gives
+/// `WouldBlock` at once, where a blocking connect would wait for as long
+/// as the listener lets it. The socket is left blocking.
+pub(crate) fn connect_unix(address: &std::ffi::OsStr) -> io::Result<OwnedFd> {
+    let to = unix_address(address)?;
+    let socket = rustix::net::socket_with(
+        rustix::net::AddressFamily::UNIX,
+        SocketType::STREAM,
+        socket_flags(),
+        None,
+    )?;
+    if cfg!(fdpass_apple) {
+        set_cloexec(socket.as_fd())?;
+    }
+    rustix::io::ioctl_fionbio(&socket, true)?;
+    retry(|| Ok(rustix::net::connect(&socket, &to)?))?;
+    rustix::io::ioctl_fionbio(&socket, false)?;
+    no_sigpipe(socket.as_fd())?;
+    Ok(socket)
 }

@@ -1,0 +1,460 @@
+//! The client side of `fdpass hold`, the fd holder: keep fds under names
+//! in a process of their own, so that they outlive the programs that use
+//! them.
+//!
+//! A [`Client`] names the holder's socket and makes one request per call,
+//! on a connection of its own. It trusts only a holder of the right user:
+//! before it sends anything it checks the uid of the process at the socket
+//! (`SO_PEERCRED`, `getpeereid` or `getpeerucred`), which must be this
+//! process's own, root's, or one allowed with
+//! [`Client::holder_uid`]. An abstract socket name (`@name`) has no file
+//! permissions and anyone may take it first: this check is what protects
+//! it. Each call has one deadline for the whole exchange
+//! ([`Client::timeout`]) and reads at most
+//! [`Client::max_answer`] bytes of the answer.
+//!
+//! The wire format is in [`protocol`]; `fdpass hold` uses the same code for
+//! its side of it.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use io_fdpass::holder::Client;
+//!
+//! let holder = Client::new("/run/fds.sock");
+//! let listener = std::net::TcpListener::bind("127.0.0.1:8080")?;
+//! holder.store("web", &listener)?;
+//!
+//! // Later, in the next generation of the server:
+//! let listener = std::net::TcpListener::from(holder.fetch("web")?);
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+pub mod protocol;
+
+use std::ffi::OsString;
+use std::io::{self, ErrorKind, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use self::protocol::{parse_answer, Entry, Lifetime, Request, GREETING};
+use crate::sys;
+
+/// How long a call waits for the holder by default, for the whole
+/// exchange.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most bytes of an answer read by default.
+pub const DEFAULT_MAX_ANSWER: usize = 16 << 20;
+
+/// A client of the holder at one socket.
+#[derive(Debug, Clone)]
+pub struct Client {
+    socket: OsString,
+    timeout: Duration,
+    startup_grace: Duration,
+    max_answer: usize,
+    holder_uids: Vec<u32>,
+}
+
+impl Client {
+    /// A client of the holder listening at `socket`: a path, or on Linux
+    /// `@name` for a name in the abstract namespace, as in `fdpass`.
+    /// Nothing is connected until a call.
+    pub fn new(socket: impl AsRef<Path>) -> Client {
+        Client {
+            socket: socket.as_ref().as_os_str().to_owned(),
+            timeout: DEFAULT_TIMEOUT,
+            startup_grace: Duration::ZERO,
+            max_answer: DEFAULT_MAX_ANSWER,
+            holder_uids: Vec::new(),
+        }
+    }
+
+    /// Gives each call `timeout` in all, from connecting to the end of the
+    /// answer ([`DEFAULT_TIMEOUT`] unless set); a call that runs out of it
+    /// fails with [`ErrorKind::TimedOut`].
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Client {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Tries again, for up to `grace` (none unless set, and never past the
+    /// timeout), while nothing listens at the socket: for a holder that
+    /// was started a moment ago and may not be listening yet.
+    #[must_use]
+    pub fn startup_grace(mut self, grace: Duration) -> Client {
+        self.startup_grace = grace;
+        self
+    }
+
+    /// Reads at most `bytes` of an answer ([`DEFAULT_MAX_ANSWER`] unless
+    /// set); a longer one fails with [`ErrorKind::InvalidData`].
+    #[must_use]
+    pub fn max_answer(mut self, bytes: usize) -> Client {
+        self.max_answer = bytes;
+        self
+    }
+
+    /// Also trusts a holder running as `uid`, besides this process's own
+    /// uid and root.
+    #[must_use]
+    pub fn holder_uid(mut self, uid: u32) -> Client {
+        self.holder_uids.push(uid);
+        self
+    }
+
+    /// Has the holder keep a copy of `fd` under `name`, for as long as it
+    /// runs, replacing what it held under that name.
+    ///
+    /// # Errors
+    ///
+    /// See [`Client::store_for`].
+    pub fn store(&self, name: &str, fd: impl AsFd) -> io::Result<()> {
+        self.store_for(name, fd, Lifetime::forever())
+    }
+
+    /// Has the holder keep a copy of `fd` under `name` for `lifetime`,
+    /// replacing what it held under that name.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] for a name that breaks
+    /// [the rules](protocol::check_name), with nothing sent; otherwise as
+    /// every call:
+    /// - [`ErrorKind::NotFound`] or [`ErrorKind::ConnectionRefused`] when
+    ///   nothing listens at the socket;
+    /// - [`ErrorKind::PermissionDenied`] when the holder runs as a user
+    ///   this client does not trust (nothing is sent), or refuses this
+    ///   one;
+    /// - [`ErrorKind::TimedOut`] when the exchange takes longer than the
+    ///   timeout;
+    /// - [`ErrorKind::InvalidData`] for an answer that breaks the
+    ///   protocol, or is too long;
+    /// - and the holder's refusals, each as its
+    ///   [kind](protocol::RefusalKind::error_kind): `NotFound` for a name
+    ///   it does not hold (or, here, no process `until_exit`),
+    ///   `QuotaExceeded` for a limit reached.
+    pub fn store_for(&self, name: &str, fd: impl AsFd, lifetime: Lifetime) -> io::Result<()> {
+        protocol::check_name(name)?;
+        let request = Request::Store {
+            name: name.to_owned(),
+            lifetime,
+        };
+        self.exchange(&request, Some(fd.as_fd()), 0).map(drop)
+    }
+
+    /// A copy of the fd held under `name`. It shares its open file
+    /// description with the holder's: a file's offset and flags, such as
+    /// `O_NONBLOCK`, are shared by every fetch of it.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotFound`] for a name the holder does not hold, and
+    /// otherwise as [`Client::store_for`].
+    pub fn fetch(&self, name: &str) -> io::Result<OwnedFd> {
+        let mut fds = self.fetch_many(&[name])?;
+        Ok(fds.remove(0))
+    }
+
+    /// Copies of the fds held under `names`, in the order of `names`: all
+    /// of them, or none.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::fetch`]; [`ErrorKind::InvalidInput`] for no names or
+    /// more than [`protocol::MAX_FETCH`].
+    pub fn fetch_many(&self, names: &[&str]) -> io::Result<Vec<OwnedFd>> {
+        self.fetch_names(names, false)
+    }
+
+    /// The fds held under `names`, which the holder stops holding as it
+    /// sends them: a handover that happens once. All or none.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::fetch_many`].
+    pub fn take(&self, names: &[&str]) -> io::Result<Vec<OwnedFd>> {
+        self.fetch_names(names, true)
+    }
+
+    fn fetch_names(&self, names: &[&str], take: bool) -> io::Result<Vec<OwnedFd>> {
+        if names.is_empty() || names.len() > protocol::MAX_FETCH {
+            return Err(io::Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "a fetch asks for 1 to {} names, not {}",
+                    protocol::MAX_FETCH,
+                    names.len()
+                ),
+            ));
+        }
+        for name in names {
+            protocol::check_name(name)?;
+        }
+        let request = Request::Fetch {
+            names: names.iter().map(|&n| n.to_owned()).collect(),
+            take,
+        };
+        self.exchange(&request, None, names.len())
+            .map(|(_, fds)| fds)
+    }
+
+    /// The names the holder holds, in order.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::store_for`].
+    pub fn list(&self) -> io::Result<Vec<String>> {
+        Ok(self.entries()?.into_iter().map(|e| e.name).collect())
+    }
+
+    /// What the holder holds: for each name, what the fd is, who stored it
+    /// and when, and when it will be dropped.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::store_for`].
+    pub fn entries(&self) -> io::Result<Vec<Entry>> {
+        let (body, _) = self.exchange(&Request::List, None, 0)?;
+        body.lines().map(Entry::parse).collect()
+    }
+
+    /// Has the holder close the fd it holds under `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotFound`] for a name it does not hold, and otherwise
+    /// as [`Client::store_for`].
+    pub fn remove(&self, name: &str) -> io::Result<()> {
+        protocol::check_name(name)?;
+        let request = Request::Remove {
+            name: name.to_owned(),
+        };
+        self.exchange(&request, None, 0).map(drop)
+    }
+
+    /// Makes one request: connects, checks the holder, sends the request
+    /// with `fd` attached, and returns the answer's text after `ok` with
+    /// exactly `want_fds` fds.
+    fn exchange(
+        &self,
+        request: &Request,
+        fd: Option<BorrowedFd<'_>>,
+        want_fds: usize,
+    ) -> io::Result<(String, Vec<OwnedFd>)> {
+        let deadline = Deadline::after(self.timeout);
+        let stream = self.connect(&deadline)?;
+        self.check_holder(&stream)?;
+        if want_fds == 0 {
+            sys::refuse_fds(stream.as_fd())?;
+        }
+        let mut answer = Vec::new();
+        let timed_out = |e: io::Error| explained(e, &self.display());
+        read_line(&stream, &mut answer, 1024, &deadline).map_err(timed_out)?;
+        let greeting = String::from_utf8_lossy(&answer);
+        parse_answer(&greeting, GREETING)?;
+
+        deadline.set_on(&stream)?;
+        let line = request.line();
+        let fds: Vec<BorrowedFd<'_>> = fd.into_iter().collect();
+        let sent = crate::send_with_fds(&stream, line.as_bytes(), &fds).map_err(timed_out)?;
+        deadline.set_on(&stream)?;
+        (&stream)
+            .write_all(&line.as_bytes()[sent..])
+            .map_err(timed_out)?;
+
+        answer.clear();
+        let fds = self
+            .read_answer(&stream, &mut answer, want_fds, &deadline)
+            .map_err(timed_out)?;
+        let answer = String::from_utf8(answer).map_err(|_| {
+            io::Error::new(ErrorKind::InvalidData, "the holder's answer is not text")
+        })?;
+        let body = parse_answer(&answer, "ok\n")?;
+        Ok((body.to_owned(), fds))
+    }
+
+    /// Reads the whole answer into `answer`, with the `want_fds` fds that
+    /// come with its first byte: exactly that many, or an error.
+    fn read_answer(
+        &self,
+        stream: &UnixStream,
+        answer: &mut Vec<u8>,
+        want_fds: usize,
+        deadline: &Deadline,
+    ) -> io::Result<Vec<OwnedFd>> {
+        let mut first = [0; 512];
+        let mut slots: Vec<Option<OwnedFd>> =
+            std::iter::repeat_with(|| None).take(want_fds).collect();
+        deadline.set_on(stream)?;
+        let got = crate::recv_with_fds(stream, &mut first, &mut slots)?;
+        let fds: Vec<OwnedFd> = slots.into_iter().flatten().collect();
+        answer.extend_from_slice(&first[..got.bytes]);
+        if got.bytes > 0 {
+            read_to_end(stream, answer, self.max_answer, deadline)?;
+        }
+        let refused = answer.starts_with(b"error ");
+        if !refused && (got.fds_discarded > 0 || got.control_truncated || fds.len() != want_fds) {
+            return Err(io::Error::new(
+                ErrorKind::InvalidData,
+                format!(
+                    "the holder sent {} fd(s), not the {want_fds} asked for; all were closed",
+                    fds.len() + got.fds_discarded
+                ),
+            ));
+        }
+        Ok(fds)
+    }
+
+    /// Connects, trying again while the holder's backlog is full, and for
+    /// the startup grace while nothing listens.
+    fn connect(&self, deadline: &Deadline) -> io::Result<UnixStream> {
+        let grace = Instant::now() + self.startup_grace;
+        loop {
+            let err = match sys::connect_unix(&self.socket) {
+                Ok(fd) => return Ok(UnixStream::from(fd)),
+                Err(err) => err,
+            };
+            let again = match err.kind() {
+                ErrorKind::WouldBlock => true,
+                ErrorKind::NotFound | ErrorKind::ConnectionRefused => Instant::now() < grace,
+                _ => false,
+            };
+            if !again || deadline.passed() {
+                let display = self.display();
+                return Err(match err.kind() {
+                    ErrorKind::WouldBlock => io::Error::new(
+                        ErrorKind::TimedOut,
+                        format!("the holder at {display} accepted no connection in time"),
+                    ),
+                    ErrorKind::NotFound | ErrorKind::ConnectionRefused => io::Error::new(
+                        err.kind(),
+                        format!(
+                            "nothing is listening at {display} ({err}): is the holder running?"
+                        ),
+                    ),
+                    kind => io::Error::new(kind, format!("cannot connect to {display}: {err}")),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Trusts only a holder of this user, root, or a uid allowed.
+    fn check_holder(&self, stream: &UnixStream) -> io::Result<()> {
+        let uid = crate::peer_credentials(stream)?.uid;
+        let own = rustix::process::getuid().as_raw();
+        if uid == own || uid == 0 || self.holder_uids.contains(&uid) {
+            return Ok(());
+        }
+        Err(io::Error::new(
+            ErrorKind::PermissionDenied,
+            format!(
+                "the process at {} runs as uid {uid}, which this client does not trust as a holder (it trusts uid {own} and root); nothing was sent",
+                self.display()
+            ),
+        ))
+    }
+
+    fn display(&self) -> std::borrow::Cow<'_, str> {
+        self.socket.to_string_lossy()
+    }
+}
+
+/// The end of a call's time.
+struct Deadline(Instant);
+
+impl Deadline {
+    fn after(timeout: Duration) -> Deadline {
+        Deadline(Instant::now() + timeout)
+    }
+
+    fn passed(&self) -> bool {
+        Instant::now() >= self.0
+    }
+
+    /// Sets the socket's timeouts to the time left, so that no read or
+    /// write waits past the deadline.
+    fn set_on(&self, stream: &UnixStream) -> io::Result<()> {
+        let left = self.0.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ErrorKind::TimedOut.into());
+        }
+        stream.set_read_timeout(Some(left))?;
+        stream.set_write_timeout(Some(left))
+    }
+}
+
+/// `err` of an exchange with the holder at `socket`, saying what happened.
+fn explained(err: io::Error, socket: &str) -> io::Error {
+    match err.kind() {
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => io::Error::new(
+            ErrorKind::TimedOut,
+            format!("the holder at {socket} did not answer in time"),
+        ),
+        ErrorKind::UnexpectedEof => io::Error::new(
+            ErrorKind::UnexpectedEof,
+            format!("the holder at {socket} closed the connection before it answered"),
+        ),
+        _ => err,
+    }
+}
+
+/// Reads up to a newline, at most `max` bytes, into `buf`, one read at a
+/// time: the holder sends nothing after its first line until the request.
+fn read_line(
+    stream: &UnixStream,
+    buf: &mut Vec<u8>,
+    max: usize,
+    deadline: &Deadline,
+) -> io::Result<()> {
+    let mut chunk = [0; 256];
+    while !buf.contains(&b'\n') {
+        if buf.len() >= max {
+            return Err(io::Error::new(
+                ErrorKind::InvalidData,
+                "the peer's first line is too long for an fdpass holder's",
+            ));
+        }
+        deadline.set_on(stream)?;
+        let n = match (&*stream).read(&mut chunk) {
+            Ok(0) if buf.is_empty() => return Err(ErrorKind::UnexpectedEof.into()),
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok(())
+}
+
+/// Reads to the end of the stream, failing past `max` bytes in all.
+fn read_to_end(
+    stream: &UnixStream,
+    buf: &mut Vec<u8>,
+    max: usize,
+    deadline: &Deadline,
+) -> io::Result<()> {
+    let mut chunk = [0; 16 * 1024];
+    loop {
+        deadline.set_on(stream)?;
+        let n = match (&*stream).read(&mut chunk) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.len() + n > max {
+            return Err(io::Error::new(
+                ErrorKind::InvalidData,
+                format!("the holder's answer is longer than {max} bytes; it was cut off"),
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}

@@ -1,0 +1,839 @@
+//! The holder protocol, as pure code: what a client and a holder say to
+//! each other, with no I/O.
+//!
+//! One request per connection:
+//!
+//! 1. The holder checks the client's uid as soon as it connects, and
+//!    sends [`GREETING`], or a refusal and closes.
+//! 2. The client sends one request line, `VERB ARGS...\n`, with the fd of
+//!    a `store` attached to its first byte:
+//!    - `store NAME [ttl-ms=MILLISECONDS] [until-exit=PID]`
+//!    - `fetch NAME...`, and `take NAME...`, which removes them too
+//!    - `list`
+//!    - `drop NAME`
+//! 3. The holder answers `ok\n`, with the fetched fds attached to its first
+//!    byte, then `list`'s entries, one per line; or `error KIND MESSAGE\n`.
+//!    Then it closes the connection.
+//!
+//! A `list` entry is the name, then `key=value` fields separated by
+//! spaces, each value [escaped](escape): `kind`, `address`, `path`,
+//! `uid`, `pid`, `stored`, `expires`, `until-exit`. A field that does not
+//! apply is left out. Unknown keys are skipped, so later versions may add
+//! fields.
+
+use std::fmt::{self, Write as _};
+use std::io::{self, ErrorKind};
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use crate::{FdKind, SocketFamily, SocketType};
+
+/// What the holder sends a client it serves, before reading its request.
+pub const GREETING: &str = "fdpass-hold 1\n";
+
+/// The longest request line, in bytes, newline included.
+pub const MAX_REQUEST: usize = 64 * 1024;
+
+/// The most names one `fetch` or `take` may ask for: the fds of one
+/// message.
+pub const MAX_FETCH: usize = crate::MAX_FDS;
+
+/// The longest name (systemd's limit for fd names).
+pub const MAX_NAME: usize = crate::notify::MAX_NAME;
+
+/// Checks a name for a held fd: what systemd takes as an fd name (see
+/// [`notify::check_name`](crate::notify::check_name)), so that held fds
+/// can go to systemd's fd store and out as `LISTEN_FDNAMES`, and a word of
+/// the protocol: no space.
+///
+/// # Errors
+///
+/// [`ErrorKind::InvalidInput`], saying which rule the name breaks.
+pub fn check_name(name: &str) -> io::Result<()> {
+    crate::notify::check_name(name)?;
+    if name.contains(' ') {
+        return Err(io::Error::new(
+            ErrorKind::InvalidInput,
+            format!("{name:?} cannot name a held fd: it contains a space"),
+        ));
+    }
+    Ok(())
+}
+
+/// How long a held fd is kept. The default is for as long as the holder
+/// runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Lifetime {
+    /// Dropped this long after it is stored.
+    pub ttl: Option<Duration>,
+    /// Dropped when the process with this pid exits.
+    pub until_exit: Option<u32>,
+}
+
+impl Lifetime {
+    /// Kept for as long as the holder runs.
+    #[must_use]
+    pub fn forever() -> Lifetime {
+        Lifetime::default()
+    }
+
+    /// Also dropped `ttl` after it is stored.
+    #[must_use]
+    pub fn ttl(mut self, ttl: Duration) -> Lifetime {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Also dropped when process `pid` exits.
+    #[must_use]
+    pub fn until_exit(mut self, pid: u32) -> Lifetime {
+        self.until_exit = Some(pid);
+        self
+    }
+}
+
+/// A client's request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Request {
+    /// Keep the attached fd under `name`, replacing what was held there.
+    Store {
+        /// The name.
+        name: String,
+        /// When it is dropped.
+        lifetime: Lifetime,
+    },
+    /// Send copies of the fds held under `names`, in order; with `take`,
+    /// stop holding them too.
+    Fetch {
+        /// The names, 1 to [`MAX_FETCH`].
+        names: Vec<String>,
+        /// Remove them as they are sent.
+        take: bool,
+    },
+    /// Say what is held.
+    List,
+    /// Close the fd held under `name`.
+    Remove {
+        /// The name.
+        name: String,
+    },
+}
+
+impl Request {
+    /// The request line, newline included.
+    #[must_use]
+    pub fn line(&self) -> String {
+        let mut line = String::new();
+        match self {
+            Request::Store { name, lifetime } => {
+                line.push_str("store ");
+                line.push_str(name);
+                if let Some(ttl) = lifetime.ttl {
+                    let _ = write!(line, " ttl-ms={}", ttl.as_millis());
+                }
+                if let Some(pid) = lifetime.until_exit {
+                    let _ = write!(line, " until-exit={pid}");
+                }
+            }
+            Request::Fetch { names, take } => {
+                line.push_str(if *take { "take" } else { "fetch" });
+                for name in names {
+                    line.push(' ');
+                    line.push_str(name);
+                }
+            }
+            Request::List => line.push_str("list"),
+            Request::Remove { name } => {
+                line.push_str("drop ");
+                line.push_str(name);
+            }
+        }
+        line.push('\n');
+        line
+    }
+
+    /// Parses a request line, without its newline.
+    ///
+    /// # Errors
+    ///
+    /// A [`Refusal`] of kind [`Invalid`](RefusalKind::Invalid) that says
+    /// what is wrong with it.
+    pub fn parse(line: &str) -> Result<Request, Refusal> {
+        let mut words = line.split(' ');
+        let verb = words.next().unwrap_or_default();
+        let args: Vec<&str> = words.collect();
+        let names = |args: &[&str]| -> Result<Vec<String>, Refusal> {
+            args.iter()
+                .map(|&name| match check_name(name) {
+                    Ok(()) => Ok(name.to_owned()),
+                    Err(e) => Err(Refusal::invalid(e.to_string())),
+                })
+                .collect()
+        };
+        match verb {
+            "store" => {
+                let (name, options) = args
+                    .split_first()
+                    .ok_or_else(|| Refusal::invalid("store needs a name"))?;
+                let name = names(&[name])?.remove(0);
+                let mut lifetime = Lifetime::forever();
+                for option in options {
+                    match option.split_once('=') {
+                        Some(("ttl-ms", ms)) if lifetime.ttl.is_none() => {
+                            lifetime.ttl = Some(Duration::from_millis(number(ms)?));
+                        }
+                        Some(("until-exit", pid)) if lifetime.until_exit.is_none() => {
+                            lifetime.until_exit = Some(number(pid)?);
+                        }
+                        _ => {
+                            return Err(Refusal::invalid(format!(
+                                "store takes one name, then ttl-ms=N and until-exit=PID at most once each, not {option:?}"
+                            )))
+                        }
+                    }
+                }
+                Ok(Request::Store { name, lifetime })
+            }
+            "fetch" | "take" if args.is_empty() => {
+                Err(Refusal::invalid(format!("{verb} needs at least one name")))
+            }
+            "fetch" | "take" if args.len() > MAX_FETCH => Err(Refusal::invalid(format!(
+                "{verb} takes at most {MAX_FETCH} names"
+            ))),
+            "fetch" | "take" => Ok(Request::Fetch {
+                names: names(&args)?,
+                take: verb == "take",
+            }),
+            "list" if args.is_empty() => Ok(Request::List),
+            "list" => Err(Refusal::invalid("list takes no names")),
+            "drop" => match names(&args)?.as_mut_slice() {
+                [name] => Ok(Request::Remove {
+                    name: std::mem::take(name),
+                }),
+                _ => Err(Refusal::invalid("drop takes exactly one name")),
+            },
+            _ => Err(Refusal::invalid(format!(
+                "unknown request {:?}: store, fetch, take, list or drop",
+                truncated(verb)
+            ))),
+        }
+    }
+}
+
+/// A decimal number of the protocol.
+fn number<T: std::str::FromStr>(text: &str) -> Result<T, Refusal> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Refusal::invalid(format!(
+            "{:?} is not a number",
+            truncated(text)
+        )));
+    }
+    text.parse()
+        .map_err(|_| Refusal::invalid(format!("{} is too large", truncated(text))))
+}
+
+/// At most 40 characters of `text`, for a message.
+fn truncated(text: &str) -> &str {
+    text.char_indices()
+        .nth(40)
+        .map_or(text, |(i, _)| &text[..i])
+}
+
+/// Why a holder refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RefusalKind {
+    /// No fd is held under a name asked for ([`ErrorKind::NotFound`]).
+    NotFound,
+    /// The client's user may not use the holder
+    /// ([`ErrorKind::PermissionDenied`]).
+    Denied,
+    /// The request is malformed ([`ErrorKind::InvalidInput`]).
+    Invalid,
+    /// A limit of the holder is reached ([`ErrorKind::QuotaExceeded`]).
+    Full,
+    /// The holder could not do it: a system call failed
+    /// ([`ErrorKind::Other`]).
+    Failed,
+}
+
+impl RefusalKind {
+    const ALL: [RefusalKind; 5] = [
+        RefusalKind::NotFound,
+        RefusalKind::Denied,
+        RefusalKind::Invalid,
+        RefusalKind::Full,
+        RefusalKind::Failed,
+    ];
+
+    /// Its word in the protocol.
+    #[must_use]
+    pub fn word(self) -> &'static str {
+        match self {
+            RefusalKind::NotFound => "not-found",
+            RefusalKind::Denied => "denied",
+            RefusalKind::Invalid => "invalid",
+            RefusalKind::Full => "full",
+            RefusalKind::Failed => "failed",
+        }
+    }
+
+    /// The kind of error a client returns for it.
+    #[must_use]
+    pub fn error_kind(self) -> ErrorKind {
+        match self {
+            RefusalKind::NotFound => ErrorKind::NotFound,
+            RefusalKind::Denied => ErrorKind::PermissionDenied,
+            RefusalKind::Invalid => ErrorKind::InvalidInput,
+            RefusalKind::Full => ErrorKind::QuotaExceeded,
+            RefusalKind::Failed => ErrorKind::Other,
+        }
+    }
+}
+
+/// A holder's refusal: its kind and a message for a person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// What kind of refusal.
+    pub kind: RefusalKind,
+    /// What happened, in one line.
+    pub message: String,
+}
+
+impl Refusal {
+    /// A refusal of `kind`; line breaks in `message` become spaces.
+    pub fn new(kind: RefusalKind, message: impl Into<String>) -> Refusal {
+        let message = message.into().replace(['\n', '\r'], " ");
+        Refusal { kind, message }
+    }
+
+    /// A refusal of a malformed request.
+    pub fn invalid(message: impl Into<String>) -> Refusal {
+        Refusal::new(RefusalKind::Invalid, message)
+    }
+
+    /// Its answer line, newline included.
+    #[must_use]
+    pub fn line(&self) -> String {
+        format!("error {} {}\n", self.kind.word(), self.message)
+    }
+
+    /// The error a client returns for it.
+    #[must_use]
+    pub fn into_error(self) -> io::Error {
+        io::Error::new(
+            self.kind.error_kind(),
+            format!("the holder refused: {}", self.message),
+        )
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// What the holder said first, or in answer to a request: `Ok` with the
+/// text that follows `ok\n` (or the greeting), or its refusal.
+///
+/// # Errors
+///
+/// [`ErrorKind::InvalidData`] for anything that is neither `head` nor a
+/// refusal this version knows, and the holder's [`Refusal`] as an error of
+/// its kind.
+pub fn parse_answer<'a>(answer: &'a str, head: &str) -> io::Result<&'a str> {
+    if let Some(body) = answer.strip_prefix(head) {
+        return Ok(body);
+    }
+    let line = answer.split('\n').next().unwrap_or_default();
+    if let Some(refusal) = line.strip_prefix("error ") {
+        let (word, message) = refusal.split_once(' ').unwrap_or((refusal, ""));
+        if let Some(kind) = RefusalKind::ALL.into_iter().find(|k| k.word() == word) {
+            return Err(Refusal::new(kind, message).into_error());
+        }
+    }
+    Err(io::Error::new(
+        ErrorKind::InvalidData,
+        format!(
+            "the peer is not an fdpass holder, or one of another version: it said {:?}",
+            truncated(line)
+        ),
+    ))
+}
+
+/// Reads a request as its bytes and fds arrive, from a client that may
+/// send anything: at most [`MAX_REQUEST`] bytes are kept, and at most one
+/// fd.
+#[derive(Debug, Default)]
+pub struct RequestReader {
+    line: Vec<u8>,
+    fd: Option<OwnedFd>,
+    surplus_fds: bool,
+    cut_off: bool,
+}
+
+/// What a [`RequestReader`] has made of what it was given so far.
+#[derive(Debug)]
+pub enum Progress {
+    /// The line has not ended yet.
+    More,
+    /// A whole request, with the fd that came with it.
+    Done(Request, Option<OwnedFd>),
+    /// The request is refused; every fd that came with it is closed.
+    Refused(Refusal),
+}
+
+impl RequestReader {
+    /// A reader with nothing read yet.
+    #[must_use]
+    pub fn new() -> RequestReader {
+        RequestReader::default()
+    }
+
+    /// How many more bytes may come before the request is too long.
+    #[must_use]
+    pub fn room(&self) -> usize {
+        MAX_REQUEST - self.line.len()
+    }
+
+    /// Takes the next `bytes` from the client, with the fds that came with
+    /// them. `fds_discarded` says that more fds came than were kept, and
+    /// `fds_cut_off` that the kernel could not deliver some (the
+    /// `MSG_CTRUNC` of a process at its open-file limit); the kernel has
+    /// closed those. Bytes after the line's end are ignored: the client
+    /// waits for the answer.
+    pub fn received(
+        &mut self,
+        bytes: &[u8],
+        fds: impl IntoIterator<Item = OwnedFd>,
+        fds_discarded: bool,
+        fds_cut_off: bool,
+    ) -> Progress {
+        for fd in fds {
+            if self.fd.is_none() && !self.surplus_fds {
+                self.fd = Some(fd);
+            } else {
+                self.surplus_fds = true;
+            }
+        }
+        self.surplus_fds |= fds_discarded;
+        self.cut_off |= fds_cut_off;
+        if self.line.is_empty() && bytes.first() == Some(&0) {
+            self.fd = None;
+            return Progress::Refused(Refusal::invalid(
+                "this is an fdpass holder, which keeps fds under names: use `fdpass store SOCKET NAME FD` (or io_fdpass::holder::Client) to give it one",
+            ));
+        }
+        let end = bytes.iter().position(|&b| b == b'\n');
+        let take = end.unwrap_or(bytes.len()).min(self.room());
+        self.line.extend_from_slice(&bytes[..take]);
+        if end.is_none_or(|end| end > take) {
+            return if self.room() == 0 {
+                self.fd = None;
+                Progress::Refused(Refusal::invalid(format!(
+                    "a request is one line of at most {MAX_REQUEST} bytes"
+                )))
+            } else {
+                Progress::More
+            };
+        }
+        let fd = self.fd.take();
+        if self.cut_off && !self.surplus_fds {
+            return Progress::Refused(Refusal::new(
+                RefusalKind::Full,
+                "the holder is at its open-file limit (RLIMIT_NOFILE): the fd sent could not be received",
+            ));
+        }
+        if self.surplus_fds {
+            return Progress::Refused(Refusal::invalid(
+                "a request carries at most one fd; all that came were closed",
+            ));
+        }
+        let Ok(line) = std::str::from_utf8(&self.line) else {
+            return Progress::Refused(Refusal::invalid("the request is not text"));
+        };
+        match Request::parse(line) {
+            Err(refusal) => Progress::Refused(refusal),
+            Ok(Request::Store { .. }) if fd.is_none() => {
+                Progress::Refused(Refusal::invalid("store came without an fd"))
+            }
+            Ok(request @ Request::Store { .. }) => Progress::Done(request, fd),
+            Ok(_) if fd.is_some() => Progress::Refused(Refusal::invalid(
+                "only store comes with an fd; the one that came was closed",
+            )),
+            Ok(request) => Progress::Done(request, None),
+        }
+    }
+}
+
+/// What the holder says of one fd it holds, in answer to `list`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Entry {
+    /// Its name.
+    pub name: String,
+    /// What it is, in a word or three: `tcp listener`, `unix stream`,
+    /// `udp`, `pipe`, `file`, … (see [`Entry::describe`]).
+    pub kind: String,
+    /// A socket's local address: `127.0.0.1:8080`, `/run/app.sock`.
+    pub address: Option<String>,
+    /// A file's or directory's path.
+    pub path: Option<String>,
+    /// The uid of the process that stored it.
+    pub stored_by_uid: Option<u32>,
+    /// The pid of the process that stored it.
+    pub stored_by_pid: Option<u32>,
+    /// When it was stored, in seconds since the Unix epoch.
+    pub stored_at: Option<u64>,
+    /// When it will be dropped, in seconds since the Unix epoch.
+    pub expires_at: Option<u64>,
+    /// The pid whose exit drops it.
+    pub until_exit: Option<u32>,
+}
+
+impl Entry {
+    /// An entry named `name` for an fd of kind `kind`, with
+    /// [`kind`](Entry::kind), [`address`](Entry::address) and
+    /// [`path`](Entry::path) filled in and the rest left empty.
+    #[must_use]
+    pub fn describe(name: &str, kind: &FdKind) -> Entry {
+        let lossy = |path: &std::path::Path| path.to_string_lossy().into_owned();
+        let (kind, address, path) = match kind {
+            FdKind::File(path) => ("file".to_owned(), None, path.as_deref().map(lossy)),
+            FdKind::Directory(path) => ("directory".to_owned(), None, path.as_deref().map(lossy)),
+            FdKind::Pipe => ("pipe".to_owned(), None, None),
+            FdKind::Socket(socket) => {
+                let base = match (socket.family, socket.socket_type) {
+                    (SocketFamily::Inet | SocketFamily::Inet6, SocketType::Stream) => {
+                        "tcp".to_owned()
+                    }
+                    (SocketFamily::Inet | SocketFamily::Inet6, SocketType::Datagram) => {
+                        "udp".to_owned()
+                    }
+                    (SocketFamily::Unix, ty) => format!("unix {ty}"),
+                    (family, ty) => format!("{family} {ty}"),
+                };
+                let kind = if socket.listening {
+                    format!("{base} listener")
+                } else {
+                    base
+                };
+                (kind, socket.local.as_ref().map(ToString::to_string), None)
+            }
+            FdKind::Other(what) => ("other".to_owned(), None, what.clone()),
+        };
+        Entry {
+            name: name.to_owned(),
+            kind,
+            address,
+            path,
+            ..Entry::default()
+        }
+    }
+
+    /// Its line in a `list` answer, newline included.
+    #[must_use]
+    pub fn line(&self) -> String {
+        let mut line = self.name.clone();
+        let mut field = |key: &str, value: Option<&dyn fmt::Display>| {
+            if let Some(value) = value {
+                let _ = write!(line, " {key}={}", escape(&value.to_string()));
+            }
+        };
+        field("kind", Some(&self.kind));
+        field("address", self.address.as_ref().map(|v| v as _));
+        field("path", self.path.as_ref().map(|v| v as _));
+        field("uid", self.stored_by_uid.as_ref().map(|v| v as _));
+        field("pid", self.stored_by_pid.as_ref().map(|v| v as _));
+        field("stored", self.stored_at.as_ref().map(|v| v as _));
+        field("expires", self.expires_at.as_ref().map(|v| v as _));
+        field("until-exit", self.until_exit.as_ref().map(|v| v as _));
+        line.push('\n');
+        line
+    }
+
+    /// Parses an entry's line, without its newline.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidData`], saying what is wrong.
+    pub fn parse(line: &str) -> io::Result<Entry> {
+        let bad = |what: String| io::Error::new(ErrorKind::InvalidData, what);
+        let mut words = line.split(' ');
+        let name = words.next().unwrap_or_default();
+        check_name(name).map_err(|e| bad(format!("the holder listed a bad name: {e}")))?;
+        let mut entry = Entry {
+            name: name.to_owned(),
+            ..Entry::default()
+        };
+        for word in words {
+            let (key, value) = word
+                .split_once('=')
+                .ok_or_else(|| bad(format!("the holder listed {:?}", truncated(word))))?;
+            let value = unescape(value)?;
+            let int = || listed_number(key, &value);
+            match key {
+                "kind" => entry.kind = value,
+                "address" => entry.address = Some(value),
+                "path" => entry.path = Some(value),
+                "uid" => entry.stored_by_uid = Some(int()?),
+                "pid" => entry.stored_by_pid = Some(int()?),
+                "stored" => entry.stored_at = Some(listed_number(key, &value)?),
+                "expires" => entry.expires_at = Some(listed_number(key, &value)?),
+                "until-exit" => entry.until_exit = Some(int()?),
+                _ => {}
+            }
+        }
+        Ok(entry)
+    }
+}
+
+/// A number in a `list` entry.
+fn listed_number<T: std::str::FromStr>(key: &str, value: &str) -> io::Result<T> {
+    value.parse().map_err(|_| {
+        io::Error::new(
+            ErrorKind::InvalidData,
+            format!(
+                "the holder listed {key}={:?}, not a number",
+                truncated(value)
+            ),
+        )
+    })
+}
+
+/// Escapes a field's value so that it is one word of printable ASCII:
+/// `%`, space and every byte outside `!`..=`~` become `%XX`.
+#[must_use]
+pub fn escape(value: &str) -> String {
+    let mut escaped = String::with_capacity(value.len());
+    for &b in value.as_bytes() {
+        if b.is_ascii_graphic() && b != b'%' {
+            escaped.push(char::from(b));
+        } else {
+            let _ = write!(escaped, "%{b:02X}");
+        }
+    }
+    escaped
+}
+
+/// Undoes [`escape`].
+///
+/// # Errors
+///
+/// [`ErrorKind::InvalidData`] for a `%` not followed by two hex digits, or
+/// bytes that are not UTF-8.
+pub fn unescape(value: &str) -> io::Result<String> {
+    let bad = || {
+        io::Error::new(
+            ErrorKind::InvalidData,
+            format!("{:?} is not an escaped field", truncated(value)),
+        )
+    };
+    let mut bytes = Vec::with_capacity(value.len());
+    let mut rest = value.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        if b == b'%' {
+            let hex = tail.get(..2).ok_or_else(bad)?;
+            let hex = std::str::from_utf8(hex).map_err(|_| bad())?;
+            bytes.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+            rest = &tail[2..];
+        } else {
+            bytes.push(b);
+            rest = tail;
+        }
+    }
+    String::from_utf8(bytes).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> String {
+        s.to_owned()
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        for request in [
+            Request::Store {
+                name: name("web"),
+                lifetime: Lifetime::forever(),
+            },
+            Request::Store {
+                name: name("w"),
+                lifetime: Lifetime::forever()
+                    .ttl(Duration::from_secs(90))
+                    .until_exit(42),
+            },
+            Request::Fetch {
+                names: vec![name("a"), name("b-2")],
+                take: false,
+            },
+            Request::Fetch {
+                names: vec![name("a")],
+                take: true,
+            },
+            Request::List,
+            Request::Remove { name: name("x.y") },
+        ] {
+            let line = request.line();
+            assert_eq!(
+                Request::parse(line.strip_suffix('\n').unwrap()),
+                Ok(request)
+            );
+        }
+    }
+
+    #[test]
+    fn bad_requests_are_refused() {
+        let too_many = format!("fetch{}", " a".repeat(MAX_FETCH + 1));
+        for line in [
+            "",
+            "store",
+            "store a b",
+            "store a ttl-ms=1 ttl-ms=2",
+            "store a ttl-ms=-1",
+            "store a ttl-ms=",
+            "store a until-exit=99999999999",
+            "list a",
+            "fetch",
+            "take",
+            "frob a",
+            "store a:b",
+            "drop",
+            "drop a b",
+            "drop  a",
+            "fetch a ",
+            &too_many,
+        ] {
+            let refusal = Request::parse(line).unwrap_err();
+            assert_eq!(refusal.kind, RefusalKind::Invalid, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_name("web-1.socket_A").is_ok());
+        for bad in ["", "a:b", "a b", "tab\t", "é", &"x".repeat(MAX_NAME + 1)] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn answers_are_parsed() {
+        assert_eq!(parse_answer("ok\nweb\n", "ok\n").unwrap(), "web\n");
+        let refusal = Refusal::new(RefusalKind::NotFound, "it holds no fd named web");
+        let e = parse_answer(&refusal.line(), "ok\n").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+        assert!(e.to_string().contains("no fd named web"), "{e}");
+        for other in ["", "ok", "error 0 done\n", "error\n", "HTTP/1.1 200 OK\r\n"] {
+            let e = parse_answer(other, "ok\n").unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidData, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn entries_round_trip() {
+        let full = Entry {
+            name: name("web"),
+            kind: name("unix stream listener"),
+            address: Some(name("/run/my app/%.sock")),
+            path: Some(name("é")),
+            stored_by_uid: Some(1000),
+            stored_by_pid: Some(42),
+            stored_at: Some(1_700_000_000),
+            expires_at: Some(1_700_000_090),
+            until_exit: Some(7),
+        };
+        let bare = Entry {
+            name: name("p"),
+            kind: name("pipe"),
+            ..Entry::default()
+        };
+        for entry in [full, bare] {
+            let line = entry.line();
+            assert_eq!(line.matches('\n').count(), 1);
+            assert_eq!(
+                Entry::parse(line.strip_suffix('\n').unwrap()).unwrap(),
+                entry
+            );
+        }
+        assert!(Entry::parse("web kind=tcp later=1").is_ok());
+        for bad in [
+            "",
+            "a:b kind=x",
+            "web kind",
+            "web uid=x",
+            "web path=%4",
+            "web path=%FF",
+        ] {
+            assert!(Entry::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    fn feed(reader: &mut RequestReader, bytes: &[u8], fds: Vec<OwnedFd>) -> Progress {
+        reader.received(bytes, fds, false, false)
+    }
+
+    fn an_fd() -> OwnedFd {
+        std::fs::File::open("/dev/null").unwrap().into()
+    }
+
+    #[test]
+    fn a_request_may_come_in_pieces() {
+        let mut reader = RequestReader::new();
+        assert!(matches!(
+            feed(&mut reader, b"sto", vec![an_fd()]),
+            Progress::More
+        ));
+        assert!(matches!(feed(&mut reader, b"re w", vec![]), Progress::More));
+        match feed(&mut reader, b"eb\n", vec![]) {
+            Progress::Done(Request::Store { name, .. }, Some(_)) => assert_eq!(name, "web"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn readers_refuse_what_is_not_a_request() {
+        let refused = |bytes: &[u8], fds: usize| {
+            let fds = (0..fds).map(|_| an_fd()).collect();
+            match feed(&mut RequestReader::new(), bytes, fds) {
+                Progress::Refused(refusal) => refusal.message,
+                other => panic!("{bytes:?}: {other:?}"),
+            }
+        };
+        assert!(refused(b"\0", 1).contains("fdpass store"));
+        assert!(refused(b"store a\n", 2).contains("at most one fd"));
+        assert!(refused(b"store a\n", 0).contains("without an fd"));
+        assert!(refused(b"list\n", 1).contains("only store"));
+        assert!(refused(b"\xff\n", 0).contains("not text"));
+        assert!(refused(&vec![b'a'; MAX_REQUEST], 0).contains("at most"));
+        let mut reader = RequestReader::new();
+        assert!(matches!(
+            reader.received(b"store a", [an_fd()], true, false),
+            Progress::More
+        ));
+        assert!(matches!(
+            feed(&mut reader, b"\n", vec![]),
+            Progress::Refused(_)
+        ));
+        let mut reader = RequestReader::new();
+        match reader.received(b"store a\n", [], false, true) {
+            Progress::Refused(refusal) => assert_eq!(refusal.kind, RefusalKind::Full),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn escaping_round_trips() {
+        for value in ["", "plain", "a b", "100%", "é\n\t", "=%20"] {
+            let escaped = escape(value);
+            assert!(escaped.bytes().all(|b| b.is_ascii_graphic()), "{escaped}");
+            assert_eq!(unescape(&escaped).unwrap(), value);
+        }
+    }
+}
