@@ -173,7 +173,7 @@ pub use fd_kind::{FdKind, SocketAddress, SocketFamily, SocketInfo, SocketType};
 #[cfg(unix)]
 pub use many::{recv_many, send_many, ReceivedMany, BURST};
 #[cfg(unix)]
-pub use peer::{peer_credentials, PeerCredentials};
+pub use peer::{connect, peer_credentials, refuse_fds, PeerCredentials};
 pub use received::Received;
 #[cfg(unix)]
 pub use unix::{recv, recv_fds, recv_with_fds, send, send_with_fds, FdPassExt, MAX_FDS};

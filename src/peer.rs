@@ -1,4 +1,5 @@
-//! Who is at the other end of a unix socket.
+//! Who is at the other end of a unix socket, connecting to one without
+//! waiting on its listener, and refusing fds on one.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -53,4 +54,66 @@ pub fn peer_credentials(socket: impl AsFd) -> io::Result<PeerCredentials> {
         pid,
         pidfd: sys::peer_pidfd(socket)?,
     })
+}
+
+/// Connects to the unix socket at `address`: a path, or on Linux `@name`
+/// for a name in the abstract namespace.
+///
+/// Unlike [`UnixStream::connect`](std::os::unix::net::UnixStream::connect),
+/// it never waits: a listener whose backlog is full gives
+/// [`ErrorKind::WouldBlock`](io::ErrorKind::WouldBlock) at once, where a
+/// blocking connect waits for as long as the listener does not accept,
+/// which a hostile listener can make forever. The stream it returns is
+/// blocking and close-on-exec.
+///
+/// # Errors
+///
+/// The error of `connect(2)`: [`NotFound`](io::ErrorKind::NotFound) for no
+/// socket at a path, [`ConnectionRefused`](io::ErrorKind::ConnectionRefused)
+/// for one that nothing listens on, [`PermissionDenied`](io::ErrorKind::PermissionDenied),
+/// and [`InvalidInput`](io::ErrorKind::InvalidInput) for a path too long
+/// for a socket address.
+///
+/// # Examples
+///
+/// ```
+/// use std::os::unix::net::UnixListener;
+///
+/// let dir = std::env::temp_dir().join(format!("io-fdpass-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir)?;
+/// let path = dir.join("connect.sock");
+/// let listener = UnixListener::bind(&path)?;
+/// let stream = io_fdpass::connect(&path)?;
+/// # drop((stream, listener));
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn connect(address: impl AsRef<std::ffi::OsStr>) -> io::Result<std::os::unix::net::UnixStream> {
+    sys::connect_unix(address.as_ref()).map(Into::into)
+}
+
+/// Makes the kernel refuse fds sent to `socket` (`SO_PASSRIGHTS` off, Linux
+/// 6.16 and later): a sender's `sendmsg` with `SCM_RIGHTS` fails with
+/// `EPERM`, and nothing arrives that could fill this process's fd table.
+/// For a socket that only ever receives data. Returns `false`, changing
+/// nothing, where the kernel lacks the option.
+///
+/// # Errors
+///
+/// The error of `setsockopt(2)` other than a kernel without the option.
+///
+/// # Examples
+///
+/// ```
+/// use std::os::unix::net::UnixStream;
+///
+/// let (a, b) = UnixStream::pair()?;
+/// if io_fdpass::refuse_fds(&b)? {
+///     let file = std::fs::File::open("Cargo.toml")?;
+///     assert!(io_fdpass::send(&a, &file).is_err());
+/// }
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn refuse_fds(socket: impl AsFd) -> io::Result<bool> {
+    sys::refuse_fds(socket.as_fd())
 }

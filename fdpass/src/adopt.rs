@@ -12,15 +12,14 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use io_fdpass::holder::protocol::Lifetime;
 use io_fdpass::process::{Process, ProcessFd};
 use io_fdpass::{FdKind, SocketAddress, SocketInfo};
 
+use crate::address::{ListenAddr, SocketName};
+use crate::cli::AdoptArgs;
 use crate::exec;
 use crate::fail::{self, Failure, Result};
-use crate::listen::ListenAddr;
-use crate::protocol::Request;
-use crate::socket::SocketName;
-use crate::AdoptArgs;
 
 /// What to take from the process: an fd number, or the address of a
 /// socket it listens on.
@@ -69,7 +68,7 @@ impl What {
 /// replaces fdpass) or to the holder. Nothing is taken before every check
 /// that can be made without the process has passed.
 pub fn run(args: &AdoptArgs, verbose: bool) -> Result<()> {
-    let names = crate::fd_names(args.names.clone(), args.what.len(), |i| args.what[i].kind())?;
+    let names = exec::fd_names(args.names.clone(), args.what.len(), |i| args.what[i].kind())?;
     let program = match args.store {
         Some(_) => {
             distinct(&names)?;
@@ -86,8 +85,9 @@ pub fn run(args: &AdoptArgs, verbose: bool) -> Result<()> {
     let fds = take(&old, &args.what, log)?;
 
     if let Some(holder) = &args.store {
+        let client = crate::client::client(holder, crate::client::default_timeout(), &[]);
         for (name, fd) in names.iter().zip(&fds) {
-            crate::ask(holder, Request::Store(name.clone()), Some(fd.as_fd()), 0)?;
+            crate::client::store(&client, holder, name, fd.as_fd(), Lifetime::forever())?;
             log(format_args!("stored it as {name} at {holder}"));
         }
         if args.stop_old {
@@ -508,30 +508,6 @@ fn exit_with(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// Parses `--ready-after`: a number of seconds, or a number with `ms`,
-/// `s`, `m` or `h`.
-pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let scale = match unit {
-        "ms" => 0.001,
-        "" | "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => {
-            return Err(format!(
-                "{unit:?} is not a unit: use ms, s, m or h, e.g. 500ms"
-            ))
-        }
-    };
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration, such as 500ms, 2s or 1m"))?;
-    Duration::try_from_secs_f64(number * scale).map_err(|_| format!("{text:?} is too long"))
-}
-
 /// `fdpass fds PID`: one line per fd, or a JSON array with one object per
 /// line.
 pub fn show_fds(pid: u32, json: bool) -> Result<()> {
@@ -551,8 +527,7 @@ pub fn show_fds(pid: u32, json: bool) -> Result<()> {
             out.push_str(&format!("{} {}\n", fd.fd, fd.kind));
         }
     }
-    print!("{out}");
-    Ok(())
+    crate::output::print(&out)
 }
 
 /// One fd as a JSON object: `fd`, `kind` (`file`, `directory`, `pipe`,
@@ -561,7 +536,7 @@ pub fn show_fds(pid: u32, json: bool) -> Result<()> {
 /// `local`, for anything else `name`. Paths that are not UTF-8 are shown
 /// lossily.
 fn json_object(fd: &ProcessFd) -> String {
-    let text = |s: &str| json_string(s);
+    let text = |s: &str| crate::output::json_string(s);
     let path = |p: &Option<PathBuf>| {
         p.as_ref()
             .map_or("null".into(), |p| text(&p.to_string_lossy()))
@@ -592,25 +567,6 @@ fn json_object(fd: &ProcessFd) -> String {
     )
 }
 
-/// `s` as a JSON string.
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c if u32::from(c) < 0x20 || c == '\u{7f}' => {
-                out.push_str(&format!("\\u{:04x}", u32::from(c)));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -630,38 +586,12 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
-        for (text, ms) in [
-            ("2", 2000),
-            ("1.5s", 1500),
-            ("250ms", 250),
-            ("2m", 120_000),
-            ("0", 0),
-        ] {
-            assert_eq!(
-                parse_duration(text),
-                Ok(Duration::from_millis(ms)),
-                "{text}"
-            );
-        }
-        for bad in ["", "s", "1x", "-1s", "1e400", "1.2.3s", "5 s"] {
-            assert!(parse_duration(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
     fn ready_is_a_line_of_its_own() {
         assert!(says_ready(b"READY=1"));
         assert!(says_ready(b"STATUS=up\nREADY=1\n"));
         for not in [&b"READY=0"[..], b"NOTREADY=1", b"READY=1x", b"", b"\xff"] {
             assert!(!says_ready(not), "{not:?}");
         }
-    }
-
-    #[test]
-    fn json_strings_are_escaped() {
-        assert_eq!(json_string("a\"b\\c\nd\u{1}"), r#""a\"b\\c\nd\u0001""#);
-        assert_eq!(json_string("é"), "\"é\"");
     }
 
     #[test]

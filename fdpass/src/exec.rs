@@ -41,6 +41,25 @@ pub fn inherited(fd: RawFd) -> Result<BorrowedFd<'static>> {
     }
 }
 
+/// `given` names, and `default(i)` for each fd `i` not named.
+pub fn fd_names(
+    given: Vec<String>,
+    fds: usize,
+    default: impl Fn(usize) -> &'static str,
+) -> Result<Vec<String>> {
+    if given.len() > fds {
+        return Err(Failure::new(
+            fail::USAGE,
+            format!("{} names given for {fds} fd(s)", given.len()),
+        ));
+    }
+    let named = given.len();
+    Ok(given
+        .into_iter()
+        .chain((named..fds).map(|i| default(i).to_owned()))
+        .collect())
+}
+
 /// Finds the program `name` names: a path if it has a `/`, else the first
 /// executable file of that name in `PATH`, as the shell does.
 pub fn find(name: &OsStr) -> Result<PathBuf> {

@@ -19,8 +19,16 @@ pub const UNAVAILABLE: u8 = 69;
 pub const OS: u8 = 71;
 /// A socket could not be created: its path is taken.
 pub const CANT_CREATE: u8 = 73;
-/// The peer refused (another user, or a limit reached), or the kernel
-/// did: another process's fds.
+/// stdout or stderr could not be written: closed, or full.
+pub const IO: u8 = 74;
+/// A peer took longer than the timeout.
+pub const TIMED_OUT: u8 = 75;
+/// A peer broke the protocol: not an fdpass holder, or a holder of another
+/// version.
+pub const PROTOCOL: u8 = 76;
+/// Not permitted: a peer of a user not trusted, a refusal by the holder
+/// (another user, or a limit reached), or by the kernel: another
+/// process's fds.
 pub const NO_PERMISSION: u8 = 77;
 /// The command was found but could not be run.
 pub const CANNOT_EXECUTE: u8 = 126;
@@ -39,8 +47,14 @@ Exit status:
   71   a system call failed, or the kernel lacks it (adopt: pidfd_getfd,
        Linux 5.6)
   73   the socket path is taken (by a file, or by a live socket)
-  77   refused by the holder (another user, or a limit reached); for adopt
-       and fds, not permitted to take or list another process's fds
+  74   stdout or stderr could not be written (closed, or full)
+  75   timed out: the peer did not answer within --timeout
+  76   the peer broke the protocol: it is not an fdpass holder, or answered
+       with something this version does not know
+  77   not permitted: the peer runs as a user not trusted (nothing was
+       sent), or the holder refused (another user, or a limit reached);
+       for adopt and fds, not permitted to take or list another process's
+       fds
   126  the command could not be run
   127  the command was not found";
 

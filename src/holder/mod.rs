@@ -315,8 +315,8 @@ impl Client {
     fn connect(&self, deadline: &Deadline) -> io::Result<UnixStream> {
         let grace = Instant::now() + self.startup_grace;
         loop {
-            let err = match sys::connect_unix(&self.socket) {
-                Ok(fd) => return Ok(UnixStream::from(fd)),
+            let err = match crate::connect(&self.socket) {
+                Ok(stream) => return Ok(stream),
                 Err(err) => err,
             };
             let again = match err.kind() {

@@ -320,21 +320,22 @@ impl Refusal {
         format!("error {} {}\n", self.kind.word(), self.message)
     }
 
-    /// The error a client returns for it.
+    /// The error a client returns for it: of its kind, with the refusal
+    /// itself inside ([`io::Error::get_ref`]), so that a caller can tell a
+    /// refusal from a failure to reach the holder.
     #[must_use]
     pub fn into_error(self) -> io::Error {
-        io::Error::new(
-            self.kind.error_kind(),
-            format!("the holder refused: {}", self.message),
-        )
+        io::Error::new(self.kind.error_kind(), self)
     }
 }
 
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        write!(f, "the holder refused: {}", self.message)
     }
 }
+
+impl std::error::Error for Refusal {}
 
 /// What the holder said first, or in answer to a request: `Ok` with the
 /// text that follows `ok\n` (or the greeting), or its refusal.

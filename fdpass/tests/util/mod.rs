@@ -138,9 +138,11 @@ impl Holder {
     }
 
     /// The names `fdpass list` shows.
+    /// The names it holds: the first word of each line of `list`.
     pub fn list(&self) -> Vec<String> {
         success(fdpass().args(["list", self.sock()]))
             .lines()
+            .filter_map(|line| line.split(' ').next())
             .map(str::to_owned)
             .collect()
     }

@@ -1,0 +1,371 @@
+//! Addresses: unix socket names (a path, or `@name` in Linux's abstract
+//! namespace), and the listening addresses of `fdpass listen`.
+
+use std::fmt;
+use std::io::ErrorKind;
+use std::net::TcpListener;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use crate::fail::{self, Failure, Result};
+
+/// How long a client waits for a peer that is not listening yet.
+pub const STARTUP_GRACE: Duration = Duration::from_secs(1);
+
+/// Where a unix socket lives.
+#[derive(Clone, Debug)]
+pub enum SocketName {
+    Path(PathBuf),
+    /// Linux's abstract namespace: no file, gone when the last socket closes.
+    Abstract(String),
+}
+
+impl FromStr for SocketName {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.strip_prefix('@') {
+            Some("") => Err("an abstract socket name needs text after '@'".into()),
+            Some(name) if cfg!(fdpass_abstract_names) => Ok(SocketName::Abstract(name.into())),
+            Some(_) => Err("abstract socket names ('@name') exist only on Linux".into()),
+            None if s.is_empty() => Err("the socket path is empty".into()),
+            None => Ok(SocketName::Path(PathBuf::from(s))),
+        }
+    }
+}
+
+impl fmt::Display for SocketName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SocketName::Path(path) => write!(f, "{}", path.display()),
+            SocketName::Abstract(name) => write!(f, "@{name}"),
+        }
+    }
+}
+
+impl SocketName {
+    /// The name as the library takes it: the path, or `@name`.
+    pub fn client_path(&self) -> PathBuf {
+        match self {
+            SocketName::Path(path) => path.clone(),
+            SocketName::Abstract(name) => PathBuf::from(format!("@{name}")),
+        }
+    }
+
+    /// Connects to a listening socket within `timeout`; `what` says who
+    /// should be listening, for the error message. A peer started a moment
+    /// ago in the background (`fdpass hold SOCKET &`) may not be listening
+    /// yet: for up to [`STARTUP_GRACE`] a missing or refusing socket is
+    /// tried again, and so is a full backlog until the timeout.
+    pub fn connect(&self, what: &str, timeout: Duration) -> Result<UnixStream> {
+        let start = Instant::now();
+        loop {
+            let err = match io_fdpass::connect(self.client_path()) {
+                Ok(stream) => return Ok(stream),
+                Err(err) => err,
+            };
+            let absent = matches!(
+                err.kind(),
+                ErrorKind::NotFound | ErrorKind::ConnectionRefused
+            );
+            let busy = err.kind() == ErrorKind::WouldBlock;
+            let waited = start.elapsed();
+            if (absent && waited < STARTUP_GRACE.min(timeout)) || (busy && waited < timeout) {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+            return Err(if absent {
+                Failure::new(
+                    fail::UNAVAILABLE,
+                    format!("nothing is listening at {self} ({err}): is {what} running?"),
+                )
+            } else if busy {
+                Failure::new(
+                    fail::TIMED_OUT,
+                    format!("{what} at {self} accepted no connection within {timeout:?}"),
+                )
+            } else {
+                Failure::os(format_args!("cannot connect to {self}"), err)
+            });
+        }
+    }
+
+    /// Listens at this name. A socket file left behind by a process that
+    /// has gone is replaced; anything else at the path is refused.
+    pub fn listen(&self) -> Result<Listening> {
+        self.listen_as(None)
+    }
+
+    /// Listens at this name; a socket file gets `access`, and never more
+    /// than mode 0600 before it has it.
+    pub fn listen_as(&self, access: Option<&Access>) -> Result<Listening> {
+        let listener = match self {
+            SocketName::Path(path) => {
+                clear_stale(self, path)?;
+                let mask = access.map(|_| rustix::process::umask(rustix::fs::Mode::from(0o177)));
+                let bound = UnixListener::bind(path);
+                if let Some(mask) = mask {
+                    rustix::process::umask(mask);
+                }
+                bound
+            }
+            SocketName::Abstract(name) => {
+                abstract_addr(name).and_then(|a| UnixListener::bind_addr(&a))
+            }
+        };
+        let listener = listener.map_err(|err| match err.kind() {
+            ErrorKind::AddrInUse => Failure::new(
+                fail::CANT_CREATE,
+                format!("cannot listen at {self}: another socket is already listening there"),
+            ),
+            _ => Failure::os(format_args!("cannot listen at {self}"), err),
+        })?;
+        let file = match self {
+            SocketName::Path(path) => Some(path.clone()),
+            SocketName::Abstract(_) => None,
+        };
+        let listening = Listening {
+            listener,
+            file: SocketFile(file),
+        };
+        if let (Some(access), Some(path)) = (access, listening.path()) {
+            access.apply(path).map_err(|err| {
+                Failure::os(format_args!("cannot set the mode and group of {self}"), err)
+            })?;
+        }
+        Ok(listening)
+    }
+}
+
+/// Who may connect to a socket file: its mode, and its group.
+#[derive(Debug, Clone, Copy)]
+pub struct Access {
+    pub mode: u32,
+    pub group: Option<u32>,
+}
+
+impl Access {
+    fn apply(&self, path: &Path) -> std::io::Result<()> {
+        if let Some(gid) = self.group {
+            let gid = rustix::process::Gid::from_raw(gid);
+            rustix::fs::chown(path, None, Some(gid))?;
+        }
+        rustix::fs::chmod(path, rustix::fs::Mode::from(self.mode))?;
+        Ok(())
+    }
+}
+
+/// The device and inode of the socket file at `path`, which tell one
+/// socket file from another later made at the same path.
+pub fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    meta.file_type()
+        .is_socket()
+        .then(|| (meta.dev(), meta.ino()))
+}
+
+#[cfg(fdpass_abstract_names)]
+fn abstract_addr(name: &str) -> std::io::Result<std::os::unix::net::SocketAddr> {
+    #[cfg(target_os = "android")]
+    use std::os::android::net::SocketAddrExt;
+    #[cfg(target_os = "linux")]
+    use std::os::linux::net::SocketAddrExt;
+    std::os::unix::net::SocketAddr::from_abstract_name(name)
+}
+
+#[cfg(not(fdpass_abstract_names))]
+fn abstract_addr(_: &str) -> std::io::Result<std::os::unix::net::SocketAddr> {
+    Err(std::io::Error::new(
+        ErrorKind::Unsupported,
+        "abstract socket names exist only on Linux",
+    ))
+}
+
+/// Removes a socket file at `path` that no process listens on any more.
+fn clear_stale(name: &SocketName, path: &Path) -> Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(Failure::os(format_args!("cannot inspect {name}"), err)),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(Failure::new(
+            fail::CANT_CREATE,
+            format!("{name} exists and is not a socket; refusing to replace it"),
+        ));
+    }
+    match UnixStream::connect(path) {
+        Ok(_) => Err(Failure::new(
+            fail::CANT_CREATE,
+            format!("another process is listening at {name}; stop it or choose another path"),
+        )),
+        Err(err) if err.kind() == ErrorKind::ConnectionRefused => std::fs::remove_file(path)
+            .map_err(|err| Failure::os(format_args!("cannot remove the stale socket {name}"), err)),
+        Err(err) => Err(Failure::os(format_args!("cannot inspect {name}"), err)),
+    }
+}
+
+/// A listening socket; its file, if it has one, is removed when dropped.
+pub struct Listening {
+    pub listener: UnixListener,
+    file: SocketFile,
+}
+
+impl Listening {
+    /// The socket file, if the socket has one.
+    pub fn path(&self) -> Option<&Path> {
+        self.file.0.as_deref()
+    }
+
+    /// The listener, its file left in place for whoever gets the listener.
+    pub fn keep(self) -> UnixListener {
+        let Listening { listener, mut file } = self;
+        file.0 = None;
+        listener
+    }
+}
+
+/// A socket file that this process made, removed when dropped.
+struct SocketFile(Option<PathBuf>);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        if let Some(path) = &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// `tcp:HOST:PORT` or `unix:SOCKET`.
+#[derive(Clone, Debug)]
+pub enum ListenAddr {
+    Tcp { host: String, port: u16 },
+    Unix(SocketName),
+}
+
+impl FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if let Some(rest) = s.strip_prefix("tcp:") {
+            let (host, port) = rest
+                .rsplit_once(':')
+                .ok_or("a TCP address is tcp:HOST:PORT, e.g. tcp:127.0.0.1:8080")?;
+            let port = port
+                .parse()
+                .map_err(|_| format!("{port:?} is not a port number (0 to 65535)"))?;
+            let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+                Some(v6) => v6,
+                None => host,
+            };
+            if host.is_empty() {
+                return Err("the host is missing: tcp:HOST:PORT, e.g. tcp:0.0.0.0:80".into());
+            }
+            Ok(ListenAddr::Tcp {
+                host: host.into(),
+                port,
+            })
+        } else if let Some(rest) = s.strip_prefix("unix:") {
+            rest.parse().map(ListenAddr::Unix)
+        } else {
+            Err("an address is tcp:HOST:PORT or unix:SOCKET".into())
+        }
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp { host, port } if host.contains(':') => {
+                write!(f, "tcp:[{host}]:{port}")
+            }
+            ListenAddr::Tcp { host, port } => write!(f, "tcp:{host}:{port}"),
+            ListenAddr::Unix(socket) => write!(f, "unix:{socket}"),
+        }
+    }
+}
+
+impl ListenAddr {
+    /// The default name of its fd.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ListenAddr::Tcp { .. } => "tcp",
+            ListenAddr::Unix(_) => "unix",
+        }
+    }
+
+    /// Binds and listens; the socket is close-on-exec until it is laid out
+    /// for the command.
+    pub fn listen(&self) -> Result<Bound> {
+        match self {
+            ListenAddr::Tcp { host, port } => TcpListener::bind((host.as_str(), *port))
+                .map(Bound::Tcp)
+                .map_err(|err| {
+                    let code = match err.kind() {
+                        std::io::ErrorKind::AddrInUse => fail::CANT_CREATE,
+                        _ => fail::OS,
+                    };
+                    Failure::new(code, format!("cannot listen at {self}: {err}"))
+                }),
+            ListenAddr::Unix(socket) => socket.listen().map(Bound::Unix),
+        }
+    }
+}
+
+/// A listening socket; a unix socket's file is removed if it is dropped
+/// before [`Bound::into_fd`].
+pub enum Bound {
+    Tcp(TcpListener),
+    Unix(Listening),
+}
+
+impl Bound {
+    /// The socket, its file (if any) kept for whoever gets the socket.
+    pub fn into_fd(self) -> OwnedFd {
+        match self {
+            Bound::Tcp(listener) => listener.into(),
+            Bound::Unix(listening) => listening.keep().into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_parse_and_print_back() {
+        for text in [
+            "tcp:127.0.0.1:8080",
+            "tcp:[::1]:0",
+            "tcp:localhost:80",
+            "unix:/tmp/a.sock",
+            "unix:@name",
+        ] {
+            let addr: ListenAddr = text.parse().unwrap();
+            assert_eq!(addr.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn bad_addresses_are_refused() {
+        for text in [
+            "",
+            "tcp:",
+            "tcp:80",
+            "tcp::80",
+            "tcp:host:port",
+            "tcp:h:70000",
+            "udp:a:1",
+            "unix:",
+            "/tmp/a",
+        ] {
+            assert!(text.parse::<ListenAddr>().is_err(), "{text:?}");
+        }
+    }
+}

@@ -1,0 +1,424 @@
+//! The command line: every subcommand, flag and value parser, in one place.
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::address::{ListenAddr, SocketName};
+use crate::adopt::What;
+use crate::fail;
+
+/// How long a client command waits by default, for the whole exchange.
+pub const DEFAULT_TIMEOUT: &str = "5s";
+
+/// Hand open sockets and files between programs.
+///
+/// SOCKET is the path of a unix socket, or @NAME for a name in Linux's
+/// abstract namespace. An abstract name has no file permissions, and any
+/// local user may take it first: every command that connects checks the
+/// uid of the process it reaches (it must be this user's, root's, or one
+/// allowed with a flag), and that check is what protects an abstract name.
+/// Commands that run a COMMAND hand it the fds as fds 3, 4, … with
+/// `LISTEN_FDS`, `LISTEN_PID` and `LISTEN_FDNAMES` set (the systemd
+/// socket-activation convention), replacing fdpass in the same process; the
+/// command inherits no other fd but 0–2. Commands that connect to SOCKET
+/// wait up to a second for a peer that is still starting.
+#[derive(Parser)]
+#[command(name = "fdpass", version, after_help = fail::TABLE)]
+pub struct Cli {
+    /// Log each transfer on stderr.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Pass fds of this process to the program listening at SOCKET.
+    ///
+    /// One `IO::FDPass` message per fd (the byte 0 with the fd attached), or
+    /// all in one message with --batch. The receiver must run as this user
+    /// or root, or one named with --receiver-uid. An fdpass holder is not a
+    /// receiver: use `fdpass store`.
+    #[command(after_help = "Examples:
+  fdpass send /run/app.sock 3 3<data.txt
+  fdpass send @app 0 1      # this terminal's stdin and stdout")]
+    Send {
+        socket: SocketName,
+        /// Fd numbers, open in the shell that runs fdpass.
+        #[arg(required = true, value_parser = clap::value_parser!(i32).range(0..))]
+        fds: Vec<i32>,
+        /// Send all fds in one message.
+        #[arg(long)]
+        batch: bool,
+        /// Also trust a receiver running as this uid (repeatable).
+        #[arg(long = "receiver-uid", value_name = "UID")]
+        receiver_uids: Vec<u32>,
+        /// Give up after this long (e.g. 500ms, 5s, 1m).
+        #[arg(long, value_name = "DURATION", default_value = DEFAULT_TIMEOUT, value_parser = parse_duration)]
+        timeout: Duration,
+    },
+
+    /// Receive fds at SOCKET, then run COMMAND with them.
+    ///
+    /// Listens at SOCKET (a stale socket file is replaced; anything else at
+    /// the path is refused), accepts a connection from a sender of this
+    /// user, root, or a uid named with --allow-uid (others are turned
+    /// away), receives N fds in `IO::FDPass` messages (one or several per
+    /// message) and runs COMMAND. Gives up, removing SOCKET, after
+    /// --timeout.
+    #[command(after_help = "Examples:
+  fdpass recv /tmp/in.sock -- sh -c 'cat <&3'
+  fdpass recv @web -n 2 --name http --name https -- ./server")]
+    Recv {
+        socket: SocketName,
+        /// How many fds to receive.
+        #[arg(short = 'n', default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=253))]
+        count: u16,
+        /// A name for each fd, in order, for `LISTEN_FDNAMES` ("unknown" for
+        /// any not named).
+        #[arg(long = "name", value_parser = parse_name)]
+        names: Vec<String>,
+        /// Also accept fds from this uid (repeatable).
+        #[arg(long = "allow-uid", value_name = "UID")]
+        allow_uids: Vec<u32>,
+        /// Give up after this long without every fd (e.g. 30s, 5m).
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+        timeout: Duration,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<OsString>,
+    },
+
+    /// Open listening sockets, then run COMMAND with them.
+    ///
+    /// What systemd-socket-activate does, without systemd. ADDR is
+    /// tcp:HOST:PORT (an IPv6 HOST in brackets) or unix:SOCKET.
+    #[command(after_help = "Examples:
+  fdpass listen tcp:127.0.0.1:8080 -- python3 server.py
+  fdpass listen tcp:0.0.0.0:80 unix:/run/app.sock --name http --name local -- ./server
+  fdpass listen tcp:127.0.0.1:8080 -- fdpass store /run/fds.sock web 3")]
+    Listen {
+        /// Where to listen.
+        #[arg(required = true)]
+        addrs: Vec<ListenAddr>,
+        /// A name for each socket, in order, for `LISTEN_FDNAMES` (by default
+        /// "tcp" or "unix").
+        #[arg(long = "name", value_parser = parse_name)]
+        names: Vec<String>,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<OsString>,
+    },
+
+    /// Take fds from running process PID, then run COMMAND with them.
+    ///
+    /// For a server that cannot hand over its socket: WHAT is an fd number
+    /// of PID, or tcp:HOST:PORT or unix:SOCKET for the socket PID listens
+    /// on there. Copies of them are taken out of PID (`pidfd_getfd`, Linux 5.6
+    /// and later), which the kernel allows to a process of PID's user (uid
+    /// and gid), under `kernel.yama.ptrace_scope` 0 (at 1, only to an
+    /// ancestor of PID), or to one with `CAP_SYS_PTRACE`. PID is not told,
+    /// and goes on serving; COMMAND gets the copies as with `fdpass listen`,
+    /// and the two share the connections until one stops. With --stop-old,
+    /// COMMAND has `NOTIFY_SOCKET` set to a socket of fdpass's, and PID is
+    /// sent SIGTERM once COMMAND sends READY=1 there (`sd_notify`), or once
+    /// --ready-after has passed; if COMMAND exits first, PID is left alone.
+    #[command(after_help = "Examples:
+  fdpass fds 4242
+  fdpass adopt 4242 tcp:127.0.0.1:8080 --stop-old -- python3 server.py
+  fdpass adopt 4242 3 unix:/run/app.sock --name http --name local -- ./server
+  fdpass adopt 4242 tcp:0.0.0.0:80 --name web --store /run/fds.sock --stop-old")]
+    Adopt(AdoptArgs),
+
+    /// Show the fds process PID holds, one per line.
+    ///
+    /// Each line has the fd number and what it is: a file and its path, a
+    /// pipe, a socket with its family, type, address and whether it
+    /// listens (from /proc/PID/fd and /proc/PID/net). The kernel shows them
+    /// to a process of PID's user, or to root.
+    #[command(after_help = "Examples:
+  fdpass fds 4242
+  fdpass fds --json $(pgrep -o nginx)")]
+    Fds {
+        pid: u32,
+        /// A JSON array, one object per fd: fd, kind (file, directory,
+        /// pipe, socket, other), description, and path; family, type,
+        /// listening and local; or name.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Hold fds under names while the programs that use them come and go.
+    ///
+    /// Serves store, fetch, take, list and drop requests at SOCKET in the
+    /// foreground, until SIGTERM or SIGINT. SOCKET is created with mode
+    /// 0600 unless --mode says otherwise; --allow-uid opens it to others
+    /// (o+rw) and --allow-gid to the group, since the holder itself turns
+    /// away every other uid and gid as soon as it connects. Each client has
+    /// --client-timeout for its whole request, and a client that is slow or
+    /// silent holds up no other.
+    ///
+    /// Nothing held is lost when the holder restarts: SIGHUP makes it
+    /// execute its own binary again (the same path, so a newer installed
+    /// version takes over) with every fd, its name and lifetime, and the
+    /// listening socket, so no client is refused meanwhile. At start it
+    /// adopts `LISTEN_FDS`: `fdpass-hold` as its socket, `fdpass-hold-state`
+    /// as the record of names and lifetimes, and every other name as a held
+    /// fd. Under systemd (`NOTIFY_SOCKET` set) it sends READY=1 once it
+    /// listens, and keeps each fd, its socket and that record in the
+    /// service's fd store too, so that even `kill -9` loses nothing (see
+    /// fdpass-hold.service among the examples). A fetched fd shares its
+    /// open file description with the held one: a file's offset moves for
+    /// every fetch of it.
+    #[command(after_help = "Examples:
+  fdpass hold /run/fds.sock &
+  fdpass hold /run/fds.sock --allow-gid www-data --max-names 16
+  fdpass hold /run/new.sock --from /run/fds.sock
+  kill -HUP $(pidof fdpass)   # upgrade in place, holding on to every fd")]
+    Hold(HoldArgs),
+
+    /// Give fd FD of this process to the holder at SOCKET, under NAME.
+    ///
+    /// A name already held is replaced.
+    #[command(after_help = "Examples:
+  fdpass store /run/fds.sock config 3 3</etc/app.conf
+  fdpass store /run/fds.sock handover 3 --ttl 5m 3<&0
+  fdpass listen tcp:127.0.0.1:8080 -- fdpass store /run/fds.sock web 3")]
+    Store {
+        #[command(flatten)]
+        holder: HolderArgs,
+        #[arg(value_parser = parse_name)]
+        name: String,
+        #[arg(value_parser = clap::value_parser!(i32).range(0..))]
+        fd: i32,
+        /// Drop it after this long (90, 90s, 5m, 2h).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        ttl: Option<Duration>,
+        /// Drop it when process PID exits.
+        #[arg(long, value_name = "PID")]
+        until_exit: Option<u32>,
+    },
+
+    /// Fetch the fds held under NAMEs, then run COMMAND with them.
+    ///
+    /// The holder keeps its copies unless --take; `LISTEN_FDNAMES` is set
+    /// to the names. A fetched fd shares its open file description, and
+    /// with it a file's offset, with the one held.
+    #[command(after_help = "Examples:
+  fdpass fetch /run/fds.sock web -- python3 server.py
+  fdpass fetch /run/fds.sock http https -- ./server
+  fdpass fetch --take /run/fds.sock handover -- ./worker")]
+    Fetch {
+        #[command(flatten)]
+        holder: HolderArgs,
+        #[arg(required = true, value_parser = parse_name)]
+        names: Vec<String>,
+        /// Remove the names from the holder as they are fetched.
+        #[arg(long)]
+        take: bool,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<OsString>,
+    },
+
+    /// List what the holder at SOCKET holds, one name per line.
+    ///
+    /// Each line starts with the name, then says what the fd is, who stored
+    /// it and when, and its lifetime.
+    #[command(after_help = "Examples:
+  fdpass list /run/fds.sock
+  fdpass list --json /run/fds.sock")]
+    List {
+        #[command(flatten)]
+        holder: HolderArgs,
+        /// A JSON array, one object per name: `name`, `kind`, `address`
+        /// (null when not a socket), `path`, `stored_by_uid`,
+        /// `stored_by_pid`, `stored_at` and `expires_at` (unix seconds or
+        /// null), `until_exit` (pid or null).
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Close the fd the holder at SOCKET holds under NAME.
+    #[command(after_help = "Example:
+  fdpass drop /run/fds.sock web")]
+    Drop {
+        #[command(flatten)]
+        holder: HolderArgs,
+        #[arg(value_parser = parse_name)]
+        name: String,
+    },
+}
+
+/// The holder a client command talks to, and how.
+#[derive(Args)]
+pub struct HolderArgs {
+    pub socket: SocketName,
+    /// Give up after this long (e.g. 500ms, 5s, 1m).
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_TIMEOUT, value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Also trust a holder running as this uid (repeatable); by default
+    /// only one of this user or root.
+    #[arg(long = "holder-uid", value_name = "UID")]
+    pub holder_uids: Vec<u32>,
+}
+
+/// The arguments of `fdpass hold`.
+#[derive(Args)]
+pub struct HoldArgs {
+    pub socket: SocketName,
+    /// Also serve this user id (repeatable).
+    #[arg(long = "allow-uid", value_name = "UID")]
+    pub allow_uids: Vec<u32>,
+    /// Also serve this group, by name or number (repeatable).
+    #[arg(long = "allow-gid", value_name = "GROUP")]
+    pub allow_gids: Vec<String>,
+    /// The socket file's mode, in octal (default 0600, widened for
+    /// --allow-uid and --allow-gid).
+    #[arg(long, value_name = "MODE", value_parser = parse_mode)]
+    pub mode: Option<u32>,
+    /// The socket file's group, by name or number (default: the first
+    /// --allow-gid).
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+    /// The most names held at once.
+    #[arg(long, default_value_t = 1024)]
+    pub max_names: usize,
+    /// Take over every fd the holder at `OTHER_SOCKET` holds, with its name
+    /// and lifetime, before serving (that holder keeps its copies).
+    #[arg(long, value_name = "OTHER_SOCKET")]
+    pub from: Option<SocketName>,
+    /// How long a client has for its whole request and answer.
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_TIMEOUT, value_parser = parse_duration)]
+    pub client_timeout: Duration,
+}
+
+/// The arguments of `fdpass adopt`.
+#[derive(Args)]
+pub struct AdoptArgs {
+    pub pid: u32,
+    /// What to take, in order: fd numbers or listening addresses.
+    #[arg(required = true)]
+    pub what: Vec<What>,
+    /// A name for each fd, in order, for `LISTEN_FDNAMES` or the holder
+    /// (by default "tcp", "unix", or "unknown" for an fd number).
+    #[arg(long = "name", value_parser = parse_name)]
+    pub names: Vec<String>,
+    /// Store the fds in the holder at `HOLDER_SOCKET` under their names
+    /// instead of running a command.
+    #[arg(long, value_name = "HOLDER_SOCKET", conflicts_with = "ready_after")]
+    pub store: Option<SocketName>,
+    /// Send SIGTERM to PID once COMMAND is ready (with --store, once
+    /// the holder has the fds).
+    #[arg(long)]
+    pub stop_old: bool,
+    /// Take COMMAND to be ready this long after it starts, if it has not
+    /// said READY=1 by then (e.g. 500ms, 2s, 1m).
+    #[arg(long, value_name = "DURATION", requires = "stop_old", value_parser = parse_duration)]
+    pub ready_after: Option<Duration>,
+    /// The command and its arguments.
+    #[arg(
+        last = true,
+        required_unless_present = "store",
+        conflicts_with = "store"
+    )]
+    pub command: Vec<OsString>,
+}
+
+/// Checks a name for an fd: what `LISTEN_FDNAMES` and systemd's fd store
+/// can carry, and a word of the holder protocol.
+pub fn parse_name(name: &str) -> Result<String, String> {
+    io_fdpass::holder::protocol::check_name(name)
+        .map(|()| name.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// Parses a duration: a number of seconds, or a number with `ms`, `s`,
+/// `m` or `h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale = match unit {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => {
+            return Err(format!(
+                "{unit:?} is not a unit: use ms, s, m or h, e.g. 500ms"
+            ))
+        }
+    };
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration, such as 500ms, 2s or 1m"))?;
+    Duration::try_from_secs_f64(number * scale).map_err(|_| format!("{text:?} is too long"))
+}
+
+/// Parses a file mode in octal: `600`, `0660`, `0o666`.
+fn parse_mode(text: &str) -> Result<u32, String> {
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if mode <= 0o777 => Ok(mode),
+        _ => Err(format!(
+            "{text:?} is not a file mode: give permission bits in octal, e.g. 0660"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        for (text, ms) in [
+            ("90", 90_000),
+            ("90s", 90_000),
+            ("5m", 300_000),
+            ("2h", 7_200_000),
+            ("500ms", 500),
+            ("1.5s", 1500),
+            ("0", 0),
+        ] {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_millis(ms)),
+                "{text}"
+            );
+        }
+        for bad in ["", "s", "5d", "-1s", "1e400", "1.2.3s", "5 s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn modes_are_octal() {
+        assert_eq!(parse_mode("600"), Ok(0o600));
+        assert_eq!(parse_mode("0660"), Ok(0o660));
+        assert_eq!(parse_mode("0o666"), Ok(0o666));
+        for bad in ["", "8", "1777", "rw"] {
+            assert!(parse_mode(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(parse_name("web-1.socket_A").is_ok());
+        for bad in ["", "a:b", "a b", "tab\t", "é"] {
+            assert!(parse_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}
