@@ -149,11 +149,13 @@ fn lay_out(fds: Vec<OwnedFd>) -> std::io::Result<usize> {
         .into_iter()
         .map(|fd| fcntl_dupfd_cloexec(&fd, end).map_err(std::io::Error::from))
         .collect::<std::io::Result<Vec<_>>>()?;
-    for fd in open_fds()? {
-        if fd >= end {
-            // SAFETY: `fd` was open a moment ago in this single-threaded
-            // process, and only its flags are changed.
-            let _ = fcntl_setfd(unsafe { BorrowedFd::borrow_raw(fd) }, FdFlags::CLOEXEC);
+    if !cloexec_from(end) {
+        for fd in open_fds()? {
+            if fd >= end {
+                // SAFETY: `fd` was open a moment ago in this single-threaded
+                // process, and only its flags are changed.
+                let _ = fcntl_setfd(unsafe { BorrowedFd::borrow_raw(fd) }, FdFlags::CLOEXEC);
+            }
         }
     }
     for (i, fd) in moved.iter().enumerate() {
@@ -169,6 +171,29 @@ fn lay_out(fds: Vec<OwnedFd>) -> std::io::Result<usize> {
         }
     }
     Ok(count)
+}
+
+/// Marks every fd from `first` on close-on-exec in one system call
+/// (`close_range(2)` with `CLOSE_RANGE_CLOEXEC`); false where the kernel
+/// cannot, and nothing was changed.
+#[cfg(fdpass_close_range_cloexec)]
+fn cloexec_from(first: RawFd) -> bool {
+    // SAFETY: with CLOSE_RANGE_CLOEXEC the call closes nothing; it only
+    // sets the flag of the fds in the range.
+    let got = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    got == 0
+}
+
+#[cfg(not(fdpass_close_range_cloexec))]
+fn cloexec_from(_first: RawFd) -> bool {
+    false
 }
 
 /// The numbers of this process's open fds.

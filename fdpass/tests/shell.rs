@@ -78,11 +78,20 @@ fn a_command_run_finds_closed_what_the_shell_closed() {
     let dir = TempDir::new("closed-exec");
     let sock = dir.join("l.sock");
     let unix = format!("unix:{}", s(&sock));
-    let probe = "if (exec 9>&1) 2>/dev/null; then echo open >&2; else echo closed >&2; fi";
-    for (redirect, seen) in [(">&-", "closed\n"), ("", "open\n")] {
-        let out = redirected(redirect, &["listen", &unix, "--", "sh", "-c", probe]);
+    let probe = |fd: u32| {
+        format!("if (exec 9>&{fd}) 2>/dev/null; then echo open >&2; else echo closed >&2; fi")
+    };
+    // Closed stays closed; and of the fds above 2, the command gets only
+    // the ones laid out for it, not one the shell left open.
+    for (redirect, fd, seen) in [
+        (">&-", 1, "closed\n"),
+        ("", 1, "open\n"),
+        ("7</dev/null", 7, "closed\n"),
+        ("7</dev/null", 3, "open\n"),
+    ] {
+        let out = redirected(redirect, &["listen", &unix, "--", "sh", "-c", &probe(fd)]);
         assert!(out.status.success(), "{}", stderr(&out));
-        assert_eq!(stderr(&out), seen, "{redirect}");
+        assert_eq!(stderr(&out), seen, "{redirect}, fd {fd}");
     }
     // An fd the shell closed is not open to send.
     let out = redirected(">&-", &["send", s(&sock), "1"]);
