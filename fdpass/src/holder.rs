@@ -359,7 +359,12 @@ impl Holder {
     /// room by dropping the oldest connection when there is none.
     fn accepted(self: &Rc<Self>, stream: UnixStream) {
         let peer = match io_fdpass::peer_credentials(&stream) {
-            Ok(peer) => peer,
+            // Its pidfd is not needed, and closed now: not after the
+            // connection, whose end tells the client the holder is done.
+            Ok(mut peer) => {
+                peer.pidfd = None;
+                peer
+            }
             Err(err) => {
                 self.log(format_args!(
                     "turned away a client that cannot be identified: {err}"
