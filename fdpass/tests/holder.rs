@@ -916,3 +916,29 @@ fn recv_takes_fds_only_from_trusted_senders_and_gives_up_in_time() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(util::stdout(&out), "from root");
 }
+
+#[test]
+fn the_example_unit_keeps_every_fd_in_the_fd_store() {
+    let unit = include_str!("../examples/fdpass-hold.service");
+    let setting = |key: &str| {
+        unit.lines()
+            .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("the unit has no {key}="))
+    };
+    assert_eq!(setting("Type"), "notify");
+    assert_eq!(setting("Restart"), "always");
+    assert!(setting("ExecReload").contains("kill -HUP $MAINPID"));
+    let exec = setting("ExecStart");
+    let args: Vec<&str> = exec.split(' ').skip(1).collect();
+    let max_names: usize = args
+        .windows(2)
+        .find(|pair| pair[0] == "--max-names")
+        .map_or(1024, |pair| pair[1].parse().unwrap());
+    assert!(
+        setting("FileDescriptorStoreMax").parse::<usize>().unwrap() >= max_names + 2,
+        "the fd store cannot keep every name, the socket and the state"
+    );
+    // Its command line is one fdpass takes.
+    let help: Vec<&str> = args.iter().copied().chain(["--help"]).collect();
+    success(fdpass().args(&help));
+}
