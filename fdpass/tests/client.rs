@@ -20,8 +20,10 @@ use util::{fails, fdpass, s, Holder, TempDir};
 
 #[test]
 fn the_library_client_against_a_real_holder() {
-    let dir = TempDir::new("client");
+    // Taken first, so that the temporary directory's removal, which
+    // opens fds, is over when the next test takes it.
     let guard = NoLeak::start();
+    let dir = TempDir::new("client");
     let holder = Holder::start(&dir, &[]);
     let client = Client::new(&holder.socket);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -130,8 +132,8 @@ fn greet_and_read(stream: &UnixStream) {
 
 #[test]
 fn fake_holders_get_nothing_and_hold_up_no_client() {
-    let dir = TempDir::new("fakes");
     let guard = NoLeak::start();
+    let dir = TempDir::new("fakes");
     let silent = FakeHolder::start(&dir, "silent.sock", |stream| {
         // Silent until the client gives up.
         let _ = (&stream).read(&mut [0]);
