@@ -183,6 +183,8 @@ impl<'a> Restart<'a> {
         let private = PrivateDir::new()?;
         let path = private.0.join("notify");
         let notify = UnixDatagram::bind(&path)?;
+        // READY=1 is text; a successor that sends fds is refused them.
+        sys::refuse_fds(std::os::fd::AsFd::as_fd(&notify))?;
         let child = sys::Spawn {
             program: &program,
             args: &self.args,

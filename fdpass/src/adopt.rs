@@ -352,7 +352,10 @@ impl NotifySocket {
             }
         };
         let path = dir.join("notify");
-        match UnixDatagram::bind(&path) {
+        // READY=1 is text: fds sent to it are refused.
+        match UnixDatagram::bind(&path)
+            .and_then(|socket| io_fdpass::refuse_fds(&socket).map(|_| socket))
+        {
             Ok(socket) => Ok(NotifySocket {
                 socket,
                 dir,

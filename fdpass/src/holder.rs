@@ -311,19 +311,13 @@ impl Holder {
         if let Some(from) = &holder.settings.from {
             holder.take_over(from)?;
         }
-        if let Some(systemd) = &holder.systemd {
-            let own = [
-                (SOCKET_NAME, listener.as_fd()),
-                (STATE_NAME, holder.state.fd.as_fd()),
-            ];
-            for (name, fd) in own {
-                if let Err(err) = systemd.send(&format!("FDSTORE=1\nFDNAME={name}"), &[fd]) {
-                    holder.log(format_args!("{err}"));
-                }
-            }
-            for (name, held) in holder.held.borrow().iter() {
-                holder.to_systemd(name, Some(held.fd.as_fd()));
-            }
+        // Its own fds, then what it adopted or took over: stored again,
+        // which systemd does not double, and never removed first, so that
+        // a crash meanwhile loses nothing.
+        holder.keep_in_systemd(SOCKET_NAME, listener.as_fd());
+        holder.keep_in_systemd(STATE_NAME, holder.state.fd.as_fd());
+        for (name, held) in holder.held.borrow().iter() {
+            holder.keep_in_systemd(name, held.fd.as_fd());
         }
         holder.record();
         Ok((listener, holder))
@@ -359,7 +353,12 @@ impl Holder {
     /// room by dropping the oldest connection when there is none.
     fn accepted(self: &Rc<Self>, stream: UnixStream) {
         let peer = match io_fdpass::peer_credentials(&stream) {
-            Ok(peer) => peer,
+            // Its pidfd is not needed, and closed now: not after the
+            // connection, whose end tells the client the holder is done.
+            Ok(mut peer) => {
+                peer.pidfd = None;
+                peer
+            }
             Err(err) => {
                 self.log(format_args!(
                     "turned away a client that cannot be identified: {err}"
@@ -670,11 +669,19 @@ impl Holder {
         let Some(systemd) = &self.systemd else {
             return;
         };
-        let mut sent = systemd.send(&format!("FDSTOREREMOVE=1\nFDNAME={name}"), &[]);
-        if let (Ok(()), Some(fd)) = (&sent, fd) {
-            sent = systemd.send(&format!("FDSTORE=1\nFDNAME={name}"), &[fd]);
+        if let Err(err) = systemd.send(&format!("FDSTOREREMOVE=1\nFDNAME={name}"), &[]) {
+            self.log(format_args!("{err}"));
+        } else if let Some(fd) = fd {
+            self.keep_in_systemd(name, fd);
         }
-        if let Err(err) = sent {
+    }
+
+    /// Adds `fd` to systemd's fd store, if there is one, under `name`.
+    fn keep_in_systemd(&self, name: &str, fd: BorrowedFd<'_>) {
+        let Some(systemd) = &self.systemd else {
+            return;
+        };
+        if let Err(err) = systemd.send(&format!("FDSTORE=1\nFDNAME={name}"), &[fd]) {
             self.log(format_args!("{err}"));
         }
     }

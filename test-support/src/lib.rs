@@ -35,6 +35,7 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// others through a lock.
 pub struct NoLeak {
     before: usize,
+    open_before: String,
     _serial: MutexGuard<'static, ()>,
 }
 
@@ -48,6 +49,7 @@ impl NoLeak {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         NoLeak {
             before: sys::open_count(),
+            open_before: sys::what_is_open(),
             _serial: serial,
         }
     }
@@ -58,9 +60,10 @@ impl NoLeak {
         assert_eq!(
             sys::open_count(),
             self.before + extra,
-            "open {}: {} at the start, expected {extra} more now{}",
+            "open {}: {} at the start{}, expected {extra} more now{}",
             sys::OPEN,
             self.before,
+            self.open_before,
             sys::what_is_open(),
         );
     }

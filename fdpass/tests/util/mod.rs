@@ -119,8 +119,19 @@ impl Holder {
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
-        wait_for_socket(&socket);
-        Holder { child, socket }
+        let holder = Holder { child, socket };
+        holder.wait_until_serving();
+        holder
+    }
+
+    /// Waits until the holder answers a whole request: by then no
+    /// connection of the wait is open in it any more.
+    pub fn wait_until_serving(&self) {
+        let client = io_fdpass::holder::Client::new(&self.socket).timeout(Duration::from_secs(20));
+        wait_until(
+            || client.list().is_ok(),
+            || format!("no holder answers at {}", self.socket.display()),
+        );
     }
 
     pub fn sock(&self) -> &str {
@@ -132,12 +143,26 @@ impl Holder {
         io_fdpass_test_support::fd_count_of(self.child.id())
     }
 
+    /// Waits until the holder has `count` fds open again, as it had before
+    /// a test's clients came and went.
+    pub fn wait_for_fd_count(&self, count: usize) {
+        wait_until(
+            || self.fd_count() == count,
+            || {
+                format!(
+                    "the holder has {} fds open, not {count}: {:?}",
+                    self.fd_count(),
+                    self.open_fds()
+                )
+            },
+        );
+    }
+
     /// What each fd the holder process has open refers to.
     pub fn open_fds(&self) -> Vec<String> {
         io_fdpass_test_support::open_fds_of(self.child.id())
     }
 
-    /// The names `fdpass list` shows.
     /// The names it holds: the first word of each line of `list`.
     pub fn list(&self) -> Vec<String> {
         success(fdpass().args(["list", self.sock()]))
