@@ -104,7 +104,9 @@ pub fn separator_hint(args: &[OsString]) -> Option<String> {
         .iter()
         .skip(1)
         .position(|arg| !arg.as_encoded_bytes().starts_with(b"-"))?;
-    let runs_a_command = Cli::command()
+    let mut cli = Cli::command();
+    cli.build();
+    let runs_a_command = cli
         .find_subcommand(&args[sub])?
         .get_arguments()
         .any(clap::Arg::is_last_set);
