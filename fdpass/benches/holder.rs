@@ -29,6 +29,12 @@ static FDPASS: std::sync::LazyLock<PathBuf> = std::sync::LazyLock::new(|| {
 });
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, count, socket] = &args[..] {
+        if flag == "--silent-clients" {
+            return connect_silent(count.parse().unwrap(), Path::new(socket));
+        }
+    }
     let quick = std::env::args().any(|arg| arg == "--quick");
     println!("timing {}", FDPASS.display());
     let dir = TempDir::new("bench-holder");
@@ -110,6 +116,16 @@ fn wait_for(socket: &Path) {
     }
 }
 
+/// The first line `child` writes on its (piped) stdout: how a process
+/// here says it is ready.
+fn first_line(child: &mut Child) -> String {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    line
+}
+
 /// Stops `child` with SIGTERM.
 fn stop(mut child: Child) {
     let pid = rustix::process::Pid::from_child(&child);
@@ -147,10 +163,7 @@ fn against_s6(dir: &TempDir, rounds: usize) {
         .spawn()
         .expect("start s6-fdholderd");
     // -1: a newline once it accepts connections.
-    let mut ready = String::new();
-    BufReader::new(s6d.stdout.take().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
+    assert_eq!(first_line(&mut s6d), "\n", "s6-fdholderd did not start");
 
     let fdpass_sock = dir.join("fdpass.sock");
     let hold = Command::new(&*FDPASS)
@@ -245,48 +258,85 @@ fn against_s6(dir: &TempDir, rounds: usize) {
 
 fn silent_clients(dir: &TempDir, rounds: usize, clients: usize) {
     println!("fdpass list: {rounds} runs, without and with {clients} silent clients connected");
-    let sock = dir.join("silent.sock");
-    let hold = Command::new(&*FDPASS)
-        .arg("hold")
-        .arg(&sock)
-        .args(["--client-timeout", "60s"])
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start fdpass hold");
-    wait_for(&sock);
+    // Two holders holding the same, one of them with the clients; the
+    // lists of the two take turns, so that both meet the same machine.
     let data = std::fs::File::open(&*FDPASS).unwrap();
-    time(
-        Command::new(&*FDPASS)
-            .arg("store")
+    let holder = |name: &str| {
+        let sock = dir.join(name);
+        let hold = Command::new(&*FDPASS)
+            .arg("hold")
             .arg(&sock)
-            .args(["exe", "0"]),
-        Some(&data),
-    );
-    let list = || time(Command::new(&*FDPASS).arg("list").arg(&sock), None).wall;
-    let runs = |n| (0..n).map(|_| list()).sum::<Duration>();
-    runs(5);
-    let alone = runs(rounds);
+            .args(["--client-timeout", "60s"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start fdpass hold");
+        wait_for(&sock);
+        time(
+            Command::new(&*FDPASS)
+                .arg("store")
+                .arg(&sock)
+                .args(["exe", "0"]),
+            Some(&data),
+        );
+        (hold, sock)
+    };
+    let (quiet, quiet_sock) = holder("quiet.sock");
+    let (busy, busy_sock) = holder("busy.sock");
 
-    // Room for the clients' fds here; the holder raises its own limit.
+    // The clients live in a process of their own, this benchmark run
+    // again: in this one, their fds would be in the fd table that every
+    // `fdpass list` started from here copies and closes.
+    let mut crowd = Command::new(std::env::current_exe().unwrap())
+        .arg("--silent-clients")
+        .arg(clients.to_string())
+        .arg(&busy_sock)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the silent clients");
+    assert_eq!(
+        first_line(&mut crowd),
+        "connected\n",
+        "the silent clients did not connect"
+    );
+
+    let list = |sock: &Path| time(Command::new(&*FDPASS).arg("list").arg(sock), None).wall;
+    let (mut alone, mut crowded) = (Duration::ZERO, Duration::ZERO);
+    for round in 0..rounds + 5 {
+        let (a, b) = (list(&quiet_sock), list(&busy_sock));
+        if round >= 5 {
+            alone += a;
+            crowded += b;
+        }
+    }
+    drop(crowd.stdin.take());
+    let _ = crowd.wait();
+    stop(quiet);
+    stop(busy);
+
+    let (a, b) = (ms(alone, rounds), ms(crowded, rounds));
+    println!("  alone             {a:>7.3} ms");
+    println!("  with {clients} silent {b:>7.3} ms  {:.2}x", b / a);
+}
+
+/// The silent clients' process: connects `count` clients to the holder at
+/// `socket`, each taken in once the holder has greeted it, says so on
+/// stdout, and keeps them until stdin closes.
+fn connect_silent(count: usize, socket: &Path) {
+    // Room for the clients' fds; the holder raises its own limit.
     let nofile = rustix::process::Resource::Nofile;
     let mut limit = rustix::process::getrlimit(nofile);
     limit.current = limit.maximum;
     let _ = rustix::process::setrlimit(nofile, limit);
-    // Each client is taken in once the holder has greeted it.
-    let silent: Vec<UnixStream> = (0..clients)
+    let silent: Vec<UnixStream> = (0..count)
         .map(|_| {
-            let client = UnixStream::connect(&sock).expect("connect a silent client");
+            let client = UnixStream::connect(socket).expect("connect a silent client");
             let mut greeting = [0; 12];
             (&client).read_exact(&mut greeting).unwrap();
             client
         })
         .collect();
-    runs(5);
-    let crowded = runs(rounds);
+    println!("connected");
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
     drop(silent);
-    stop(hold);
-
-    let (a, b) = (ms(alone, rounds), ms(crowded, rounds));
-    println!("  alone             {a:>7.3} ms");
-    println!("  with {clients} silent {b:>7.3} ms  {:.2}x", b / a);
 }
