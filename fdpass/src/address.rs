@@ -16,6 +16,15 @@ use crate::fail::{self, Failure, Result};
 /// How long a client waits for a peer that is not listening yet.
 pub const STARTUP_GRACE: Duration = Duration::from_secs(1);
 
+/// The size of `sun_path`, where a unix socket's address goes: 108 bytes on
+/// Linux, 104 on the BSDs and macOS.
+const SUN_PATH: usize =
+    std::mem::size_of::<libc::sockaddr_un>() - std::mem::offset_of!(libc::sockaddr_un, sun_path);
+
+/// The longest socket path, or abstract name, that fits there with the
+/// byte before or after it.
+const MAX_NAME: usize = SUN_PATH - 1;
+
 /// Where a unix socket lives.
 #[derive(Clone, Debug)]
 pub enum SocketName {
@@ -30,9 +39,22 @@ impl FromStr for SocketName {
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s.strip_prefix('@') {
             Some("") => Err("an abstract socket name needs text after '@'".into()),
+            Some(name) if name.len() > MAX_NAME => Err(format!(
+                "the name is {} bytes long, and an abstract socket name can have at most {MAX_NAME} (the kernel's sun_path holds {SUN_PATH} bytes, with the NUL before the name): use a shorter name",
+                name.len()
+            )),
             Some(name) if cfg!(fdpass_abstract_names) => Ok(SocketName::Abstract(name.into())),
             Some(_) => Err("abstract socket names ('@name') exist only on Linux".into()),
             None if s.is_empty() => Err("the socket path is empty".into()),
+            None if s.len() > MAX_NAME => Err(format!(
+                "the path is {} bytes long, and a unix socket's path can have at most {MAX_NAME} (the kernel's sun_path holds {SUN_PATH} bytes, with the closing NUL): use a shorter path (a relative one counts from the current directory){}",
+                s.len(),
+                if cfg!(fdpass_abstract_names) {
+                    ", or an @name, which needs no file"
+                } else {
+                    ""
+                }
+            )),
             None => Ok(SocketName::Path(PathBuf::from(s))),
         }
     }
@@ -352,6 +374,23 @@ mod tests {
         ] {
             let addr: ListenAddr = text.parse().unwrap();
             assert_eq!(addr.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn socket_names_fit_in_sun_path() {
+        #[cfg(target_os = "linux")]
+        assert_eq!(SUN_PATH, 108);
+        for (fits, name) in [
+            (format!("/{}", "x".repeat(MAX_NAME - 1)), "shorter path"),
+            (format!("@{}", "x".repeat(MAX_NAME)), "shorter name"),
+        ] {
+            if cfg!(fdpass_abstract_names) || fits.starts_with('/') {
+                assert!(fits.parse::<SocketName>().is_ok(), "{fits}");
+            }
+            let err = format!("{fits}x").parse::<SocketName>().unwrap_err();
+            assert!(err.contains(&format!("at most {MAX_NAME}")), "{err}");
+            assert!(err.contains(name), "{err}");
         }
     }
 

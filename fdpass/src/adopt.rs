@@ -78,7 +78,7 @@ pub fn run(args: &AdoptArgs, verbose: bool) -> Result<()> {
     };
     let log = |what: fmt::Arguments<'_>| {
         if verbose {
-            eprintln!("fdpass: {what}");
+            crate::output::message(what);
         }
     };
     let old = Process::open(args.pid).map_err(Failure::process)?;
@@ -310,14 +310,18 @@ fn listening_at(listing: &[ProcessFd]) -> String {
 fn stop(old: &Process, verbose: bool) {
     let pid = old.pid();
     match old.terminate() {
-        Ok(()) if verbose => eprintln!("fdpass: sent SIGTERM to process {pid}"),
+        Ok(()) if verbose => {
+            crate::output::message(format_args!("sent SIGTERM to process {pid}"));
+        }
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             if verbose {
-                eprintln!("fdpass: process {pid} had exited already");
+                crate::output::message(format_args!("process {pid} had exited already"));
             }
         }
-        Err(e) => eprintln!("fdpass: cannot stop process {pid}: {e}"),
+        Err(e) => {
+            crate::output::message(format_args!("cannot stop process {pid}: {e}"));
+        }
     }
 }
 
@@ -414,7 +418,9 @@ impl Watch {
             let ready = match poll(&mut fds, timeout.as_ref()) {
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => {
-                    eprintln!("fdpass: cannot wait for the command to be ready: {e}");
+                    crate::output::message(format_args!(
+                        "cannot wait for the command to be ready: {e}"
+                    ));
                     return;
                 }
                 Ok(0) => true,
@@ -425,10 +431,10 @@ impl Watch {
             };
             if self.command.has_exited().unwrap_or(true) {
                 if !stopped && self.verbose {
-                    eprintln!(
-                        "fdpass: the command exited before it was ready; process {} is left alone",
+                    crate::output::message(format_args!(
+                        "the command exited before it was ready; process {} is left alone",
                         self.old.pid()
-                    );
+                    ));
                 }
                 return;
             }
@@ -470,10 +476,10 @@ fn start_watcher() -> Result<Side> {
             match unsafe { libc::fork() } {
                 0 => Ok(Side::Watcher),
                 -1 => {
-                    eprintln!(
-                        "fdpass: cannot start a process to wait for the command: {}",
+                    crate::output::message(format_args!(
+                        "cannot start a process to wait for the command: {}",
                         io::Error::last_os_error()
-                    );
+                    ));
                     exit_with(1)
                 }
                 _ => exit_with(0),

@@ -252,6 +252,33 @@ pub enum Command {
         #[arg(value_parser = parse_name)]
         name: String,
     },
+
+    /// Print a completion script for SHELL on stdout.
+    ///
+    /// Source it in the shell, or put it where the shell loads completions
+    /// from.
+    #[command(after_help = "Examples:
+  fdpass completions bash > ~/.local/share/bash-completion/completions/fdpass
+  fdpass completions zsh > ~/.zfunc/_fdpass     # with fpath+=~/.zfunc
+  fdpass completions fish > ~/.config/fish/completions/fdpass.fish")]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+
+    /// Print the manual page fdpass(1) on stdout, or write every page.
+    ///
+    /// fdpass.1 describes the whole tool and lists the subcommands; with
+    /// --dir, it is written to DIR with a page for each subcommand
+    /// (fdpass-hold.1, fdpass-store.1, …).
+    #[command(after_help = "Examples:
+  fdpass man | man -l -
+  sudo fdpass man --dir /usr/local/share/man/man1")]
+    Man {
+        /// Write fdpass.1 and the subcommands' pages into this directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
 }
 
 /// The holder a client command talks to, and how.

@@ -32,9 +32,11 @@ pub fn inherited(fd: RawFd) -> Result<BorrowedFd<'static>> {
     // this number is the one the shell passed, and it stays open until the
     // process exits or execs.
     let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    // A standard fd closed at start holds std's /dev/null, not the
+    // shell's fd.
     match fcntl_getfd(borrowed) {
-        Ok(_) => Ok(borrowed),
-        Err(_) => Err(Failure::new(
+        Ok(_) if !crate::output::closed_at_start(fd) => Ok(borrowed),
+        _ => Err(Failure::new(
             fail::NO_INPUT,
             format!("fd {fd} is not open in this process: open it in the shell, e.g. `{fd}<file`"),
         )),
@@ -131,8 +133,14 @@ pub fn exec_with_fds(
 }
 
 /// Moves `fds` to 3, 4, … without close-on-exec, and marks every other fd
-/// above 2 close-on-exec. Returns how many were laid out.
+/// above 2 close-on-exec, and any of 0–2 that the shell had closed. Returns
+/// how many were laid out.
 fn lay_out(fds: Vec<OwnedFd>) -> std::io::Result<usize> {
+    for fd in (0..FIRST).filter(|&fd| crate::output::closed_at_start(fd)) {
+        // SAFETY: std opened /dev/null at `fd`, which it keeps open for
+        // the life of the process; only its flags are changed.
+        fcntl_setfd(unsafe { BorrowedFd::borrow_raw(fd) }, FdFlags::CLOEXEC)?;
+    }
     let count = fds.len();
     let end = FIRST + count as RawFd;
     // First out of the way of the targets, so that no target is the source
@@ -141,11 +149,13 @@ fn lay_out(fds: Vec<OwnedFd>) -> std::io::Result<usize> {
         .into_iter()
         .map(|fd| fcntl_dupfd_cloexec(&fd, end).map_err(std::io::Error::from))
         .collect::<std::io::Result<Vec<_>>>()?;
-    for fd in open_fds()? {
-        if fd >= end {
-            // SAFETY: `fd` was open a moment ago in this single-threaded
-            // process, and only its flags are changed.
-            let _ = fcntl_setfd(unsafe { BorrowedFd::borrow_raw(fd) }, FdFlags::CLOEXEC);
+    if !cloexec_from(end) {
+        for fd in open_fds()? {
+            if fd >= end {
+                // SAFETY: `fd` was open a moment ago in this single-threaded
+                // process, and only its flags are changed.
+                let _ = fcntl_setfd(unsafe { BorrowedFd::borrow_raw(fd) }, FdFlags::CLOEXEC);
+            }
         }
     }
     for (i, fd) in moved.iter().enumerate() {
@@ -161,6 +171,29 @@ fn lay_out(fds: Vec<OwnedFd>) -> std::io::Result<usize> {
         }
     }
     Ok(count)
+}
+
+/// Marks every fd from `first` on close-on-exec in one system call
+/// (`close_range(2)` with `CLOSE_RANGE_CLOEXEC`); false where the kernel
+/// cannot, and nothing was changed.
+#[cfg(fdpass_close_range_cloexec)]
+fn cloexec_from(first: RawFd) -> bool {
+    // SAFETY: with CLOSE_RANGE_CLOEXEC the call closes nothing; it only
+    // sets the flag of the fds in the range.
+    let got = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    got == 0
+}
+
+#[cfg(not(fdpass_close_range_cloexec))]
+fn cloexec_from(_first: RawFd) -> bool {
+    false
 }
 
 /// The numbers of this process's open fds.

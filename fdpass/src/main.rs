@@ -8,7 +8,8 @@
 //! One file per part: `cli` (every flag), `address` (socket names and
 //! listening addresses), `exec` (the `LISTEN_*` layout), `transfer` (send
 //! and recv), `client` (the holder's client commands), `holder` (the
-//! holder), `adopt` (adopt and fds), `fail` and `output`.
+//! holder), `adopt` (adopt and fds), `shell` (completions, manual pages,
+//! hints), `fail` and `output`.
 
 #![warn(rust_2018_idioms, clippy::undocumented_unsafe_blocks)]
 
@@ -23,8 +24,10 @@ mod exec;
 mod fail;
 mod holder;
 mod output;
+mod shell;
 mod transfer;
 
+use std::ffi::OsString;
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 
@@ -34,21 +37,36 @@ use crate::cli::{Cli, Command};
 use crate::fail::{Failure, Result};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
-        Err(err) => {
-            let code = if err.use_stderr() {
-                fail::USAGE
-            } else {
-                fail::OK
-            };
-            return ExitCode::from(if err.print().is_ok() { code } else { fail::IO });
-        }
+        Err(err) => return ExitCode::from(refused(&err, &args)),
     };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) if output::message(format_args!("{failure}")) => ExitCode::from(failure.code),
         Err(_) => ExitCode::from(fail::IO),
+    }
+}
+
+/// Shows what clap says of a command line it refused (or the help or
+/// version asked for), with a hint where one helps; the exit status.
+fn refused(err: &clap::Error, args: &[OsString]) -> u8 {
+    let text = err.render().to_string();
+    if !err.use_stderr() {
+        return match output::print(&text) {
+            Ok(()) => fail::OK,
+            Err(failure) => {
+                output::message(format_args!("{failure}"));
+                failure.code
+            }
+        };
+    }
+    let hint = shell::separator_hint(args);
+    if output::to_stderr(&text) && hint.is_none_or(|hint| output::message(format_args!("{hint}"))) {
+        fail::USAGE
+    } else {
+        fail::IO
     }
 }
 
@@ -135,5 +153,7 @@ fn run(cli: Cli) -> Result<()> {
             log(format_args!("dropped {name} at {}", holder.socket));
             Ok(())
         }
+        Command::Completions { shell } => shell::completions(shell),
+        Command::Man { dir } => shell::man(dir.as_deref(), log),
     }
 }

@@ -1,21 +1,73 @@
 //! What fdpass prints: on stdout, and messages on stderr, neither of which
 //! may panic when closed or full.
+//!
+//! A standard fd that was closed when fdpass started stays closed to its
+//! writes: std's start-up code opens /dev/null on a closed fd 0, 1 or 2,
+//! after which a write to it would pass for a success.
 
-use std::io::Write;
+use std::io::{self, Write};
+use std::os::fd::{BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use crate::fail::{self, Failure, Result};
 
+/// Which of fds 0, 1 and 2 were closed when the process started, one bit
+/// each.
+static CLOSED_AT_START: AtomicU8 = AtomicU8::new(0);
+
+/// Notes which standard fds are closed. Run as the program is loaded,
+/// before std's start-up code, as the C runtime runs constructors before
+/// `main`.
+#[used]
+#[cfg_attr(target_vendor = "apple", link_section = "__DATA,__mod_init_func")]
+#[cfg_attr(not(target_vendor = "apple"), link_section = ".init_array")]
+static NOTE_CLOSED: extern "C" fn() = note_closed;
+
+extern "C" fn note_closed() {
+    let closed = (0..=2)
+        // SAFETY: the fd is only asked for its flags.
+        .filter(|&fd| rustix::io::fcntl_getfd(unsafe { BorrowedFd::borrow_raw(fd) }).is_err())
+        .fold(0, |bits, fd| bits | 1 << fd);
+    CLOSED_AT_START.store(closed, Ordering::Relaxed);
+}
+
+/// Whether fd `fd` (0, 1 or 2) was closed when fdpass started: what it
+/// holds now is std's /dev/null, not the shell's fd.
+pub fn closed_at_start(fd: RawFd) -> bool {
+    (0..=2).contains(&fd) && CLOSED_AT_START.load(Ordering::Relaxed) & (1 << fd) != 0
+}
+
+/// Writes all of `bytes` to fd 1 or 2, and flushes it.
+fn write(fd: RawFd, bytes: &[u8]) -> io::Result<()> {
+    if closed_at_start(fd) {
+        return Err(io::Error::other("it was closed when fdpass started"));
+    }
+    if fd == 1 {
+        let mut out = io::stdout().lock();
+        out.write_all(bytes).and_then(|()| out.flush())
+    } else {
+        io::stderr().lock().write_all(bytes)
+    }
+}
+
 /// Writes `text` to stdout, all of it.
 pub fn print(text: &str) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(|err| Failure::new(fail::IO, format!("cannot write to stdout: {err}")))
+    print_bytes(text.as_bytes())
+}
+
+/// Writes `bytes` to stdout, all of them.
+pub fn print_bytes(bytes: &[u8]) -> Result<()> {
+    write(1, bytes).map_err(|err| Failure::new(fail::IO, format!("cannot write to stdout: {err}")))
+}
+
+/// Writes `text` to stderr as it is; false if it could not be written.
+pub fn to_stderr(text: &str) -> bool {
+    write(2, text.as_bytes()).is_ok()
 }
 
 /// Writes `fdpass: MESSAGE` to stderr; false if it could not be written.
 pub fn message(what: std::fmt::Arguments<'_>) -> bool {
-    writeln!(std::io::stderr().lock(), "fdpass: {what}").is_ok()
+    to_stderr(&format!("fdpass: {what}\n"))
 }
 
 /// `s` as a JSON string.
