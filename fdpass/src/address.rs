@@ -176,7 +176,10 @@ impl Access {
             let gid = rustix::process::Gid::from_raw(gid);
             rustix::fs::chown(path, None, Some(gid))?;
         }
-        rustix::fs::chmod(path, rustix::fs::Mode::from(self.mode))?;
+        rustix::fs::chmod(
+            path,
+            rustix::fs::Mode::from_raw_mode(self.mode as rustix::fs::RawMode),
+        )?;
         Ok(())
     }
 }

@@ -3,7 +3,7 @@
 
 use std::ffi::OsString;
 use std::io::{self, ErrorKind};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
@@ -89,6 +89,7 @@ fn is_holder(stream: &UnixStream, deadline: Instant) -> bool {
 /// How many bytes sent on `stream` the peer has not read yet.
 #[cfg(fdpass_abstract_names)]
 fn unread_by_peer(stream: &UnixStream) -> usize {
+    use std::os::fd::AsRawFd;
     let mut unread: libc::c_int = 0;
     // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int to `unread`.
     let got = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &raw mut unread) };
