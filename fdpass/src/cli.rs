@@ -24,7 +24,7 @@ pub const DEFAULT_TIMEOUT: &str = "5s";
 /// socket-activation convention), replacing fdpass in the same process; the
 /// command inherits no other fd but 0–2. Commands that connect to SOCKET
 /// wait up to a second for a peer that is still starting.
-#[derive(Parser)]
+#[derive(Parser, Debug)]
 #[command(name = "fdpass", version, after_help = fail::TABLE)]
 pub struct Cli {
     /// Log each transfer on stderr.
@@ -39,7 +39,7 @@ pub struct Cli {
 // completions and manual pages): each run is a process of its own, and
 // building every subcommand took about 60 of the 130 µs clap spent on a
 // `store` command line.
-#[derive(Subcommand)]
+#[derive(Subcommand, Debug)]
 #[command(defer = true)]
 pub enum Command {
     /// Pass fds of this process to the program listening at SOCKET.
@@ -288,7 +288,7 @@ pub enum Command {
 
 // The holder a client command talks to, and how. (Not a doc comment:
 // clap would show it as the about of each command it is flattened into.)
-#[derive(Args)]
+#[derive(Args, Debug)]
 pub struct HolderArgs {
     pub socket: SocketName,
     /// Give up after this long (e.g. 500ms, 5s, 1m).
@@ -302,7 +302,7 @@ pub struct HolderArgs {
 
 // The arguments of `fdpass hold` (not a doc comment, which clap would
 // show instead of the command's own about).
-#[derive(Args)]
+#[derive(Args, Debug)]
 pub struct HoldArgs {
     pub socket: SocketName,
     /// Also serve this user id (repeatable).
@@ -332,7 +332,7 @@ pub struct HoldArgs {
 }
 
 // The arguments of `fdpass adopt` (not a doc comment, as above).
-#[derive(Args)]
+#[derive(Args, Debug)]
 pub struct AdoptArgs {
     pub pid: u32,
     /// What to take, in order: fd numbers or listening addresses.
@@ -361,6 +361,77 @@ pub struct AdoptArgs {
         conflicts_with = "store"
     )]
     pub command: Vec<OsString>,
+}
+
+/// The holder's hot commands, `store SOCKET NAME FD`, `fetch SOCKET
+/// NAME... -- COMMAND...` and `drop SOCKET NAME`, with no flags, read
+/// without clap: these are what a server's start and stop run, and clap's
+/// setup is a fifth of such a process's time (measured against
+/// s6-fdholderd's clients, fdpass/benches/holder.rs). Anything else, or
+/// anything these would refuse, is `None`, for clap to read and explain.
+/// A test holds this to clap's reading of the same lines.
+pub fn quick(args: &[OsString]) -> Option<Cli> {
+    let mut words = args.get(1..)?.iter().map(|arg| arg.to_str());
+    let verb = words.next()??;
+    let socket = words.next()??;
+    if socket.starts_with('-') {
+        return None;
+    }
+    let holder = HolderArgs {
+        socket: socket.parse().ok()?,
+        timeout: parse_duration(DEFAULT_TIMEOUT).ok()?,
+        holder_uids: Vec::new(),
+    };
+    let name = |word: Option<&str>| {
+        word.filter(|w| !w.starts_with('-'))
+            .and_then(|w| parse_name(w).ok())
+    };
+    let command = match verb {
+        "store" => {
+            let name = name(words.next()?)?;
+            let fd = words.next()??;
+            if words.next().is_some() || !fd.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            Command::Store {
+                holder,
+                name,
+                fd: fd.parse().ok()?,
+                ttl: None,
+                until_exit: None,
+            }
+        }
+        "drop" => {
+            let name = name(words.next()?)?;
+            if words.next().is_some() {
+                return None;
+            }
+            Command::Drop { holder, name }
+        }
+        "fetch" => {
+            let names: Vec<String> = words
+                .by_ref()
+                .take_while(|w| *w != Some("--"))
+                .map(name)
+                .collect::<Option<_>>()?;
+            let separator = args.get(names.len() + 3)?;
+            let command: Vec<OsString> = args.get(names.len() + 4..)?.to_vec();
+            if names.is_empty() || command.is_empty() || separator != "--" {
+                return None;
+            }
+            Command::Fetch {
+                holder,
+                names,
+                take: false,
+                command,
+            }
+        }
+        _ => return None,
+    };
+    Some(Cli {
+        verbose: false,
+        command,
+    })
 }
 
 /// Checks a name for an fd: what `LISTEN_FDNAMES` and systemd's fd store
@@ -448,6 +519,47 @@ mod tests {
         for bad in ["", "a:b", "a b", "tab\t", "é"] {
             assert!(parse_name(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_quick_reading_is_clap_s() {
+        for line in [
+            "fdpass store /tmp/h.sock web 3",
+            "fdpass store @h web 0",
+            "fdpass drop /tmp/h.sock web",
+            "fdpass fetch /tmp/h.sock web -- ./server --port 80",
+            "fdpass fetch /tmp/h.sock a b -- sh -c x",
+            "fdpass fetch /tmp/h.sock a -- --",
+            // Left to clap: flags, bad values, missing or extra words.
+            "fdpass store /tmp/h.sock web 3 --ttl 5m",
+            "fdpass store /tmp/h.sock web -3",
+            "fdpass store /tmp/h.sock web 3x",
+            "fdpass store /tmp/h.sock a:b 3",
+            "fdpass store /tmp/h.sock web",
+            "fdpass store /tmp/h.sock web 3 4",
+            "fdpass store --timeout 1s /tmp/h.sock web 3",
+            "fdpass -v store /tmp/h.sock web 3",
+            "fdpass drop /tmp/h.sock",
+            "fdpass drop /tmp/h.sock -h",
+            "fdpass fetch /tmp/h.sock web ./server",
+            "fdpass fetch /tmp/h.sock -- ./server",
+            "fdpass fetch /tmp/h.sock web --",
+            "fdpass fetch /tmp/h.sock --take web -- x",
+            "fdpass list /tmp/h.sock",
+            "fdpass store @ web 3",
+            "fdpass",
+        ] {
+            let args: Vec<OsString> = line.split(' ').map(OsString::from).collect();
+            let clap = Cli::try_parse_from(&args).map(|cli| format!("{cli:?}"));
+            if let Some(quick) = quick(&args) {
+                assert_eq!(Ok(format!("{quick:?}")), clap.map_err(|_| ()), "{line}");
+            }
+        }
+        let hot =
+            |line: &str| quick(&line.split(' ').map(OsString::from).collect::<Vec<_>>()).is_some();
+        assert!(hot("fdpass store /tmp/h.sock web 3"));
+        assert!(hot("fdpass fetch /tmp/h.sock a b -- sh -c x"));
+        assert!(hot("fdpass drop /tmp/h.sock web"));
     }
 
     #[test]

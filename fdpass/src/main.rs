@@ -38,7 +38,7 @@ use crate::fail::{Failure, Result};
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
-    let cli = match Cli::try_parse_from(&args) {
+    let cli = match cli::quick(&args).map_or_else(|| Cli::try_parse_from(&args), Ok) {
         Ok(cli) => cli,
         Err(err) => return ExitCode::from(refused(&err, &args)),
     };
