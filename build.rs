@@ -32,6 +32,9 @@ fn main() {
         linux_kernel || matches!(os.as_str(), "freebsd" | "netbsd" | "openbsd"),
     );
 
+    // cargo-fuzz sets `fuzzing`, which exposes the pure rules to the fuzz
+    // targets (`crate::fuzzing`).
+    println!("cargo:rustc-check-cfg=cfg(fuzzing)");
     println!("cargo:rerun-if-changed=build.rs");
 }
 
