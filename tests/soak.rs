@@ -79,7 +79,7 @@ fn soak() {
         .collect();
     // The memory of the first transfers (thread stacks, buffers that grow
     // once) is not growth: the baseline is taken after a warm-up.
-    let warm_up = (transfers / 100).max(1) as usize;
+    let warm_up = (transfers / 20).max(1) as usize;
     let mut rss_baseline = None;
     while peers.iter().any(|p| !p.is_finished()) {
         if rss_baseline.is_none() && progress.load(Ordering::Relaxed) >= warm_up {
