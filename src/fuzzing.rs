@@ -2,6 +2,11 @@
 //! only under `cfg(fuzzing)`, which cargo-fuzz sets, hidden from the docs,
 //! and no part of the API. Thin doors, each to one rule; the rules stay
 //! where they are.
+//!
+//! A new rule to fuzz (the holder's requests and answers, say) gets its
+//! door here and a target in `fuzz/`: a `[[bin]]` in `fuzz/Cargo.toml`,
+//! its source in `fuzz/fuzz_targets/`, a few seeds in `fuzz/seeds/`.
+//! `.ci/robust` runs every target the manifest lists.
 
 use std::io;
 
