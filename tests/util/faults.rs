@@ -131,23 +131,6 @@ pub enum Fault {
     Burst,
 }
 
-impl Fault {
-    pub const ALL: [Fault; 12] = [
-        Fault::ManyFds,
-        Fault::WrongByte,
-        Fault::NoFd,
-        Fault::SeveralRights,
-        Fault::PeerCredentials,
-        Fault::PassCredentials,
-        Fault::PassPidfd,
-        Fault::Truncated,
-        Fault::Empty,
-        Fault::FdLimit,
-        Fault::HangUp,
-        Fault::Burst,
-    ];
-}
-
 /// How many markers there are.
 pub const MARKERS: usize = 4;
 
