@@ -43,6 +43,9 @@ fn main() {
             ),
     );
 
+    // cargo-fuzz sets `fuzzing`, which exposes the pure rules to the fuzz
+    // targets (`crate::fuzzing`).
+    println!("cargo:rustc-check-cfg=cfg(fuzzing)");
     println!("cargo:rerun-if-changed=build.rs");
 }
 

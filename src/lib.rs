@@ -137,6 +137,9 @@
 pub mod activation;
 #[cfg(unix)]
 mod fd_kind;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(unix)]
 pub mod holder;
 #[cfg(unix)]
@@ -151,7 +154,7 @@ pub mod process;
 #[cfg_attr(not(fdpass_linux_kernel), allow(dead_code))]
 mod procfs;
 mod received;
-#[cfg(any(windows, test))]
+#[cfg(any(windows, test, fuzzing))]
 mod record;
 #[cfg(unix)]
 pub mod restart;

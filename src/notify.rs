@@ -39,7 +39,7 @@ pub const MAX_NAME: usize = 255;
 /// `$NOTIFY_SOCKET` is missing ([`ErrorKind::NotFound`]), refuses this
 /// process, …
 pub fn ready() -> io::Result<bool> {
-    from_env().map_or(Ok(false), |to| to.send("READY=1", &[]).map(|()| true))
+    send(Message::Ready, &[])
 }
 
 /// `FDSTORE=1` with `FDNAME=name`: asks systemd to keep `fds` under `name`
@@ -58,10 +58,7 @@ pub fn store_fds(name: &str, fds: &[BorrowedFd<'_>]) -> io::Result<bool> {
             "FDSTORE=1 needs at least one fd",
         ));
     }
-    from_env().map_or(Ok(false), |to| {
-        to.send(&format!("FDSTORE=1\nFDNAME={name}"), fds)
-            .map(|()| true)
-    })
+    send(Message::Store(name), fds)
 }
 
 /// `FDSTOREREMOVE=1` with `FDNAME=name`: asks systemd to close the fds it
@@ -71,11 +68,61 @@ pub fn store_fds(name: &str, fds: &[BorrowedFd<'_>]) -> io::Result<bool> {
 ///
 /// As [`store_fds`].
 pub fn remove_fds(name: &str) -> io::Result<bool> {
-    check_name(name)?;
-    from_env().map_or(Ok(false), |to| {
-        to.send(&format!("FDSTOREREMOVE=1\nFDNAME={name}"), &[])
-            .map(|()| true)
+    send(Message::Remove(name), &[])
+}
+
+/// Sends `message` with `fds` to `$NOTIFY_SOCKET`: `Ok(false)` when it is
+/// unset.
+fn send(message: Message<'_>, fds: &[BorrowedFd<'_>]) -> io::Result<bool> {
+    let text = message.text()?;
+    from_env().map_or(Ok(false), |to| to.send(&text, fds).map(|()| true))
+}
+
+/// A message of the notify protocol, as [`ready`], [`store_fds`] and
+/// [`remove_fds`] send it. Pure, so that the text is tested (and fuzzed)
+/// apart from the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Message<'a> {
+    /// `READY=1`.
+    Ready,
+    /// `FDSTORE=1` with `FDNAME=` the name.
+    Store(&'a str),
+    /// `FDSTOREREMOVE=1` with `FDNAME=` the name.
+    Remove(&'a str),
+}
+
+impl Message<'_> {
+    /// The datagram's text, one assignment a line: [`ErrorKind::InvalidInput`]
+    /// for a name that systemd would refuse (see [`check_name`]), which
+    /// could otherwise add lines of its own.
+    pub(crate) fn text(self) -> io::Result<String> {
+        Ok(match self {
+            Message::Ready => "READY=1".to_owned(),
+            Message::Store(name) => {
+                check_name(name)?;
+                format!("FDSTORE=1\nFDNAME={name}")
+            }
+            Message::Remove(name) => {
+                check_name(name)?;
+                format!("FDSTOREREMOVE=1\nFDNAME={name}")
+            }
+        })
+    }
+}
+
+/// The assignments of a notify datagram as the service manager reads
+/// them: one a line, split at its first `=` into a name and a value; a
+/// line without `=` assigns nothing.
+pub(crate) fn assignments(datagram: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    datagram.split(|&b| b == b'\n').filter_map(|line| {
+        let at = line.iter().position(|&b| b == b'=')?;
+        Some((&line[..at], &line[at + 1..]))
     })
+}
+
+/// Whether a notify datagram says `READY=1`.
+pub(crate) fn says_ready(datagram: &[u8]) -> bool {
+    assignments(datagram).any(|assignment| assignment == (b"READY", b"1"))
 }
 
 /// Checks `name` against systemd's rules for fd names: 1 to [`MAX_NAME`]
@@ -152,7 +199,41 @@ fn from_env() -> Option<Notifier> {
 
 #[cfg(test)]
 mod tests {
-    use super::check_name;
+    use super::*;
+
+    #[test]
+    fn ready_is_a_line_of_its_own() {
+        assert!(says_ready(b"READY=1"));
+        assert!(says_ready(b"STATUS=up\nREADY=1\n"));
+        assert!(!says_ready(b"READY=10"));
+        assert!(!says_ready(b"NOTREADY=1"));
+        assert!(!says_ready(b""));
+    }
+
+    #[test]
+    fn each_message_reads_back_as_its_assignments() {
+        let read = |message: Message<'_>| -> Vec<(String, String)> {
+            let text = message.text().unwrap();
+            assignments(text.as_bytes())
+                .map(|(k, v)| {
+                    let k = String::from_utf8(k.to_vec()).unwrap();
+                    (k, String::from_utf8(v.to_vec()).unwrap())
+                })
+                .collect()
+        };
+        let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        assert_eq!(read(Message::Ready), [pair("READY", "1")]);
+        assert_eq!(
+            read(Message::Store("a=b c")),
+            [pair("FDSTORE", "1"), pair("FDNAME", "a=b c")]
+        );
+        assert_eq!(
+            read(Message::Remove("web")),
+            [pair("FDSTOREREMOVE", "1"), pair("FDNAME", "web")]
+        );
+        let e = Message::Store("x\nREADY=1").text().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    }
 
     #[test]
     fn names_follow_systemds_rules() {

@@ -23,8 +23,12 @@
 //! more than a multiple of 4, which no Windows process id is, so an
 //! `IO::FDPass` receiver that reads one as a pid opens no process.
 
-// Until the Unix side uses it, only the tests do off Windows.
+// Until the Unix side uses it, only the tests and the fuzz targets do off
+// Windows. The items are `pub` so that `crate::fuzzing` can hand them to the
+// fuzz targets; the module itself is private, and none of it is the
+// crate's API, so the lints for an API's docs do not apply.
 #![cfg_attr(not(windows), allow(dead_code))]
+#![cfg_attr(fuzzing, allow(clippy::must_use_candidate, clippy::missing_errors_doc))]
 
 use std::io::{self, ErrorKind, IoSlice};
 use std::mem::size_of;
@@ -38,17 +42,17 @@ const SOCKET_MAGIC: [u8; 4] = *b"FDPS";
 const BATCH_MAGIC: [u8; 4] = *b"FDPB";
 
 /// The length of `IO::FDPass`'s record.
-pub(crate) const PLAIN_LEN: usize = 4 + size_of::<usize>();
+pub const PLAIN_LEN: usize = 4 + size_of::<usize>();
 /// The length of a confirmed record.
-pub(crate) const CONFIRMED_LEN: usize = 16;
+pub const CONFIRMED_LEN: usize = 16;
 /// The length of a hello.
-pub(crate) const HELLO_LEN: usize = 8;
+pub const HELLO_LEN: usize = 8;
 /// The length of a batch record's fixed header.
-pub(crate) const HEADER_LEN: usize = 16;
+pub const HEADER_LEN: usize = 16;
 /// The length of one handle value in a batch record.
 const VALUE_LEN: usize = 8;
 /// The most a batch record's head (header and handle values) can take.
-pub(crate) const MAX_HEAD_LEN: usize = HEADER_LEN + VALUE_LEN * MAX_HANDLES;
+pub const MAX_HEAD_LEN: usize = HEADER_LEN + VALUE_LEN * MAX_HANDLES;
 
 fn invalid_data(message: impl Into<String>) -> io::Error {
     io::Error::new(ErrorKind::InvalidData, message.into())
@@ -83,7 +87,7 @@ fn check_magic(seen: &[u8], magic: [u8; 4], call: &str) -> io::Result<()> {
 /// not null, and not one of the pseudo-handles (-1 the current process,
 /// -2 the current thread, -3 to -6 tokens), which would name the receiver's
 /// own process or thread instead of anything the sender has.
-pub(crate) fn is_real_handle_value(value: u64) -> bool {
+pub fn is_real_handle_value(value: u64) -> bool {
     let signed = value as i64;
     !(-16..=0).contains(&signed)
 }
@@ -92,12 +96,12 @@ pub(crate) fn is_real_handle_value(value: u64) -> bool {
 /// (see [`is_real_handle_value`]); only such a value is ever given to
 /// `DuplicateHandle`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct HandleValue(u64);
+pub struct HandleValue(u64);
 
 impl HandleValue {
     /// Checks `value`: [`ErrorKind::InvalidData`] for a null or
     /// pseudo-handle.
-    pub(crate) fn new(value: u64) -> io::Result<HandleValue> {
+    pub fn new(value: u64) -> io::Result<HandleValue> {
         if is_real_handle_value(value) {
             Ok(HandleValue(value))
         } else {
@@ -107,7 +111,8 @@ impl HandleValue {
         }
     }
 
-    pub(crate) fn get(self) -> u64 {
+    /// The value.
+    pub fn get(self) -> u64 {
         self.0
     }
 }
@@ -115,13 +120,37 @@ impl HandleValue {
 /// What a record offers: the process that holds a handle, as the peer
 /// claims it, and the handle's value in that process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Offer {
-    pub(crate) pid: u32,
-    pub(crate) value: u64,
+pub struct Offer {
+    /// The process the record names.
+    pub pid: u32,
+    /// The handle's value there, unchecked.
+    pub value: u64,
+}
+
+/// Checks the process a record names before it is opened to take handles
+/// from it and close them there: `claimed` is the pid the record names,
+/// `own` this process's, and `peer` tells the socket's peer where Windows
+/// can (it is asked only when the record names this process). A record may
+/// name this very process only if Windows confirms that the peer is this
+/// process: on a peer's word alone, `DUPLICATE_CLOSE_SOURCE` would close
+/// whichever handle of this process the record names.
+///
+/// # Errors
+///
+/// [`ErrorKind::InvalidData`] for a record that names this process from a
+/// peer that is not confirmed to be it.
+pub fn check_sender(claimed: u32, own: u32, peer: impl FnOnce() -> Option<u32>) -> io::Result<()> {
+    if claimed == own && peer() != Some(own) {
+        return Err(invalid_data(format!(
+            "the record names this process ({own}) as its sender, but Windows does not confirm \
+             that the peer is this process; no handle of this process was touched"
+        )));
+    }
+    Ok(())
 }
 
 /// `IO::FDPass`'s record: `pid`, then the pointer-sized `value`.
-pub(crate) fn plain(pid: u32, value: usize) -> [u8; PLAIN_LEN] {
+pub fn plain(pid: u32, value: usize) -> [u8; PLAIN_LEN] {
     let mut record = [0; PLAIN_LEN];
     record[..4].copy_from_slice(&pid.to_ne_bytes());
     record[4..].copy_from_slice(&value.to_ne_bytes());
@@ -130,7 +159,7 @@ pub(crate) fn plain(pid: u32, value: usize) -> [u8; PLAIN_LEN] {
 
 /// Parses `IO::FDPass`'s record. The value is sign-extended, so that a
 /// 32-bit peer's pseudo-handles stay pseudo-handles.
-pub(crate) fn parse_plain(record: &[u8; PLAIN_LEN]) -> Offer {
+pub fn parse_plain(record: &[u8; PLAIN_LEN]) -> Offer {
     let mut value = [0; size_of::<usize>()];
     value.copy_from_slice(&record[4..]);
     Offer {
@@ -140,7 +169,7 @@ pub(crate) fn parse_plain(record: &[u8; PLAIN_LEN]) -> Offer {
 }
 
 /// The record of `send_confirmed`.
-pub(crate) fn confirmed(pid: u32, value: u64) -> [u8; CONFIRMED_LEN] {
+pub fn confirmed(pid: u32, value: u64) -> [u8; CONFIRMED_LEN] {
     let mut record = [0; CONFIRMED_LEN];
     record[..4].copy_from_slice(&CONFIRMED_MAGIC);
     record[4..8].copy_from_slice(&pid.to_ne_bytes());
@@ -150,7 +179,7 @@ pub(crate) fn confirmed(pid: u32, value: u64) -> [u8; CONFIRMED_LEN] {
 
 /// Parses the record of `send_confirmed`: [`ErrorKind::InvalidData`] for
 /// a record of another call.
-pub(crate) fn parse_confirmed(record: &[u8; CONFIRMED_LEN]) -> io::Result<Offer> {
+pub fn parse_confirmed(record: &[u8; CONFIRMED_LEN]) -> io::Result<Offer> {
     check_magic(record, CONFIRMED_MAGIC, "send_confirmed")?;
     Ok(Offer {
         pid: u32_at(record, 4),
@@ -159,7 +188,7 @@ pub(crate) fn parse_confirmed(record: &[u8; CONFIRMED_LEN]) -> io::Result<Offer>
 }
 
 /// The hello of `recv_socket`: the pid the socket is to be duplicated for.
-pub(crate) fn hello(pid: u32) -> [u8; HELLO_LEN] {
+pub fn hello(pid: u32) -> [u8; HELLO_LEN] {
     let mut record = [0; HELLO_LEN];
     record[..4].copy_from_slice(&SOCKET_MAGIC);
     record[4..].copy_from_slice(&pid.to_ne_bytes());
@@ -168,19 +197,19 @@ pub(crate) fn hello(pid: u32) -> [u8; HELLO_LEN] {
 
 /// Parses a hello, giving the pid the peer claims to be:
 /// [`ErrorKind::InvalidData`] for a record of another call.
-pub(crate) fn parse_hello(record: &[u8; HELLO_LEN]) -> io::Result<u32> {
+pub fn parse_hello(record: &[u8; HELLO_LEN]) -> io::Result<u32> {
     check_magic(record, SOCKET_MAGIC, "recv_socket")?;
     Ok(u32_at(record, 4))
 }
 
 /// A status byte, the answer of the receiving side and the start of
 /// `send_socket`'s reply: `0` for success.
-pub(crate) fn status(ok: bool) -> [u8; 1] {
+pub fn status(ok: bool) -> [u8; 1] {
     [u8::from(!ok)]
 }
 
 /// Reads the other side's answer.
-pub(crate) fn parse_answer(answer: [u8; 1]) -> io::Result<()> {
+pub fn parse_answer(answer: [u8; 1]) -> io::Result<()> {
     match answer {
         [0] => Ok(()),
         _ => Err(io::Error::other("the peer could not take it")),
@@ -190,7 +219,7 @@ pub(crate) fn parse_answer(answer: [u8; 1]) -> io::Result<()> {
 /// Parses `send_socket`'s reply, giving the `info_len` bytes of its
 /// `WSAPROTOCOL_INFOW`: [`ErrorKind::InvalidData`] if the sender said it
 /// could not duplicate the socket.
-pub(crate) fn parse_reply(reply: &[u8], info_len: usize) -> io::Result<&[u8]> {
+pub fn parse_reply(reply: &[u8], info_len: usize) -> io::Result<&[u8]> {
     match reply.split_first() {
         Some((0, info)) if info.len() == info_len => Ok(info),
         _ => Err(invalid_data(
@@ -201,19 +230,19 @@ pub(crate) fn parse_reply(reply: &[u8], info_len: usize) -> io::Result<&[u8]> {
 
 /// The fixed header of a batch record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct BatchHeader {
+pub struct BatchHeader {
     /// The process that holds the handles, as the peer claims it.
-    pub(crate) pid: u32,
+    pub pid: u32,
     /// How many handle values follow the header.
-    pub(crate) count: usize,
+    pub count: usize,
     /// How many data bytes follow the handle values.
-    pub(crate) data_len: usize,
+    pub data_len: usize,
 }
 
 impl BatchHeader {
     /// The header of a record to send: [`ErrorKind::InvalidInput`] for
     /// more than [`MAX_HANDLES`] handles or more than 4 GiB of data.
-    pub(crate) fn new(pid: u32, count: usize, data_len: usize) -> io::Result<BatchHeader> {
+    pub fn new(pid: u32, count: usize, data_len: usize) -> io::Result<BatchHeader> {
         if count > MAX_HANDLES {
             return Err(io::Error::new(
                 ErrorKind::InvalidInput,
@@ -237,7 +266,7 @@ impl BatchHeader {
     /// until all of it is there; [`ErrorKind::InvalidData`] as soon as the
     /// bytes are not a batch record's, or claim more than [`MAX_HANDLES`]
     /// handles.
-    pub(crate) fn parse(seen: &[u8]) -> io::Result<Option<BatchHeader>> {
+    pub fn parse(seen: &[u8]) -> io::Result<Option<BatchHeader>> {
         check_magic(seen, BATCH_MAGIC, "send_with_handles")?;
         if seen.len() < HEADER_LEN {
             return Ok(None);
@@ -257,7 +286,7 @@ impl BatchHeader {
 
     /// The record's head as it is sent: the header, then `values`, the
     /// first [`count`](Self::count) of which are taken.
-    pub(crate) fn write<'a>(
+    pub fn write<'a>(
         &self,
         values: impl IntoIterator<Item = u64>,
         head: &'a mut [u8; MAX_HEAD_LEN],
@@ -274,13 +303,13 @@ impl BatchHeader {
     }
 
     /// The length of the head: the header and the handle values.
-    pub(crate) fn head_len(&self) -> usize {
+    pub fn head_len(&self) -> usize {
         HEADER_LEN + VALUE_LEN * self.count
     }
 }
 
 /// The handle values in a batch record's head.
-pub(crate) fn batch_values(head: &[u8]) -> impl Iterator<Item = u64> + '_ {
+pub fn batch_values(head: &[u8]) -> impl Iterator<Item = u64> + '_ {
     head[HEADER_LEN.min(head.len())..]
         .chunks_exact(VALUE_LEN)
         .map(|value| u64_at(value, 0))
@@ -289,7 +318,7 @@ pub(crate) fn batch_values(head: &[u8]) -> impl Iterator<Item = u64> + '_ {
 /// The records a receive reads into an [`Incoming`]; each knows its
 /// length from the bytes seen of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub enum Kind {
     /// `IO::FDPass`'s record.
     Plain,
     /// The record of `send_confirmed`.
@@ -298,7 +327,10 @@ pub(crate) enum Kind {
     Hello,
     /// The reply of `send_socket`, whose `WSAPROTOCOL_INFOW` is
     /// `info_len` bytes long.
-    Reply { info_len: usize },
+    Reply {
+        /// The length of the `WSAPROTOCOL_INFOW`.
+        info_len: usize,
+    },
     /// An answer.
     Answer,
     /// A batch record's head; its data is read apart (see [`Data`]).
@@ -309,7 +341,7 @@ impl Kind {
     /// How many bytes the record has in all, as far as `seen`, the bytes
     /// of it seen so far, tell; [`ErrorKind::InvalidData`] as soon as they
     /// break the format. Once `seen` is that long, the record is whole.
-    pub(crate) fn needed(self, seen: &[u8]) -> io::Result<usize> {
+    pub fn needed(self, seen: &[u8]) -> io::Result<usize> {
         Ok(match self {
             Kind::Plain => PLAIN_LEN,
             Kind::Confirmed => CONFIRMED_LEN,
@@ -329,7 +361,7 @@ impl Kind {
 
 /// The error of a connection that ended before a record was whole;
 /// `started` if any of it had come.
-pub(crate) fn closed(started: bool) -> io::Error {
+pub fn closed(started: bool) -> io::Error {
     io::Error::new(
         ErrorKind::UnexpectedEof,
         if started {
@@ -344,7 +376,7 @@ pub(crate) fn closed(started: bool) -> io::Error {
 /// batch record's [`Data`]. A receive asks where the next bytes go, reads
 /// at most that many, and says how many came; it never reads past the
 /// record, so what follows it stays in the socket.
-pub(crate) trait Fill {
+pub trait Fill {
     /// Where the next bytes go; empty once everything has come.
     /// [`ErrorKind::InvalidData`] as soon as the bytes so far break the
     /// format.
@@ -358,14 +390,15 @@ pub(crate) trait Fill {
 /// A record of one [`Kind`] as it arrives, in a buffer of `N` bytes, at
 /// least the record's length. A partial read is state, not an error: what
 /// has come is kept until the rest does.
-pub(crate) struct Incoming<const N: usize> {
+pub struct Incoming<const N: usize> {
     kind: Kind,
     bytes: [u8; N],
     got: usize,
 }
 
 impl<const N: usize> Incoming<N> {
-    pub(crate) fn new(kind: Kind) -> Self {
+    /// A record of `kind` of which nothing has come yet.
+    pub fn new(kind: Kind) -> Self {
         Incoming {
             kind,
             bytes: [0; N],
@@ -375,12 +408,12 @@ impl<const N: usize> Incoming<N> {
 
     /// The record's bytes that have come: all of it once
     /// [`unfilled`](Fill::unfilled) is empty.
-    pub(crate) fn bytes(&self) -> &[u8] {
+    pub fn bytes(&self) -> &[u8] {
         &self.bytes[..self.got]
     }
 
     /// The whole buffer: the record, for a record of exactly `N` bytes.
-    pub(crate) fn array(&self) -> &[u8; N] {
+    pub fn array(&self) -> &[u8; N] {
         &self.bytes
     }
 }
@@ -406,7 +439,7 @@ impl<const N: usize> Fill for Incoming<N> {
 
 /// The data of a batch record after its head, as it arrives: what fits
 /// goes into the caller's buffer, the rest into a sink, dropped.
-pub(crate) struct Data<'a> {
+pub struct Data<'a> {
     kept: &'a mut [u8],
     sink: &'a mut [u8],
     dropped: usize,
@@ -416,7 +449,7 @@ pub(crate) struct Data<'a> {
 impl<'a> Data<'a> {
     /// The data of the record `header` begins, into `buffer`; `sink`
     /// takes, a piece at a time, what does not fit.
-    pub(crate) fn new(header: &BatchHeader, buffer: &'a mut [u8], sink: &'a mut [u8]) -> Self {
+    pub fn new(header: &BatchHeader, buffer: &'a mut [u8], sink: &'a mut [u8]) -> Self {
         let kept = header.data_len.min(buffer.len());
         Data {
             kept: &mut buffer[..kept],
@@ -427,12 +460,12 @@ impl<'a> Data<'a> {
     }
 
     /// How many bytes went into the caller's buffer.
-    pub(crate) fn kept(&self) -> usize {
+    pub fn kept(&self) -> usize {
         self.kept.len()
     }
 
     /// Whether some of the data did not fit and was dropped.
-    pub(crate) fn truncated(&self) -> bool {
+    pub fn truncated(&self) -> bool {
         self.dropped > 0
     }
 }
@@ -461,7 +494,7 @@ impl Fill for Data<'_> {
 
 /// A record on its way out, in up to `P` parts that go in one vectored
 /// send: what is left to send, and whether any of it has gone.
-pub(crate) struct Outgoing<'a, const P: usize> {
+pub struct Outgoing<'a, const P: usize> {
     parts: [IoSlice<'a>; P],
     /// How many of `parts` have gone whole.
     done: usize,
@@ -469,7 +502,8 @@ pub(crate) struct Outgoing<'a, const P: usize> {
 }
 
 impl<'a, const P: usize> Outgoing<'a, P> {
-    pub(crate) fn new(parts: [&'a [u8]; P]) -> Self {
+    /// A record of `parts`, none of it sent.
+    pub fn new(parts: [&'a [u8]; P]) -> Self {
         let mut outgoing = Outgoing {
             parts: parts.map(IoSlice::new),
             done: 0,
@@ -480,12 +514,12 @@ impl<'a, const P: usize> Outgoing<'a, P> {
     }
 
     /// What is left to send; empty once all has gone.
-    pub(crate) fn rest(&self) -> &[IoSlice<'a>] {
+    pub fn rest(&self) -> &[IoSlice<'a>] {
         &self.parts[self.done..]
     }
 
     /// Takes note that a send took `n` bytes of [`rest`](Self::rest).
-    pub(crate) fn sent(&mut self, n: usize) {
+    pub fn sent(&mut self, n: usize) {
         self.started |= n > 0;
         let mut rest = &mut self.parts[self.done..];
         IoSlice::advance_slices(&mut rest, n);
@@ -503,13 +537,14 @@ impl<'a, const P: usize> Outgoing<'a, P> {
         }
     }
 
-    pub(crate) fn is_done(&self) -> bool {
+    /// Whether all of it has gone.
+    pub fn is_done(&self) -> bool {
         self.done == P
     }
 
     /// Whether any byte has gone: from then on the record must be
     /// finished, or the stream is out of step.
-    pub(crate) fn started(&self) -> bool {
+    pub fn started(&self) -> bool {
         self.started
     }
 }
@@ -529,6 +564,18 @@ mod tests {
         for value in [4, 0x40, 0x7fff_fffc, u64::from(u32::MAX), -17i64 as u64] {
             assert!(is_real_handle_value(value), "{value:#x}");
             assert_eq!(HandleValue::new(value).unwrap().get(), value);
+        }
+    }
+
+    #[test]
+    fn a_record_may_name_this_process_only_from_a_confirmed_peer() {
+        // Another process: the peer is not even asked.
+        assert!(check_sender(8, 4, || panic!("asked")).is_ok());
+        assert!(check_sender(4, 4, || Some(4)).is_ok());
+        for peer in [None, Some(8)] {
+            let err = check_sender(4, 4, || peer).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidData);
+            assert!(err.to_string().contains("no handle"), "{err}");
         }
     }
 

@@ -227,19 +227,12 @@ fn wait_until_ready(notify: &UnixDatagram, pid: u32, timeout: Duration) -> io::R
         // Short slices, so that an exit is seen soon.
         notify.set_read_timeout(Some(left.min(Duration::from_millis(50))))?;
         match notify.recv(&mut buf) {
-            Ok(n) if says_ready(&buf[..n]) => return Ok(()),
+            Ok(n) if notify::says_ready(&buf[..n]) => return Ok(()),
             Ok(_) => {}
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
             Err(e) => return Err(e),
         }
     }
-}
-
-/// Whether a notify datagram says `READY=1`.
-fn says_ready(datagram: &[u8]) -> bool {
-    datagram
-        .split(|&b| b == b'\n')
-        .any(|line| line == b"READY=1")
 }
 
 /// The path of this program, as the next generation should start it. On
@@ -298,19 +291,5 @@ impl PrivateDir {
 impl Drop for PrivateDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::says_ready;
-
-    #[test]
-    fn ready_is_a_line_of_its_own() {
-        assert!(says_ready(b"READY=1"));
-        assert!(says_ready(b"STATUS=up\nREADY=1\n"));
-        assert!(!says_ready(b"READY=10"));
-        assert!(!says_ready(b"NOTREADY=1"));
-        assert!(!says_ready(b""));
     }
 }

@@ -213,17 +213,10 @@ pub(crate) fn take_plain(
 }
 
 /// Opens the process a record names, to take handles from it and close
-/// them there. A record may name this very process only if Windows confirms
-/// that the peer is this process (see [`sys::peer_pid`]): on a peer's word
-/// alone, `DUPLICATE_CLOSE_SOURCE` would close whichever handle of this
-/// process the record names.
+/// them there, once [`record::check_sender`] lets it: never this very
+/// process on a peer's word alone (see [`sys::peer_pid`]).
 fn open_sender(socket: BorrowedSocket<'_>, pid: u32) -> io::Result<Process> {
-    if pid == sys::current_pid() && sys::peer_pid(socket) != Some(pid) {
-        return Err(invalid_data(format!(
-            "the record names this process ({pid}) as its sender, but Windows does not confirm \
-             that the peer is this process; no handle of this process was touched"
-        )));
-    }
+    record::check_sender(pid, sys::current_pid(), || sys::peer_pid(socket))?;
     Process::open(pid)
 }
 

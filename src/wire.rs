@@ -2,6 +2,10 @@
 //! it: whether a received message is good. Pure code, generic over the fd type, so that the rules
 //! are unit-tested on their own and the same rules serve `recv`, `recv_fds`,
 //! `recv_many` and every caller of them.
+//!
+//! The items are `pub` so that `crate::fuzzing` can hand them to the fuzz
+//! targets; the module is private, and none of it is the crate's API.
+#![cfg_attr(fuzzing, allow(clippy::must_use_candidate))]
 
 use std::io::{self, ErrorKind};
 
@@ -9,7 +13,7 @@ use crate::Received;
 
 /// What one received message is, by `IO::FDPass`'s format.
 #[derive(Debug)]
-pub(crate) enum Verdict<T> {
+pub enum Verdict<T> {
     /// A good message, and what was kept of its fds.
     Good(T),
     /// Nothing at all: the end of the connection, or an empty message; the
@@ -23,7 +27,7 @@ pub(crate) enum Verdict<T> {
 /// one fd: `got` says what arrived, `byte` is the data byte (when
 /// `got.bytes` is 1), and `kept` what the receive kept of the fds, `None`
 /// when it kept none. Surplus fds do not make a message bad.
-pub(crate) fn judge<T>(got: &Received, byte: u8, kept: Option<T>) -> Verdict<T> {
+pub fn judge<T>(got: &Received, byte: u8, kept: Option<T>) -> Verdict<T> {
     let arrived = got.fds + got.fds_discarded;
     if got.control_truncated {
         return Verdict::Bad(truncated(arrived));
@@ -57,7 +61,7 @@ pub(crate) fn judge<T>(got: &Received, byte: u8, kept: Option<T>) -> Verdict<T> 
 /// Judges a message that must bring all its fds: as [`judge`], and a
 /// message with more fds than the receive had room for is bad too. Good
 /// gives the number of fds kept.
-pub(crate) fn judge_all(got: &Received, byte: u8) -> Verdict<usize> {
+pub fn judge_all(got: &Received, byte: u8) -> Verdict<usize> {
     match judge(got, byte, Some(got.fds)) {
         Verdict::Good(_) if got.fds_discarded > 0 => Verdict::Bad(invalid_data(format!(
             "the message carried {} fds, more than the {} asked for; all were closed",
@@ -70,7 +74,7 @@ pub(crate) fn judge_all(got: &Received, byte: u8) -> Verdict<usize> {
 
 /// The error for [`Verdict::End`]: an empty message (`empty`), or the peer
 /// closing the connection.
-pub(crate) fn end(empty: bool) -> io::Error {
+pub fn end(empty: bool) -> io::Error {
     if empty {
         invalid_data("received an empty message instead of an fd")
     } else {

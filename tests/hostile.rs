@@ -122,19 +122,9 @@ fn extra_control_messages(rng: &mut Rng, socket: BorrowedFd<'_>) {
         rustix::net::sockopt::set_socket_passcred(socket, true).unwrap();
     }
     if rng.chance(4) {
-        const SO_PASSPIDFD: libc::c_int = 76;
-        let on: libc::c_int = 1;
-        // SAFETY: a valid socket, and an int option of the size given. A
-        // kernel without the option refuses it, which changes nothing here.
-        unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&socket),
-                libc::SOL_SOCKET,
-                SO_PASSPIDFD,
-                std::ptr::from_ref(&on).cast(),
-                size_of_val(&on) as libc::socklen_t,
-            );
-        }
+        // A kernel without the option refuses it, which changes nothing
+        // here.
+        let _ = io_fdpass_test_support::set_pass_pidfd(socket, true);
     }
 }
 

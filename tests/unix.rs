@@ -542,24 +542,14 @@ fn pidfds_that_found_no_room_are_not_closed() {
 /// a note, where the kernel lacks it.
 #[cfg(fdpass_linux_kernel)]
 fn pass_pidfds(socket: &OwnedFd) -> bool {
-    const SO_PASSPIDFD: libc::c_int = 76;
-    let on: libc::c_int = 1;
-    // SAFETY: a valid socket, and an int option of the size given.
-    let set = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            SO_PASSPIDFD,
-            std::ptr::from_ref(&on).cast(),
-            size_of_val(&on) as libc::socklen_t,
-        )
-    };
-    if set != 0 {
-        let err = std::io::Error::last_os_error();
-        assert_eq!(err.raw_os_error(), Some(libc::ENOPROTOOPT), "{err}");
-        eprintln!("skipped: this kernel has no SO_PASSPIDFD");
+    match io_fdpass_test_support::set_pass_pidfd(socket.as_fd(), true) {
+        Ok(()) => true,
+        Err(err) => {
+            assert_eq!(err.raw_os_error(), Some(libc::ENOPROTOOPT), "{err}");
+            eprintln!("skipped: this kernel has no SO_PASSPIDFD");
+            false
+        }
     }
-    set == 0
 }
 
 /// At an `RLIMIT_NOFILE` of 0 `poll` refuses even one fd (`EINVAL`), so

@@ -24,6 +24,8 @@ compile_error!("the tests run on Unix and Windows only");
 
 #[cfg(windows)]
 pub use sys::handle_count;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub use sys::set_pass_pidfd;
 #[cfg(unix)]
 pub use sys::{fd_count, fd_count_of, open_fds, open_fds_of};
 

@@ -59,3 +59,34 @@ fn listed_in(dir: &str) -> Vec<String> {
     fds.sort();
     fds
 }
+
+/// Turns Linux's `SO_PASSPIDFD` (6.5 and later) on or off on `socket`:
+/// with it on, the kernel adds a pidfd of the sender to each message
+/// received. A raw call, as neither std nor rustix has the option; a
+/// kernel without it refuses it (`ENOPROTOOPT`).
+///
+/// # Errors
+///
+/// The error of `setsockopt(2)`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn set_pass_pidfd(socket: std::os::fd::BorrowedFd<'_>, on: bool) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    /// `SO_PASSPIDFD` from `<asm-generic/socket.h>`.
+    const SO_PASSPIDFD: libc::c_int = 76;
+    let on = libc::c_int::from(on);
+    // SAFETY: an int option of the size given, read for the call only.
+    let set = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_PASSPIDFD,
+            std::ptr::from_ref(&on).cast(),
+            size_of_val(&on) as libc::socklen_t,
+        )
+    };
+    if set == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}

@@ -14,6 +14,9 @@ use std::process::Command;
 pub use io_fdpass_test_support::{fd_count, open_fds, peers, temp_path, NoLeak};
 use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
 
+#[cfg(target_os = "linux")]
+pub mod faults;
+
 /// A connected pair of unix sockets of type `ty`, close-on-exec.
 pub fn pair(ty: SocketType) -> (OwnedFd, OwnedFd) {
     #[cfg(not(fdpass_apple))]
