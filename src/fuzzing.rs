@@ -3,8 +3,9 @@
 //! and no part of the API. Thin doors, each to one rule; the rules stay
 //! where they are.
 //!
-//! A new rule to fuzz (the holder's requests and answers, say) gets its
-//! door here and a target in `fuzz/`: a `[[bin]]` in `fuzz/Cargo.toml`,
+//! The holder's protocol is public (`holder::protocol`), so its targets
+//! need no door. A new rule to fuzz gets its door here and a target in
+//! `fuzz/`: a `[[bin]]` in `fuzz/Cargo.toml`,
 //! its source in `fuzz/fuzz_targets/`, a few seeds in `fuzz/seeds/`.
 //! `.ci/robust` runs every target the manifest lists.
 
