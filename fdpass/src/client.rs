@@ -4,7 +4,7 @@
 use std::ffi::OsString;
 use std::io::{self, ErrorKind};
 use std::os::fd::BorrowedFd;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use io_fdpass::holder::protocol::{Entry, Lifetime, Refusal, RefusalKind};
 use io_fdpass::holder::Client;
@@ -88,7 +88,7 @@ pub fn run_fetch(
 /// `fdpass list`: the entries, as lines or JSON.
 pub fn run_list(args: &HolderArgs, json: bool) -> Result<()> {
     let entries = of(args).entries().map_err(|e| failure(&args.socket, &e))?;
-    let now = unix_now();
+    let now = crate::holder::unix_now().as_secs();
     let text = if json {
         let objects: Vec<String> = entries.iter().map(json_entry).collect();
         if objects.is_empty() {
@@ -156,12 +156,6 @@ fn json_entry(entry: &Entry) -> String {
         json_or_null(entry.expires_at),
         json_or_null(entry.until_exit),
     )
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// `seconds` since the epoch as `2026-12-01T22:54:33Z`.

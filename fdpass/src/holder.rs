@@ -565,8 +565,9 @@ impl Holder {
         }
         if take {
             for name in names {
-                self.remove(name);
+                self.forget(name);
             }
+            self.record();
         }
         self.log(format_args!(
             "{} {}",
@@ -602,12 +603,19 @@ impl Holder {
 
     /// Stops holding `name`, here and in systemd's fd store.
     fn remove(&self, name: &str) -> Option<OwnedFd> {
+        let fd = self.forget(name)?;
+        self.record();
+        Some(fd)
+    }
+
+    /// Stops holding `name`, here and in systemd's fd store, leaving the
+    /// state file to the caller: a take of many names rewrites it once.
+    fn forget(&self, name: &str) -> Option<OwnedFd> {
         let held = self.held.borrow_mut().remove(name)?;
         if let Some(watch) = held.watch {
             watch.abort();
         }
         self.to_systemd(name, None);
-        self.record();
         Some(held.fd)
     }
 
@@ -843,7 +851,8 @@ fn not_held(name: &str) -> Refusal {
     )
 }
 
-fn unix_now() -> Duration {
+/// The time since the Unix epoch.
+pub fn unix_now() -> Duration {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()

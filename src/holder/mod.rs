@@ -387,6 +387,17 @@ impl Deadline {
         stream.set_read_timeout(Some(left))?;
         stream.set_write_timeout(Some(left))
     }
+
+    /// One read by the deadline, tried again if a signal interrupts it.
+    fn read(&self, stream: &UnixStream, chunk: &mut [u8]) -> io::Result<usize> {
+        loop {
+            self.set_on(stream)?;
+            match (&*stream).read(chunk) {
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                read => return read,
+            }
+        }
+    }
 }
 
 /// `err` of an exchange with the holder at `socket`, saying what happened.
@@ -420,14 +431,12 @@ fn read_line(
                 "the peer's first line is too long for an fdpass holder's",
             ));
         }
-        deadline.set_on(stream)?;
-        let n = match (&*stream).read(&mut chunk) {
-            Ok(0) if buf.is_empty() => return Err(ErrorKind::UnexpectedEof.into()),
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
+        let n = deadline.read(stream, &mut chunk)?;
+        if n == 0 && buf.is_empty() {
+            return Err(ErrorKind::UnexpectedEof.into());
+        } else if n == 0 {
+            break;
+        }
         buf.extend_from_slice(&chunk[..n]);
     }
     Ok(())
@@ -442,13 +451,10 @@ fn read_to_end(
 ) -> io::Result<()> {
     let mut chunk = [0; 16 * 1024];
     loop {
-        deadline.set_on(stream)?;
-        let n = match (&*stream).read(&mut chunk) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
+        let n = deadline.read(stream, &mut chunk)?;
+        if n == 0 {
+            return Ok(());
+        }
         if buf.len() + n > max {
             return Err(io::Error::new(
                 ErrorKind::InvalidData,

@@ -679,12 +679,7 @@ pub(crate) fn send_datagram(
     fds: &[BorrowedFd<'_>],
 ) -> io::Result<()> {
     let to = unix_address(address)?;
-    let socket = rustix::net::socket_with(
-        rustix::net::AddressFamily::UNIX,
-        SocketType::DGRAM,
-        socket_flags(),
-        None,
-    )?;
+    let socket = unix_socket(SocketType::DGRAM)?;
     let mut space = [MaybeUninit::<u8>::uninit(); SEND_SPACE];
     let mut control = SendAncillaryBuffer::new(&mut space);
     if fds.len() > MAX_FDS
@@ -719,16 +714,18 @@ pub(crate) fn send_datagram(
     }
 }
 
-/// Close-on-exec for a new socket where the OS sets it atomically; on
-/// Apple systems the socket lives only for the one send.
-#[cfg(not(fdpass_apple))]
-fn socket_flags() -> rustix::net::SocketFlags {
-    rustix::net::SocketFlags::CLOEXEC
-}
-
-#[cfg(fdpass_apple)]
-fn socket_flags() -> rustix::net::SocketFlags {
-    rustix::net::SocketFlags::empty()
+/// A new close-on-exec unix socket of type `ty`: marked atomically where
+/// the OS can, right after it is made on Apple systems.
+fn unix_socket(ty: SocketType) -> io::Result<OwnedFd> {
+    #[cfg(not(fdpass_apple))]
+    let flags = rustix::net::SocketFlags::CLOEXEC;
+    #[cfg(fdpass_apple)]
+    let flags = rustix::net::SocketFlags::empty();
+    let socket = rustix::net::socket_with(rustix::net::AddressFamily::UNIX, ty, flags, None)?;
+    if cfg!(fdpass_apple) {
+        set_cloexec(socket.as_fd())?;
+    }
+    Ok(socket)
 }
 
 /// The credentials of the peer of a unix socket: uid, gid, and the pid
@@ -1138,15 +1135,7 @@ fn unix_address(address: &std::ffi::OsStr) -> io::Result<rustix::net::SocketAddr
 /// as the listener lets it. The socket is left blocking.
 pub(crate) fn connect_unix(address: &std::ffi::OsStr) -> io::Result<OwnedFd> {
     let to = unix_address(address)?;
-    let socket = rustix::net::socket_with(
-        rustix::net::AddressFamily::UNIX,
-        SocketType::STREAM,
-        socket_flags(),
-        None,
-    )?;
-    if cfg!(fdpass_apple) {
-        set_cloexec(socket.as_fd())?;
-    }
+    let socket = unix_socket(SocketType::STREAM)?;
     rustix::io::ioctl_fionbio(&socket, true)?;
     retry(|| Ok(rustix::net::connect(&socket, &to)?))?;
     rustix::io::ioctl_fionbio(&socket, false)?;
