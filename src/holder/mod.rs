@@ -6,10 +6,10 @@
 //! on a connection of its own. It trusts only a holder of the right user:
 //! before it sends anything it checks the uid of the process at the socket
 //! (`SO_PEERCRED`, `getpeereid` or `getpeerucred`), which must be this
-//! process's own, root's, or one allowed with
-//! [`Client::holder_uid`] (the rule of [`PeerTrust`]). An abstract socket name (`@name`) has no file
-//! permissions and anyone may take it first: this check is what protects
-//! it. Each call has one deadline for the whole exchange
+//! process's own, root's, or one allowed with [`Client::holder_uid`] or
+//! [`Client::trust`] (the rule of [`PeerTrust`](crate::PeerTrust)). An
+//! abstract socket name (`@name`) has no file permissions and anyone may
+//! take it first: this check is what protects it. Each call has one deadline for the whole exchange
 //! ([`Client::timeout`]) and reads at most
 //! [`Client::max_answer`] bytes of the answer.
 //!
