@@ -7,7 +7,7 @@
 //! before it sends anything it checks the uid of the process at the socket
 //! (`SO_PEERCRED`, `getpeereid` or `getpeerucred`), which must be this
 //! process's own, root's, or one allowed with [`Client::holder_uid`] or
-//! [`Client::trust`] (the rule of [`PeerTrust`](crate::PeerTrust)). An
+//! [`Client::trust`] (the rule of [`PeerTrust`]). An
 //! abstract socket name (`@name`) has no file permissions and anyone may
 //! take it first: this check is what protects it. Each call has one deadline for the whole exchange
 //! ([`Client::timeout`]) and reads at most
