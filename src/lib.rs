@@ -22,7 +22,10 @@
 - [`process`]: copy an fd out of another process that knows nothing of
   fd passing (`pidfd_getfd`, Linux and Android), and list what its fds
   are; [`FdKind`] says what an fd is, in this process or another.
-- [`peer_credentials`]: who is at the other end of a unix socket."
+- [`peer_credentials`]: who is at the other end of a unix socket, and
+  [`PeerTrust`]: whether to trust them.
+- [`connect_unix_retrying`]: connect by a [`Deadline`], never blocked by
+  the listener, with a grace period for one still starting."
 )]
 #![cfg_attr(
     windows,
@@ -136,6 +139,10 @@
 #[cfg(unix)]
 pub mod activation;
 #[cfg(unix)]
+mod connect;
+#[cfg(unix)]
+mod deadline;
+#[cfg(unix)]
 mod fd_kind;
 #[cfg(fuzzing)]
 #[doc(hidden)]
@@ -172,11 +179,15 @@ mod windows;
 mod wire;
 
 #[cfg(unix)]
+pub use connect::{connect_unix, connect_unix_retrying};
+#[cfg(unix)]
+pub use deadline::Deadline;
+#[cfg(unix)]
 pub use fd_kind::{FdKind, SocketAddress, SocketFamily, SocketInfo, SocketType};
 #[cfg(unix)]
 pub use many::{recv_many, send_many, ReceivedMany, BURST};
 #[cfg(unix)]
-pub use peer::{connect, peer_credentials, refuse_fds, PeerCredentials};
+pub use peer::{peer_credentials, refuse_fds, PeerCredentials, PeerTrust};
 pub use received::Received;
 #[cfg(unix)]
 pub use unix::{recv, recv_fds, recv_with_fds, send, send_with_fds, FdPassExt, MAX_FDS};

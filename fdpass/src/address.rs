@@ -9,9 +9,11 @@ use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::fail::{self, Failure, Result};
+use io_fdpass::Deadline;
+
+use crate::fail::{self, Failure, Party, Result};
 
 /// How long a client waits for a peer that is not listening yet.
 pub const STARTUP_GRACE: Duration = Duration::from_secs(1);
@@ -84,36 +86,24 @@ impl SocketName {
     /// yet: for up to [`STARTUP_GRACE`] a missing or refusing socket is
     /// tried again, and so is a full backlog until the timeout.
     pub fn connect(&self, what: &str, timeout: Duration) -> Result<UnixStream> {
-        let start = Instant::now();
-        loop {
-            let err = match io_fdpass::connect(self.client_path()) {
-                Ok(stream) => return Ok(stream),
-                Err(err) => err,
-            };
-            let absent = matches!(
-                err.kind(),
-                ErrorKind::NotFound | ErrorKind::ConnectionRefused
-            );
-            let busy = err.kind() == ErrorKind::WouldBlock;
-            let waited = start.elapsed();
-            if (absent && waited < STARTUP_GRACE.min(timeout)) || (busy && waited < timeout) {
-                std::thread::sleep(Duration::from_millis(5));
-                continue;
-            }
-            return Err(if absent {
+        let deadline = Deadline::after(timeout);
+        io_fdpass::connect_unix_retrying(self.client_path(), deadline, STARTUP_GRACE).map_err(
+            |err| {
+                let code = fail::code(err.kind(), Party::Peer);
                 Failure::new(
-                    fail::UNAVAILABLE,
-                    format!("nothing is listening at {self} ({err}): is {what} running?"),
+                    code,
+                    match err.kind() {
+                        ErrorKind::NotFound | ErrorKind::ConnectionRefused => {
+                            format!("{err}: is {what} running?")
+                        }
+                        ErrorKind::TimedOut => {
+                            format!("{what} at {self} accepted no connection within {timeout:?}")
+                        }
+                        _ => err.to_string(),
+                    },
                 )
-            } else if busy {
-                Failure::new(
-                    fail::TIMED_OUT,
-                    format!("{what} at {self} accepted no connection within {timeout:?}"),
-                )
-            } else {
-                Failure::os(format_args!("cannot connect to {self}"), err)
-            });
-        }
+            },
+        )
     }
 
     /// Listens at this name. A socket file left behind by a process that

@@ -85,7 +85,7 @@ pub fn run(args: &AdoptArgs, verbose: bool) -> Result<()> {
     let fds = take(&old, &args.what, log)?;
 
     if let Some(holder) = &args.store {
-        let client = crate::client::client(holder, crate::client::default_timeout(), &[]);
+        let client = crate::client::client(holder, io_fdpass::holder::DEFAULT_TIMEOUT, &[]);
         for (name, fd) in names.iter().zip(&fds) {
             crate::client::store(&client, holder, name, fd.as_fd(), Lifetime::forever())?;
             log(format_args!("stored it as {name} at {holder}"));

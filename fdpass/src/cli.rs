@@ -1,6 +1,7 @@
 //! The command line: every subcommand, flag and value parser, in one place.
 
 use std::ffi::OsString;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -9,8 +10,12 @@ use crate::address::{ListenAddr, SocketName};
 use crate::adopt::What;
 use crate::fail;
 
-/// How long a client command waits by default, for the whole exchange.
-pub const DEFAULT_TIMEOUT: &str = "5s";
+/// How long a client command waits by default, for the whole exchange:
+/// the library's [`io_fdpass::holder::DEFAULT_TIMEOUT`], written as
+/// `--timeout` takes it, for clap's default and the help. Made only when
+/// clap builds a command that has it.
+static DEFAULT_TIMEOUT: LazyLock<String> =
+    LazyLock::new(|| format_duration(io_fdpass::holder::DEFAULT_TIMEOUT));
 
 /// Hand open sockets and files between programs.
 ///
@@ -63,7 +68,7 @@ pub enum Command {
         #[arg(long = "receiver-uid", value_name = "UID")]
         receiver_uids: Vec<u32>,
         /// Give up after this long (e.g. 500ms, 5s, 1m).
-        #[arg(long, value_name = "DURATION", default_value = DEFAULT_TIMEOUT, value_parser = parse_duration)]
+        #[arg(long, value_name = "DURATION", default_value = DEFAULT_TIMEOUT.as_str(), value_parser = parse_duration)]
         timeout: Duration,
     },
 
@@ -292,7 +297,7 @@ pub enum Command {
 pub struct HolderArgs {
     pub socket: SocketName,
     /// Give up after this long (e.g. 500ms, 5s, 1m).
-    #[arg(long, value_name = "DURATION", default_value = DEFAULT_TIMEOUT, value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_TIMEOUT.as_str(), value_parser = parse_duration)]
     pub timeout: Duration,
     /// Also trust a holder running as this uid (repeatable); by default
     /// only one of this user or root.
@@ -327,7 +332,7 @@ pub struct HoldArgs {
     #[arg(long, value_name = "OTHER_SOCKET")]
     pub from: Option<SocketName>,
     /// How long a client has for its whole request and answer.
-    #[arg(long, value_name = "DURATION", default_value = DEFAULT_TIMEOUT, value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_TIMEOUT.as_str(), value_parser = parse_duration)]
     pub client_timeout: Duration,
 }
 
@@ -379,7 +384,7 @@ pub fn quick(args: &[OsString]) -> Option<Cli> {
     }
     let holder = HolderArgs {
         socket: socket.parse().ok()?,
-        timeout: parse_duration(DEFAULT_TIMEOUT).ok()?,
+        timeout: io_fdpass::holder::DEFAULT_TIMEOUT,
         holder_uids: Vec::new(),
     };
     let name = |word: Option<&str>| {
@@ -466,6 +471,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(number * scale).map_err(|_| format!("{text:?} is too long"))
 }
 
+/// Writes a duration as [`parse_duration`] reads it: `5s`, `500ms`,
+/// `1.5s`.
+fn format_duration(duration: Duration) -> String {
+    if duration.subsec_nanos() == 0 {
+        format!("{}s", duration.as_secs())
+    } else if duration.subsec_nanos().is_multiple_of(1_000_000) {
+        format!("{}ms", duration.as_millis())
+    } else {
+        format!("{}s", duration.as_secs_f64())
+    }
+}
+
 /// Parses a file mode in octal: `600`, `0660`, `0o666`.
 fn parse_mode(text: &str) -> Result<u32, String> {
     let digits = text.strip_prefix("0o").unwrap_or(text);
@@ -501,6 +518,29 @@ mod tests {
         for bad in ["", "s", "5d", "-1s", "1e400", "1.2.3s", "5 s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_default_timeout_is_the_library_s() {
+        assert_eq!(
+            parse_duration(&DEFAULT_TIMEOUT),
+            Ok(io_fdpass::holder::DEFAULT_TIMEOUT)
+        );
+        for ms in [0, 1, 500, 1500, 5000, 90_000] {
+            let duration = Duration::from_millis(ms);
+            assert_eq!(parse_duration(&format_duration(duration)), Ok(duration));
+        }
+        assert_eq!(format_duration(Duration::from_secs(5)), "5s");
+        assert_eq!(format_duration(Duration::from_millis(500)), "500ms");
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        cli.build();
+        let store = cli.find_subcommand("store").unwrap();
+        let timeout = store
+            .get_arguments()
+            .find(|arg| arg.get_id() == "timeout")
+            .unwrap();
+        assert_eq!(timeout.get_default_values(), [DEFAULT_TIMEOUT.as_str()]);
     }
 
     #[test]

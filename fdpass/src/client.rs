@@ -2,33 +2,26 @@
 //! through the library's holder client.
 
 use std::ffi::OsString;
-use std::io::{self, ErrorKind};
+use std::io;
 use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
-use io_fdpass::holder::protocol::{Entry, Lifetime, Refusal, RefusalKind};
+use io_fdpass::holder::protocol::{Entry, Lifetime, Refusal};
 use io_fdpass::holder::Client;
+use io_fdpass::PeerTrust;
 
 use crate::address::{SocketName, STARTUP_GRACE};
 use crate::cli::HolderArgs;
 use crate::exec;
-use crate::fail::{self, Failure, Result};
+use crate::fail::{self, Failure, Party, Result};
 use crate::output::{json_or_null, json_string};
 
 /// The library's client for the holder at `socket`.
 pub fn client(socket: &SocketName, timeout: Duration, holder_uids: &[u32]) -> Client {
-    let client = holder_uids.iter().fold(
-        Client::new(socket.client_path())
-            .timeout(timeout)
-            .startup_grace(STARTUP_GRACE.min(timeout)),
-        |client, &uid| client.holder_uid(uid),
-    );
-    client
-}
-
-/// The timeout of a client command given none.
-pub fn default_timeout() -> Duration {
-    crate::cli::parse_duration(crate::cli::DEFAULT_TIMEOUT).unwrap_or(Duration::from_secs(5))
+    Client::new(socket.client_path())
+        .timeout(timeout)
+        .startup_grace(STARTUP_GRACE)
+        .trust(PeerTrust::new().allow_uids(holder_uids.iter().copied()))
 }
 
 fn of(args: &HolderArgs) -> Client {
@@ -199,23 +192,12 @@ fn span(seconds: u64) -> String {
 /// The failure, and exit status, for an error of the holder client.
 pub fn failure(socket: &SocketName, err: &io::Error) -> Failure {
     if let Some(refusal) = err.get_ref().and_then(|e| e.downcast_ref::<Refusal>()) {
-        let code = match refusal.kind {
-            RefusalKind::NotFound => fail::NO_INPUT,
-            RefusalKind::Denied | RefusalKind::Full => fail::NO_PERMISSION,
-            RefusalKind::Invalid => fail::DATA,
-            _ => fail::OS,
-        };
-        return Failure::new(code, format!("{socket}: {refusal}"));
+        return Failure::new(
+            fail::refusal_code(refusal.kind),
+            format!("{socket}: {refusal}"),
+        );
     }
-    let code = match err.kind() {
-        ErrorKind::NotFound | ErrorKind::ConnectionRefused => fail::UNAVAILABLE,
-        ErrorKind::PermissionDenied => fail::NO_PERMISSION,
-        ErrorKind::TimedOut => fail::TIMED_OUT,
-        ErrorKind::InvalidData | ErrorKind::UnexpectedEof => fail::PROTOCOL,
-        ErrorKind::InvalidInput => fail::USAGE,
-        _ => fail::OS,
-    };
-    Failure::new(code, err.to_string())
+    Failure::new(fail::code(err.kind(), Party::Holder), err.to_string())
 }
 
 #[cfg(test)]

@@ -4,6 +4,8 @@
 use std::fmt;
 use std::io::{self, ErrorKind};
 
+use io_fdpass::holder::protocol::RefusalKind;
+
 /// Success.
 pub const OK: u8 = 0;
 /// The command line was wrong; nothing was created.
@@ -58,6 +60,50 @@ Exit status:
   126  the command could not be run
   127  the command was not found";
 
+/// Whom an error speaks of, which decides what its kind means for the exit
+/// status: `InvalidData` from a holder is a broken protocol (76), from a
+/// peer that passes fds something malformed (65).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Party {
+    /// This process's own system calls: files, listening sockets, signals.
+    System,
+    /// A running process whose fds are read or copied (`adopt`, `fds`).
+    Process,
+    /// The peer of `send` or `recv`, which passes fds and speaks no
+    /// protocol.
+    Peer,
+    /// An fdpass holder, and what listens at its socket.
+    Holder,
+}
+
+/// The exit status for an error of `kind` from `party`: the one table of
+/// [`TABLE`]'s codes for `io::Error`s. (A holder's refusals have theirs,
+/// [`refusal_code`].)
+pub fn code(kind: ErrorKind, party: Party) -> u8 {
+    use ErrorKind as K;
+    use Party as P;
+    match (kind, party) {
+        (K::PermissionDenied, _) => NO_PERMISSION,
+        (K::NotFound, P::Process) => NO_INPUT,
+        (K::NotFound | K::ConnectionRefused, P::Peer | P::Holder) => UNAVAILABLE,
+        (K::TimedOut | K::WouldBlock, P::Peer | P::Holder) => TIMED_OUT,
+        (K::InvalidData | K::UnexpectedEof, P::Holder) => PROTOCOL,
+        (K::InvalidData | K::UnexpectedEof, P::System | P::Peer) => DATA,
+        (K::InvalidInput, P::Process | P::Holder) => USAGE,
+        _ => OS,
+    }
+}
+
+/// The exit status for a holder's refusal of `kind`.
+pub fn refusal_code(kind: RefusalKind) -> u8 {
+    match kind {
+        RefusalKind::NotFound => NO_INPUT,
+        RefusalKind::Denied | RefusalKind::Full => NO_PERMISSION,
+        RefusalKind::Invalid => DATA,
+        _ => OS,
+    }
+}
+
 /// What went wrong, and the exit code that says so.
 #[derive(Debug)]
 pub struct Failure {
@@ -75,26 +121,18 @@ impl Failure {
 
     /// An OS error while doing `what`.
     pub fn os(what: impl fmt::Display, err: io::Error) -> Self {
-        let code = match err.kind() {
-            ErrorKind::InvalidData | ErrorKind::UnexpectedEof => DATA,
-            ErrorKind::PermissionDenied => NO_PERMISSION,
-            _ => OS,
-        };
-        Failure::new(code, format!("{what}: {err}"))
+        Failure::new(code(err.kind(), Party::System), format!("{what}: {err}"))
     }
-}
 
-impl Failure {
+    /// An error while doing `what` with the peer of `send` or `recv`.
+    pub fn peer(what: impl fmt::Display, err: io::Error) -> Self {
+        Failure::new(code(err.kind(), Party::Peer), format!("{what}: {err}"))
+    }
+
     /// An error of the library's `process` module, whose message says
     /// all: the process, the fd, and what to do.
     pub fn process(err: io::Error) -> Self {
-        let code = match err.kind() {
-            ErrorKind::NotFound => NO_INPUT,
-            ErrorKind::PermissionDenied => NO_PERMISSION,
-            ErrorKind::InvalidInput => USAGE,
-            _ => OS,
-        };
-        Failure::new(code, err.to_string())
+        Failure::new(code(err.kind(), Party::Process), err.to_string())
     }
 }
 
@@ -105,3 +143,85 @@ impl fmt::Display for Failure {
 }
 
 pub type Result<T> = std::result::Result<T, Failure>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PARTIES: [Party; 4] = [Party::System, Party::Process, Party::Peer, Party::Holder];
+
+    /// Every kind the table names, and one it does not.
+    const KINDS: [ErrorKind; 10] = [
+        ErrorKind::PermissionDenied,
+        ErrorKind::NotFound,
+        ErrorKind::ConnectionRefused,
+        ErrorKind::TimedOut,
+        ErrorKind::WouldBlock,
+        ErrorKind::InvalidData,
+        ErrorKind::UnexpectedEof,
+        ErrorKind::InvalidInput,
+        ErrorKind::Unsupported,
+        ErrorKind::AddrInUse,
+    ];
+
+    /// The codes `--help` lists.
+    fn documented() -> Vec<u8> {
+        TABLE
+            .lines()
+            .filter_map(|line| line.trim_start().split(' ').next()?.parse().ok())
+            .collect()
+    }
+
+    #[test]
+    fn every_code_is_in_the_help_table() {
+        let documented = documented();
+        assert!(documented.contains(&OK) && documented.contains(&NOT_FOUND));
+        for party in PARTIES {
+            for kind in KINDS {
+                let code = code(kind, party);
+                assert!(documented.contains(&code), "{kind:?} {party:?}: {code}");
+            }
+        }
+        for kind in [
+            RefusalKind::NotFound,
+            RefusalKind::Denied,
+            RefusalKind::Full,
+            RefusalKind::Invalid,
+            RefusalKind::Failed,
+        ] {
+            assert!(documented.contains(&refusal_code(kind)), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn the_codes_say_what_the_help_table_says() {
+        use ErrorKind as K;
+        // 65: a peer sent something malformed; 76: a holder broke the
+        // protocol.
+        assert_eq!(code(K::InvalidData, Party::Peer), DATA);
+        assert_eq!(code(K::UnexpectedEof, Party::Peer), DATA);
+        assert_eq!(code(K::InvalidData, Party::Holder), PROTOCOL);
+        assert_eq!(code(K::UnexpectedEof, Party::Holder), PROTOCOL);
+        // 66: no such process or fd; 69: nothing listens.
+        assert_eq!(code(K::NotFound, Party::Process), NO_INPUT);
+        assert_eq!(code(K::NotFound, Party::Holder), UNAVAILABLE);
+        assert_eq!(code(K::ConnectionRefused, Party::Peer), UNAVAILABLE);
+        // 75: the peer did not answer in time.
+        assert_eq!(code(K::TimedOut, Party::Holder), TIMED_OUT);
+        assert_eq!(code(K::WouldBlock, Party::Peer), TIMED_OUT);
+        // 77: not permitted, whoever said so.
+        for party in PARTIES {
+            assert_eq!(code(K::PermissionDenied, party), NO_PERMISSION);
+        }
+        // 64: a name or pid the library refused before doing anything.
+        assert_eq!(code(K::InvalidInput, Party::Holder), USAGE);
+        assert_eq!(code(K::InvalidInput, Party::Process), USAGE);
+        // 71: the rest.
+        assert_eq!(code(K::NotFound, Party::System), OS);
+        assert_eq!(code(K::TimedOut, Party::System), OS);
+        assert_eq!(code(K::InvalidData, Party::Process), OS);
+        assert_eq!(code(K::Unsupported, Party::Holder), OS);
+        assert_eq!(refusal_code(RefusalKind::NotFound), NO_INPUT);
+        assert_eq!(refusal_code(RefusalKind::Full), NO_PERMISSION);
+    }
+}

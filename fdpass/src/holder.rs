@@ -326,7 +326,7 @@ impl Holder {
     /// `--from`: copies of every fd the holder at `from` holds, with its
     /// name and lifetime.
     fn take_over(&self, from: &SocketName) -> Result<()> {
-        let client = crate::client::client(from, crate::client::default_timeout(), &[]);
+        let client = crate::client::client(from, io_fdpass::holder::DEFAULT_TIMEOUT, &[]);
         let failed = |err: io::Error| crate::client::failure(from, &err);
         let entries = client.entries().map_err(failed)?;
         for batch in entries.chunks(io_fdpass::holder::protocol::MAX_FETCH) {

@@ -5,16 +5,13 @@ use std::ffi::OsString;
 use std::io::{self, ErrorKind};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use io_fdpass::{Deadline, PeerTrust};
 
 use crate::address::SocketName;
 use crate::exec;
-use crate::fail::{self, Failure, Result};
-
-/// Whether a peer of uid `uid` is trusted: this user, root, or one named.
-fn trusted(uid: u32, named: &[u32]) -> bool {
-    uid == rustix::process::getuid().as_raw() || uid == 0 || named.contains(&uid)
-}
+use crate::fail::{self, Failure, Party, Result};
 
 /// `fdpass send`.
 pub fn send(
@@ -29,24 +26,25 @@ pub fn send(
         .iter()
         .map(|&fd| exec::inherited(fd))
         .collect::<Result<Vec<_>>>()?;
-    let deadline = Instant::now() + timeout;
+    let deadline = Deadline::after(timeout);
     let stream = socket.connect("the receiver", timeout)?;
     let peer = io_fdpass::peer_credentials(&stream)
-        .map_err(|err| Failure::os(format_args!("cannot tell who listens at {socket}"), err))?;
-    if !trusted(peer.uid, receiver_uids) {
-        return Err(Failure::new(
-            fail::NO_PERMISSION,
+        .map_err(|err| Failure::peer(format_args!("cannot tell who listens at {socket}"), err))?;
+    let trust = PeerTrust::new().allow_uids(receiver_uids.iter().copied());
+    trust.check(&peer).map_err(|err| {
+        Failure::new(
+            fail::code(err.kind(), Party::Peer),
             format!(
-                "the receiver at {socket} runs as uid {}, not as this user or root; nothing was sent (--receiver-uid {} trusts it)",
-                peer.uid, peer.uid
+                "the receiver at {socket} is not trusted: {err}; nothing was sent (--receiver-uid {} trusts it)",
+                peer.uid
             ),
-        ));
-    }
+        )
+    })?;
     // Nothing is due back but, from a holder, its greeting.
     io_fdpass::refuse_fds(&stream)
         .map_err(|err| Failure::os(format_args!("cannot set up {socket}"), err))?;
-    let lost = |err| Failure::os(format_args!("cannot send to {socket}"), err);
-    set_timeout(&stream, deadline).map_err(lost)?;
+    let lost = |err| Failure::peer(format_args!("cannot send to {socket}"), err);
+    deadline.set_on(&stream).map_err(lost)?;
     if batch {
         io_fdpass::send_with_fds(&stream, &[0], &fds).map_err(lost)?;
     } else {
@@ -74,9 +72,9 @@ pub fn send(
 /// holder greets before it reads, so once the peer has read what was sent
 /// its greeting is here if it is a holder. How much it has read is known on
 /// Linux; elsewhere only a greeting already here is seen.
-fn is_holder(stream: &UnixStream, deadline: Instant) -> bool {
-    let wait_until = deadline.min(Instant::now() + Duration::from_secs(1));
-    while unread_by_peer(stream) > 0 && Instant::now() < wait_until {
+fn is_holder(stream: &UnixStream, deadline: Deadline) -> bool {
+    let wait_until = deadline.min(Deadline::after(Duration::from_secs(1)));
+    while unread_by_peer(stream) > 0 && !wait_until.passed() {
         std::thread::sleep(Duration::from_millis(1));
     }
     let mut head = [0; 12];
@@ -105,16 +103,6 @@ fn unread_by_peer(_stream: &UnixStream) -> usize {
     0
 }
 
-/// Sets the stream's read and write timeouts to the time left.
-fn set_timeout(stream: &UnixStream, deadline: Instant) -> io::Result<()> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(ErrorKind::TimedOut.into());
-    }
-    stream.set_read_timeout(Some(left))?;
-    stream.set_write_timeout(Some(left))
-}
-
 /// `fdpass recv`: receives the fds, then runs the command.
 #[allow(clippy::too_many_arguments)]
 pub fn recv(
@@ -128,7 +116,8 @@ pub fn recv(
 ) -> Result<Failure> {
     let names = exec::fd_names(names, count, |_| "unknown")?;
     let program = exec::find(&command[0])?;
-    let deadline = Instant::now() + timeout;
+    let deadline = Deadline::after(timeout);
+    let trust = PeerTrust::new().allow_uids(allow_uids.iter().copied());
     let listening = socket.listen()?;
     log(format_args!("waiting for {count} fd(s) at {socket}"));
     let gave_up = || {
@@ -147,13 +136,14 @@ pub fn recv(
             Err(err) => return Err(Failure::os(format_args!("cannot accept at {socket}"), err)),
         };
         match io_fdpass::peer_credentials(&stream) {
-            Ok(peer) if trusted(peer.uid, allow_uids) => {}
             Ok(peer) => {
-                log(format_args!(
-                    "turned away a sender of uid {} (--allow-uid {} accepts it)",
-                    peer.uid, peer.uid
-                ));
-                continue;
+                if let Err(err) = trust.check(&peer) {
+                    log(format_args!(
+                        "turned away a sender: {err} (--allow-uid {} accepts it)",
+                        peer.uid
+                    ));
+                    continue;
+                }
             }
             Err(err) => {
                 log(format_args!(
@@ -164,7 +154,7 @@ pub fn recv(
         }
         break receive(&stream, count, deadline).map_err(|err| match err.kind() {
             ErrorKind::WouldBlock | ErrorKind::TimedOut => gave_up(),
-            _ => Failure::os(format_args!("receiving at {socket}"), err),
+            _ => Failure::peer(format_args!("receiving at {socket}"), err),
         })?;
     };
     log(format_args!("received {count} fd(s) at {socket}"));
@@ -173,10 +163,10 @@ pub fn recv(
 }
 
 /// Waits until `fd` is readable, or the deadline; false at the deadline.
-fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, deadline: Instant) -> bool {
+fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, deadline: Deadline) -> bool {
     use rustix::event::{poll, PollFd, PollFlags, Timespec};
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.left();
         if left.is_zero() {
             return false;
         }
@@ -191,11 +181,11 @@ fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, deadline: Instant) -> bool {
 
 /// Receives `count` fds in `IO::FDPass` messages, each carrying one or
 /// more, by the deadline.
-fn receive(stream: &UnixStream, count: usize, deadline: Instant) -> io::Result<Vec<OwnedFd>> {
+fn receive(stream: &UnixStream, count: usize, deadline: Deadline) -> io::Result<Vec<OwnedFd>> {
     let mut fds: Vec<Option<OwnedFd>> = std::iter::repeat_with(|| None).take(count).collect();
     let mut got = 0;
     while got < count {
-        set_timeout(stream, deadline)?;
+        deadline.set_on(stream)?;
         got += io_fdpass::recv_fds(stream, &mut fds[got..]).map_err(|e| match e.kind() {
             ErrorKind::UnexpectedEof => io::Error::new(
                 ErrorKind::UnexpectedEof,

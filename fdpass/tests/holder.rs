@@ -159,7 +159,7 @@ fn a_squatter_of_another_uid_gets_nothing() {
         .unwrap();
     let client = Client::new(&name);
     util::wait_until(
-        || io_fdpass::connect(&name).is_ok(),
+        || io_fdpass::connect_unix(&name).is_ok(),
         || "the squatter never listened".into(),
     );
     let secret = file(&dir, "secret", "for root only");

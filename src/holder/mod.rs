@@ -6,10 +6,10 @@
 //! on a connection of its own. It trusts only a holder of the right user:
 //! before it sends anything it checks the uid of the process at the socket
 //! (`SO_PEERCRED`, `getpeereid` or `getpeerucred`), which must be this
-//! process's own, root's, or one allowed with
-//! [`Client::holder_uid`]. An abstract socket name (`@name`) has no file
-//! permissions and anyone may take it first: this check is what protects
-//! it. Each call has one deadline for the whole exchange
+//! process's own, root's, or one allowed with [`Client::holder_uid`] or
+//! [`Client::trust`] (the rule of [`PeerTrust`]). An
+//! abstract socket name (`@name`) has no file permissions and anyone may
+//! take it first: this check is what protects it. Each call has one deadline for the whole exchange
 //! ([`Client::timeout`]) and reads at most
 //! [`Client::max_answer`] bytes of the answer.
 //!
@@ -33,17 +33,17 @@
 pub mod protocol;
 
 use std::ffi::OsString;
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use self::protocol::{parse_answer, Entry, Lifetime, Request, GREETING};
-use crate::sys;
+use crate::{sys, Deadline, PeerTrust};
 
 /// How long a call waits for the holder by default, for the whole
-/// exchange.
+/// exchange; `fdpass`'s default `--timeout` too.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The most bytes of an answer read by default.
@@ -56,7 +56,7 @@ pub struct Client {
     timeout: Duration,
     startup_grace: Duration,
     max_answer: usize,
-    holder_uids: Vec<u32>,
+    trust: PeerTrust,
 }
 
 impl Client {
@@ -69,7 +69,7 @@ impl Client {
             timeout: DEFAULT_TIMEOUT,
             startup_grace: Duration::ZERO,
             max_answer: DEFAULT_MAX_ANSWER,
-            holder_uids: Vec::new(),
+            trust: PeerTrust::new(),
         }
     }
 
@@ -103,7 +103,16 @@ impl Client {
     /// uid and root.
     #[must_use]
     pub fn holder_uid(mut self, uid: u32) -> Client {
-        self.holder_uids.push(uid);
+        self.trust = self.trust.allow_uid(uid);
+        self
+    }
+
+    /// Trusts a holder that `trust` trusts ([`PeerTrust::new`], this
+    /// process's uid and root, unless set), in place of any uid allowed so
+    /// far.
+    #[must_use]
+    pub fn trust(mut self, trust: PeerTrust) -> Client {
+        self.trust = trust;
         self
     }
 
@@ -247,29 +256,29 @@ impl Client {
         want_fds: usize,
     ) -> io::Result<(String, Vec<OwnedFd>)> {
         let deadline = Deadline::after(self.timeout);
-        let stream = self.connect(&deadline)?;
+        let stream = self.connect(deadline)?;
         self.check_holder(&stream)?;
         if want_fds == 0 {
             sys::refuse_fds(stream.as_fd())?;
         }
         let mut answer = Vec::new();
         let timed_out = |e: io::Error| explained(e, &self.display());
-        read_line(&stream, &mut answer, 1024, &deadline).map_err(timed_out)?;
+        read_line(&stream, &mut answer, 1024, deadline).map_err(timed_out)?;
         let greeting = String::from_utf8_lossy(&answer);
         parse_answer(&greeting, GREETING)?;
 
-        deadline.set_on(&stream)?;
+        deadline.set_on(&stream).map_err(timed_out)?;
         let line = request.line();
         let fds: Vec<BorrowedFd<'_>> = fd.into_iter().collect();
         let sent = crate::send_with_fds(&stream, line.as_bytes(), &fds).map_err(timed_out)?;
-        deadline.set_on(&stream)?;
+        deadline.set_on(&stream).map_err(timed_out)?;
         (&stream)
             .write_all(&line.as_bytes()[sent..])
             .map_err(timed_out)?;
 
         answer.clear();
         let fds = self
-            .read_answer(&stream, &mut answer, want_fds, &deadline)
+            .read_answer(&stream, &mut answer, want_fds, deadline)
             .map_err(timed_out)?;
         let answer = String::from_utf8(answer).map_err(|_| {
             io::Error::new(ErrorKind::InvalidData, "the holder's answer is not text")
@@ -285,7 +294,7 @@ impl Client {
         stream: &UnixStream,
         answer: &mut Vec<u8>,
         want_fds: usize,
-        deadline: &Deadline,
+        deadline: Deadline,
     ) -> io::Result<Vec<OwnedFd>> {
         let mut first = [0; 512];
         let mut slots: Vec<Option<OwnedFd>> =
@@ -312,91 +321,40 @@ impl Client {
 
     /// Connects, trying again while the holder's backlog is full, and for
     /// the startup grace while nothing listens.
-    fn connect(&self, deadline: &Deadline) -> io::Result<UnixStream> {
-        let grace = Instant::now() + self.startup_grace;
-        loop {
-            let err = match crate::connect(&self.socket) {
-                Ok(stream) => return Ok(stream),
-                Err(err) => err,
-            };
-            let again = match err.kind() {
-                ErrorKind::WouldBlock => true,
-                ErrorKind::NotFound | ErrorKind::ConnectionRefused => Instant::now() < grace,
-                _ => false,
-            };
-            if !again || deadline.passed() {
-                let display = self.display();
-                return Err(match err.kind() {
-                    ErrorKind::WouldBlock => io::Error::new(
-                        ErrorKind::TimedOut,
-                        format!("the holder at {display} accepted no connection in time"),
+    fn connect(&self, deadline: Deadline) -> io::Result<UnixStream> {
+        crate::connect_unix_retrying(&self.socket, deadline, self.startup_grace).map_err(|err| {
+            match err.kind() {
+                ErrorKind::TimedOut => io::Error::new(
+                    ErrorKind::TimedOut,
+                    format!(
+                        "the holder at {} accepted no connection in time",
+                        self.display()
                     ),
-                    ErrorKind::NotFound | ErrorKind::ConnectionRefused => io::Error::new(
-                        err.kind(),
-                        format!(
-                            "nothing is listening at {display} ({err}): is the holder running?"
-                        ),
-                    ),
-                    kind => io::Error::new(kind, format!("cannot connect to {display}: {err}")),
-                });
+                ),
+                ErrorKind::NotFound | ErrorKind::ConnectionRefused => {
+                    io::Error::new(err.kind(), format!("{err}: is the holder running?"))
+                }
+                _ => err,
             }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        })
     }
 
-    /// Trusts only a holder of this user, root, or a uid allowed.
+    /// Trusts only a holder that [`Client::trust`] trusts.
     fn check_holder(&self, stream: &UnixStream) -> io::Result<()> {
-        let uid = crate::peer_credentials(stream)?.uid;
-        let own = rustix::process::getuid().as_raw();
-        if uid == own || uid == 0 || self.holder_uids.contains(&uid) {
-            return Ok(());
-        }
-        Err(io::Error::new(
-            ErrorKind::PermissionDenied,
-            format!(
-                "the process at {} runs as uid {uid}, which this client does not trust as a holder (it trusts uid {own} and root); nothing was sent",
-                self.display()
-            ),
-        ))
+        let peer = crate::peer_credentials(stream)?;
+        self.trust.check(&peer).map_err(|err| {
+            io::Error::new(
+                err.kind(),
+                format!(
+                    "the process at {} is not a holder this client trusts: {err}; nothing was sent",
+                    self.display()
+                ),
+            )
+        })
     }
 
     fn display(&self) -> std::borrow::Cow<'_, str> {
         self.socket.to_string_lossy()
-    }
-}
-
-/// The end of a call's time.
-struct Deadline(Instant);
-
-impl Deadline {
-    fn after(timeout: Duration) -> Deadline {
-        Deadline(Instant::now() + timeout)
-    }
-
-    fn passed(&self) -> bool {
-        Instant::now() >= self.0
-    }
-
-    /// Sets the socket's timeouts to the time left, so that no read or
-    /// write waits past the deadline.
-    fn set_on(&self, stream: &UnixStream) -> io::Result<()> {
-        let left = self.0.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(ErrorKind::TimedOut.into());
-        }
-        stream.set_read_timeout(Some(left))?;
-        stream.set_write_timeout(Some(left))
-    }
-
-    /// One read by the deadline, tried again if a signal interrupts it.
-    fn read(&self, stream: &UnixStream, chunk: &mut [u8]) -> io::Result<usize> {
-        loop {
-            self.set_on(stream)?;
-            match (&*stream).read(chunk) {
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                read => return read,
-            }
-        }
     }
 }
 
@@ -421,7 +379,7 @@ fn read_line(
     stream: &UnixStream,
     buf: &mut Vec<u8>,
     max: usize,
-    deadline: &Deadline,
+    deadline: Deadline,
 ) -> io::Result<()> {
     let mut chunk = [0; 256];
     while !buf.contains(&b'\n') {
@@ -447,7 +405,7 @@ fn read_to_end(
     stream: &UnixStream,
     buf: &mut Vec<u8>,
     max: usize,
-    deadline: &Deadline,
+    deadline: Deadline,
 ) -> io::Result<()> {
     let mut chunk = [0; 16 * 1024];
     loop {
