@@ -56,21 +56,7 @@ pub enum Command {
     #[command(after_help = "Examples:
   fdpass send /run/app.sock 3 3<data.txt
   fdpass send @app 0 1      # this terminal's stdin and stdout")]
-    Send {
-        socket: SocketName,
-        /// Fd numbers, open in the shell that runs fdpass.
-        #[arg(required = true, value_parser = clap::value_parser!(i32).range(0..))]
-        fds: Vec<i32>,
-        /// Send all fds in one message.
-        #[arg(long)]
-        batch: bool,
-        /// Also trust a receiver running as this uid (repeatable).
-        #[arg(long = "receiver-uid", value_name = "UID")]
-        receiver_uids: Vec<u32>,
-        /// Give up after this long (e.g. 500ms, 5s, 1m).
-        #[arg(long, value_name = "DURATION", default_value = DEFAULT_TIMEOUT.as_str(), value_parser = parse_duration)]
-        timeout: Duration,
-    },
+    Send(SendArgs),
 
     /// Receive fds at SOCKET, then run COMMAND with them.
     ///
@@ -83,25 +69,7 @@ pub enum Command {
     #[command(after_help = "Examples:
   fdpass recv /tmp/in.sock -- sh -c 'cat <&3'
   fdpass recv @web -n 2 --name http --name https -- ./server")]
-    Recv {
-        socket: SocketName,
-        /// How many fds to receive.
-        #[arg(short = 'n', default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=253))]
-        count: u16,
-        /// A name for each fd, in order, for `LISTEN_FDNAMES` ("unknown" for
-        /// any not named).
-        #[arg(long = "name", value_parser = parse_name)]
-        names: Vec<String>,
-        /// Also accept fds from this uid (repeatable).
-        #[arg(long = "allow-uid", value_name = "UID")]
-        allow_uids: Vec<u32>,
-        /// Give up after this long without every fd (e.g. 30s, 5m).
-        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
-        timeout: Duration,
-        /// The command and its arguments.
-        #[arg(last = true, required = true)]
-        command: Vec<OsString>,
-    },
+    Recv(RecvArgs),
 
     /// Open listening sockets, then run COMMAND with them.
     ///
@@ -111,18 +79,7 @@ pub enum Command {
   fdpass listen tcp:127.0.0.1:8080 -- python3 server.py
   fdpass listen tcp:0.0.0.0:80 unix:/run/app.sock --name http --name local -- ./server
   fdpass listen tcp:127.0.0.1:8080 -- fdpass store /run/fds.sock web 3")]
-    Listen {
-        /// Where to listen.
-        #[arg(required = true)]
-        addrs: Vec<ListenAddr>,
-        /// A name for each socket, in order, for `LISTEN_FDNAMES` (by default
-        /// "tcp" or "unix").
-        #[arg(long = "name", value_parser = parse_name)]
-        names: Vec<String>,
-        /// The command and its arguments.
-        #[arg(last = true, required = true)]
-        command: Vec<OsString>,
-    },
+    Listen(ListenArgs),
 
     /// Take fds from running process PID, then run COMMAND with them.
     ///
@@ -153,14 +110,7 @@ pub enum Command {
     #[command(after_help = "Examples:
   fdpass fds 4242
   fdpass fds --json $(pgrep -o nginx)")]
-    Fds {
-        pid: u32,
-        /// A JSON array, one object per fd: fd, kind (file, directory,
-        /// pipe, socket, other), description, and path; family, type,
-        /// listening and local; or name.
-        #[arg(long)]
-        json: bool,
-    },
+    Fds(FdsArgs),
 
     /// Hold fds under names while the programs that use them come and go.
     ///
@@ -198,20 +148,7 @@ pub enum Command {
   fdpass store /run/fds.sock config 3 3</etc/app.conf
   fdpass store /run/fds.sock handover 3 --ttl 5m 3<&0
   fdpass listen tcp:127.0.0.1:8080 -- fdpass store /run/fds.sock web 3")]
-    Store {
-        #[command(flatten)]
-        holder: HolderArgs,
-        #[arg(value_parser = parse_name)]
-        name: String,
-        #[arg(value_parser = clap::value_parser!(i32).range(0..))]
-        fd: i32,
-        /// Drop it after this long (90, 90s, 5m, 2h).
-        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-        ttl: Option<Duration>,
-        /// Drop it when process PID exits.
-        #[arg(long, value_name = "PID")]
-        until_exit: Option<u32>,
-    },
+    Store(StoreArgs),
 
     /// Fetch the fds held under NAMEs, then run COMMAND with them.
     ///
@@ -222,18 +159,7 @@ pub enum Command {
   fdpass fetch /run/fds.sock web -- python3 server.py
   fdpass fetch /run/fds.sock http https -- ./server
   fdpass fetch --take /run/fds.sock handover -- ./worker")]
-    Fetch {
-        #[command(flatten)]
-        holder: HolderArgs,
-        #[arg(required = true, value_parser = parse_name)]
-        names: Vec<String>,
-        /// Remove the names from the holder as they are fetched.
-        #[arg(long)]
-        take: bool,
-        /// The command and its arguments.
-        #[arg(last = true, required = true)]
-        command: Vec<OsString>,
-    },
+    Fetch(FetchArgs),
 
     /// List what the holder at SOCKET holds, one name per line.
     ///
@@ -242,26 +168,12 @@ pub enum Command {
     #[command(after_help = "Examples:
   fdpass list /run/fds.sock
   fdpass list --json /run/fds.sock")]
-    List {
-        #[command(flatten)]
-        holder: HolderArgs,
-        /// A JSON array, one object per name: `name`, `kind`, `address`
-        /// (null when not a socket), `path`, `stored_by_uid`,
-        /// `stored_by_pid`, `stored_at` and `expires_at` (unix seconds or
-        /// null), `until_exit` (pid or null).
-        #[arg(long)]
-        json: bool,
-    },
+    List(ListArgs),
 
     /// Close the fd the holder at SOCKET holds under NAME.
     #[command(after_help = "Example:
   fdpass drop /run/fds.sock web")]
-    Drop {
-        #[command(flatten)]
-        holder: HolderArgs,
-        #[arg(value_parser = parse_name)]
-        name: String,
-    },
+    Drop(DropArgs),
 
     /// Print a completion script for SHELL on stdout.
     ///
@@ -271,10 +183,7 @@ pub enum Command {
   fdpass completions bash > ~/.local/share/bash-completion/completions/fdpass
   fdpass completions zsh > ~/.zfunc/_fdpass     # with fpath+=~/.zfunc
   fdpass completions fish > ~/.config/fish/completions/fdpass.fish")]
-    Completions {
-        #[arg(value_enum)]
-        shell: clap_complete::Shell,
-    },
+    Completions(CompletionsArgs),
 
     /// Print the manual page fdpass(1) on stdout, or write every page.
     ///
@@ -284,11 +193,152 @@ pub enum Command {
     #[command(after_help = "Examples:
   fdpass man | man -l -
   sudo fdpass man --dir /usr/local/share/man/man1")]
-    Man {
-        /// Write fdpass.1 and the subcommands' pages into this directory.
-        #[arg(long, value_name = "DIR")]
-        dir: Option<std::path::PathBuf>,
-    },
+    Man(ManArgs),
+}
+
+// The arguments of `fdpass send` (not a doc comment, which clap
+// would show instead of the command's own about).
+#[derive(Args, Debug)]
+pub struct SendArgs {
+    pub socket: SocketName,
+    /// Fd numbers, open in the shell that runs fdpass.
+    #[arg(required = true, value_parser = clap::value_parser!(i32).range(0..))]
+    pub fds: Vec<i32>,
+    /// Send all fds in one message.
+    #[arg(long)]
+    pub batch: bool,
+    /// Also trust a receiver running as this uid (repeatable).
+    #[arg(long = "receiver-uid", value_name = "UID")]
+    pub receiver_uids: Vec<u32>,
+    /// Give up after this long (e.g. 500ms, 5s, 1m).
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_TIMEOUT.as_str(), value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+// The arguments of `fdpass recv` (not a doc comment, which clap
+// would show instead of the command's own about).
+#[derive(Args, Debug)]
+pub struct RecvArgs {
+    pub socket: SocketName,
+    /// How many fds to receive.
+    #[arg(short = 'n', default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=253))]
+    pub count: u16,
+    /// A name for each fd, in order, for `LISTEN_FDNAMES` ("unknown" for
+    /// any not named).
+    #[arg(long = "name", value_parser = parse_name)]
+    pub names: Vec<String>,
+    /// Also accept fds from this uid (repeatable).
+    #[arg(long = "allow-uid", value_name = "UID")]
+    pub allow_uids: Vec<u32>,
+    /// Give up after this long without every fd (e.g. 30s, 5m).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    pub command: Vec<OsString>,
+}
+
+// The arguments of `fdpass listen` (not a doc comment, which clap
+// would show instead of the command's own about).
+#[derive(Args, Debug)]
+pub struct ListenArgs {
+    /// Where to listen.
+    #[arg(required = true)]
+    pub addrs: Vec<ListenAddr>,
+    /// A name for each socket, in order, for `LISTEN_FDNAMES` (by default
+    /// "tcp" or "unix").
+    #[arg(long = "name", value_parser = parse_name)]
+    pub names: Vec<String>,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    pub command: Vec<OsString>,
+}
+
+// The arguments of `fdpass fds` (not a doc comment, which clap
+// would show instead of the command's own about).
+#[derive(Args, Debug)]
+pub struct FdsArgs {
+    pub pid: u32,
+    /// A JSON array, one object per fd: fd, kind (file, directory,
+    /// pipe, socket, other), description, and path; family, type,
+    /// listening and local; or name.
+    #[arg(long)]
+    pub json: bool,
+}
+
+// The arguments of `fdpass store` (not a doc comment, which clap
+// would show instead of the command's own about).
+#[derive(Args, Debug)]
+pub struct StoreArgs {
+    #[command(flatten)]
+    pub holder: HolderArgs,
+    #[arg(value_parser = parse_name)]
+    pub name: String,
+    #[arg(value_parser = clap::value_parser!(i32).range(0..))]
+    pub fd: i32,
+    /// Drop it after this long (90, 90s, 5m, 2h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub ttl: Option<Duration>,
+    /// Drop it when process PID exits.
+    #[arg(long, value_name = "PID")]
+    pub until_exit: Option<u32>,
+}
+
+// The arguments of `fdpass fetch` (not a doc comment, which clap
+// would show instead of the command's own about).
+#[derive(Args, Debug)]
+pub struct FetchArgs {
+    #[command(flatten)]
+    pub holder: HolderArgs,
+    #[arg(required = true, value_parser = parse_name)]
+    pub names: Vec<String>,
+    /// Remove the names from the holder as they are fetched.
+    #[arg(long)]
+    pub take: bool,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    pub command: Vec<OsString>,
+}
+
+// The arguments of `fdpass list` (not a doc comment, which clap
+// would show instead of the command's own about).
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub holder: HolderArgs,
+    /// A JSON array, one object per name: `name`, `kind`, `address`
+    /// (null when not a socket), `path`, `stored_by_uid`,
+    /// `stored_by_pid`, `stored_at` and `expires_at` (unix seconds or
+    /// null), `until_exit` (pid or null).
+    #[arg(long)]
+    pub json: bool,
+}
+
+// The arguments of `fdpass drop` (not a doc comment, which clap
+// would show instead of the command's own about).
+#[derive(Args, Debug)]
+pub struct DropArgs {
+    #[command(flatten)]
+    pub holder: HolderArgs,
+    #[arg(value_parser = parse_name)]
+    pub name: String,
+}
+
+// The arguments of `fdpass completions` (not a doc comment, which clap
+// would show instead of the command's own about).
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+// The arguments of `fdpass man` (not a doc comment, which clap
+// would show instead of the command's own about).
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// Write fdpass.1 and the subcommands' pages into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<std::path::PathBuf>,
 }
 
 // The holder a client command talks to, and how. (Not a doc comment:
@@ -366,77 +416,6 @@ pub struct AdoptArgs {
         conflicts_with = "store"
     )]
     pub command: Vec<OsString>,
-}
-
-/// The holder's hot commands, `store SOCKET NAME FD`, `fetch SOCKET
-/// NAME... -- COMMAND...` and `drop SOCKET NAME`, with no flags, read
-/// without clap: these are what a server's start and stop run, and clap's
-/// setup is a fifth of such a process's time (measured against
-/// s6-fdholderd's clients, fdpass/benches/holder.rs). Anything else, or
-/// anything these would refuse, is `None`, for clap to read and explain.
-/// A test holds this to clap's reading of the same lines.
-pub fn quick(args: &[OsString]) -> Option<Cli> {
-    let mut words = args.get(1..)?.iter().map(|arg| arg.to_str());
-    let verb = words.next()??;
-    let socket = words.next()??;
-    if socket.starts_with('-') {
-        return None;
-    }
-    let holder = HolderArgs {
-        socket: socket.parse().ok()?,
-        timeout: io_fdpass::holder::DEFAULT_TIMEOUT,
-        holder_uids: Vec::new(),
-    };
-    let name = |word: Option<&str>| {
-        word.filter(|w| !w.starts_with('-'))
-            .and_then(|w| parse_name(w).ok())
-    };
-    let command = match verb {
-        "store" => {
-            let name = name(words.next()?)?;
-            let fd = words.next()??;
-            if words.next().is_some() || !fd.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            Command::Store {
-                holder,
-                name,
-                fd: fd.parse().ok()?,
-                ttl: None,
-                until_exit: None,
-            }
-        }
-        "drop" => {
-            let name = name(words.next()?)?;
-            if words.next().is_some() {
-                return None;
-            }
-            Command::Drop { holder, name }
-        }
-        "fetch" => {
-            let names: Vec<String> = words
-                .by_ref()
-                .take_while(|w| *w != Some("--"))
-                .map(name)
-                .collect::<Option<_>>()?;
-            let separator = args.get(names.len() + 3)?;
-            let command: Vec<OsString> = args.get(names.len() + 4..)?.to_vec();
-            if names.is_empty() || command.is_empty() || separator != "--" {
-                return None;
-            }
-            Command::Fetch {
-                holder,
-                names,
-                take: false,
-                command,
-            }
-        }
-        _ => return None,
-    };
-    Some(Cli {
-        verbose: false,
-        command,
-    })
 }
 
 /// Checks a name for an fd: what `LISTEN_FDNAMES` and systemd's fd store
@@ -559,47 +538,6 @@ mod tests {
         for bad in ["", "a:b", "a b", "tab\t", "é"] {
             assert!(parse_name(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn the_quick_reading_is_clap_s() {
-        for line in [
-            "fdpass store /tmp/h.sock web 3",
-            "fdpass store @h web 0",
-            "fdpass drop /tmp/h.sock web",
-            "fdpass fetch /tmp/h.sock web -- ./server --port 80",
-            "fdpass fetch /tmp/h.sock a b -- sh -c x",
-            "fdpass fetch /tmp/h.sock a -- --",
-            // Left to clap: flags, bad values, missing or extra words.
-            "fdpass store /tmp/h.sock web 3 --ttl 5m",
-            "fdpass store /tmp/h.sock web -3",
-            "fdpass store /tmp/h.sock web 3x",
-            "fdpass store /tmp/h.sock a:b 3",
-            "fdpass store /tmp/h.sock web",
-            "fdpass store /tmp/h.sock web 3 4",
-            "fdpass store --timeout 1s /tmp/h.sock web 3",
-            "fdpass -v store /tmp/h.sock web 3",
-            "fdpass drop /tmp/h.sock",
-            "fdpass drop /tmp/h.sock -h",
-            "fdpass fetch /tmp/h.sock web ./server",
-            "fdpass fetch /tmp/h.sock -- ./server",
-            "fdpass fetch /tmp/h.sock web --",
-            "fdpass fetch /tmp/h.sock --take web -- x",
-            "fdpass list /tmp/h.sock",
-            "fdpass store @ web 3",
-            "fdpass",
-        ] {
-            let args: Vec<OsString> = line.split(' ').map(OsString::from).collect();
-            let clap = Cli::try_parse_from(&args).map(|cli| format!("{cli:?}"));
-            if let Some(quick) = quick(&args) {
-                assert_eq!(Ok(format!("{quick:?}")), clap.map_err(|_| ()), "{line}");
-            }
-        }
-        let hot =
-            |line: &str| quick(&line.split(' ').map(OsString::from).collect::<Vec<_>>()).is_some();
-        assert!(hot("fdpass store /tmp/h.sock web 3"));
-        assert!(hot("fdpass fetch /tmp/h.sock a b -- sh -c x"));
-        assert!(hot("fdpass drop /tmp/h.sock web"));
     }
 
     #[test]

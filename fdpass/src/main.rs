@@ -5,11 +5,12 @@
 //! socket-activation convention (`LISTEN_FDS`, `LISTEN_PID`,
 //! `LISTEN_FDNAMES`, fds from 3 on).
 //!
-//! One file per part: `cli` (every flag), `address` (socket names and
-//! listening addresses), `exec` (the `LISTEN_*` layout), `transfer` (send
-//! and recv), `client` (the holder's client commands), `holder` (the
-//! holder), `adopt` (adopt and fds), `shell` (completions, manual pages,
-//! hints), `fail` and `output`.
+//! `main` parses the command line (`cli` defines it; `quick` reads the
+//! holder's hot command lines without clap) and runs one module of
+//! `commands`, one per subcommand; every error becomes a message and an
+//! exit status (`fail`). Below the commands stand the helpers they share:
+//! `address` (socket names and listening addresses), `client` (the
+//! holder's client), `exec` (the `LISTEN_*` layout), `output`, and `hint`.
 
 #![warn(rust_2018_idioms, clippy::undocumented_unsafe_blocks)]
 
@@ -20,25 +21,26 @@ mod address;
 mod adopt;
 mod cli;
 mod client;
+mod commands;
 mod exec;
 mod fail;
+mod hint;
 mod holder;
 mod output;
-mod shell;
-mod transfer;
+mod quick;
 
 use std::ffi::OsString;
-use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 
 use clap::Parser;
 
 use crate::cli::{Cli, Command};
-use crate::fail::{Failure, Result};
+use crate::fail::Result;
+use crate::output::Log;
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
-    let cli = match cli::quick(&args).map_or_else(|| Cli::try_parse_from(&args), Ok) {
+    let cli = match quick::quick(&args).map_or_else(|| Cli::try_parse_from(&args), Ok) {
         Ok(cli) => cli,
         Err(err) => return ExitCode::from(refused(&err, &args)),
     };
@@ -62,7 +64,7 @@ fn refused(err: &clap::Error, args: &[OsString]) -> u8 {
             }
         };
     }
-    let hint = shell::separator_hint(args);
+    let hint = hint::separator_hint(args);
     if output::to_stderr(&text) && hint.is_none_or(|hint| output::message(format_args!("{hint}"))) {
         fail::USAGE
     } else {
@@ -70,90 +72,23 @@ fn refused(err: &clap::Error, args: &[OsString]) -> u8 {
     }
 }
 
+/// Runs the subcommand the command line names.
 fn run(cli: Cli) -> Result<()> {
-    let verbose = cli.verbose;
-    let log = |what: std::fmt::Arguments<'_>| {
-        if verbose {
-            output::message(what);
-        }
+    let log = Log {
+        verbose: cli.verbose,
     };
     match cli.command {
-        Command::Send {
-            socket,
-            fds,
-            batch,
-            receiver_uids,
-            timeout,
-        } => transfer::send(&socket, &fds, batch, &receiver_uids, timeout, log),
-        Command::Recv {
-            socket,
-            count,
-            names,
-            allow_uids,
-            timeout,
-            command,
-        } => Err(transfer::recv(
-            &socket,
-            usize::from(count),
-            names,
-            &allow_uids,
-            timeout,
-            &command,
-            log,
-        )?),
-        Command::Listen {
-            addrs,
-            names,
-            command,
-        } => {
-            let names = exec::fd_names(names, addrs.len(), |i| addrs[i].kind())?;
-            let program = exec::find(&command[0])?;
-            let bound = addrs
-                .iter()
-                .map(|addr| {
-                    let bound = addr.listen()?;
-                    log(format_args!("listening at {addr}"));
-                    Ok(bound)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let fds = bound.into_iter().map(address::Bound::into_fd).collect();
-            Err(exec::exec_with_fds(fds, &names, &program, &command, &[]))
-        }
-        Command::Adopt(args) => adopt::run(&args, verbose),
-        Command::Fds { pid, json } => adopt::show_fds(pid, json),
-        Command::Hold(args) => holder::run(&args, verbose),
-        Command::Store {
-            holder,
-            name,
-            fd,
-            ttl,
-            until_exit,
-        } => {
-            let fd = exec::inherited(fd)?;
-            client::run_store(&holder, &name, fd, ttl, until_exit)?;
-            log(format_args!(
-                "stored fd {} as {name} at {}",
-                fd.as_raw_fd(),
-                holder.socket
-            ));
-            Ok(())
-        }
-        Command::Fetch {
-            holder,
-            names,
-            take,
-            command,
-        } => {
-            let failure: Failure = client::run_fetch(&holder, &names, take, &command)?;
-            Err(failure)
-        }
-        Command::List { holder, json } => client::run_list(&holder, json),
-        Command::Drop { holder, name } => {
-            client::run_drop(&holder, &name)?;
-            log(format_args!("dropped {name} at {}", holder.socket));
-            Ok(())
-        }
-        Command::Completions { shell } => shell::completions(shell),
-        Command::Man { dir } => shell::man(dir.as_deref(), log),
+        Command::Send(args) => commands::send::run(&args, log),
+        Command::Recv(args) => commands::recv::run(args, log),
+        Command::Listen(args) => commands::listen::run(args, log),
+        Command::Adopt(args) => commands::adopt::run(&args, log),
+        Command::Fds(args) => commands::fds::run(&args),
+        Command::Hold(args) => commands::hold::run(&args, log),
+        Command::Store(args) => commands::store::run(&args, log),
+        Command::Fetch(args) => commands::fetch::run(&args),
+        Command::List(args) => commands::list::run(&args),
+        Command::Drop(args) => commands::drop::run(&args, log),
+        Command::Completions(args) => commands::completions::run(&args),
+        Command::Man(args) => commands::man::run(&args, log),
     }
 }

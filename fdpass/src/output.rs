@@ -70,6 +70,22 @@ pub fn message(what: std::fmt::Arguments<'_>) -> bool {
     to_stderr(&format!("fdpass: {what}\n"))
 }
 
+/// Where `-v` sends what a command does: a line on stderr for each step,
+/// or nowhere.
+#[derive(Debug, Clone, Copy)]
+pub struct Log {
+    pub verbose: bool,
+}
+
+impl Log {
+    /// Says `what`, with `-v`.
+    pub fn say(self, what: std::fmt::Arguments<'_>) {
+        if self.verbose {
+            message(what);
+        }
+    }
+}
+
 /// `s` as a JSON string.
 pub fn json_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);

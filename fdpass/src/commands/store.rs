@@ -1,0 +1,38 @@
+//! `fdpass store`: gives an fd of this process to the holder.
+
+use std::os::fd::AsRawFd;
+
+use io_fdpass::holder::protocol::Lifetime;
+
+use crate::cli::StoreArgs;
+use crate::client;
+use crate::exec;
+use crate::fail::Result;
+use crate::output::Log;
+
+/// `fdpass store`.
+pub fn run(args: &StoreArgs, log: Log) -> Result<()> {
+    let fd = exec::inherited(args.fd)?;
+    let mut lifetime = Lifetime::forever();
+    if let Some(ttl) = args.ttl {
+        lifetime = lifetime.ttl(ttl);
+    }
+    if let Some(pid) = args.until_exit {
+        lifetime = lifetime.until_exit(pid);
+    }
+    let holder = &args.holder;
+    client::store(
+        &super::holder_client(holder),
+        &holder.socket,
+        &args.name,
+        fd,
+        lifetime,
+    )?;
+    log.say(format_args!(
+        "stored fd {} as {} at {}",
+        fd.as_raw_fd(),
+        args.name,
+        holder.socket
+    ));
+    Ok(())
+}
