@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use io_fdpass::holder::Client;
 use io_fdpass_test_support::NoLeak;
+use util::http::{Failure, Tally};
 use util::{fails, fdpass, output, s, stderr, success, with_files, Holder, TempDir};
 
 fn file(dir: &TempDir, name: &str, text: &str) -> PathBuf {
@@ -581,25 +582,20 @@ fn sighup_upgrades_in_place_under_a_client_that_never_pauses() {
         .unwrap();
     let before = client.entries().unwrap();
 
+    // One attempt per fetch: a connection refused, reset or cut short
+    // while the holder executes its new image is a failure, counted by kind.
     let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (
-        Arc::new(AtomicUsize::new(0)),
-        Arc::new(Mutex::new(Vec::new())),
-    );
+    let tally = Arc::new(Mutex::new(Tally::default()));
     let hammer = {
-        let (stop, ok, failed, client) = (stop.clone(), ok.clone(), failed.clone(), client.clone());
+        let (stop, tally, client) = (stop.clone(), tally.clone(), client.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
-                match client.fetch("cfg") {
-                    Ok(_) => ok.fetch_add(1, Ordering::SeqCst),
-                    Err(e) => {
-                        failed.lock().unwrap().push(e.to_string());
-                        0
-                    }
-                };
+                let fetched = client.fetch("cfg").map_err(|e| Failure::io("fetch", &e));
+                tally.lock().unwrap().count(&fetched);
             }
         })
     };
+    let answered = || tally.lock().unwrap().answered;
     let pid = rustix::process::Pid::from_child(&child);
     for round in 2..=4 {
         // A newer binary installed at the same path, as a package upgrade
@@ -607,12 +603,12 @@ fn sighup_upgrades_in_place_under_a_client_that_never_pauses() {
         let fresh = dir.join("fdpass.new");
         std::fs::copy(&binary, &fresh).unwrap();
         std::fs::rename(&fresh, &binary).unwrap();
-        let served = ok.load(Ordering::SeqCst);
+        let served = answered();
         rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
         wait_for_starts(&starts, round);
         util::wait_until(
-            || ok.load(Ordering::SeqCst) > served + 10,
-            || "no fetch after the upgrade".into(),
+            || answered() > served + 10,
+            || format!("no fetch after the upgrade: {}", tally.lock().unwrap()),
         );
         let exe = std::fs::read_link(format!("/proc/{}/exe", child.id())).unwrap();
         assert!(
@@ -622,8 +618,10 @@ fn sighup_upgrades_in_place_under_a_client_that_never_pauses() {
     }
     stop.store(true, Ordering::SeqCst);
     hammer.join().unwrap();
-    assert_eq!(*failed.lock().unwrap(), Vec::<String>::new());
-    assert!(ok.load(Ordering::SeqCst) > 30);
+    let tally = tally.lock().unwrap();
+    println!("upgrade test: {tally}");
+    tally.assert_none_failed();
+    assert!(tally.answered > 30);
     assert_eq!(
         client.entries().unwrap(),
         before,
