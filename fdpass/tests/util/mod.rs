@@ -87,6 +87,18 @@ pub fn wait_for_file(path: &Path) {
     );
 }
 
+/// Fails the test unless it runs as root. The tests that need root are
+/// `#[ignore]`d, and `.ci/test` runs them with `--ignored` only as root:
+/// one run some other way fails here, saying why, rather than passing
+/// without having tested anything.
+#[track_caller]
+pub fn assert_root() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test needs root (it runs processes as other users): run it as root, as .ci/test does"
+    );
+}
+
 /// Sends SIGTERM to `child` and waits for it.
 pub fn terminate(child: &mut Child) -> std::process::ExitStatus {
     let pid = rustix::process::Pid::from_child(child);
