@@ -182,29 +182,107 @@ fn a_thousand_silent_and_slow_clients_hold_up_no_one() {
     holder.wait_for_fd_count(before);
 }
 
-#[test]
-fn a_slow_client_has_one_deadline_for_its_whole_request() {
-    let dir = TempDir::new("slowloris");
-    let holder = Holder::start(&dir, &["--client-timeout", "1s"]);
-    let before = holder.fd_count();
-    let slow = UnixStream::connect(&holder.socket).unwrap();
+/// Connects to the holder and reads its greeting: once this returns, the
+/// holder has accepted the connection and its deadline runs.
+fn greeted(socket: &Path) -> UnixStream {
+    let stream = UnixStream::connect(socket).unwrap();
     let mut greeting = [0; 14];
-    (&slow).read_exact(&mut greeting).unwrap();
-    // A byte every 300 ms would keep a per-read timeout of 1 s waiting
-    // forever; one deadline ends it.
-    let mut cut = false;
-    for _ in 0..200 {
-        std::thread::sleep(Duration::from_millis(300));
-        if (&slow).write_all(b"l").is_err() {
-            cut = true;
-            break;
-        }
+    (&stream).read_exact(&mut greeting).unwrap();
+    assert_eq!(&greeting, b"fdpass-hold 1\n");
+    stream
+}
+
+/// Whether the holder has closed `stream`, without waiting: true at its
+/// end, false while it is open and silent.
+fn closed(stream: &UnixStream) -> bool {
+    stream.set_nonblocking(true).unwrap();
+    let mut byte = [0];
+    let closed = match (&*stream).read(&mut byte) {
+        Ok(0) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => true,
+        other => panic!("a client that sent no request was answered: {other:?}"),
+    };
+    stream.set_nonblocking(false).unwrap();
+    closed
+}
+
+/// Reads `stream` to its end, which must come without a byte of answer:
+/// the holder cut the client off. (A reset is such an end too: the holder
+/// closed it with bytes of the request unread.) The read timeout only
+/// keeps a broken holder from hanging the test.
+fn assert_cut_off_unanswered(stream: &UnixStream) {
+    stream
+        .set_read_timeout(Some(io_fdpass_test_support::WAIT_TIMEOUT))
+        .unwrap();
+    let mut answer = Vec::new();
+    match (&*stream).read_to_end(&mut answer) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("the holder never cut the client off: {e}"),
     }
     assert!(
-        cut,
-        "a client sending a byte now and then was never cut off"
+        answer.is_empty(),
+        "the client was answered: {:?}",
+        String::from_utf8_lossy(&answer)
     );
-    drop(slow);
+}
+
+#[test]
+fn a_stalled_client_is_cut_off_and_holds_up_no_one() {
+    let dir = TempDir::new("stalled");
+    let holder = Holder::start(&dir, &["--client-timeout", "3s"]);
+    let before = holder.fd_count();
+    let stalled = greeted(&holder.socket);
+    (&stalled).write_all(b"li").unwrap();
+    // A client that connected after it is served while it is stuck ...
+    assert!(Client::new(&holder.socket).list().unwrap().is_empty());
+    assert!(!closed(&stalled), "the stalled client was let go too soon");
+    // ... and at its deadline the holder cuts it off, unanswered.
+    assert_cut_off_unanswered(&stalled);
+    drop(stalled);
+    holder.wait_for_fd_count(before);
+}
+
+/// A client that sends a byte of its request every few milliseconds, far
+/// more often than the deadline, would be waited for forever by a timeout
+/// per read. With one deadline for the whole request it is cut off before
+/// it can end a request sent slower than the deadline allows.
+///
+/// The test reads no clock: what shows that the trickler's whole deadline
+/// has passed is the holder itself cutting off a silent client that
+/// connected after it, and then a second one, connected after the first
+/// was cut off (by then the holder has acted on the trickler's deadline,
+/// which fell a whole deadline earlier). Only then may the trickler end
+/// its line; it must get no answer.
+#[test]
+fn a_trickling_client_cannot_extend_its_deadline() {
+    let dir = TempDir::new("trickle");
+    let holder = Holder::start(&dir, &["--client-timeout", "1s"]);
+    let before = holder.fd_count();
+    let trickler = greeted(&holder.socket);
+    let mut silent = greeted(&holder.socket);
+    let mut silent_cut_off = 0;
+    let mut sent = 0;
+    while silent_cut_off < 2 {
+        if (&trickler).write_all(b"l").is_err() {
+            // Cut off already: its deadline came before the silent ones'.
+            break;
+        }
+        sent += 1;
+        if closed(&silent) {
+            silent_cut_off += 1;
+            silent = greeted(&holder.socket);
+        }
+        // The pace of the trickle: only how many bytes it takes depends
+        // on it, not what the test shows.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The end of its line, if it can still send it.
+    let _ = (&trickler).write_all(b"\n");
+    assert_cut_off_unanswered(&trickler);
+    println!("the trickler sent {sent} bytes before it was cut off");
+    drop((trickler, silent));
     holder.wait_for_fd_count(before);
 }
 
