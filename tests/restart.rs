@@ -6,17 +6,18 @@
 mod util;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, ErrorKind};
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use io_fdpass::restart::Restart;
 use rustix::process::{kill_process, waitpid, Pid, Signal, WaitOptions};
+use util::http::{self, Failure, FailureKind, Tally};
 use util::NoLeak;
 
 /// The example's binary, which `cargo test` builds beside the tests.
@@ -36,37 +37,33 @@ fn example() -> PathBuf {
     path
 }
 
-/// What the client has seen: answers by pid, and failures.
+/// What the client has seen: answers by pid, and every request counted,
+/// failures by kind.
 #[derive(Default)]
 struct Seen {
     by_pid: BTreeMap<u32, usize>,
-    failures: Vec<String>,
+    tally: Tally,
 }
 
-/// One request; the pid that answered it.
-fn request(addr: &str) -> Result<u32, String> {
-    let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
-    stream
-        .write_all(b"GET / HTTP/1.0\r\n\r\n")
-        .map_err(|e| format!("write: {e}"))?;
-    let mut reply = String::new();
-    stream
-        .read_to_string(&mut reply)
-        .map_err(|e| format!("read: {e}"))?;
+/// One request, one attempt: the pid that answered it, or the failure.
+fn request(addr: SocketAddr) -> Result<u32, Failure> {
+    let reply = http::get(addr)?;
     reply
         .rsplit_once("served by pid ")
         .and_then(|(_, pid)| pid.trim().parse().ok())
-        .ok_or_else(|| format!("a reply without a pid: {reply:?}"))
+        .ok_or_else(|| Failure {
+            kind: FailureKind::Bad,
+            detail: format!("a reply without a pid: {reply:?}"),
+        })
 }
 
 /// Waits for `pid`, a child or an orphan this process reaps, to exit.
 fn wait_for_exit(pid: u32) {
-    let deadline = Instant::now() + Duration::from_secs(60);
     let pid = Pid::from_raw(pid as i32);
-    while waitpid(pid, WaitOptions::NOHANG).unwrap().is_none() {
-        assert!(Instant::now() < deadline, "generation {pid:?} did not exit");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    util::wait_until(
+        || waitpid(pid, WaitOptions::NOHANG).unwrap().is_some(),
+        || format!("generation {pid:?} did not exit"),
+    );
 }
 
 /// Kills every generation of the example, which all share one process
@@ -80,20 +77,15 @@ impl Drop for Generations {
     }
 }
 
-/// Waits until the client has had an answer from `pid`.
-fn wait_until_served_by(seen: &Mutex<Seen>, pid: u32, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !seen.lock().unwrap().by_pid.contains_key(&pid) {
-        if Instant::now() > deadline {
+/// Waits until `ready` holds of what the client has seen.
+fn wait_for(seen: &Mutex<Seen>, what: &str, ready: impl Fn(&Seen) -> bool) {
+    util::wait_until(
+        || ready(&seen.lock().unwrap()),
+        || {
             let seen = seen.lock().unwrap();
-            panic!(
-                "{what} (pid {pid}) never served: {:?}, {:?}",
-                seen.failures.first(),
-                seen.by_pid
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+            format!("{what}: {}; by pid {:?}", seen.tally, seen.by_pid)
+        },
+    );
 }
 
 #[test]
@@ -132,18 +124,19 @@ fn five_restarts_under_load_fail_no_request() {
     // Whatever else a generation writes is read, so that none meets a
     // closed pipe; the reading ends when the last generation exits.
     let drain = std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    let addr: SocketAddr = addr.parse().unwrap();
 
     let seen = Arc::new(Mutex::new(Seen::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let client = {
-        let (seen, stop, addr) = (seen.clone(), stop.clone(), addr.clone());
+        let (seen, stop) = (seen.clone(), stop.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                let answer = request(&addr);
+                let answer = request(addr);
                 let mut seen = seen.lock().unwrap();
-                match answer {
-                    Ok(pid) => *seen.by_pid.entry(pid).or_default() += 1,
-                    Err(e) => seen.failures.push(e),
+                seen.tally.count(&answer);
+                if let Ok(pid) = answer {
+                    *seen.by_pid.entry(pid).or_default() += 1;
                 }
             }
         })
@@ -151,46 +144,33 @@ fn five_restarts_under_load_fail_no_request() {
 
     let mut serving = first.id();
     // Each SIGHUP goes to a generation that has served already.
-    wait_until_served_by(&seen, serving, "the first generation");
+    wait_for(&seen, "the first generation never served", |seen| {
+        seen.by_pid.contains_key(&serving)
+    });
     for generation in 1..=5 {
         let before: Vec<u32> = seen.lock().unwrap().by_pid.keys().copied().collect();
         kill_process(Pid::from_raw(serving as i32).unwrap(), Signal::HUP).unwrap();
         // The next generation has served once the client meets a new pid.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let next = loop {
-            let new = seen
-                .lock()
-                .unwrap()
-                .by_pid
+        let new = |seen: &Seen| {
+            seen.by_pid
                 .keys()
                 .copied()
-                .find(|pid| !before.contains(pid));
-            if let Some(pid) = new {
-                break pid;
-            }
-            if Instant::now() > deadline {
-                let seen = seen.lock().unwrap();
-                panic!(
-                    "generation {generation} never served: {:?}, {:?}",
-                    seen.failures.first(),
-                    seen.by_pid
-                );
-            }
-            std::thread::sleep(Duration::from_millis(5));
+                .find(|pid| !before.contains(pid))
         };
+        wait_for(
+            &seen,
+            &format!("generation {generation} never served"),
+            |seen| new(seen).is_some(),
+        );
+        let next = new(&seen.lock().unwrap()).unwrap();
         wait_for_exit(serving);
         serving = next;
     }
     // The last generation goes on serving alone.
-    let served = seen.lock().unwrap().by_pid.get(&serving).copied();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while seen.lock().unwrap().by_pid.get(&serving).copied() <= served.map(|n| n + 10) {
-        assert!(
-            Instant::now() < deadline,
-            "the last generation stopped serving"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let served = seen.lock().unwrap().by_pid[&serving];
+    wait_for(&seen, "the last generation stopped serving", |seen| {
+        seen.by_pid[&serving] > served + 10
+    });
     stop.store(true, Ordering::Relaxed);
     client.join().unwrap();
     kill_process(Pid::from_raw(serving as i32).unwrap(), Signal::TERM).unwrap();
@@ -199,17 +179,11 @@ fn five_restarts_under_load_fail_no_request() {
     drain.join().unwrap().unwrap();
 
     let seen = seen.lock().unwrap();
-    let total: usize = seen.by_pid.values().sum();
     eprintln!(
-        "{total} requests through 5 restarts, {} failed; by pid: {:?}",
-        seen.failures.len(),
-        seen.by_pid
+        "through 5 restarts: {}; by pid: {:?}",
+        seen.tally, seen.by_pid
     );
-    assert!(
-        seen.failures.is_empty(),
-        "failed requests: {:?}",
-        seen.failures
-    );
+    seen.tally.assert_none_failed();
     assert_eq!(
         seen.by_pid.len(),
         6,
@@ -320,11 +294,10 @@ fn a_second_restart_at_once_is_busy() {
                 .timeout(Duration::from_secs(600))
                 .spawn()
         });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !started.exists() {
-            assert!(Instant::now() < deadline, "the first restart never began");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        util::wait_until(
+            || started.exists(),
+            || "the first restart never began".into(),
+        );
         // Its child runs, so the first restart is under way: a second one
         // is refused before it starts anything.
         let e = Restart::command("/nonexistent/io-fdpass-program", ["x"])

@@ -142,7 +142,7 @@ fn a_python_server_adopts_what_fdpass_listen_opens() {
         ])
         .spawn()
         .unwrap();
-    let answer = util::http_get(port).expect("the server answers");
+    let answer = util::http::wait_until_answers(util::local(port));
     assert!(
         answer.contains(&format!("hello from pid {}", child.id())),
         "{answer}"

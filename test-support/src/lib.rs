@@ -1,6 +1,7 @@
 //! What the tests of io-fdpass and of fdpass share: the leak check that
-//! serialises the tests holding it, fresh temporary paths, and the peers
-//! written elsewhere that the interop tests talk to.
+//! serialises the tests holding it, fresh temporary paths, the peers
+//! written elsewhere that the interop tests talk to, the wait for an event,
+//! and the HTTP requests of the restart tests, each counted.
 //!
 //! The open-descriptor count behind [`NoLeak`] is the OS's own: the fds in
 //! `/proc/self/fd` on Unix, `GetProcessHandleCount` on Windows.
@@ -11,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+pub mod http;
 pub mod peers;
 
 #[cfg(unix)]
@@ -74,6 +76,21 @@ impl NoLeak {
     #[track_caller]
     pub fn assert_unchanged(&self) {
         self.assert_plus(0);
+    }
+}
+
+/// How long [`wait_until`] waits before the test fails.
+pub const WAIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Polls `ready` until it holds, failing with `why` if it has not after
+/// [`WAIT_TIMEOUT`]. The timeout only keeps a broken test from hanging:
+/// nothing is asserted of how long the wait took.
+#[track_caller]
+pub fn wait_until(mut ready: impl FnMut() -> bool, why: impl Fn() -> String) {
+    let deadline = std::time::Instant::now() + WAIT_TIMEOUT;
+    while !ready() {
+        assert!(std::time::Instant::now() < deadline, "{}", why());
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 

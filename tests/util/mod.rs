@@ -1,5 +1,6 @@
 //! The helpers of the library's integration tests on Unix. What fdpass's
-//! tests use too (the leak check, temporary paths, the interop peers) is
+//! tests use too (the leak check, temporary paths, the interop peers, the
+//! wait for an event, HTTP requests) is
 //! `io-fdpass-test-support`'s, re-exported here.
 // Each test file uses some of them.
 #![allow(dead_code, unused_imports)]
@@ -11,7 +12,7 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::Command;
 
-pub use io_fdpass_test_support::{fd_count, open_fds, peers, temp_path, NoLeak};
+pub use io_fdpass_test_support::{fd_count, http, open_fds, peers, temp_path, wait_until, NoLeak};
 use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
 
 #[cfg(target_os = "linux")]

@@ -1,15 +1,16 @@
 //! Helpers for the end-to-end tests of the `fdpass` binary. What the
-//! library's tests use too (temporary paths, fd counts, the interop peers)
-//! is `io-fdpass-test-support`'s, re-exported here.
+//! library's tests use too (temporary paths, fd counts, the interop peers,
+//! the wait for an event, HTTP requests) is `io-fdpass-test-support`'s,
+//! re-exported here.
 // Each test file uses some of them.
 #![allow(dead_code, unused_imports)]
 
-pub use io_fdpass_test_support::{peers, TempDir};
+pub use io_fdpass_test_support::{http, peers, wait_until, TempDir};
 
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The binary under test.
 pub fn fdpass() -> Command {
@@ -86,13 +87,16 @@ pub fn wait_for_file(path: &Path) {
     );
 }
 
-/// Polls `ready` for up to 20 s, failing with `why` if it never holds.
-pub fn wait_until(mut ready: impl FnMut() -> bool, why: impl Fn() -> String) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ready() {
-        assert!(Instant::now() < deadline, "{}", why());
-        std::thread::sleep(Duration::from_millis(10));
-    }
+/// Fails the test unless it runs as root. The tests that need root are
+/// `#[ignore]`d, and `.ci/test` runs them with `--ignored` only as root:
+/// one run some other way fails here, saying why, rather than passing
+/// without having tested anything.
+#[track_caller]
+pub fn assert_root() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test needs root (it runs processes as other users): run it as root, as .ci/test does"
+    );
 }
 
 /// Sends SIGTERM to `child` and waits for it.
@@ -192,45 +196,11 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// One HTTP/1.0 GET of `/` at 127.0.0.1:`port`: the whole answer, or why
-/// there was none.
-pub fn http_get(port: u16) -> std::io::Result<String> {
-    use std::io::ErrorKind::{ConnectionRefused, ConnectionReset};
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        // Not listening yet, or (seen rarely, under load, from a server
-        // that has just started) a reset before any answer: only before
-        // the first answer, which this waits for.
-        let answer = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(get);
-        match answer {
-            Err(e)
-                if matches!(e.kind(), ConnectionRefused | ConnectionReset)
-                    && Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            answer => return answer,
-        }
-    }
-}
-
-/// One HTTP/1.0 GET of `/` at 127.0.0.1:`port`, with one attempt to
-/// connect: a refused connection is a failure.
-pub fn http_get_once(port: u16) -> std::io::Result<String> {
-    get(std::net::TcpStream::connect(("127.0.0.1", port))?)
-}
-
-/// A GET of `/` on `stream`: the whole answer, which must be a 200.
-fn get(mut stream: std::net::TcpStream) -> std::io::Result<String> {
-    use std::io::{Read, Write};
-    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-    stream.write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer)?;
-    if !answer.starts_with("HTTP/1.0 200") {
-        return Err(std::io::Error::other(format!("bad answer: {answer:?}")));
-    }
-    Ok(answer)
+/// 127.0.0.1:`port`, where the tests' HTTP servers listen; requests go
+/// through [`http::get`] (one attempt, its failure counted) and
+/// [`http::wait_until_answers`] (the wait for a server to start).
+pub fn local(port: u16) -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 /// A copy of the binary under test in `dir`, which another user can run
