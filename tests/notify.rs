@@ -209,7 +209,10 @@ fn peer_credentials_name_this_process() {
 
 /// A datagram sent to `path` with a raw socket of this process.
 fn send_raw(path: &std::path::Path, data: &[u8]) {
-    let sent = UnixDatagram::unbound().unwrap().send_to(data, path).unwrap();
+    let sent = UnixDatagram::unbound()
+        .unwrap()
+        .send_to(data, path)
+        .unwrap();
     assert_eq!(sent, data.len());
 }
 
