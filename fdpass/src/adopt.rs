@@ -345,7 +345,10 @@ impl Watch {
     /// with an error.
     fn run(self, notify: &Listener) {
         use rustix::event::{poll, PollFd, PollFlags, Timespec};
-        let mut deadline = self.ready_after.map(|after| Instant::now() + after);
+        // A time past what the clock can say is never.
+        let mut deadline = self
+            .ready_after
+            .and_then(|after| Instant::now().checked_add(after));
         let mut stopped = false;
         loop {
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
