@@ -32,7 +32,8 @@ mod unix {
     use std::io;
 
     use io_fdpass::activation::ListenFds;
-    use io_fdpass::restart::{self, Restart};
+    use io_fdpass::notify;
+    use io_fdpass::restart::Restart;
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     use tokio::net::{TcpListener, TcpStream};
     use tokio::signal::unix::{signal, SignalKind};
@@ -63,7 +64,7 @@ mod unix {
         if first {
             println!("listening on {}", std_listener.local_addr()?);
         }
-        restart::ready()?;
+        notify::ready()?;
 
         let mut requests = JoinSet::new();
         let mut restarting = None;

@@ -82,7 +82,8 @@ pub fn notify_assignments(datagram: &[u8]) -> Vec<(&[u8], &[u8])> {
     crate::notify::assignments(datagram).collect()
 }
 
-/// Whether a notify datagram says `READY=1`, as `restart` reads it.
+/// Whether a notify datagram says `READY=1`, as `notify::Listener` reads
+/// it.
 #[cfg(unix)]
 #[must_use]
 pub fn says_ready(datagram: &[u8]) -> bool {

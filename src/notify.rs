@@ -1,6 +1,7 @@
 //! systemd's notify protocol: telling the service manager that this
 //! service is ready, and keeping fds in its fd store, over the datagram
-//! socket named by `$NOTIFY_SOCKET`.
+//! socket named by `$NOTIFY_SOCKET`; and its other end, a [`Listener`] for
+//! a program that starts another and waits until it is ready.
 //!
 //! systemd hands what a service put in its fd store back to the next start
 //! of the service as `LISTEN_FDS`, with the names given here in
@@ -28,10 +29,18 @@ use std::os::fd::BorrowedFd;
 
 use crate::sys;
 
+mod listener;
+
+pub use listener::{Listener, Notification, MAX_DATAGRAM};
+
 /// The longest fd name systemd takes.
 pub const MAX_NAME: usize = 255;
 
-/// `READY=1`: the service has started, and is ready to serve.
+/// `READY=1`: the service has started, and is ready to serve. It is also
+/// how the next generation of a server started by
+/// [`Restart::spawn`](crate::restart::Restart::spawn), or a command started
+/// by `fdpass adopt --stop-old`, tells the process waiting on a
+/// [`Listener`] to go.
 ///
 /// # Errors
 ///
@@ -205,9 +214,16 @@ mod tests {
     fn ready_is_a_line_of_its_own() {
         assert!(says_ready(b"READY=1"));
         assert!(says_ready(b"STATUS=up\nREADY=1\n"));
-        assert!(!says_ready(b"READY=10"));
-        assert!(!says_ready(b"NOTREADY=1"));
-        assert!(!says_ready(b""));
+        for not in [
+            &b"READY=10"[..],
+            b"READY=0",
+            b"NOTREADY=1",
+            b"READY=1x",
+            b"",
+            b"\xff",
+        ] {
+            assert!(!says_ready(not), "{not:?}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! The next generation gets the sockets by the socket-activation
 //! convention (`LISTEN_FDS`, `LISTEN_PID`, `LISTEN_FDNAMES`), so it adopts
 //! them with [`ListenFds::take`](crate::activation::ListenFds::take), and
-//! says it is ready with [`ready`] once it serves. If it does not within the
+//! says it is ready with [`notify::ready`] once it serves. If it does not within the
 //! timeout, or exits first, it is killed and [`Restart::spawn`] returns an
 //! error: the old generation keeps serving as if nothing had happened.
 //!
@@ -17,14 +17,15 @@
 //!
 //! ```no_run
 //! use io_fdpass::activation::ListenFds;
-//! use io_fdpass::restart::{self, Restart};
+//! use io_fdpass::notify;
+//! use io_fdpass::restart::Restart;
 //!
 //! let mut inherited = ListenFds::take()?;
 //! let listener = match inherited.index_of("http") {
 //!     Some(i) => inherited.take_tcp_listener(i)?,
 //!     None => std::net::TcpListener::bind("127.0.0.1:8080")?,
 //! };
-//! restart::ready()?; // tells the previous generation, if any, to go
+//! notify::ready()?; // tells the previous generation, if any, to go
 //!
 //! // ... serve, and when it is time to restart:
 //! match Restart::new()?.fd("http", &listener)?.spawn() {
@@ -37,7 +38,6 @@
 use std::ffi::{OsStr, OsString};
 use std::io::{self, ErrorKind};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -50,17 +50,6 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Whether a restart is under way in this process.
 static RUNNING: AtomicBool = AtomicBool::new(false);
-
-/// Tells the generation that started this one that it is ready to serve:
-/// `READY=1` on `$NOTIFY_SOCKET`, as [`notify::ready`]. `Ok(false)` when
-/// nothing started it that is waiting.
-///
-/// # Errors
-///
-/// As [`notify::ready`].
-pub fn ready() -> io::Result<bool> {
-    notify::ready()
-}
 
 /// The next generation to start, and the fds it gets.
 #[derive(Debug)]
@@ -148,8 +137,8 @@ impl<'a> Restart<'a> {
     ///
     /// It gets the fds as 3, 4, … with `LISTEN_FDS`, `LISTEN_PID` and
     /// `LISTEN_FDNAMES` set, and `NOTIFY_SOCKET` naming a socket of this
-    /// call's own (in a directory only this user may enter), on which it
-    /// says `READY=1` ([`ready`]). Every other variable is this process's;
+    /// call's own (a [`notify::Listener`]), on which it says `READY=1`
+    /// ([`notify::ready`]). Every other variable is this process's;
     /// fds of this process that are not close-on-exec are inherited too, as
     /// by any `exec`. Its signal mask is cleared. Once this returns `Ok`,
     /// stop accepting, finish the work in hand and exit: the next
@@ -180,17 +169,13 @@ impl<'a> Restart<'a> {
 
     fn spawn_alone(self) -> io::Result<Successor> {
         let program = find_program(&self.program)?;
-        let private = PrivateDir::new()?;
-        let path = private.0.join("notify");
-        let notify = UnixDatagram::bind(&path)?;
-        // READY=1 is text; a successor that sends fds is refused them.
-        sys::refuse_fds(std::os::fd::AsFd::as_fd(&notify))?;
+        let notify = notify::Listener::new()?;
         let child = sys::Spawn {
             program: &program,
             args: &self.args,
             fds: &self.fds,
             names: &self.names.join(":"),
-            notify_socket: path.as_os_str(),
+            notify_socket: notify.path().as_os_str(),
         };
         let pid = child.start()?;
         match wait_until_ready(&notify, pid, self.timeout) {
@@ -204,10 +189,10 @@ impl<'a> Restart<'a> {
 }
 
 /// Waits for `READY=1` from the generation `pid` on `notify`, until
-/// `timeout`.
-fn wait_until_ready(notify: &UnixDatagram, pid: u32, timeout: Duration) -> io::Result<()> {
+/// `timeout`. As today, any process of this user that can reach the socket
+/// may say it; [`notify::Notification::pid`] would tell who did.
+fn wait_until_ready(notify: &notify::Listener, pid: u32, timeout: Duration) -> io::Result<()> {
     let deadline = Instant::now() + timeout;
-    let mut buf = [0u8; 4096];
     loop {
         if let Some(status) = sys::exit_status(pid)? {
             return Err(io::Error::other(format!(
@@ -225,12 +210,11 @@ fn wait_until_ready(notify: &UnixDatagram, pid: u32, timeout: Duration) -> io::R
             ));
         }
         // Short slices, so that an exit is seen soon.
-        notify.set_read_timeout(Some(left.min(Duration::from_millis(50))))?;
-        match notify.recv(&mut buf) {
-            Ok(n) if notify::says_ready(&buf[..n]) => return Ok(()),
-            Ok(_) => {}
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(e) => return Err(e),
+        if notify
+            .wait_ready(Some(left.min(Duration::from_millis(50))))?
+            .is_some()
+        {
+            return Ok(());
         }
     }
 }
@@ -263,33 +247,4 @@ fn find_program(program: &Path) -> io::Result<PathBuf> {
                 format!("{} is not in $PATH", program.display()),
             )
         })
-}
-
-/// A fresh directory that only this user may enter, removed when dropped.
-struct PrivateDir(PathBuf);
-
-impl PrivateDir {
-    fn new() -> io::Result<PrivateDir> {
-        use std::os::unix::fs::DirBuilderExt;
-        use std::sync::atomic::AtomicU32;
-        static N: AtomicU32 = AtomicU32::new(0);
-        loop {
-            let dir = std::env::temp_dir().join(format!(
-                "io-fdpass-restart-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-                Ok(()) => return Ok(PrivateDir(dir)),
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-}
-
-impl Drop for PrivateDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

@@ -1,6 +1,6 @@
 //! `io_fdpass::notify` against a receiver of `$NOTIFY_SOCKET` that checks
 //! the text and fds of each datagram, as systemd's would; and
-//! `io_fdpass::peer_credentials`.
+//! `io_fdpass::peer_credentials`; and `notify::Listener`, the other end.
 #![cfg(unix)]
 
 mod util;
@@ -11,7 +11,7 @@ use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::PathBuf;
 use std::process::Command;
 
-use io_fdpass::notify::{self, Notifier};
+use io_fdpass::notify::{self, Listener, Notifier, MAX_DATAGRAM};
 use util::{file_with, read_all, NoLeak};
 
 /// A bound datagram socket standing in for systemd's notify socket.
@@ -204,5 +204,90 @@ fn peer_credentials_name_this_process() {
         err.raw_os_error(),
         Some(rustix::io::Errno::NOTSOCK.raw_os_error())
     );
+    check.assert_unchanged();
+}
+
+/// A datagram sent to `path` with a raw socket of this process.
+fn send_raw(path: &std::path::Path, data: &[u8]) {
+    let sent = UnixDatagram::unbound()
+        .unwrap()
+        .send_to(data, path)
+        .unwrap();
+    assert_eq!(sent, data.len());
+}
+
+#[test]
+fn a_listener_hears_ready_among_other_messages() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::Duration;
+    let check = NoLeak::start();
+    let listener = Listener::new().unwrap();
+    let path = listener.path().to_owned();
+    let dir = path.parent().unwrap().to_owned();
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "{}", dir.display());
+
+    // Nothing said yet: the wait ends at its timeout.
+    assert_eq!(listener.wait_ready(Some(Duration::ZERO)).unwrap(), None);
+    assert_eq!(
+        listener.recv(Some(Duration::from_millis(10))).unwrap(),
+        None
+    );
+    // Another message, one too long, garbage, and READY=10: passed over.
+    send_raw(&path, b"STATUS=starting");
+    send_raw(&path, &[b'x'; MAX_DATAGRAM + 1]);
+    send_raw(&path, b"\xff\x00READY\n=1");
+    send_raw(&path, b"READY=10");
+    send_raw(&path, b"STATUS=up\nREADY=1");
+    let first = listener.recv(None).unwrap().unwrap();
+    assert_eq!(first.bytes(), b"STATUS=starting");
+    assert!(!first.says_ready());
+    let ready = listener.wait_ready(None).unwrap().unwrap();
+    assert_eq!(ready.bytes(), b"STATUS=up\nREADY=1");
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    assert_eq!(ready.pid(), Some(std::process::id()));
+    assert_eq!(listener.wait_ready(Some(Duration::ZERO)).unwrap(), None);
+
+    // Dropped: its socket and directory are gone.
+    drop(listener);
+    assert!(!dir.exists(), "{} is left", dir.display());
+    check.assert_unchanged();
+}
+
+#[test]
+fn a_listener_takes_no_fds() {
+    use std::time::Duration;
+    let check = NoLeak::start();
+    let listener = Listener::new().unwrap();
+    let file = file_with("not for the listener");
+    let to = Notifier::new(listener.path());
+    match to.send("FDSTORE=1\nFDNAME=x", &[file.as_fd(), file.as_fd()]) {
+        // Refused by the kernel (SO_PASSRIGHTS off).
+        Err(e) => assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}"),
+        // Or taken and closed as they came.
+        Ok(()) => {
+            let got = listener.recv(Some(Duration::from_secs(60))).unwrap();
+            assert_eq!(got.unwrap().bytes(), b"FDSTORE=1\nFDNAME=x");
+        }
+    }
+    to.send("READY=1", &[]).unwrap();
+    assert!(listener.wait_ready(None).unwrap().is_some());
+    drop((listener, file));
+    check.assert_unchanged();
+}
+
+#[test]
+fn a_kept_listener_closes_its_socket_and_leaves_the_path() {
+    let check = NoLeak::start();
+    let listener = Listener::new().unwrap();
+    let path = listener.keep();
+    assert!(path.exists());
+    // No one listens any more.
+    let e = UnixDatagram::unbound()
+        .unwrap()
+        .send_to(b"READY=1", &path)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{e}");
+    std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     check.assert_unchanged();
 }

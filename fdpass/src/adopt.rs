@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd, RawFd};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-use std::os::unix::net::UnixDatagram;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use io_fdpass::holder::protocol::Lifetime;
+use io_fdpass::notify::Listener;
 use io_fdpass::process::{Process, ProcessFd};
 use io_fdpass::{FdKind, SocketAddress, SocketInfo};
 
@@ -109,7 +109,8 @@ pub fn run(args: &AdoptArgs, verbose: bool) -> Result<()> {
 
     // The command replaces fdpass, keeping its pid; a process of its own
     // waits for the command to be ready, then stops the old one.
-    let notify = NotifySocket::new()?;
+    let notify =
+        Listener::new().map_err(|e| Failure::os("cannot wait for the command's READY=1", e))?;
     let command = Process::open(std::process::id()).map_err(Failure::process)?;
     let watch = Watch {
         old,
@@ -120,11 +121,13 @@ pub fn run(args: &AdoptArgs, verbose: bool) -> Result<()> {
     match start_watcher()? {
         Side::Watcher => {
             drop(fds);
-            watch.run(notify);
+            watch.run(&notify);
+            drop(notify);
             exit_now();
         }
         Side::Command => {
-            let path = notify.leave();
+            // The watcher removes the socket once the command is gone.
+            let path = notify.keep();
             drop(watch);
             let env = [("NOTIFY_SOCKET", path.as_os_str())];
             Err(exec::exec_with_fds(
@@ -325,69 +328,6 @@ fn stop(old: &Process, verbose: bool) {
     }
 }
 
-/// The socket whose path the command gets as `NOTIFY_SOCKET`, in a
-/// directory of its own that only this user can enter, so that no other
-/// user's process can say the command is ready. Removed when dropped.
-pub struct NotifySocket {
-    socket: UnixDatagram,
-    dir: PathBuf,
-    path: PathBuf,
-    /// Whether dropping it removes the directory.
-    owned: bool,
-}
-
-impl NotifySocket {
-    fn new() -> Result<NotifySocket> {
-        let base = std::env::temp_dir();
-        let failed = |e| Failure::os("cannot make a socket for the command's READY=1", e);
-        let mut attempt = 0;
-        let dir = loop {
-            let dir = base.join(format!("fdpass-notify-{}-{attempt}", std::process::id()));
-            // A directory that exists already is someone else's, or stale:
-            // never used.
-            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-                Ok(()) => break dir,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 100 => attempt += 1,
-                Err(e) => return Err(failed(e)),
-            }
-        };
-        let path = dir.join("notify");
-        // READY=1 is text: fds sent to it are refused.
-        match UnixDatagram::bind(&path)
-            .and_then(|socket| io_fdpass::refuse_fds(&socket).map(|_| socket))
-        {
-            Ok(socket) => Ok(NotifySocket {
-                socket,
-                dir,
-                path,
-                owned: true,
-            }),
-            Err(e) => {
-                let _ = std::fs::remove_dir(&dir);
-                Err(failed(e))
-            }
-        }
-    }
-}
-
-impl NotifySocket {
-    /// Closes the socket here and returns its path, leaving the socket and
-    /// its directory to the watcher, which removes them.
-    fn leave(mut self) -> PathBuf {
-        self.owned = false;
-        self.path.clone()
-    }
-}
-
-impl Drop for NotifySocket {
-    fn drop(&mut self) {
-        if self.owned {
-            let _ = std::fs::remove_file(&self.path);
-            let _ = std::fs::remove_dir(&self.dir);
-        }
-    }
-}
-
 /// What the watcher needs: the two processes and when to call the command
 /// ready.
 struct Watch {
@@ -403,16 +343,18 @@ impl Watch {
     /// the command exits it goes on reading the socket, so that a
     /// command that notifies again (`STATUS=`, `WATCHDOG=1`) is not met
     /// with an error.
-    fn run(self, notify: NotifySocket) {
+    fn run(self, notify: &Listener) {
         use rustix::event::{poll, PollFd, PollFlags, Timespec};
-        let mut deadline = self.ready_after.map(|after| Instant::now() + after);
+        // A time past what the clock can say is never.
+        let mut deadline = self
+            .ready_after
+            .and_then(|after| Instant::now().checked_add(after));
         let mut stopped = false;
-        let mut datagram = [0; 4096];
         loop {
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             let timeout = left.and_then(|left| Timespec::try_from(left).ok());
             let mut fds = [
-                PollFd::new(&notify.socket, PollFlags::IN),
+                PollFd::new(notify, PollFlags::IN),
                 PollFd::new(&self.command, PollFlags::IN),
             ];
             let ready = match poll(&mut fds, timeout.as_ref()) {
@@ -425,9 +367,11 @@ impl Watch {
                 }
                 Ok(0) => true,
                 Ok(_) if !fds[1].revents().is_empty() => false,
-                // Fds sent along (FDSTORE=1) are closed unread.
-                Ok(_) => io_fdpass::recv_with_fds(&notify.socket, &mut datagram, &mut [])
-                    .is_ok_and(|got| says_ready(&datagram[..got.bytes])),
+                // What has come; fds sent along (FDSTORE=1) are closed
+                // unread.
+                Ok(_) => notify
+                    .wait_ready(Some(Duration::ZERO))
+                    .is_ok_and(|ready| ready.is_some()),
             };
             if self.command.has_exited().unwrap_or(true) {
                 if !stopped && self.verbose {
@@ -447,13 +391,6 @@ impl Watch {
     }
 }
 
-/// Whether a notify datagram says `READY=1`, on a line of its own.
-fn says_ready(datagram: &[u8]) -> bool {
-    datagram
-        .split(|&b| b == b'\n')
-        .any(|line| line == b"READY=1")
-}
-
 /// Which of the two processes [`start_watcher`] returned in.
 enum Side {
     /// The new process, which is to watch and exit.
@@ -465,14 +402,27 @@ enum Side {
 /// Starts a process to watch the command: a child that forks the watcher
 /// and exits at once, so that the watcher is no child of the command's,
 /// which would have to collect it. Returns in both processes.
+///
+/// Refuses unless this process runs one thread: only then is the child of
+/// `fork` a whole copy, free to allocate and take locks as this process
+/// would.
 fn start_watcher() -> Result<Side> {
     let failed = |e| Failure::os("cannot start a process to wait for the command", e);
-    // SAFETY: fdpass runs no other thread, so the child is a whole copy of
-    // this process and may go on as it would: allocate, lock, exit.
+    alone().map_err(|e| {
+        Failure::new(
+            fail::OS,
+            format!("cannot start a process to wait for the command: {e}"),
+        )
+    })?;
+    // SAFETY: this process runs one thread, this one (`alone`); no other
+    // can start before the fork but by this thread, which starts none. So
+    // the child is a whole copy of this process and may go on as it
+    // would: allocate, lock, exit.
     match unsafe { libc::fork() } {
         -1 => Err(failed(io::Error::last_os_error())),
         0 => {
-            // SAFETY: as above; this child runs no other thread either.
+            // SAFETY: as above: the child of `fork` runs one thread, the
+            // one that forked.
             match unsafe { libc::fork() } {
                 0 => Ok(Side::Watcher),
                 -1 => {
@@ -502,6 +452,26 @@ fn start_watcher() -> Result<Side> {
                 )),
             }
         }
+    }
+}
+
+/// Checks that this process runs no thread but the calling one, by the
+/// entries of `/proc/self/task`.
+fn alone() -> io::Result<()> {
+    let threads = std::fs::read_dir("/proc/self/task")
+        .and_then(|mut entries| entries.try_fold(0usize, |n, entry| entry.map(|_| n + 1)))
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot count this process's threads in /proc/self/task: {e}"),
+            )
+        })?;
+    if threads == 1 {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "it runs {threads} threads, and forks only when it runs one"
+        )))
     }
 }
 
@@ -595,12 +565,20 @@ mod tests {
     }
 
     #[test]
-    fn ready_is_a_line_of_its_own() {
-        assert!(says_ready(b"READY=1"));
-        assert!(says_ready(b"STATUS=up\nREADY=1\n"));
-        for not in [&b"READY=0"[..], b"NOTREADY=1", b"READY=1x", b"", b"\xff"] {
-            assert!(!says_ready(not), "{not:?}");
-        }
+    fn no_fork_while_another_thread_runs() {
+        // The test harness runs this test on a thread of its own; this one
+        // runs beside it until the check is done.
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || wait.recv());
+        let e = alone().unwrap_err();
+        assert!(e.to_string().contains("forks only when it runs one"), "{e}");
+        let Err(failure) = start_watcher() else {
+            panic!("forked beside another thread");
+        };
+        assert_eq!(failure.code, fail::OS);
+        assert!(failure.message.contains("threads"), "{}", failure.message);
+        drop(done);
+        let _ = other.join();
     }
 
     #[test]

@@ -377,7 +377,7 @@ fn wait_for(seen: &Mutex<Seen>, what: &str, ready: impl Fn(&Seen) -> bool) {
 
 /// The notify directories fdpass process `pid` made.
 fn notify_dirs(pid: u32) -> Vec<String> {
-    let prefix = format!("fdpass-notify-{pid}-");
+    let prefix = format!("io-fdpass-notify-{pid}-");
     std::fs::read_dir(std::env::temp_dir())
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
@@ -433,6 +433,8 @@ fn replace_a_server_under_a_client_that_never_pauses() {
         .map(|fd| fd.fd)
         .collect();
     assert_eq!(listeners, [3], "{fds:?}");
+    // The socket it was told of is there while it runs.
+    assert_eq!(notify_dirs(new.id()).len(), 1);
     assert!(util::terminate(&mut new).success());
     // The process that waited for READY=1 has seen the command exit, and
     // has removed its socket.
