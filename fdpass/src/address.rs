@@ -4,7 +4,7 @@
 use std::fmt;
 use std::io::ErrorKind;
 use std::net::TcpListener;
-use std::os::fd::OwnedFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -349,6 +349,49 @@ impl Bound {
     }
 }
 
+/// What to take from the process: an fd number, or the address of a
+/// socket it listens on.
+#[derive(Clone, Debug)]
+pub enum What {
+    Fd(RawFd),
+    Listening(ListenAddr),
+}
+
+impl FromStr for What {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            return s
+                .parse()
+                .map(What::Fd)
+                .map_err(|_| format!("{s} is not an fd number"));
+        }
+        s.parse()
+            .map(What::Listening)
+            .map_err(|e| format!("{e} (WHAT is an fd number, tcp:HOST:PORT or unix:SOCKET)"))
+    }
+}
+
+impl fmt::Display for What {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            What::Fd(fd) => write!(f, "fd {fd}"),
+            What::Listening(addr) => write!(f, "the socket listening at {addr}"),
+        }
+    }
+}
+
+impl What {
+    /// The default name of its fd.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            What::Fd(_) => "unknown",
+            What::Listening(addr) => addr.kind(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,6 +441,20 @@ mod tests {
             "/tmp/a",
         ] {
             assert!(text.parse::<ListenAddr>().is_err(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn what_is_an_fd_number_or_an_address() {
+        assert!(matches!("3".parse::<What>(), Ok(What::Fd(3))));
+        assert!(matches!(
+            "tcp:127.0.0.1:80".parse::<What>(),
+            Ok(What::Listening(ListenAddr::Tcp { port: 80, .. }))
+        ));
+        assert!(matches!("unix:/a".parse::<What>(), Ok(What::Listening(_))));
+        for bad in ["", "-1", "99999999999", "3x", "udp:a:1", "/tmp/a"] {
+            let e = bad.parse::<What>().unwrap_err();
+            assert!(e.contains("fd number"), "{bad:?}: {e}");
         }
     }
 }

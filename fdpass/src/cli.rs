@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::address::{ListenAddr, SocketName};
-use crate::adopt::What;
+use crate::address::{ListenAddr, SocketName, What};
 use crate::fail;
 
 /// How long a client command waits by default, for the whole exchange:

@@ -18,7 +18,6 @@
 compile_error!("fdpass passes fds over unix sockets: it runs on Unix only");
 
 mod address;
-mod adopt;
 mod cli;
 mod client;
 mod commands;
