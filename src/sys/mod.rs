@@ -2,7 +2,7 @@
 //!
 //! The contract each backend file provides to the rest of the crate:
 //!
-//! Unix (`unix.rs`):
+//! Unix (`unix/`, one file per job; `unix/mod.rs` lists them):
 //! - `MAX_FDS`: the most fds one send may carry.
 //! - `send_with_fds(socket, data, fds) -> io::Result<usize>`: one `sendmsg`
 //!   with `SCM_RIGHTS`; never raises `SIGPIPE`; retries `EINTR`.
