@@ -28,7 +28,7 @@ mod shell;
 mod transfer;
 
 use std::ffi::OsString;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -130,7 +130,7 @@ fn run(cli: Cli) -> Result<()> {
             until_exit,
         } => {
             let fd = exec::inherited(fd)?;
-            client::run_store(&holder, &name, fd, ttl, until_exit)?;
+            client::run_store(&holder, &name, fd.as_fd(), ttl, until_exit)?;
             log(format_args!(
                 "stored fd {} as {name} at {}",
                 fd.as_raw_fd(),

@@ -25,10 +25,11 @@ pub fn send(
     timeout: Duration,
     log: impl Fn(std::fmt::Arguments<'_>),
 ) -> Result<()> {
-    let fds = fds
+    let inherited = fds
         .iter()
         .map(|&fd| exec::inherited(fd))
         .collect::<Result<Vec<_>>>()?;
+    let fds: Vec<_> = inherited.iter().map(AsFd::as_fd).collect();
     let deadline = Instant::now() + timeout;
     let stream = socket.connect("the receiver", timeout)?;
     let peer = io_fdpass::peer_credentials(&stream)
