@@ -32,6 +32,11 @@ fn main() {
         linux_kernel || matches!(os.as_str(), "freebsd" | "netbsd" | "openbsd"),
     );
 
+    // `close_range` can mark every fd above a number close-on-exec in one
+    // call (`CLOSE_RANGE_CLOEXEC`, Linux 5.11; the libc crate names it for
+    // Linux, not Android).
+    declare("fdpass_close_range_cloexec", os == "linux");
+
     // `SO_PASSRIGHTS` (Linux 6.16) has the generic number 83 here.
     let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
     declare(

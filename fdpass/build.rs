@@ -10,10 +10,6 @@ fn main() {
 
     // Unix sockets can have a name in Linux's abstract namespace (`@name`).
     declare("fdpass_abstract_names", linux_kernel);
-    // `close_range` can mark every fd above a number close-on-exec in one
-    // call (`CLOSE_RANGE_CLOEXEC`, Linux 5.11; the libc crate names it for
-    // Linux, not Android).
-    declare("fdpass_close_range_cloexec", os == "linux");
 
     println!("cargo:rerun-if-changed=build.rs");
 }

@@ -10,14 +10,23 @@
 //! `systemfd` sets `LISTEN_FDS_FIRST_FD` where the fds start elsewhere than
 //! at 3. [`ListenFds::take`] reads all of them, once.
 //!
-//! # Threads
+//! [`Command`] is the starting side: it runs a program with fds laid out
+//! that way, as a child ([`Command::spawn`], whose `LISTEN_PID` is the
+//! child's own pid) or in place of this process ([`Command::exec`]), and
+//! [`find_program`] finds a program in `PATH` as the shell does.
 //!
-//! [`ListenFds::take`] removes the variables from the environment and
-//! marks the fds close-on-exec. Both are process-wide: call it early in
-//! `main`, before any thread starts. A thread running meanwhile may read
-//! the environment as it changes (which C code that calls `getenv` does not
-//! expect), or `fork` and `exec` a child that inherits the fds before they
-//! are marked.
+//! # The environment is left alone
+//!
+//! [`ListenFds::take`] reads the variables and never changes them: removing
+//! a variable while another thread reads the environment is a data race
+//! (C code that calls `getenv` does not expect it). They stay as they were,
+//! which is harmless: a child of this process has another pid, so it takes
+//! none of them, and [`Command`] passes none of them on. Only the first
+//! take in a process looks at them at all.
+//!
+//! `take` does mark the fds close-on-exec, which is process-wide: call it
+//! early in `main`, before a thread can `fork` and `exec` a child that
+//! would inherit the fds before they are marked.
 //!
 //! # Examples
 //!
@@ -52,8 +61,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::{sys, FdKind};
 
-/// The variables of the convention, in the order [`ListenFds::take`]
-/// removes them.
+mod command;
+
+pub use self::command::{find_program, Child, Command};
+
+/// The variables of the convention, which [`Command`] never passes on
+/// from this process's environment.
 pub(crate) const VARIABLES: [&str; 5] = [
     "LISTEN_PID",
     "LISTEN_PIDFDID",
@@ -193,18 +206,18 @@ impl ListenFds {
     ///
     /// When `LISTEN_PID` is unset or names another process (or
     /// `LISTEN_PIDFDID` another process of the same pid), the set is empty
-    /// and nothing is changed. Otherwise the variables are removed from the
-    /// environment, so that no child inherits them by mistake; the fds are
-    /// marked close-on-exec; and the set owns them. Only the first call in a
-    /// process looks: later calls return an empty set. See the [module
-    /// documentation](self) on calling it while other threads run.
+    /// and nothing is changed. Otherwise the fds are marked close-on-exec,
+    /// and the set owns them. The environment is never changed: the
+    /// variables stay, meant for this pid alone (see the [module
+    /// documentation](self)). Only the first call in a process looks, so
+    /// that no fd has two owners: later calls return an empty set.
     ///
     /// # Errors
     ///
     /// [`ErrorKind::InvalidData`] when a variable is malformed (the message
     /// names it), or `LISTEN_FDS` counts an fd that is not open; the fds
-    /// are then left as they are, owned by no one, and the variables are
-    /// removed.
+    /// are then left as they are, owned by no one. A later call returns an
+    /// empty set.
     ///
     /// # Examples
     ///
@@ -223,16 +236,8 @@ impl ListenFds {
         }
         let var = |name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
         let layout = layout(var, std::process::id(), sys::own_pidfd_id);
-        let layout = match layout {
-            Ok(None) => return Ok(ListenFds::default()),
-            Ok(Some(layout)) => {
-                forget_variables();
-                layout
-            }
-            Err(e) => {
-                forget_variables();
-                return Err(e);
-            }
+        let Some(layout) = layout? else {
+            return Ok(ListenFds::default());
         };
         let fds = layout.first..layout.first + layout.count as RawFd;
         if let Some(fd) = fds.clone().find(|&fd| !sys::is_open(fd)) {
@@ -381,15 +386,6 @@ impl Want {
             Want::UnixListener => "a listening unix stream socket",
             Want::UdpSocket => "a UDP socket",
         }
-    }
-}
-
-/// Removes the convention's variables from the environment.
-fn forget_variables() {
-    for name in VARIABLES {
-        // The module documentation asks callers to take before any thread
-        // runs, which is what makes this sound.
-        std::env::remove_var(name);
     }
 }
 

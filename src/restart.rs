@@ -42,7 +42,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::{notify, sys};
+use crate::{activation, notify, sys};
 
 /// How long [`Restart::spawn`] waits for the next generation unless told
 /// otherwise.
@@ -90,7 +90,7 @@ impl<'a> Restart<'a> {
     }
 
     /// `program` with `args` as the next generation. A program without a
-    /// `/` is looked up in `$PATH`.
+    /// `/` is looked up in `PATH` ([`activation::find_program`]).
     pub fn command(
         program: impl AsRef<OsStr>,
         args: impl IntoIterator<Item = impl Into<OsString>>,
@@ -168,16 +168,15 @@ impl<'a> Restart<'a> {
     }
 
     fn spawn_alone(self) -> io::Result<Successor> {
-        let program = find_program(&self.program)?;
+        let program = activation::find_program(&self.program)?;
         let notify = notify::Listener::new()?;
-        let child = sys::Spawn {
-            program: &program,
-            args: &self.args,
-            fds: &self.fds,
-            names: &self.names.join(":"),
-            notify_socket: notify.path().as_os_str(),
-        };
-        let pid = child.start()?;
+        let mut command = activation::Command::new(&program)
+            .args(&self.args)
+            .env("NOTIFY_SOCKET", notify.path());
+        for (name, fd) in self.names.iter().zip(&self.fds) {
+            command = command.fd(name, fd)?;
+        }
+        let pid = command.spawn()?.id();
         match wait_until_ready(&notify, pid, self.timeout) {
             Ok(()) => Ok(Successor { pid }),
             Err(e) => {
@@ -229,22 +228,4 @@ fn current_program() -> io::Result<PathBuf> {
         Some(path) if Path::new(path).exists() => Ok(PathBuf::from(path)),
         _ => Ok(exe),
     }
-}
-
-/// `program`, or where `$PATH` finds it when it has no `/`.
-fn find_program(program: &Path) -> io::Result<PathBuf> {
-    use std::os::unix::ffi::OsStrExt;
-    if program.as_os_str().as_bytes().contains(&b'/') {
-        return Ok(program.to_owned());
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
-        .ok_or_else(|| {
-            io::Error::new(
-                ErrorKind::NotFound,
-                format!("{} is not in $PATH", program.display()),
-            )
-        })
 }

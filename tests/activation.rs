@@ -15,7 +15,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use io_fdpass::activation::ListenFds;
+use io_fdpass::activation::{self, ListenFds};
 use util::NoLeak;
 
 /// Runs the test `name` of this binary as a child, started by `starter`
@@ -93,10 +93,11 @@ fn connect(addr: &str) -> TcpStream {
     }
 }
 
-/// The variables that must be gone once the fds are taken.
-fn assert_variables_gone() {
-    for name in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
-        assert_eq!(std::env::var_os(name), None, "{name} is still set");
+/// Taking the fds leaves the environment as it was: the variables are
+/// meant for this pid alone, and no child of it takes them.
+fn assert_variables_kept() {
+    for name in ["LISTEN_PID", "LISTEN_FDS"] {
+        assert!(std::env::var_os(name).is_some(), "{name} was removed");
     }
 }
 
@@ -106,7 +107,7 @@ const TCP: &str = "a_tcp_listener_from_systemd_socket_activate";
 fn a_tcp_listener_from_systemd_socket_activate() {
     if util::is_child(TCP) {
         let mut fds = ListenFds::take().unwrap();
-        assert_variables_gone();
+        assert_variables_kept();
         assert_eq!((fds.len(), fds.name(0)), (1, Some("http")));
         assert_eq!(fds.index_of("http"), Some(0));
         assert_eq!(fds.index_of("https"), None);
@@ -235,8 +236,7 @@ const SYSTEMFD: &str = "a_tcp_listener_from_systemfd";
 fn a_tcp_listener_from_systemfd() {
     if util::is_child(SYSTEMFD) {
         let mut fds = ListenFds::take().unwrap();
-        assert_variables_gone();
-        assert_eq!(std::env::var_os("LISTEN_FDS_FIRST_FD"), None);
+        assert_variables_kept();
         assert_eq!((fds.len(), fds.name(0)), (1, Some("unknown")));
         let listener = fds.take_tcp_listener(0).unwrap();
         let (mut connection, _) = listener.accept().unwrap();
@@ -284,7 +284,7 @@ fn a_malformed_variable_is_invalid_data_and_takes_nothing() {
         let err = ListenFds::take().unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
         assert!(err.to_string().contains("LISTEN_FDNAMES"), "{err}");
-        assert_variables_gone();
+        assert_variables_kept();
         assert!(!util::is_cloexec(fd_number(3)), "fd 3 is not taken");
         assert!(ListenFds::take().unwrap().is_empty());
         return;
@@ -317,7 +317,7 @@ const FIRST_FD: &str = "systemfds_first_fd_is_honoured";
 fn systemfds_first_fd_is_honoured() {
     if util::is_child(FIRST_FD) {
         let mut fds = ListenFds::take().unwrap();
-        assert_eq!(std::env::var_os("LISTEN_FDS_FIRST_FD"), None);
+        assert_eq!(std::env::var("LISTEN_FDS_FIRST_FD").as_deref(), Ok("5"));
         let fd = fds.take_fd(0).unwrap();
         assert_eq!(fd.as_raw_fd(), 5);
         let err = fds.take_tcp_listener(0).unwrap_err();
@@ -385,4 +385,60 @@ fn taken_fds_are_close_on_exec_for_children() {
         return;
     }
     start_by_shell(NAME, "exec 3</dev/null; export LISTEN_PID=$$ LISTEN_FDS=1");
+}
+
+const STARTED: &str = "a_started_program_gets_its_own_variables_and_no_stale_ones";
+
+/// What a program started by `activation::Command` finds, written to the fd
+/// it is handed: the count, the names, `LISTEN_FDS_FIRST_FD` (stale here,
+/// so not passed on) and whether `LISTEN_PID` is its own pid.
+const REPORT: &str = r#"echo "$LISTEN_FDS $LISTEN_FDNAMES ${LISTEN_FDS_FIRST_FD-none} $([ "$LISTEN_PID" = $$ ] && echo own)" >&3"#;
+
+#[test]
+fn a_started_program_gets_its_own_variables_and_no_stale_ones() {
+    if util::is_child(STARTED) {
+        let fds = ListenFds::take().unwrap();
+        assert_eq!(fds.len(), 1);
+        let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+        let mut child = activation::Command::new("sh")
+            .args(["-c", REPORT])
+            .fd("out", &write)
+            .unwrap()
+            .spawn()
+            .unwrap();
+        drop(write);
+        assert!(child.wait().unwrap().success());
+        assert!(
+            child.try_wait().unwrap().unwrap().success(),
+            "kept once reaped"
+        );
+        let mut out = String::new();
+        std::fs::File::from(read).read_to_string(&mut out).unwrap();
+        assert_eq!(out, "1 out none own\n");
+        return;
+    }
+    start_by_shell(
+        STARTED,
+        "exec 5</dev/null; export LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDS_FIRST_FD=5 LISTEN_FDNAMES=old",
+    );
+}
+
+#[test]
+fn a_command_that_cannot_start_says_why() {
+    let check = NoLeak::start();
+    let missing = activation::Command::new("no-such-program-anywhere").spawn();
+    assert_eq!(missing.unwrap_err().kind(), ErrorKind::NotFound);
+    let directory = activation::Command::new("/").spawn().unwrap_err();
+    assert_eq!(directory.kind(), ErrorKind::PermissionDenied, "{directory}");
+    let own = activation::Command::new("sh")
+        .env("LISTEN_FDS", "1")
+        .spawn();
+    let own = own.unwrap_err();
+    assert_eq!(own.kind(), ErrorKind::InvalidInput, "{own}");
+    assert!(own.to_string().contains("LISTEN_FDS"), "{own}");
+    let file = std::fs::File::open("/dev/null").unwrap();
+    let bad = activation::Command::new("sh").fd("a:b", &file).unwrap_err();
+    assert_eq!(bad.kind(), ErrorKind::InvalidInput, "{bad}");
+    drop(file);
+    check.assert_unchanged();
 }

@@ -25,8 +25,8 @@ fn the_adopting_server() {
     };
     let mut fds = ListenFds::take().unwrap();
     assert!(
-        std::env::var_os("LISTEN_FDS").is_none(),
-        "left for children"
+        std::env::var_os("LISTEN_FDS").is_some(),
+        "the environment is left as it was"
     );
     assert_eq!(fds.len(), 2);
     let web = fds.index_of("web").unwrap();

@@ -2,7 +2,7 @@
 //!
 //! The contract each backend file provides to the rest of the crate:
 //!
-//! Unix (`unix.rs`):
+//! Unix (`unix/`, one file per job; `unix/mod.rs` lists them):
 //! - `MAX_FDS`: the most fds one send may carry.
 //! - `send_with_fds(socket, data, fds) -> io::Result<usize>`: one `sendmsg`
 //!   with `SCM_RIGHTS`; never raises `SIGPIPE`; retries `EINTR`.
@@ -17,6 +17,15 @@
 //!   the OS has them (a loop elsewhere); the receive waits only for the
 //!   first message and offers each message's fds to `keep(i, fd)`.
 //! - `describe(fd) -> io::Result<FdKind>`: what an fd of this process is.
+//! - `peer_credentials(socket)`, `peer_pidfd(socket)`, `own_pidfd_id()`,
+//!   `refuse_fds(socket)`: who the peer or this process is; whether a
+//!   socket takes fds (each `None`/`false` where the OS cannot tell).
+//! - `connect_unix(address)`, `send_datagram(address, data, fds)`: sockets
+//!   the crate makes itself, close-on-exec.
+//! - `Launch::new(program, argv, env, fds, names)`, then `spawn()` (fork
+//!   and exec, only async-signal-safe calls between them) or `exec()`: a
+//!   program with `fds` at 3, 4, … and the `LISTEN_*` variables;
+//!   `wait_child`, `kill_child` for what `spawn` started.
 //!
 //! Another process's fds (`pidfd.rs` on Linux and Android, `no_pidfd.rs`,
 //! which refuses each call with `Unsupported`, on the other Unixes):

@@ -1,6 +1,7 @@
 //! `fdpass send`: fds of this process, in `IO::FDPass` messages, to a
 //! receiver of a trusted user.
 
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -21,10 +22,11 @@ pub fn run(args: &SendArgs, log: Log) -> Result<()> {
         timeout,
     } = args;
     let (batch, timeout) = (*batch, *timeout);
-    let fds = fds
+    let inherited = fds
         .iter()
         .map(|&fd| exec::inherited(fd))
         .collect::<Result<Vec<_>>>()?;
+    let fds: Vec<_> = inherited.iter().map(AsFd::as_fd).collect();
     let deadline = Deadline::after(timeout);
     let stream = socket.connect("the receiver", timeout)?;
     let peer = io_fdpass::peer_credentials(&stream)

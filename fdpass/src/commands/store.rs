@@ -1,6 +1,6 @@
 //! `fdpass store`: gives an fd of this process to the holder.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 
 use io_fdpass::holder::protocol::Lifetime;
 
@@ -25,7 +25,7 @@ pub fn run(args: &StoreArgs, log: Log) -> Result<()> {
         &super::holder_client(holder),
         &holder.socket,
         &args.name,
-        fd,
+        fd.as_fd(),
         lifetime,
     )?;
     log.say(format_args!(
