@@ -64,7 +64,13 @@ use std::os::windows::io::{
 use ::tokio::net::TcpStream;
 
 use crate::record::{self, Fill, Incoming, Kind, Outgoing};
-use crate::windows::{self as blocking, Batch, Pending, Reply};
+use crate::windows as blocking;
+use crate::windows::batch::{Batch, Pending, SINK_LEN};
+use crate::windows::confirmed::{confirmed_offer, settle, take_confirmed};
+use crate::windows::plain::{plain_offer, take_plain};
+use crate::windows::socket::{
+    not_taken, open_socket, reply_info, socket_hello, Reply, INFO_LEN, REPLY_LEN,
+};
 use crate::Received;
 
 /// Reads what `record` needs, never more, awaiting readiness whenever
@@ -143,7 +149,7 @@ async fn answer<T>(socket: &TcpStream, outcome: io::Result<T>) -> io::Result<T> 
 ///
 /// See the [module documentation](self).
 pub async fn send(socket: &TcpStream, handle: impl AsHandle) -> io::Result<()> {
-    let (dup, record) = blocking::plain_offer(handle.as_handle())?;
+    let (dup, record) = plain_offer(handle.as_handle())?;
     // A record cut short is never acted on: the duplicate may close with it.
     send_whole(socket, &mut Outgoing::new([&record])).await?;
     blocking::give_away(dup);
@@ -163,7 +169,7 @@ pub async fn send(socket: &TcpStream, handle: impl AsHandle) -> io::Result<()> {
 pub async fn recv(socket: &TcpStream) -> io::Result<OwnedHandle> {
     let mut record = Incoming::<{ record::PLAIN_LEN }>::new(Kind::Plain);
     fill(socket, &mut record).await?;
-    blocking::take_plain(socket.as_socket(), record.array())
+    take_plain(socket.as_socket(), record.array())
 }
 
 /// Sends data and handles in one record: [`crate::send_with_handles`].
@@ -225,7 +231,7 @@ pub async fn recv_with_handles(
     let mut head = Incoming::<{ record::MAX_HEAD_LEN }>::new(Kind::BatchHead);
     fill(socket, &mut head).await?;
     let pending = Pending::new(socket.as_socket(), head.bytes())?;
-    let mut sink = [0; blocking::SINK_LEN];
+    let mut sink = [0; SINK_LEN];
     let mut body = pending.data(data, &mut sink);
     fill(socket, &mut body).await?;
     pending.take(&body, handles)
@@ -257,14 +263,14 @@ pub async fn recv_with_handles(
 /// # }
 /// ```
 pub async fn send_confirmed(socket: &TcpStream, handle: impl AsHandle) -> io::Result<()> {
-    let (dup, record) = blocking::confirmed_offer(handle.as_handle())?;
+    let (dup, record) = confirmed_offer(handle.as_handle())?;
     send_whole(socket, &mut Outgoing::new([&record])).await?;
     // The receiver may be taking the duplicate from now on: a future
     // dropped while it waits must not close it.
     let mut offered = Offered(Some(dup));
     let answer = read_answer(socket).await;
     match offered.0.take() {
-        Some(dup) => blocking::settle(dup, answer),
+        Some(dup) => settle(dup, answer),
         None => answer,
     }
 }
@@ -294,7 +300,7 @@ impl Drop for Offered {
 pub async fn recv_confirmed(socket: &TcpStream) -> io::Result<OwnedHandle> {
     let mut record = Incoming::<{ record::CONFIRMED_LEN }>::new(Kind::Confirmed);
     fill(socket, &mut record).await?;
-    let outcome = blocking::take_confirmed(socket.as_socket(), record.array());
+    let outcome = take_confirmed(socket.as_socket(), record.array());
     answer(socket, outcome).await
 }
 
@@ -332,7 +338,7 @@ pub async fn send_socket(socket: &TcpStream, passed: impl AsSocket) -> io::Resul
     // The receiver was told either way; a failed duplication comes first.
     reply.outcome()?;
     sent?;
-    read_answer(socket).await.map_err(blocking::not_taken)
+    read_answer(socket).await.map_err(not_taken)
 }
 
 /// Receives a socket from [`send_socket`]: [`crate::recv_socket`].
@@ -345,13 +351,11 @@ pub async fn send_socket(socket: &TcpStream, passed: impl AsSocket) -> io::Resul
 ///
 /// See [`send_socket`].
 pub async fn recv_socket(socket: &TcpStream) -> io::Result<OwnedSocket> {
-    let hello = blocking::socket_hello();
+    let hello = socket_hello();
     send_whole(socket, &mut Outgoing::new([&hello])).await?;
-    let mut reply = Incoming::<{ blocking::REPLY_LEN }>::new(Kind::Reply {
-        info_len: blocking::INFO_LEN,
-    });
+    let mut reply = Incoming::<REPLY_LEN>::new(Kind::Reply { info_len: INFO_LEN });
     fill(socket, &mut reply).await?;
     // A sender that could not duplicate the socket waits for no answer.
-    let info = blocking::reply_info(reply.bytes())?;
-    answer(socket, blocking::open_socket(info)).await
+    let info = reply_info(reply.bytes())?;
+    answer(socket, open_socket(info)).await
 }
