@@ -15,6 +15,7 @@ use std::process::{Command, ExitCode};
 #[cfg(unix)]
 mod transport {
     //! A unix socket at a path; fds.
+    pub use io_fdpass::{recv_fd as recv, send_fd as send};
     pub use std::os::unix::net::{UnixListener as Listener, UnixStream as Stream};
 
     pub const WHAT: &str = "fd";
@@ -46,6 +47,7 @@ mod transport {
 #[cfg(windows)]
 mod transport {
     //! A TCP connection on 127.0.0.1; HANDLEs.
+    pub use io_fdpass::{recv_handle as recv, send_handle as send};
     pub use std::net::{TcpListener as Listener, TcpStream as Stream};
 
     pub const WHAT: &str = "handle";
@@ -130,7 +132,7 @@ fn parent() -> io::Result<()> {
         .arg(&address)
         .spawn()?;
     let (stream, _) = listener.accept()?;
-    io_fdpass::send(&stream, &file)?;
+    transport::send(&stream, &file)?;
     println!("parent (pid {pid}): sent {WHAT} {raw} over {address}");
     drop(file);
     drop(stream);
@@ -150,7 +152,7 @@ fn parent() -> io::Result<()> {
 fn child(address: &str) -> io::Result<()> {
     let pid = std::process::id();
     let stream = transport::connect(address)?;
-    let received = io_fdpass::recv(&stream)?;
+    let received = transport::recv(&stream)?;
     let raw = transport::number(&received);
     let mut text = String::new();
     File::from(received).read_to_string(&mut text)?;

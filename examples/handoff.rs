@@ -4,7 +4,7 @@
 //!
 //! The server accepts on 127.0.0.1 and hands each accepted socket to the
 //! worker, then closes its own copy; the worker answers the client itself.
-//! On Unix the socket goes over a unix socket with `io_fdpass::tokio::send`;
+//! On Unix the socket goes over a unix socket with `io_fdpass::tokio::send_fd`;
 //! on Windows over a TCP connection to the worker with
 //! `io_fdpass::tokio::send_socket`, the way Windows supports passing a
 //! socket (`WSADuplicateSocketW`).

@@ -31,7 +31,7 @@ pub fn received(
 ) -> Received {
     Received {
         bytes,
-        fds,
+        fds_received: fds,
         fds_discarded,
         data_truncated,
         control_truncated,

@@ -1,20 +1,20 @@
 //! Pass file descriptors from one process to another over a unix socket —
 //! and, on Windows, HANDLEs over any stream socket.
 //!
-//! io-fdpass keeps the two calls of Perl's [IO::FDPass] — [`send`] an fd,
-//! [`recv`] an fd — and its wire format (one data byte `0` with an
+//! io-fdpass keeps the two calls of Perl's [IO::FDPass] — [`send_fd`] an fd,
+//! [`recv_fd`] an fd — and its wire format (one data byte `0` with an
 //! `SCM_RIGHTS` control message), so it talks to `IO::FDPass` and to Python's
 //! `socket.send_fds`/`recv_fds` in both directions. Beyond them:
 //!
 #![cfg_attr(
     unix,
     doc = "\
-- [`send_with_fds`] / [`recv_with_fds`]: data and up to [`MAX_FDS`] fds
+- [`send_fds`] / [`recv_fds`]: data and up to [`MAX_FDS`] fds
   in one message, received into caller storage with no allocation, and
   any truncation reported in [`Received`].
 - [`send_many`] / [`recv_many`]: many `IO::FDPass` messages in one system
   call (`sendmmsg`/`recvmmsg` where the OS has them).
-- [`recv_fds`]: one message of several fds, judged whole.
+- [`recv_batch`]: one message of several fds, judged whole.
 - [`activation`]: adopt the fds a program is started with (`LISTEN_FDS`,
   from systemd, `systemd-socket-activate`, `fdpass` or `systemfd`), checked
   and typed.
@@ -30,7 +30,7 @@
 #![cfg_attr(
     windows,
     doc = "\
-- [`send_with_handles`] / [`recv_with_handles`]: data and up to
+- [`send_handles`] / [`recv_handles`]: data and up to
   [`MAX_HANDLES`] handles in one record, received into caller storage
   with no allocation, and any truncation reported in [`Received`].
 - [`send_confirmed`] / [`recv_confirmed`] and [`send_socket`] /
@@ -63,8 +63,8 @@
 //! // In real use the two ends live in two processes.
 //! let (parent, child) = UnixStream::pair()?;
 //! let file = std::fs::File::open("Cargo.toml")?;
-//! io_fdpass::send(&parent, &file)?;
-//! let same_file = io_fdpass::recv(&child)?;
+//! io_fdpass::send_fd(&parent, &file)?;
+//! let same_file = io_fdpass::recv_fd(&child)?;
 //! # drop(same_file);
 //! # Ok(())
 //! # }
@@ -82,14 +82,14 @@
 //!
 //! # Windows
 //!
-//! Windows has no `SCM_RIGHTS`. `IO::FDPass`'s way, kept by `send` and `recv`
+//! Windows has no `SCM_RIGHTS`. `IO::FDPass`'s way, kept by `send_handle` and `recv_handle`
 //! there: the sender duplicates the HANDLE within its own process and
 //! writes its pid and the duplicate's value to any connected stream socket
 //! (TCP, or `AF_UNIX`); the receiver opens the sender with
 //! `PROCESS_DUP_HANDLE` and takes the handle with `DuplicateHandle` and
 //! `DUPLICATE_CLOSE_SOURCE`. What each call guarantees:
 //!
-//! - `send` / `recv` — `IO::FDPass`'s format. The sender must stay alive until
+//! - `send_handle` / `recv_handle` — `IO::FDPass`'s format. The sender must stay alive until
 //!   the receiver has fetched the handle, and if the receiver never does,
 //!   the duplicate stays open in the sender. The pid is the peer's word, and
 //!   the receiver closes the handle the record names in that process: a
@@ -116,10 +116,10 @@
 //!   supported): the receiver sends its pid first, checked as in
 //!   `recv_confirmed` so that a peer cannot have the socket duplicated into
 //!   another process.
-//! - `send_with_handles` / `recv_with_handles` — data and up to
+//! - `send_handles` / `recv_handles` — data and up to
 //!   `MAX_HANDLES` handles in one record, received into caller storage; a
 //!   bad handle value closes every handle of the record, on both sides. The
-//!   pid is the peer's word, as for `recv`, with the same refusal of records
+//!   pid is the peer's word, as for `recv_handle`, with the same refusal of records
 //!   that name the receiver.
 //!
 //! # Platforms
@@ -185,16 +185,16 @@ pub use deadline::Deadline;
 #[cfg(unix)]
 pub use fd_kind::{FdKind, SocketAddress, SocketFamily, SocketInfo, SocketType};
 #[cfg(unix)]
-pub use many::{recv_many, send_many, ReceivedMany, BURST};
+pub use many::{recv_many, send_many, ReceivedMany, MAX_BURST};
 #[cfg(unix)]
 pub use peer::{peer_credentials, refuse_fds, PeerCredentials, PeerTrust};
 pub use received::Received;
 #[cfg(unix)]
-pub use unix::{recv, recv_fds, recv_with_fds, send, send_with_fds, FdPassExt, MAX_FDS};
+pub use unix::{recv_batch, recv_fd, recv_fds, send_batch, send_fd, send_fds, FdPassExt, MAX_FDS};
 #[cfg(windows)]
 pub use windows::{
-    recv, recv_confirmed, recv_socket, recv_with_handles, send, send_confirmed, send_socket,
-    send_with_handles, MAX_HANDLES,
+    recv_confirmed, recv_handle, recv_handles, recv_socket, send_confirmed, send_handle,
+    send_handles, send_socket, MAX_HANDLES,
 };
 
 /// The README's example runs as a doctest, so that it stays true.

@@ -10,7 +10,7 @@ use crate::{sys, Received};
 
 /// The most messages one system call of [`send_many`] or [`recv_many`]
 /// moves.
-pub const BURST: usize = sys::BURST;
+pub const MAX_BURST: usize = sys::MAX_BURST;
 
 /// What one call of [`recv_many`] received.
 #[derive(Debug, Default)]
@@ -18,15 +18,15 @@ pub const BURST: usize = sys::BURST;
 pub struct ReceivedMany {
     /// How many good messages arrived; the fd of each went into the next
     /// empty slot of the fd storage, in the order the messages were sent.
-    pub fds: usize,
+    pub fds_received: usize,
     /// How many messages broke `IO::FDPass`'s format (a data byte other than
     /// `0`, no fd, control data the kernel truncated, …). Every fd that
     /// came with them was closed.
     pub rejected: usize,
-    /// Why the first rejected message was rejected, as [`recv`] would have
+    /// Why the first rejected message was rejected, as [`recv_fd`] would have
     /// said it.
     ///
-    /// [`recv`]: crate::recv
+    /// [`recv_fd`]: crate::recv_fd
     pub first_rejection: Option<io::Error>,
     /// How many surplus fds came with good messages (beyond the one each
     /// that counts); each was closed.
@@ -36,11 +36,11 @@ pub struct ReceivedMany {
 /// Sends one `IO::FDPass` message per fd of `fds`, batching the messages into
 /// as few system calls as the OS allows, and returns how many were sent.
 ///
-/// Each message is exactly what [`send`](crate::send) sends, so any
-/// `IO::FDPass` or Python receiver, or [`recv`](crate::recv), sees ordinary
+/// Each message is exactly what [`send_fd`](crate::send_fd) sends, so any
+/// `IO::FDPass` or Python receiver, or [`recv_fd`](crate::recv_fd), sees ordinary
 /// one-fd messages.
 ///
-/// On Linux each call of `sendmmsg(2)` sends up to [`BURST`] messages;
+/// On Linux each call of `sendmmsg(2)` sends up to [`MAX_BURST`] messages;
 /// elsewhere it is one `sendmsg(2)` per message. Like `write`, it can send
 /// fewer than all: on a non-blocking socket whose buffer fills, or when an
 /// error follows a successful send (the error is reported by the next call).
@@ -65,7 +65,7 @@ pub struct ReceivedMany {
 ///
 /// let mut fds = [const { None }; 16];
 /// let got = io_fdpass::recv_many(&b, &mut fds)?;
-/// assert_eq!((got.fds, got.rejected), (10, 0));
+/// assert_eq!((got.fds_received, got.rejected), (10, 0));
 /// assert!(fds[..10].iter().all(Option::is_some));
 /// # Ok(())
 /// # }
@@ -78,7 +78,7 @@ pub fn send_many(socket: impl AsFd, fds: &[BorrowedFd<'_>]) -> io::Result<usize>
         match sys::send_burst(socket, chunk) {
             Ok(n) => {
                 sent += n;
-                if n < chunk.len().min(BURST) {
+                if n < chunk.len().min(MAX_BURST) {
                     break;
                 }
             }
@@ -94,19 +94,19 @@ pub fn send_many(socket: impl AsFd, fds: &[BorrowedFd<'_>]) -> io::Result<usize>
 ///
 /// On a blocking socket it waits for the first message, then takes what is
 /// already there without waiting for more. On Linux, Android, FreeBSD,
-/// NetBSD and OpenBSD one `recvmmsg(2)` takes up to [`BURST`] messages;
+/// NetBSD and OpenBSD one `recvmmsg(2)` takes up to [`MAX_BURST`] messages;
 /// elsewhere it is one `recvmsg(2)` per message. The fd of each good
 /// message goes into the next empty (`None`) slot of `fds`, in order;
 /// slots that hold an fd already are skipped, never overwritten. The number
 /// of empty slots is the exact bound on the messages taken. Received fds are
 /// close-on-exec, and a call allocates nothing.
 ///
-/// Each message is judged as [`recv`](crate::recv) judges it. A bad message
+/// Each message is judged as [`recv_fd`](crate::recv_fd) judges it. A bad message
 /// does not end the burst and loses nothing around it: if message k of n is
 /// bad, the good messages before and after it are all delivered, in order,
 /// its fds are closed, and it is counted in [`ReceivedMany::rejected`] with
 /// the reason in [`ReceivedMany::first_rejection`]. Surplus fds of a good
-/// message are closed, as by `recv`; but in a burst on Linux each message
+/// message are closed, as by `recv_fd`; but in a burst on Linux each message
 /// has room for 16 fds beside other control messages, and one that brings
 /// more may be rejected as truncated.
 ///
@@ -127,13 +127,13 @@ pub fn send_many(socket: impl AsFd, fds: &[BorrowedFd<'_>]) -> io::Result<usize>
 /// See [`send_many`].
 pub fn recv_many(socket: impl AsFd, fds: &mut [Option<OwnedFd>]) -> io::Result<ReceivedMany> {
     let socket = socket.as_fd();
-    let room = slots::room(fds).min(BURST);
+    let room = slots::room(fds).min(MAX_BURST);
     if room == 0 {
         return Err(no_room());
     }
-    let mut bytes = [0xff_u8; BURST];
-    let mut got = [Received::default(); BURST];
-    let mut firsts = [const { None }; BURST];
+    let mut bytes = [0xff_u8; MAX_BURST];
+    let mut got = [Received::default(); MAX_BURST];
+    let mut firsts = [const { None }; MAX_BURST];
     let n = sys::recv_burst(socket, &mut bytes[..room], &mut got[..room], |i, fd| {
         Slots::new(std::slice::from_mut(&mut firsts[i])).offer(fd)
     })?;
@@ -145,7 +145,7 @@ pub fn recv_many(socket: impl AsFd, fds: &mut [Option<OwnedFd>]) -> io::Result<R
             Verdict::Good(fd) => {
                 // There is a slot for every message taken.
                 drop(slots.offer(fd));
-                report.fds += 1;
+                report.fds_received += 1;
                 report.fds_discarded += got.fds_discarded;
                 continue;
             }
@@ -154,7 +154,7 @@ pub fn recv_many(socket: impl AsFd, fds: &mut [Option<OwnedFd>]) -> io::Result<R
                 let end = end_error(socket)?;
                 if end.kind() == ErrorKind::UnexpectedEof {
                     // Nothing follows the end of a stream.
-                    if report.fds == 0 && report.rejected == 0 {
+                    if report.fds_received == 0 && report.rejected == 0 {
                         return Err(end);
                     }
                     break;

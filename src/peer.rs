@@ -74,7 +74,7 @@ pub fn peer_credentials(socket: impl AsFd) -> io::Result<PeerCredentials> {
 /// let (a, b) = UnixStream::pair()?;
 /// if io_fdpass::refuse_fds(&b)? {
 ///     let file = std::fs::File::open("Cargo.toml")?;
-///     assert!(io_fdpass::send(&a, &file).is_err());
+///     assert!(io_fdpass::send_fd(&a, &file).is_err());
 /// }
 /// # Ok::<(), std::io::Error>(())
 /// ```

@@ -2,7 +2,7 @@
 //! without its help (Linux 5.6 and later, and Android).
 //!
 //! Every other way of handing over a socket needs the process that holds
-//! it to take part: socket activation, an fd store, [`send`](crate::send).
+//! it to take part: socket activation, an fd store, [`send_fd`](crate::send_fd).
 //! A server started without any of them can still be replaced without
 //! refusing a connection: [`Process::copy_fd`] copies its listening socket
 //! out of it with `pidfd_getfd`, a new server takes over the copy, and the

@@ -1,4 +1,4 @@
-/// What one call of `recv_with_fds` (Unix) or `recv_with_handles`
+/// What one call of `recv_fds` (Unix) or `recv_handles`
 /// (Windows) received; on Windows, read "handles" for "fds".
 ///
 /// A message is never lost to a small buffer: whatever did not fit is
@@ -9,7 +9,7 @@ pub struct Received {
     /// How many data bytes were written to the start of the data buffer.
     pub bytes: usize,
     /// How many fds went into empty slots of the fd storage.
-    pub fds: usize,
+    pub fds_received: usize,
     /// How many fds arrived but found no empty slot in the fd storage; each
     /// was closed.
     pub fds_discarded: usize,
@@ -40,12 +40,12 @@ impl Received {
     /// use std::os::unix::net::UnixStream;
     ///
     /// let (a, b) = UnixStream::pair()?;
-    /// io_fdpass::send_with_fds(&a, b"two fds", &[a.as_fd(), b.as_fd()])?;
+    /// io_fdpass::send_fds(&a, b"two fds", &[a.as_fd(), b.as_fd()])?;
     ///
     /// let mut data = [0; 16];
     /// let mut fds = [None]; // room for one fd
-    /// let got = io_fdpass::recv_with_fds(&b, &mut data, &mut fds)?;
-    /// assert_eq!((got.fds, got.fds_discarded), (1, 1));
+    /// let got = io_fdpass::recv_fds(&b, &mut data, &mut fds)?;
+    /// assert_eq!((got.fds_received, got.fds_discarded), (1, 1));
     /// assert!(!got.is_complete());
     /// # Ok(())
     /// # }

@@ -12,11 +12,11 @@
 //!
 //! | record | sent by | bytes |
 //! |--------|---------|-------|
-//! | `IO::FDPass`'s | `send` | pid (4), handle value (pointer-sized) |
+//! | `IO::FDPass`'s | `send_handle` | pid (4), handle value (pointer-sized) |
 //! | confirmed | `send_confirmed` | `FDPC`, pid (4), handle value (8) |
 //! | hello | `recv_socket` | `FDPS`, pid (4) |
 //! | reply | `send_socket` | status (1); after a `0`, a `WSAPROTOCOL_INFOW` |
-//! | batch | `send_with_handles` | `FDPB`, pid (4), handle count (4), data length (4), the handle values (8 each), the data |
+//! | batch | `send_handles` | `FDPB`, pid (4), handle count (4), data length (4), the handle values (8 each), the data |
 //! | answer | `recv_confirmed`, `recv_socket` | status (1) |
 //!
 //! A status is `0` for success. The magics, read as numbers, are each 2
@@ -33,7 +33,7 @@
 use std::io::{self, ErrorKind, IoSlice};
 use std::mem::size_of;
 
-/// The most handles one [`send_with_handles`](crate::send_with_handles)
+/// The most handles one [`send_handles`](crate::send_handles)
 /// may carry (the same as one Linux message may carry fds).
 pub const MAX_HANDLES: usize = 253;
 
@@ -267,7 +267,7 @@ impl BatchHeader {
     /// bytes are not a batch record's, or claim more than [`MAX_HANDLES`]
     /// handles.
     pub fn parse(seen: &[u8]) -> io::Result<Option<BatchHeader>> {
-        check_magic(seen, BATCH_MAGIC, "send_with_handles")?;
+        check_magic(seen, BATCH_MAGIC, "send_handles")?;
         if seen.len() < HEADER_LEN {
             return Ok(None);
         }
@@ -715,7 +715,7 @@ mod tests {
         for bad in [&b"X"[..], b"FDX", b"FDPC", b"FDPS\0\0\0\0"] {
             let err = Kind::BatchHead.needed(bad).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidData, "{bad:?}");
-            assert!(err.to_string().contains("send_with_handles"), "{err}");
+            assert!(err.to_string().contains("send_handles"), "{err}");
         }
         // Too many handles.
         let mut head = [0; MAX_HEAD_LEN];

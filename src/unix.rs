@@ -11,7 +11,7 @@ use crate::{sys, Received};
 /// The most fds one message may carry: Linux's `SCM_MAX_FD`.
 ///
 /// Some systems accept fewer in one message (OpenBSD about 128); there the
-/// kernel refuses a larger send and [`send_with_fds`] returns its error.
+/// kernel refuses a larger send and [`send_fds`] returns its error.
 pub const MAX_FDS: usize = sys::MAX_FDS;
 
 /// Sends one fd over a unix socket, as `IO::FDPass` does.
@@ -46,16 +46,16 @@ pub const MAX_FDS: usize = sys::MAX_FDS;
 ///
 /// let (here, there) = UnixStream::pair()?;
 /// let file = File::open("Cargo.toml")?;
-/// io_fdpass::send(&here, &file)?;
+/// io_fdpass::send_fd(&here, &file)?;
 ///
 /// let mut text = String::new();
-/// File::from(io_fdpass::recv(&there)?).read_to_string(&mut text)?;
+/// File::from(io_fdpass::recv_fd(&there)?).read_to_string(&mut text)?;
 /// assert!(text.contains("io-fdpass"));
 /// # Ok(())
 /// # }
 /// ```
-pub fn send(socket: impl AsFd, fd: impl AsFd) -> io::Result<()> {
-    match sys::send_with_fds(socket.as_fd(), &[0], &[fd.as_fd()])? {
+pub fn send_fd(socket: impl AsFd, fd: impl AsFd) -> io::Result<()> {
+    match sys::send_fds(socket.as_fd(), &[0], &[fd.as_fd()])? {
         1 => Ok(()),
         _ => Err(io::Error::new(
             ErrorKind::WriteZero,
@@ -64,7 +64,7 @@ pub fn send(socket: impl AsFd, fd: impl AsFd) -> io::Result<()> {
     }
 }
 
-/// Receives one fd sent by [`send`], Perl's `IO::FDPass` or Python's
+/// Receives one fd sent by [`send_fd`], Perl's `IO::FDPass` or Python's
 /// `socket.send_fds`.
 ///
 /// One `recvmsg(2)` of one data byte. The message is accepted only if that
@@ -104,10 +104,10 @@ pub fn send(socket: impl AsFd, fd: impl AsFd) -> io::Result<()> {
 ///
 /// let (here, there) = UnixStream::pair()?;
 /// let (reader, mut writer) = std::io::pipe()?;
-/// io_fdpass::send(&here, &reader)?;
+/// io_fdpass::send_fd(&here, &reader)?;
 /// drop(reader);
 ///
-/// let mut received = File::from(io_fdpass::recv(&there)?);
+/// let mut received = File::from(io_fdpass::recv_fd(&there)?);
 /// writer.write_all(b"through the passed fd")?;
 /// drop(writer);
 /// let mut text = String::new();
@@ -116,12 +116,12 @@ pub fn send(socket: impl AsFd, fd: impl AsFd) -> io::Result<()> {
 /// # Ok(())
 /// # }
 /// ```
-pub fn recv(socket: impl AsFd) -> io::Result<OwnedFd> {
+pub fn recv_fd(socket: impl AsFd) -> io::Result<OwnedFd> {
     let socket = socket.as_fd();
     let mut byte = [0xff_u8];
     let mut first = None;
     let mut slot = Slots::new(std::slice::from_mut(&mut first));
-    let got = sys::recv_with_fds(socket, &mut byte, |fd| slot.offer(fd))?;
+    let got = sys::recv_fds(socket, &mut byte, |fd| slot.offer(fd))?;
     match wire::judge(&got, byte[0], first) {
         Verdict::Good(fd) => Ok(fd),
         Verdict::End => Err(end_error(socket)?),
@@ -129,18 +129,40 @@ pub fn recv(socket: impl AsFd) -> io::Result<OwnedFd> {
     }
 }
 
+/// Sends several fds in one message of `IO::FDPass`'s format: the byte `0`
+/// with every fd attached, which [`recv_batch`] takes whole, as does
+/// Python's `socket.recv_fds`. With one fd it is [`send_fd`].
+///
+/// # Errors
+///
+/// - [`ErrorKind::InvalidInput`]: no fd, or more than [`MAX_FDS`];
+/// - as [`send_fd`] otherwise.
+///
+/// # Examples
+///
+/// See [`recv_batch`].
+pub fn send_batch(socket: impl AsFd, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    if fds.is_empty() {
+        return Err(io::Error::new(
+            ErrorKind::InvalidInput,
+            "a batch carries at least one fd",
+        ));
+    }
+    send_fds(socket, &[0], fds).map(drop)
+}
+
 /// Receives one message of several fds in `IO::FDPass`'s format — the byte
 /// `0` with one or more fds — into the empty slots of `fds`, and returns
 /// how many came.
 ///
-/// This is what `send_with_fds(socket, &[0], fds)` sends, Python's
-/// `socket.send_fds(sock, [b"\0"], fds)`, and (with one fd) [`send`] and
+/// This is what `send_fds(socket, &[0], fds)` sends, Python's
+/// `socket.send_fds(sock, [b"\0"], fds)`, and (with one fd) [`send_fd`] and
 /// Perl's `IO::FDPass`. Each fd goes into the next empty (`None`) slot of
 /// `fds`, in order; slots that hold an fd already are skipped, never
 /// overwritten. The number of empty slots is the exact bound: a message
 /// that brings more fds than that is an error, and none of its fds is
 /// kept. Nothing is allocated. Received fds are close-on-exec, as in
-/// [`recv`].
+/// [`recv_fd`].
 ///
 /// To receive exactly `n` fds sent in any number of such messages, call it
 /// until `n` slots are full.
@@ -151,8 +173,8 @@ pub fn recv(socket: impl AsFd) -> io::Result<OwnedFd> {
 /// brought is closed.
 /// - [`ErrorKind::InvalidInput`]: `fds` has no empty slot;
 /// - [`ErrorKind::InvalidData`]: more fds than empty slots, or any break
-///   of the format that [`recv`] rejects;
-/// - as [`recv`] otherwise.
+///   of the format that [`recv_fd`] rejects;
+/// - as [`recv_fd`] otherwise.
 ///
 /// # Examples
 ///
@@ -163,15 +185,15 @@ pub fn recv(socket: impl AsFd) -> io::Result<OwnedFd> {
 ///
 /// let (a, b) = UnixStream::pair()?;
 /// let stdout = std::io::stdout();
-/// io_fdpass::send_with_fds(&a, &[0], &[stdout.as_fd(), stdout.as_fd()])?;
+/// io_fdpass::send_batch(&a, &[stdout.as_fd(), stdout.as_fd()])?;
 ///
 /// let mut fds: [Option<OwnedFd>; 4] = Default::default();
-/// assert_eq!(io_fdpass::recv_fds(&b, &mut fds)?, 2);
+/// assert_eq!(io_fdpass::recv_batch(&b, &mut fds)?, 2);
 /// assert!(fds[0].is_some() && fds[1].is_some() && fds[2].is_none());
 /// # Ok(())
 /// # }
 /// ```
-pub fn recv_fds(socket: impl AsFd, fds: &mut [Option<OwnedFd>]) -> io::Result<usize> {
+pub fn recv_batch(socket: impl AsFd, fds: &mut [Option<OwnedFd>]) -> io::Result<usize> {
     let socket = socket.as_fd();
     let room = slots::room(fds).min(sys::RECV_FDS);
     if room == 0 {
@@ -181,7 +203,7 @@ pub fn recv_fds(socket: impl AsFd, fds: &mut [Option<OwnedFd>]) -> io::Result<us
     let mut taken = [const { None }; sys::RECV_FDS];
     let mut slots = Slots::new(&mut taken[..room]);
     let mut byte = [0xff_u8];
-    let got = sys::recv_with_fds(socket, &mut byte, |fd| slots.offer(fd))?;
+    let got = sys::recv_fds(socket, &mut byte, |fd| slots.offer(fd))?;
     match wire::judge_all(&got, byte[0]) {
         Verdict::Good(count) => {
             let mut slots = Slots::new(fds);
@@ -222,13 +244,13 @@ pub(crate) fn end_error(socket: BorrowedFd<'_>) -> io::Result<io::Error> {
 /// - On `SOCK_SEQPACKET` and `SOCK_DGRAM` sockets `data` and `fds` travel
 ///   as one record, all or nothing.
 ///
-/// Like [`send`], it never raises `SIGPIPE` and retries after `EINTR`.
+/// Like [`send_fd`], it never raises `SIGPIPE` and retries after `EINTR`.
 ///
 /// # Errors
 ///
 /// - [`ErrorKind::InvalidInput`]: more than [`MAX_FDS`] fds, or fds with
 ///   empty `data` (on a stream socket, fds need a byte to travel with).
-/// - any error of `sendmsg(2)`, as in [`send`].
+/// - any error of `sendmsg(2)`, as in [`send_fd`].
 ///
 /// # Examples
 ///
@@ -239,19 +261,19 @@ pub(crate) fn end_error(socket: BorrowedFd<'_>) -> io::Result<io::Error> {
 ///
 /// let (a, b) = UnixDatagram::pair()?;
 /// let (r, w) = std::io::pipe()?;
-/// let sent = io_fdpass::send_with_fds(&a, b"pipe", &[r.as_fd(), w.as_fd()])?;
+/// let sent = io_fdpass::send_fds(&a, b"pipe", &[r.as_fd(), w.as_fd()])?;
 /// assert_eq!(sent, 4);
 ///
 /// let mut data = [0; 16];
 /// let mut fds = [None, None];
-/// let got = io_fdpass::recv_with_fds(&b, &mut data, &mut fds)?;
+/// let got = io_fdpass::recv_fds(&b, &mut data, &mut fds)?;
 /// assert_eq!(&data[..got.bytes], b"pipe");
-/// assert_eq!(got.fds, 2);
+/// assert_eq!(got.fds_received, 2);
 /// # Ok(())
 /// # }
 /// ```
-pub fn send_with_fds(socket: impl AsFd, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
-    sys::send_with_fds(socket.as_fd(), data, fds)
+pub fn send_fds(socket: impl AsFd, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+    sys::send_fds(socket.as_fd(), data, fds)
 }
 
 /// Receives one message: data into `data`, fds into the empty slots of
@@ -263,9 +285,9 @@ pub fn send_with_fds(socket: impl AsFd, data: &[u8], fds: &[BorrowedFd<'_>]) -> 
 /// it are closed and counted in [`Received::fds_discarded`], so nothing is
 /// lost silently — check [`Received::is_complete`]. Nothing is allocated.
 ///
-/// Received fds are close-on-exec, as in [`recv`]. Every other control
+/// Received fds are close-on-exec, as in [`recv_fd`]. Every other control
 /// message is skipped. On a stream socket the call returns at most the bytes
-/// of one send that carried fds, with those fds (see [`send_with_fds`]).
+/// of one send that carried fds, with those fds (see [`send_fds`]).
 ///
 /// A return with `bytes == 0` and no fds means the peer closed a stream or
 /// `SOCK_SEQPACKET` connection, or sent an empty datagram or record.
@@ -285,26 +307,26 @@ pub fn send_with_fds(socket: impl AsFd, data: &[u8], fds: &[BorrowedFd<'_>]) -> 
 ///
 /// let (a, b) = UnixStream::pair()?;
 /// let stdin = std::io::stdin();
-/// io_fdpass::send_with_fds(&a, b"hello", &[stdin.as_fd(), stdin.as_fd()])?;
+/// io_fdpass::send_fds(&a, b"hello", &[stdin.as_fd(), stdin.as_fd()])?;
 ///
 /// let mut data = [0; 64];
 /// let mut fds: [Option<OwnedFd>; 8] = Default::default();
-/// let got = io_fdpass::recv_with_fds(&b, &mut data, &mut fds)?;
+/// let got = io_fdpass::recv_fds(&b, &mut data, &mut fds)?;
 /// assert_eq!(&data[..got.bytes], b"hello");
-/// assert_eq!(got.fds, 2);
+/// assert_eq!(got.fds_received, 2);
 /// assert!(got.is_complete());
 /// let received: Vec<OwnedFd> = fds.iter_mut().filter_map(Option::take).collect();
 /// # assert_eq!(received.len(), 2);
 /// # Ok(())
 /// # }
 /// ```
-pub fn recv_with_fds(
+pub fn recv_fds(
     socket: impl AsFd,
     data: &mut [u8],
     fds: &mut [Option<OwnedFd>],
 ) -> io::Result<Received> {
     let mut slots = Slots::new(fds);
-    sys::recv_with_fds(socket.as_fd(), data, |fd| slots.offer(fd))
+    sys::recv_fds(socket.as_fd(), data, |fd| slots.offer(fd))
 }
 
 /// `IO::FDPass`'s calls as methods of std's unix sockets.
@@ -324,49 +346,58 @@ pub fn recv_with_fds(
 /// # }
 /// ```
 pub trait FdPassExt: AsFd {
-    /// Sends one fd: [`send`].
+    /// Sends one fd: [`send_fd`].
     ///
     /// # Errors
     ///
-    /// As [`send`].
+    /// As [`send_fd`].
     fn send_fd(&self, fd: impl AsFd) -> io::Result<()> {
-        send(self, fd)
+        send_fd(self, fd)
     }
 
-    /// Receives one fd: [`recv`].
+    /// Receives one fd: [`recv_fd`].
     ///
     /// # Errors
     ///
-    /// As [`recv`].
+    /// As [`recv_fd`].
     fn recv_fd(&self) -> io::Result<OwnedFd> {
-        recv(self)
+        recv_fd(self)
     }
 
-    /// Sends data with fds attached: [`send_with_fds`].
+    /// Sends data with fds attached: [`send_fds`].
     ///
     /// # Errors
     ///
-    /// As [`send_with_fds`].
-    fn send_with_fds(&self, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
-        send_with_fds(self, data, fds)
+    /// As [`send_fds`].
+    fn send_fds(&self, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+        send_fds(self, data, fds)
     }
 
-    /// Receives data and fds: [`recv_with_fds`].
-    ///
-    /// # Errors
-    ///
-    /// As [`recv_with_fds`].
-    fn recv_with_fds(&self, data: &mut [u8], fds: &mut [Option<OwnedFd>]) -> io::Result<Received> {
-        recv_with_fds(self, data, fds)
-    }
-
-    /// Receives one message of several fds: [`recv_fds`].
+    /// Receives data and fds: [`recv_fds`].
     ///
     /// # Errors
     ///
     /// As [`recv_fds`].
-    fn recv_fds(&self, fds: &mut [Option<OwnedFd>]) -> io::Result<usize> {
-        recv_fds(self, fds)
+    fn recv_fds(&self, data: &mut [u8], fds: &mut [Option<OwnedFd>]) -> io::Result<Received> {
+        recv_fds(self, data, fds)
+    }
+
+    /// Sends several fds in one message: [`send_batch`].
+    ///
+    /// # Errors
+    ///
+    /// As [`send_batch`].
+    fn send_batch(&self, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+        send_batch(self, fds)
+    }
+
+    /// Receives one message of several fds: [`recv_batch`].
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_batch`].
+    fn recv_batch(&self, fds: &mut [Option<OwnedFd>]) -> io::Result<usize> {
+        recv_batch(self, fds)
     }
 }
 

@@ -1,6 +1,6 @@
 //! What an `IO::FDPass` message is, apart from the system calls that carry
 //! it: whether a received message is good. Pure code, generic over the fd type, so that the rules
-//! are unit-tested on their own and the same rules serve `recv`, `recv_fds`,
+//! are unit-tested on their own and the same rules serve `recv_fd`, `recv_batch`,
 //! `recv_many` and every caller of them.
 //!
 //! The items are `pub` so that `crate::fuzzing` can hand them to the fuzz
@@ -28,7 +28,7 @@ pub enum Verdict<T> {
 /// `got.bytes` is 1), and `kept` what the receive kept of the fds, `None`
 /// when it kept none. Surplus fds do not make a message bad.
 pub fn judge<T>(got: &Received, byte: u8, kept: Option<T>) -> Verdict<T> {
-    let arrived = got.fds + got.fds_discarded;
+    let arrived = got.fds_received + got.fds_discarded;
     if got.control_truncated {
         return Verdict::Bad(truncated(arrived));
     }
@@ -53,7 +53,7 @@ pub fn judge<T>(got: &Received, byte: u8, kept: Option<T>) -> Verdict<T> {
         )));
     }
     match kept {
-        Some(kept) if got.fds > 0 => Verdict::Good(kept),
+        Some(kept) if got.fds_received > 0 => Verdict::Good(kept),
         _ => Verdict::Bad(invalid_data("the message carried no fd")),
     }
 }
@@ -62,11 +62,11 @@ pub fn judge<T>(got: &Received, byte: u8, kept: Option<T>) -> Verdict<T> {
 /// message with more fds than the receive had room for is bad too. Good
 /// gives the number of fds kept.
 pub fn judge_all(got: &Received, byte: u8) -> Verdict<usize> {
-    match judge(got, byte, Some(got.fds)) {
+    match judge(got, byte, Some(got.fds_received)) {
         Verdict::Good(_) if got.fds_discarded > 0 => Verdict::Bad(invalid_data(format!(
             "the message carried {} fds, more than the {} asked for; all were closed",
-            got.fds + got.fds_discarded,
-            got.fds
+            got.fds_received + got.fds_discarded,
+            got.fds_received
         ))),
         verdict => verdict,
     }
@@ -109,7 +109,7 @@ mod tests {
     fn message(byte_count: usize, fds: usize, discarded: usize) -> Received {
         Received {
             bytes: byte_count,
-            fds,
+            fds_received: fds,
             fds_discarded: discarded,
             ..Received::default()
         }
@@ -168,7 +168,7 @@ mod tests {
             ),
         ];
         for (got, byte, says) in cases {
-            let e = bad(judge(&got, byte, (got.fds > 0).then_some(())));
+            let e = bad(judge(&got, byte, (got.fds_received > 0).then_some(())));
             assert_eq!(e.kind(), ErrorKind::InvalidData, "{got:?}");
             assert!(e.to_string().contains(says), "{got:?}: {e}");
         }

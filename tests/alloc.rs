@@ -54,12 +54,12 @@ fn send_and_recv_allocate_nothing() {
 
     let count = allocations_in(|| {
         for _ in 0..100 {
-            io_fdpass::send(&a, &file).unwrap();
-            drop(io_fdpass::recv(&b).unwrap());
+            io_fdpass::send_fd(&a, &file).unwrap();
+            drop(io_fdpass::recv_fd(&b).unwrap());
 
-            io_fdpass::send_with_fds(&a, b"batch", &fds).unwrap();
-            let got = io_fdpass::recv_with_fds(&b, &mut data, &mut received).unwrap();
-            assert_eq!(got.fds, io_fdpass::MAX_FDS);
+            io_fdpass::send_fds(&a, b"batch", &fds).unwrap();
+            let got = io_fdpass::recv_fds(&b, &mut data, &mut received).unwrap();
+            assert_eq!(got.fds_received, io_fdpass::MAX_FDS);
             for fd in &mut received {
                 drop(fd.take());
             }

@@ -14,7 +14,7 @@ use std::io::{ErrorKind, IoSlice};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use io_fdpass::{recv, recv_many, recv_with_fds, MAX_FDS};
+use io_fdpass::{recv_fd, recv_fds, recv_many, MAX_FDS};
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 use util::{all_types, file_with, pair, NoLeak};
 
@@ -80,22 +80,22 @@ fn receive_everything(rng: &mut Rng, socket: BorrowedFd<'_>, closed: bool, file:
     let mut data = [0; 8];
     for _ in 0..100_000 {
         let result = match rng.below(3) {
-            0 => recv(socket).map(|fd| assert!(is_the_file(&fd))),
+            0 => recv_fd(socket).map(|fd| assert!(is_the_file(&fd))),
             1 => {
                 let mut fds = [const { None }; 6];
                 let slots = rng.below(fds.len());
                 let room = 1 + rng.below(data.len());
-                recv_with_fds(socket, &mut data[..room], &mut fds[..slots]).map(|got| {
-                    assert_eq!(got.fds, fds.iter().flatten().count(), "{got:?}");
+                recv_fds(socket, &mut data[..room], &mut fds[..slots]).map(|got| {
+                    assert_eq!(got.fds_received, fds.iter().flatten().count(), "{got:?}");
                     assert!(got.bytes <= room, "{got:?}");
                     assert!(fds.iter().flatten().all(is_the_file));
                 })
             }
             _ => {
-                let mut fds = [const { None }; 2 * io_fdpass::BURST];
+                let mut fds = [const { None }; 2 * io_fdpass::MAX_BURST];
                 let slots = 1 + rng.below(fds.len());
                 recv_many(socket, &mut fds[..slots]).map(|got| {
-                    assert_eq!(got.fds, fds.iter().flatten().count(), "{got:?}");
+                    assert_eq!(got.fds_received, fds.iter().flatten().count(), "{got:?}");
                     assert_eq!(got.rejected > 0, got.first_rejection.is_some(), "{got:?}");
                     assert!(fds.iter().flatten().all(is_the_file));
                 })

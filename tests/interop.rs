@@ -11,7 +11,7 @@ use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
 
-use io_fdpass::{recv, recv_many, recv_with_fds, send, send_many, send_with_fds, BURST};
+use io_fdpass::{recv_fd, recv_fds, recv_many, send_fd, send_fds, send_many, MAX_BURST};
 use util::peers::{perl, python};
 use util::{accept, file_with, listener, read_all, NoLeak};
 
@@ -117,7 +117,7 @@ fn perl_sends_and_we_receive() {
         &["-e", PERL_SEND, "SOCK", file.path(), "100"],
         |stream| {
             for _ in 0..100 {
-                assert_eq!(read_all(recv(stream).unwrap()), "from perl");
+                assert_eq!(read_all(recv_fd(stream).unwrap()), "from perl");
             }
         },
     );
@@ -130,7 +130,7 @@ fn we_send_and_perl_receives() {
     let file = file_with("from rust");
     let out = with_peer(perl(), &["-e", PERL_RECV, "SOCK", "100"], |stream| {
         for _ in 0..100 {
-            send(stream, &file).unwrap();
+            send_fd(stream, &file).unwrap();
         }
     });
     assert_eq!(out, "from rust\n".repeat(100));
@@ -173,14 +173,14 @@ fn python_sends_and_we_receive() {
         &["-c", PYTHON_SEND, "SOCK", file.path()],
         |stream| {
             for _ in 0..100 {
-                assert_eq!(read_all(recv(stream).unwrap()), "from python");
+                assert_eq!(read_all(recv_fd(stream).unwrap()), "from python");
             }
             let mut data = [0; 64];
             let mut fds = [const { None }; 8];
-            let got = recv_with_fds(stream, &mut data, &mut fds).unwrap();
+            let got = recv_fds(stream, &mut data, &mut fds).unwrap();
             assert!(got.is_complete());
             assert_eq!(&data[..got.bytes], b"batch of three");
-            assert_eq!(got.fds, 3);
+            assert_eq!(got.fds_received, 3);
             for fd in fds.into_iter().flatten() {
                 assert_eq!(read_all(fd), "from python");
             }
@@ -195,9 +195,9 @@ fn we_send_and_python_receives() {
     let file = file_with("from rust");
     let out = with_peer(python(), &["-c", PYTHON_RECV, "SOCK"], |stream| {
         for _ in 0..100 {
-            send(stream, &file).unwrap();
+            send_fd(stream, &file).unwrap();
         }
-        send_with_fds(stream, b"batch", &[file.as_fd(), file.as_fd()]).unwrap();
+        send_fds(stream, b"batch", &[file.as_fd(), file.as_fd()]).unwrap();
     });
     assert_eq!(
         out,
@@ -209,7 +209,7 @@ fn we_send_and_python_receives() {
 
 /// Receives `n` fds with `recv_many`, checking each reads `text`.
 fn receive_bursts(stream: &UnixStream, n: usize, text: &str) {
-    let mut fds = [const { None }; BURST];
+    let mut fds = [const { None }; MAX_BURST];
     let mut got = 0;
     while got < n {
         let burst = recv_many(stream, &mut fds).unwrap();

@@ -10,7 +10,7 @@ use std::io::ErrorKind;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
-use io_fdpass::{recv, recv_many, send, send_many, send_with_fds, BURST};
+use io_fdpass::{recv_fd, recv_many, send_fd, send_fds, send_many, MAX_BURST};
 use rustix::net::SocketType;
 use util::{all_types, file_with, pair, read_all, NoLeak};
 
@@ -25,7 +25,7 @@ fn ten_files() -> Vec<File> {
 
 /// Receives until `n` fds have come, checking they name 0..9 in turn.
 fn receive_in_order(socket: &OwnedFd, n: usize) {
-    let mut fds = [const { None }; BURST];
+    let mut fds = [const { None }; MAX_BURST];
     let mut next = 0;
     while next < n {
         let got = recv_many(socket, &mut fds).unwrap();
@@ -35,7 +35,11 @@ fn receive_in_order(socket: &OwnedFd, n: usize) {
             assert_eq!(read_all(fd), (next % 10).to_string());
             next += 1;
         }
-        assert_eq!(got.fds, next - before, "the fds fill the first slots");
+        assert_eq!(
+            got.fds_received,
+            next - before,
+            "the fds fill the first slots"
+        );
     }
 }
 
@@ -69,10 +73,10 @@ fn bursts_mix_with_single_messages() {
     let files = ten_files();
     assert_eq!(send_many(&a, &numbered(&files, 3)).unwrap(), 3);
     for i in 0..3 {
-        assert_eq!(read_all(recv(&b).unwrap()), i.to_string());
+        assert_eq!(read_all(recv_fd(&b).unwrap()), i.to_string());
     }
     for file in &files[..5] {
-        send(&a, file).unwrap();
+        send_fd(&a, file).unwrap();
     }
     receive_in_order(&b, 5);
     drop((a, b, files));
@@ -88,14 +92,18 @@ fn a_bad_message_at_the_start_middle_or_end_loses_nothing_around_it() {
             let files = ten_files();
             for (i, file) in files.iter().enumerate() {
                 if i == bad_at {
-                    send_with_fds(&a, &[7], &[file.as_fd(), file.as_fd()]).unwrap();
+                    send_fds(&a, &[7], &[file.as_fd(), file.as_fd()]).unwrap();
                 } else {
-                    send(&a, file).unwrap();
+                    send_fd(&a, file).unwrap();
                 }
             }
-            let mut fds = [const { None }; BURST];
+            let mut fds = [const { None }; MAX_BURST];
             let got = recv_many(&b, &mut fds).unwrap();
-            assert_eq!((got.fds, got.rejected), (9, 1), "{name}, bad at {bad_at}");
+            assert_eq!(
+                (got.fds_received, got.rejected),
+                (9, 1),
+                "{name}, bad at {bad_at}"
+            );
             let why = got.first_rejection.unwrap();
             assert_eq!(why.kind(), ErrorKind::InvalidData);
             assert!(why.to_string().contains("0x07"), "{why}");
@@ -116,13 +124,13 @@ fn surplus_and_missing_fds_in_a_burst_are_handled_per_message() {
     let check = NoLeak::start();
     let (a, b) = pair(SocketType::SEQPACKET);
     let file = file_with("x");
-    send_with_fds(&a, &[0], &[file.as_fd(); 3]).unwrap(); // surplus: kept, 2 closed
-    send_with_fds(&a, &[0], &[]).unwrap(); // no fd: rejected
-    send_with_fds(&a, &[0], &[file.as_fd(); 40]).unwrap(); // more than a burst holds
-    send(&a, &file).unwrap();
-    let mut fds = [const { None }; BURST];
+    send_fds(&a, &[0], &[file.as_fd(); 3]).unwrap(); // surplus: kept, 2 closed
+    send_fds(&a, &[0], &[]).unwrap(); // no fd: rejected
+    send_fds(&a, &[0], &[file.as_fd(); 40]).unwrap(); // more than a burst holds
+    send_fd(&a, &file).unwrap();
+    let mut fds = [const { None }; MAX_BURST];
     let got = recv_many(&b, &mut fds).unwrap();
-    assert_eq!(got.fds, 2);
+    assert_eq!(got.fds_received, 2);
     assert_eq!(got.rejected, 2);
     assert_eq!(got.fds_discarded, 2);
     assert!(got.first_rejection.unwrap().to_string().contains("no fd"));
@@ -149,14 +157,14 @@ fn non_blocking_bursts_are_partial_and_lose_nothing() {
 
         // Fewer than are waiting, then the rest.
         let mut some = [None, None, None];
-        assert_eq!(recv_many(&b, &mut some).unwrap().fds, 3);
+        assert_eq!(recv_many(&b, &mut some).unwrap().fds_received, 3);
         assert!(some.iter().all(Option::is_some));
         let mut received = 3;
-        let mut fds_in = [const { None }; BURST];
+        let mut fds_in = [const { None }; MAX_BURST];
         loop {
             match recv_many(&b, &mut fds_in) {
                 Ok(got) => {
-                    received += got.fds;
+                    received += got.fds_received;
                     assert_eq!(got.rejected, 0);
                     for fd in &mut fds_in {
                         drop(fd.take());
@@ -179,25 +187,25 @@ fn a_blocking_burst_waits_for_the_first_message_only() {
     let (a, b) = pair(SocketType::STREAM);
     let (returned, has_returned) = std::sync::mpsc::channel();
     let receiver = std::thread::spawn(move || {
-        let mut fds = [const { None }; BURST];
+        let mut fds = [const { None }; MAX_BURST];
         // Nothing has been sent yet: a blocking burst waits for the first.
         let got = recv_many(&b, &mut fds);
         returned.send(()).unwrap();
-        (got.map(|got| (got.fds, got.rejected)), b)
+        (got.map(|got| (got.fds_received, got.rejected)), b)
     });
     let file = file_with("first");
-    send(&a, &file).unwrap();
+    send_fd(&a, &file).unwrap();
     // The second message is sent only once the burst has returned, or to
     // free a burst that waits for more than the first: then it fails.
     let waited_for_more = has_returned.recv_timeout(Duration::from_secs(60)).is_err();
-    send(&a, &file).unwrap();
+    send_fd(&a, &file).unwrap();
     let (got, b) = receiver.join().unwrap();
     assert!(
         !waited_for_more,
         "recv_many waited for more than one message"
     );
     assert_eq!(got.unwrap(), (1, 0), "exactly the first message");
-    drop(recv(&b).unwrap());
+    drop(recv_fd(&b).unwrap());
     drop((a, b, file));
     check.assert_unchanged();
 }
@@ -210,9 +218,9 @@ fn a_closed_peer_ends_the_burst_then_is_unexpected_eof() {
         let files = ten_files();
         send_many(&a, &numbered(&files, 4)).unwrap();
         drop(a);
-        let mut fds = [const { None }; BURST];
+        let mut fds = [const { None }; MAX_BURST];
         let got = recv_many(&b, &mut fds).unwrap();
-        assert_eq!((got.fds, got.rejected), (4, 0));
+        assert_eq!((got.fds_received, got.rejected), (4, 0));
         let err = recv_many(&b, &mut fds).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::UnexpectedEof);
         assert_eq!(fds.iter().flatten().count(), 4, "the end took nothing");
@@ -230,7 +238,7 @@ fn a_closed_peer_ends_the_burst_then_is_unexpected_eof() {
 fn no_empty_slot_is_invalid_input() {
     let check = NoLeak::start();
     let (a, b) = pair(SocketType::STREAM);
-    send(&a, &a).unwrap();
+    send_fd(&a, &a).unwrap();
     let err = recv_many(&b, &mut []).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     let mut full = [Some(OwnedFd::from(file_with("full")))];
@@ -238,7 +246,7 @@ fn no_empty_slot_is_invalid_input() {
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     drop(full);
     // Nothing was consumed.
-    drop(recv(&b).unwrap());
+    drop(recv_fd(&b).unwrap());
     drop((a, b));
     check.assert_unchanged();
 }

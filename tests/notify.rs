@@ -32,7 +32,7 @@ impl Receiver {
     fn next(&self) -> Option<(String, Vec<OwnedFd>)> {
         let mut data = [0; 512];
         let mut fds = [const { None }; 8];
-        match io_fdpass::recv_with_fds(&self.socket, &mut data, &mut fds) {
+        match io_fdpass::recv_fds(&self.socket, &mut data, &mut fds) {
             Ok(got) => {
                 assert!(got.is_complete(), "{got:?}");
                 let text = String::from_utf8(data[..got.bytes].to_vec()).unwrap();

@@ -11,8 +11,8 @@ use std::pin::pin;
 use std::sync::Once;
 use std::task::Poll;
 
-use io_fdpass::tokio::{recv, recv_many, recv_with_fds, send, send_many, send_with_fds};
-use io_fdpass::BURST;
+use io_fdpass::tokio::{recv_fd, recv_fds, recv_many, send_fd, send_fds, send_many};
+use io_fdpass::MAX_BURST;
 use tokio::net::{UnixDatagram, UnixStream};
 use tokio::runtime::{Builder, Runtime};
 use util::{file_with, read_all, NoLeak};
@@ -61,9 +61,9 @@ fn hundred_connections_each_pass_a_thousand_fds() {
                 tasks.push(tokio::spawn(assert_send(async move {
                     for i in 0..FDS {
                         if (c + i) % 2 == 0 {
-                            send(&a, &*file).await.unwrap();
+                            send_fd(&a, &*file).await.unwrap();
                         } else {
-                            send_with_fds(&a, &[0], &[file.as_fd()]).await.unwrap();
+                            send_fds(&a, &[0], &[file.as_fd()]).await.unwrap();
                         }
                     }
                 })));
@@ -71,11 +71,11 @@ fn hundred_connections_each_pass_a_thousand_fds() {
                     let mut fds = [None];
                     for i in 0..FDS {
                         if i % 3 == 0 {
-                            let got = recv_with_fds(&b, &mut [0], &mut fds).await.unwrap();
-                            assert_eq!(got.fds, 1);
+                            let got = recv_fds(&b, &mut [0], &mut fds).await.unwrap();
+                            assert_eq!(got.fds_received, 1);
                             drop(fds[0].take());
                         } else {
-                            drop(recv(&b).await.unwrap());
+                            drop(recv_fd(&b).await.unwrap());
                         }
                     }
                 })));
@@ -96,14 +96,14 @@ fn async_and_blocking_ends_talk_both_ways() {
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
         let blocking = std::thread::spawn(move || {
             // Receive with the blocking API, then send back.
-            let fd = io_fdpass::recv(&b).unwrap();
-            io_fdpass::send(&b, &fd).unwrap();
+            let fd = io_fdpass::recv_fd(&b).unwrap();
+            io_fdpass::send_fd(&b, &fd).unwrap();
         });
         rt.block_on(async {
             a.set_nonblocking(true).unwrap();
             let a = UnixStream::from_std(a).unwrap();
-            send(&a, file_with(name)).await.unwrap();
-            assert_eq!(read_all(recv(&a).await.unwrap()), name);
+            send_fd(&a, file_with(name)).await.unwrap();
+            assert_eq!(read_all(recv_fd(&a).await.unwrap()), name);
         });
         blocking.join().unwrap();
         drop(rt);
@@ -119,13 +119,13 @@ fn a_peer_that_closes_midway_is_unexpected_eof() {
             let (a, b) = UnixStream::pair().unwrap();
             let sender = tokio::spawn(async move {
                 for _ in 0..10 {
-                    send(&a, file_with(name)).await.unwrap();
+                    send_fd(&a, file_with(name)).await.unwrap();
                 }
                 // `a` is dropped here, midway through what the receiver wants.
             });
             let mut got = 0;
             let err = loop {
-                match recv(&b).await {
+                match recv_fd(&b).await {
                     Ok(fd) => {
                         assert_eq!(read_all(fd), name);
                         got += 1;
@@ -139,7 +139,7 @@ fn a_peer_that_closes_midway_is_unexpected_eof() {
 
             let (a, b) = UnixStream::pair().unwrap();
             drop(b);
-            let err = send(&a, &a).await.unwrap_err();
+            let err = send_fd(&a, &a).await.unwrap_err();
             assert_eq!(err.kind(), ErrorKind::BrokenPipe);
         });
         drop(rt);
@@ -154,16 +154,16 @@ fn datagram_sockets_work_the_same() {
         rt.block_on(async {
             let (a, b) = UnixDatagram::pair().unwrap();
             let file = file_with(name);
-            send(&a, &file).await.unwrap();
-            assert_eq!(read_all(recv(&b).await.unwrap()), name);
-            send_with_fds(&a, b"0123456789", &[file.as_fd(); 3])
+            send_fd(&a, &file).await.unwrap();
+            assert_eq!(read_all(recv_fd(&b).await.unwrap()), name);
+            send_fds(&a, b"0123456789", &[file.as_fd(); 3])
                 .await
                 .unwrap();
             let mut data = [0; 4];
             let mut fds = [None, None];
-            let got = recv_with_fds(&b, &mut data, &mut fds).await.unwrap();
+            let got = recv_fds(&b, &mut data, &mut fds).await.unwrap();
             assert!(got.data_truncated);
-            assert_eq!((got.fds, got.fds_discarded), (2, 1));
+            assert_eq!((got.fds_received, got.fds_discarded), (2, 1));
         });
         drop(rt);
         check.assert_unchanged();
@@ -184,7 +184,7 @@ fn a_recv_cancelled_by_a_timeout_never_loses_an_fd() {
                 if i % 5 == 0 && wait_for_go.recv().is_err() {
                     return;
                 }
-                io_fdpass::send(&a, file_with(&i.to_string())).unwrap();
+                io_fdpass::send_fd(&a, file_with(&i.to_string())).unwrap();
             }
         });
         let cancelled = rt.block_on(async {
@@ -192,7 +192,7 @@ fn a_recv_cancelled_by_a_timeout_never_loses_an_fd() {
             let b = UnixStream::from_std(b).unwrap();
             let (mut next, mut cancelled) = (0, 0);
             while next < FDS {
-                if let Some(fd) = poll_or_drop(recv(&b)).await {
+                if let Some(fd) = poll_or_drop(recv_fd(&b)).await {
                     assert_eq!(read_all(fd.unwrap()), next.to_string(), "{name}");
                     next += 1;
                 } else {
@@ -232,7 +232,7 @@ fn bursts_arrive_in_order_through_cancelled_receives() {
                     sent += send_many(&a, &fds[sent..end]).await.unwrap();
                 }
             });
-            let mut fds = [const { None }; BURST];
+            let mut fds = [const { None }; MAX_BURST];
             let (mut next, mut cancelled) = (0, 0);
             while next < FDS {
                 if let Some(got) = poll_or_drop(recv_many(&b, &mut fds)).await {
@@ -243,7 +243,7 @@ fn bursts_arrive_in_order_through_cancelled_receives() {
                         assert_eq!(read_all(fd), (next % 10).to_string(), "{name}");
                         next += 1;
                     }
-                    assert_eq!(got.fds, next - before, "{name}");
+                    assert_eq!(got.fds_received, next - before, "{name}");
                 } else {
                     cancelled += 1;
                     let _ = go.send(());
@@ -283,25 +283,25 @@ fn a_recv_dropped_unpolled_pending_or_woken_loses_nothing() {
             let (a, b) = UnixStream::pair().unwrap();
 
             // Never polled.
-            drop(recv(&b));
+            drop(recv_fd(&b));
             // Polled while nothing was there, then dropped.
             {
-                let mut pending = pin!(recv(&b));
+                let mut pending = pin!(recv_fd(&b));
                 assert!(poll_once(pending.as_mut()).await.is_pending());
             }
             // Polled, woken by an arrival, dropped without being polled again.
             let mut fds = [None, None];
             let mut data = [0; 4];
             {
-                let mut woken = pin!(recv_with_fds(&b, &mut data, &mut fds));
+                let mut woken = pin!(recv_fds(&b, &mut data, &mut fds));
                 assert!(poll_once(woken.as_mut()).await.is_pending());
-                send_with_fds(&a, b"\0", &[file_with(name).as_fd()])
+                send_fds(&a, b"\0", &[file_with(name).as_fd()])
                     .await
                     .unwrap();
                 b.readable().await.unwrap();
             }
             assert!(fds.iter().all(Option::is_none));
-            assert_eq!(read_all(recv(&b).await.unwrap()), name);
+            assert_eq!(read_all(recv_fd(&b).await.unwrap()), name);
         });
         drop(rt);
         check.assert_unchanged();
@@ -323,10 +323,10 @@ fn futures_are_send() {
     );
     let fd: OwnedFd = file_with("x").into();
     let mut fds = [None];
-    is_send(&send(&a, &fd));
-    is_send(&recv(&b));
-    is_send(&send_with_fds(&a, b"x", &[fd.as_fd()]));
-    is_send(&recv_with_fds(&b, &mut [0], &mut fds));
+    is_send(&send_fd(&a, &fd));
+    is_send(&recv_fd(&b));
+    is_send(&send_fds(&a, b"x", &[fd.as_fd()]));
+    is_send(&recv_fds(&b, &mut [0], &mut fds));
     drop((a, b, fd, guard));
     drop(rt);
     check.assert_unchanged();

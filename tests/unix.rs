@@ -11,7 +11,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
-use io_fdpass::{recv, recv_with_fds, send, send_with_fds, FdPassExt, MAX_FDS};
+use io_fdpass::{recv_fd, recv_fds, send_fd, send_fds, FdPassExt, MAX_FDS};
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketType};
 use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 use util::{all_types, file_with, pair, read_all, NoLeak};
@@ -22,8 +22,8 @@ fn send_recv_round_trip_on_every_socket_type() {
     for (name, ty) in all_types() {
         let (a, b) = pair(ty);
         let file = file_with(name);
-        send(&a, &file).unwrap();
-        let got = recv(&b).unwrap();
+        send_fd(&a, &file).unwrap();
+        let got = recv_fd(&b).unwrap();
         assert_ne!(got.as_raw_fd(), file.as_raw_fd());
         assert_eq!(read_all(got), name);
     }
@@ -36,12 +36,12 @@ fn received_fds_are_close_on_exec() {
     let (a, b) = pair(SocketType::STREAM);
     let file = file_with("x");
     rustix::io::fcntl_setfd(&file, rustix::io::FdFlags::empty()).unwrap();
-    send(&a, &file).unwrap();
-    assert!(util::is_cloexec(recv(&b).unwrap()));
+    send_fd(&a, &file).unwrap();
+    assert!(util::is_cloexec(recv_fd(&b).unwrap()));
 
-    send_with_fds(&a, b"two", &[file.as_fd(), file.as_fd()]).unwrap();
+    send_fds(&a, b"two", &[file.as_fd(), file.as_fd()]).unwrap();
     let mut fds = [None, None];
-    recv_with_fds(&b, &mut [0; 3], &mut fds).unwrap();
+    recv_fds(&b, &mut [0; 3], &mut fds).unwrap();
     assert!(fds
         .iter()
         .all(|fd| fd.as_ref().is_some_and(util::is_cloexec)));
@@ -55,8 +55,8 @@ fn wrong_data_byte_is_invalid_data_and_closes_the_fds() {
     for (_, ty) in all_types() {
         let (a, b) = pair(ty);
         let file = file_with("x");
-        send_with_fds(&a, &[1], &[file.as_fd(), file.as_fd()]).unwrap();
-        let err = recv(&b).unwrap_err();
+        send_fds(&a, &[1], &[file.as_fd(), file.as_fd()]).unwrap();
+        let err = recv_fd(&b).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
         assert!(err.to_string().contains("0x01"), "{err}");
         assert!(err.to_string().contains("2 fd(s)"), "{err}");
@@ -73,13 +73,13 @@ fn an_empty_record_is_not_mistaken_for_the_end() {
     for hang_up in [rustix::net::Shutdown::Write, rustix::net::Shutdown::Both] {
         let (a, b) = pair(SocketType::SEQPACKET);
         rustix::net::send(&a, &[], SendFlags::empty()).unwrap();
-        let err = recv(&b).unwrap_err();
+        let err = recv_fd(&b).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
         assert!(err.to_string().contains("empty message"), "{err}");
 
         rustix::net::shutdown(&a, hang_up).unwrap();
         for _ in 0..2 {
-            let err = recv(&b).unwrap_err();
+            let err = recv_fd(&b).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::UnexpectedEof, "{err}");
         }
     }
@@ -91,8 +91,8 @@ fn message_without_fd_is_invalid_data() {
     let check = NoLeak::start();
     for (_, ty) in all_types() {
         let (a, b) = pair(ty);
-        send_with_fds(&a, &[0], &[]).unwrap();
-        let err = recv(&b).unwrap_err();
+        send_fds(&a, &[0], &[]).unwrap();
+        let err = recv_fd(&b).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidData);
         assert!(err.to_string().contains("no fd"), "{err}");
     }
@@ -107,8 +107,8 @@ fn surplus_fds_are_closed_and_the_first_returned() {
         let first = file_with(name);
         let other = file_with("other");
         let fds = [first.as_fd(), other.as_fd(), other.as_fd(), other.as_fd()];
-        send_with_fds(&a, &[0], &fds).unwrap();
-        let got = recv(&b).unwrap();
+        send_fds(&a, &[0], &fds).unwrap();
+        let got = recv_fd(&b).unwrap();
         check.assert_plus(2 + 2 + 1);
         assert_eq!(read_all(got), name);
     }
@@ -121,8 +121,8 @@ fn the_most_fds_a_message_carries_are_all_closed_when_surplus() {
     let (a, b) = pair(SocketType::SEQPACKET);
     let file = file_with("many");
     let fds = vec![file.as_fd(); MAX_FDS];
-    send_with_fds(&a, &[0], &fds).unwrap();
-    assert_eq!(read_all(recv(&b).unwrap()), "many");
+    send_fds(&a, &[0], &fds).unwrap();
+    assert_eq!(read_all(recv_fd(&b).unwrap()), "many");
     drop((a, b, file));
     check.assert_unchanged();
 }
@@ -133,8 +133,8 @@ fn a_datagram_longer_than_one_byte_is_rejected_and_its_fds_closed() {
     for ty in [SocketType::DGRAM, SocketType::SEQPACKET] {
         let (a, b) = pair(ty);
         let file = file_with("x");
-        send_with_fds(&a, b"\0extra", &[file.as_fd()]).unwrap();
-        let err = recv(&b).unwrap_err();
+        send_fds(&a, b"\0extra", &[file.as_fd()]).unwrap();
+        let err = recv_fd(&b).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidData);
         assert!(err.to_string().contains("longer"), "{err}");
     }
@@ -161,12 +161,12 @@ fn fds_without_a_data_byte_are_closed() {
     let (a, b) = pair(SocketType::DGRAM);
     let file = file_with("x");
     send_fds_without_data(a.as_fd(), &[file.as_fd(), file.as_fd()]);
-    let err = recv(&b).unwrap_err();
+    let err = recv_fd(&b).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidData);
     assert!(err.to_string().contains("no data byte"), "{err}");
 
-    send_with_fds(&a, &[], &[]).unwrap();
-    let err = recv(&b).unwrap_err();
+    send_fds(&a, &[], &[]).unwrap();
+    let err = recv_fd(&b).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidData);
     assert!(err.to_string().contains("empty message"), "{err}");
     drop((a, b, file));
@@ -179,16 +179,16 @@ fn a_closed_peer_is_unexpected_eof() {
     for ty in [SocketType::STREAM, SocketType::SEQPACKET] {
         let (a, b) = pair(ty);
         drop(a);
-        let err = recv(&b).unwrap_err();
+        let err = recv_fd(&b).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::UnexpectedEof, "{err}");
         assert!(err.to_string().contains("closed"), "{err}");
 
-        let got = recv_with_fds(&b, &mut [0; 8], &mut [None, None]).unwrap();
-        assert_eq!((got.bytes, got.fds), (0, 0));
+        let got = recv_fds(&b, &mut [0; 8], &mut [None, None]).unwrap();
+        assert_eq!((got.bytes, got.fds_received), (0, 0));
     }
     let (a, b) = pair(SocketType::STREAM);
     drop(b);
-    let err = send(&a, &a).unwrap_err();
+    let err = send_fd(&a, &a).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::BrokenPipe);
     drop(a);
     check.assert_unchanged();
@@ -199,8 +199,8 @@ fn non_blocking_receive_would_block_then_works() {
     let check = NoLeak::start();
     let (a, b) = UnixStream::pair().unwrap();
     b.set_nonblocking(true).unwrap();
-    assert_eq!(recv(&b).unwrap_err().kind(), ErrorKind::WouldBlock);
-    let err = recv_with_fds(&b, &mut [0; 4], &mut [None]).unwrap_err();
+    assert_eq!(recv_fd(&b).unwrap_err().kind(), ErrorKind::WouldBlock);
+    let err = recv_fds(&b, &mut [0; 4], &mut [None]).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::WouldBlock);
 
     let file = file_with("later");
@@ -219,7 +219,7 @@ fn non_blocking_send_would_block_and_loses_nothing() {
         let file = file_with(name);
         let mut sent = 0;
         let err = loop {
-            match send(&a, &file) {
+            match send_fd(&a, &file) {
                 Ok(()) => sent += 1,
                 Err(e) => break e,
             }
@@ -231,7 +231,7 @@ fn non_blocking_send_would_block_and_loses_nothing() {
         rustix::io::ioctl_fionbio(&b, true).unwrap();
         let mut received = 0;
         loop {
-            match recv(&b) {
+            match recv_fd(&b) {
                 Ok(fd) => {
                     assert_eq!(read_all(fd), name);
                     received += 1;
@@ -254,12 +254,12 @@ fn credentials_beside_the_fd_do_not_hide_it() {
         let (a, b) = pair(ty);
         rustix::net::sockopt::set_socket_passcred(&b, true).unwrap();
         let file = file_with(name);
-        send(&a, &file).unwrap();
-        assert_eq!(read_all(recv(&b).unwrap()), name);
+        send_fd(&a, &file).unwrap();
+        assert_eq!(read_all(recv_fd(&b).unwrap()), name);
 
-        send_with_fds(&a, b"many", &vec![file.as_fd(); MAX_FDS]).unwrap();
+        send_fds(&a, b"many", &vec![file.as_fd(); MAX_FDS]).unwrap();
         let mut fds = [const { None }; MAX_FDS];
-        let got = recv_with_fds(&b, &mut [0; 4], &mut fds).unwrap();
+        let got = recv_fds(&b, &mut [0; 4], &mut fds).unwrap();
         assert!(got.is_complete(), "{name}: {got:?}");
         assert!(fds.iter().all(Option::is_some));
     }
@@ -281,13 +281,13 @@ fn pidfds_beside_the_fd_are_closed() {
         let file = file_with(name);
         // Open now: the pair and the file, and nothing more after each call.
         let held = 3;
-        send(&a, &file).unwrap();
-        assert_eq!(read_all(recv(&b).unwrap()), name);
+        send_fd(&a, &file).unwrap();
+        assert_eq!(read_all(recv_fd(&b).unwrap()), name);
         check.assert_plus(held);
 
-        send_with_fds(&a, b"two", &[file.as_fd(); 2]).unwrap();
+        send_fds(&a, b"two", &[file.as_fd(); 2]).unwrap();
         let mut got = [None, None];
-        let r = recv_with_fds(&b, &mut [0; 4], &mut got).unwrap();
+        let r = recv_fds(&b, &mut [0; 4], &mut got).unwrap();
         assert!(r.is_complete(), "{name}: {r:?}");
         drop(got);
         check.assert_plus(held);
@@ -296,7 +296,7 @@ fn pidfds_beside_the_fd_are_closed() {
         let mut got = [None, None, None];
         let mut many = 0;
         while many < 3 {
-            many += io_fdpass::recv_many(&b, &mut got).unwrap().fds;
+            many += io_fdpass::recv_many(&b, &mut got).unwrap().fds_received;
         }
         assert!(got.iter().all(Option::is_some));
         drop(got);
@@ -313,15 +313,15 @@ fn batch_round_trip_with_the_most_fds() {
         let files: Vec<_> = (0..MAX_FDS).map(|i| file_with(&i.to_string())).collect();
         let borrowed: Vec<_> = files.iter().map(AsFd::as_fd).collect();
         assert_eq!(
-            send_with_fds(&a, name.as_bytes(), &borrowed).unwrap(),
+            send_fds(&a, name.as_bytes(), &borrowed).unwrap(),
             name.len()
         );
 
         let mut data = [0; 32];
         let mut fds = [const { None }; MAX_FDS];
-        let got = recv_with_fds(&b, &mut data, &mut fds).unwrap();
+        let got = recv_fds(&b, &mut data, &mut fds).unwrap();
         assert_eq!(&data[..got.bytes], name.as_bytes());
-        assert_eq!(got.fds, MAX_FDS);
+        assert_eq!(got.fds_received, MAX_FDS);
         assert!(got.is_complete());
         for (i, fd) in fds.into_iter().flatten().enumerate() {
             assert_eq!(read_all(fd), i.to_string());
@@ -336,12 +336,12 @@ fn batch_fills_only_the_empty_slots_and_reports_the_rest() {
     let (a, b) = pair(SocketType::STREAM);
     let file = file_with("x");
     let other = file_with("held already");
-    send_with_fds(&a, b"abc", &[file.as_fd(); 5]).unwrap();
+    send_fds(&a, b"abc", &[file.as_fd(); 5]).unwrap();
 
     // Three slots, one of them full: room for exactly two.
     let mut fds = [None, Some(OwnedFd::from(other)), None];
-    let got = recv_with_fds(&b, &mut [0; 8], &mut fds).unwrap();
-    assert_eq!((got.fds, got.fds_discarded), (2, 3));
+    let got = recv_fds(&b, &mut [0; 8], &mut fds).unwrap();
+    assert_eq!((got.fds_received, got.fds_discarded), (2, 3));
     assert!(!got.is_complete());
     let [first, held, last] = fds;
     assert_eq!(
@@ -361,10 +361,10 @@ fn batch_reports_a_truncated_datagram_and_keeps_its_fds() {
     let check = NoLeak::start();
     let (a, b) = pair(SocketType::DGRAM);
     let file = file_with("kept");
-    send_with_fds(&a, b"longer than four", &[file.as_fd()]).unwrap();
+    send_fds(&a, b"longer than four", &[file.as_fd()]).unwrap();
     let mut data = [0; 4];
     let mut fds = [None];
-    let got = recv_with_fds(&b, &mut data, &mut fds).unwrap();
+    let got = recv_fds(&b, &mut data, &mut fds).unwrap();
     assert_eq!((got.bytes, &data), (4, b"long"));
     assert!(got.data_truncated && !got.is_complete());
     assert_eq!(read_all(fds[0].take().unwrap()), "kept");
@@ -377,15 +377,15 @@ fn batch_refuses_bad_arguments() {
     let check = NoLeak::start();
     let (a, b) = pair(SocketType::STREAM);
     let fds = vec![a.as_fd(); MAX_FDS + 1];
-    let err = send_with_fds(&a, b"x", &fds).unwrap_err();
+    let err = send_fds(&a, b"x", &fds).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert!(err.to_string().contains("254"), "{err}");
 
-    let err = send_with_fds(&a, b"", &[a.as_fd()]).unwrap_err();
+    let err = send_fds(&a, b"", &[a.as_fd()]).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     rustix::io::ioctl_fionbio(&b, true).unwrap();
     assert_eq!(
-        recv(&b).unwrap_err().kind(),
+        recv_fd(&b).unwrap_err().kind(),
         ErrorKind::WouldBlock,
         "nothing was sent"
     );
@@ -399,15 +399,15 @@ fn a_stream_receive_never_merges_two_sends_fds() {
     let (a, b) = pair(SocketType::STREAM);
     let one = file_with("one");
     let two = file_with("two");
-    send_with_fds(&a, b"first", &[one.as_fd()]).unwrap();
-    send_with_fds(&a, b"second", &[two.as_fd()]).unwrap();
+    send_fds(&a, b"first", &[one.as_fd()]).unwrap();
+    send_fds(&a, b"second", &[two.as_fd()]).unwrap();
 
     let mut data = [0; 64];
     let mut fds = [None, None, None, None];
-    let got = recv_with_fds(&b, &mut data, &mut fds).unwrap();
+    let got = recv_fds(&b, &mut data, &mut fds).unwrap();
     assert_eq!(&data[..got.bytes], b"first");
     assert_eq!(read_all(fds[0].take().unwrap()), "one");
-    let got = recv_with_fds(&b, &mut data, &mut fds).unwrap();
+    let got = recv_fds(&b, &mut data, &mut fds).unwrap();
     assert_eq!(&data[..got.bytes], b"second");
     assert_eq!(read_all(fds[0].take().unwrap()), "two");
     drop((a, b, one, two));
@@ -424,21 +424,21 @@ fn a_full_fd_table_is_an_error_that_leaks_nothing() {
     let before = util::fd_count();
     let (a, b) = pair(SocketType::SEQPACKET);
     let file = file_with("x");
-    send(&a, &file).unwrap();
-    send_with_fds(&a, &[0], &[file.as_fd(); 3]).unwrap();
-    send_with_fds(&a, b"batch", &[file.as_fd(); 3]).unwrap();
+    send_fd(&a, &file).unwrap();
+    send_fds(&a, &[0], &[file.as_fd(); 3]).unwrap();
+    send_fds(&a, b"batch", &[file.as_fd(); 3]).unwrap();
 
     // Counting needs an fd itself, so count before the table is full and
     // again once room is back.
     let base = util::fd_count();
     let (mut fillers, saved) = fill_fd_table(file.as_fd());
-    let err = recv(&b).unwrap_err();
+    let err = recv_fd(&b).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::QuotaExceeded, "{err}");
     assert!(err.to_string().contains("RLIMIT_NOFILE"), "{err}");
 
     // One slot free: the first fd arrives, the kernel truncates the rest.
     fillers.pop();
-    let err = recv(&b).unwrap_err();
+    let err = recv_fd(&b).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::QuotaExceeded, "{err}");
     assert!(err.to_string().contains("1 fd(s)"), "{err}");
     // The fd that did arrive was closed: its slot, and only it, is free.
@@ -448,9 +448,9 @@ fn a_full_fd_table_is_an_error_that_leaks_nothing() {
 
     // The batch call reports the truncation and keeps what did arrive.
     let mut fds = [None, None, None];
-    let got = recv_with_fds(&b, &mut [0; 8], &mut fds).unwrap();
+    let got = recv_fds(&b, &mut [0; 8], &mut fds).unwrap();
     assert!(got.control_truncated && !got.is_complete());
-    assert_eq!((got.bytes, got.fds), (5, 1));
+    assert_eq!((got.bytes, got.fds_received), (5, 1));
     drop(fds);
 
     drop(fillers);
@@ -506,18 +506,18 @@ fn pidfds_that_found_no_room_are_not_closed() {
     }
     let file = file_with("x");
     for free in 0..=3 {
-        for call in ["recv", "recv_with_fds", "recv_many"] {
-            send(&a, &file).unwrap();
+        for call in ["recv", "recv_fds", "recv_many"] {
+            send_fd(&a, &file).unwrap();
             let base = util::fd_count();
             let (mut fillers, saved) = fill_fd_table(file.as_fd());
             fillers.truncate(fillers.len().saturating_sub(free));
             let got = match call {
-                "recv" => recv(&b).map(|fd| usize::from(util::is_cloexec(&fd))),
-                "recv_with_fds" => recv_with_fds(&b, &mut [0], &mut [None]).map(|got| {
+                "recv" => recv_fd(&b).map(|fd| usize::from(util::is_cloexec(&fd))),
+                "recv_fds" => recv_fds(&b, &mut [0], &mut [None]).map(|got| {
                     assert_eq!(got.control_truncated, free == 0, "{free} free: {got:?}");
-                    got.fds
+                    got.fds_received
                 }),
-                _ => io_fdpass::recv_many(&b, &mut [None]).map(|got| got.fds),
+                _ => io_fdpass::recv_many(&b, &mut [None]).map(|got| got.fds_received),
             };
             drop(fillers);
             setrlimit(Resource::Nofile, saved).unwrap();
@@ -526,10 +526,7 @@ fn pidfds_that_found_no_room_are_not_closed() {
             match got {
                 Ok(fds) => assert_eq!(fds, usize::from(free > 0), "{call}, {free} free"),
                 Err(e) => {
-                    assert!(
-                        free == 0 && call != "recv_with_fds",
-                        "{call}, {free} free: {e}"
-                    );
+                    assert!(free == 0 && call != "recv_fds", "{call}, {free} free: {e}");
                     assert_eq!(e.kind(), ErrorKind::QuotaExceeded, "{call}: {e}");
                 }
             }
@@ -563,12 +560,12 @@ fn an_empty_record_at_an_fd_limit_of_zero_is_invalid_data() {
     }
     let before = util::fd_count();
     let (a, b) = pair(SocketType::SEQPACKET);
-    send_with_fds(&a, &[], &[]).unwrap();
+    send_fds(&a, &[], &[]).unwrap();
     let saved = getrlimit(Resource::Nofile);
     set_fd_limit(0, &saved);
-    let empty = recv(&b).unwrap_err();
+    let empty = recv_fd(&b).unwrap_err();
     drop(a);
-    let end = recv(&b).unwrap_err();
+    let end = recv_fd(&b).unwrap_err();
     setrlimit(Resource::Nofile, saved).unwrap();
     assert_eq!(empty.kind(), ErrorKind::InvalidData, "{empty}");
     assert!(empty.to_string().contains("empty message"), "{empty}");
@@ -594,9 +591,9 @@ fn send_to_a_closed_peer_does_not_raise_sigpipe() {
     ] {
         let (a, b) = pair(ty);
         drop(b);
-        let err = send(&a, &a).unwrap_err();
+        let err = send_fd(&a, &a).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::BrokenPipe, "{name}: {err}");
-        let err = send_with_fds(&a, b"x", &[]).unwrap_err();
+        let err = send_fds(&a, b"x", &[]).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::BrokenPipe, "{name}: {err}");
     }
     // Still alive: the signal was not raised.
@@ -624,7 +621,7 @@ fn a_signal_during_a_blocking_receive_is_retried() {
     let receiver = std::thread::spawn(move || {
         // SAFETY: pthread_self has no preconditions.
         tx.send(unsafe { libc::pthread_self() }).unwrap();
-        recv(&b).map(read_all)
+        recv_fd(&b).map(read_all)
     });
     let thread = rx.recv().unwrap();
     for _ in 0..20 {
@@ -633,7 +630,7 @@ fn a_signal_during_a_blocking_receive_is_retried() {
         // cannot before the fd is sent below.
         assert_eq!(unsafe { libc::pthread_kill(thread, libc::SIGUSR1) }, 0);
     }
-    send(&a, file_with("after signals")).unwrap();
+    send_fd(&a, file_with("after signals")).unwrap();
     assert_eq!(receiver.join().unwrap().unwrap(), "after signals");
 }
 
@@ -653,9 +650,9 @@ fn threads_passing_fds_concurrently_lose_and_leak_nothing() {
             std::thread::spawn(move || {
                 for i in 0..PER_THREAD {
                     if i % 2 == 0 {
-                        send(&*a, &files[t]).unwrap();
+                        send_fd(&*a, &files[t]).unwrap();
                     } else {
-                        send_with_fds(&*a, &[0], &[files[t].as_fd(); 3]).unwrap();
+                        send_fds(&*a, &[0], &[files[t].as_fd(); 3]).unwrap();
                     }
                 }
             })
@@ -667,7 +664,7 @@ fn threads_passing_fds_concurrently_lose_and_leak_nothing() {
             std::thread::spawn(move || {
                 let mut seen = [0usize; THREADS];
                 for _ in 0..THREADS * PER_THREAD / 2 {
-                    let fd = recv(&*b).unwrap();
+                    let fd = recv_fd(&*b).unwrap();
                     seen[read_all(fd).parse::<usize>().unwrap()] += 1;
                 }
                 seen

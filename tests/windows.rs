@@ -13,8 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use io_fdpass::{
-    recv, recv_confirmed, recv_socket, recv_with_handles, send, send_confirmed, send_socket,
-    send_with_handles, MAX_HANDLES,
+    recv_confirmed, recv_handle, recv_handles, recv_socket, send_confirmed, send_handle,
+    send_handles, send_socket, MAX_HANDLES,
 };
 use io_fdpass_test_support::{handle_count, temp_path, NoLeak};
 use windows_sys::Win32::System::Threading::GetCurrentProcess;
@@ -90,14 +90,14 @@ fn file_with(text: &str) -> (std::fs::File, std::path::PathBuf) {
 #[test]
 fn a_file_handle_passes_to_another_process() {
     if let Some((_, stream)) = as_child() {
-        let text = read_all(recv(&stream).unwrap());
+        let text = read_all(recv_handle(&stream).unwrap());
         println!(">{text}");
         return;
     }
     let check = NoLeak::start();
     let (file, path) = file_with("read in the child");
     let (child, stream) = child("a_file_handle_passes_to_another_process", "recv");
-    send(&stream, &file).unwrap();
+    send_handle(&stream, &file).unwrap();
     assert_eq!(output_of(child), "read in the child");
     drop((stream, file));
     std::fs::remove_file(path).unwrap();
@@ -108,14 +108,14 @@ fn a_file_handle_passes_to_another_process() {
 #[test]
 fn a_pipe_handle_passes_and_carries_data() {
     if let Some((_, stream)) = as_child() {
-        let mut writer = std::fs::File::from(recv(&stream).unwrap());
+        let mut writer = std::fs::File::from(recv_handle(&stream).unwrap());
         writer.write_all(b"through the pipe").unwrap();
         return;
     }
     let check = NoLeak::start();
     let (mut reader, writer) = std::io::pipe().unwrap();
     let (child, stream) = child("a_pipe_handle_passes_and_carries_data", "write");
-    send(&stream, &writer).unwrap();
+    send_handle(&stream, &writer).unwrap();
     drop(writer);
     output_of(child);
     let mut text = String::new();
@@ -188,7 +188,7 @@ fn batch_of_handles_with_data() {
     let (a, b) = pair();
     let (file, path) = file_with("batch");
     let (reader, writer) = std::io::pipe().unwrap();
-    send_with_handles(
+    send_handles(
         &a,
         b"data and three",
         &[file.as_handle(), reader.as_handle(), writer.as_handle()],
@@ -196,26 +196,26 @@ fn batch_of_handles_with_data() {
     .unwrap();
     let mut data = [0; 64];
     let mut handles: [Option<OwnedHandle>; 3] = Default::default();
-    let got = recv_with_handles(&b, &mut data, &mut handles).unwrap();
+    let got = recv_handles(&b, &mut data, &mut handles).unwrap();
     assert!(got.is_complete());
     assert_eq!(&data[..got.bytes], b"data and three");
-    assert_eq!(got.fds, 3);
+    assert_eq!(got.fds_received, 3);
     assert!(handles.iter().all(Option::is_some));
     let text = read_all(handles[0].take().unwrap());
     assert_eq!(text, "batch");
 
     // Too small: the rest of the data is dropped, surplus handles are
     // closed in the sender, and both are reported.
-    send_with_handles(&a, b"longer than four", &[file.as_handle(); 5]).unwrap();
+    send_handles(&a, b"longer than four", &[file.as_handle(); 5]).unwrap();
     let mut small = [0; 4];
     let mut two = [None, None];
-    let got = recv_with_handles(&b, &mut small, &mut two).unwrap();
+    let got = recv_handles(&b, &mut small, &mut two).unwrap();
     assert_eq!((got.bytes, got.data_truncated), (4, true));
-    assert_eq!((got.fds, got.fds_discarded), (2, 3));
+    assert_eq!((got.fds_received, got.fds_discarded), (2, 3));
     assert_eq!(&small, b"long");
 
     let too_many = vec![file.as_handle(); MAX_HANDLES + 1];
-    let err = send_with_handles(&a, b"", &too_many).unwrap_err();
+    let err = send_handles(&a, b"", &too_many).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
 
     drop((handles, two, file, reader, writer, a, b));
@@ -236,9 +236,9 @@ fn handles_go_into_empty_slots_only() {
     // and the third is closed in the sender; the full slots stay as they
     // were.
     let mut slots = [Some(mine.into()), None, Some(theirs.into()), None];
-    send_with_handles(&a, b"", &[file.as_handle(); 3]).unwrap();
-    let got = recv_with_handles(&b, &mut data, &mut slots).unwrap();
-    assert_eq!((got.fds, got.fds_discarded), (2, 1));
+    send_handles(&a, b"", &[file.as_handle(); 3]).unwrap();
+    let got = recv_handles(&b, &mut data, &mut slots).unwrap();
+    assert_eq!((got.fds_received, got.fds_discarded), (2, 1));
     assert!(!got.is_complete());
     let held = |slot: &Option<OwnedHandle>| slot.as_ref().map(|h| h.as_raw_handle());
     assert_eq!(held(&slots[0]), Some(values[0]));
@@ -248,24 +248,24 @@ fn handles_go_into_empty_slots_only() {
 
     // No empty slot: every handle is closed in the sender and counted.
     let mut full = [Some(OwnedHandle::from(file.try_clone().unwrap()))];
-    send_with_handles(&a, b"no room", &[file.as_handle(); 2]).unwrap();
-    let got = recv_with_handles(&b, &mut data, &mut full).unwrap();
+    send_handles(&a, b"no room", &[file.as_handle(); 2]).unwrap();
+    let got = recv_handles(&b, &mut data, &mut full).unwrap();
     assert_eq!(
-        (&data[..got.bytes], got.fds, got.fds_discarded),
+        (&data[..got.bytes], got.fds_received, got.fds_discarded),
         (&b"no room"[..], 0, 2)
     );
     assert!(full[0].is_some());
     let mut none: [Option<OwnedHandle>; 0] = [];
-    send_with_handles(&a, b"", &[file.as_handle()]).unwrap();
-    let got = recv_with_handles(&b, &mut data, &mut none).unwrap();
-    assert_eq!((got.fds, got.fds_discarded), (0, 1));
+    send_handles(&a, b"", &[file.as_handle()]).unwrap();
+    let got = recv_handles(&b, &mut data, &mut none).unwrap();
+    assert_eq!((got.fds_received, got.fds_discarded), (0, 1));
 
     // A bad value closes the record's handles and leaves the slots alone.
     let me = std::process::id();
     (&a).write_all(&batch_record(me, &[raw_duplicate(&file), 0], b""))
         .unwrap();
     let mut empty: [Option<OwnedHandle>; 2] = Default::default();
-    let err = recv_with_handles(&b, &mut data, &mut empty).unwrap_err();
+    let err = recv_handles(&b, &mut data, &mut empty).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
     assert!(empty.iter().all(Option::is_none));
 
@@ -279,7 +279,7 @@ fn record(pid: u32, value: usize) -> Vec<u8> {
     [&pid.to_ne_bytes()[..], &value.to_ne_bytes()[..]].concat()
 }
 
-/// A record of `send_with_handles`, as a peer might write it.
+/// A record of `send_handles`, as a peer might write it.
 fn batch_record(pid: u32, values: &[usize], data: &[u8]) -> Vec<u8> {
     let mut record = b"FDPB".to_vec();
     for number in [pid, values.len() as u32, data.len() as u32] {
@@ -336,14 +336,14 @@ fn bad_records_are_rejected_and_nothing_leaks() {
         let (mut a, b) = pair();
         a.write_all(&bytes).unwrap();
         drop(a);
-        let err = recv(&b).unwrap_err();
+        let err = recv_handle(&b).unwrap_err();
         assert_eq!(err.kind(), kind, "{what}: {err}");
     }
 
     // A process that does not exist: no pid is 2 more than a multiple of 4.
     let (mut a, b) = pair();
     a.write_all(&record(0x7fff_fffe, 0x40)).unwrap();
-    let err = recv(&b).unwrap_err();
+    let err = recv_handle(&b).unwrap_err();
     assert!(err.to_string().contains("2147483646"), "{err}");
 
     // A confirmed-mode receiver told something else answers, and fails.
@@ -402,7 +402,7 @@ fn a_sender_that_may_not_be_opened_is_permission_denied() {
     if let Some((_, mut stream)) = as_child() {
         deny_all_access_to_this_process();
         let (file, _) = file_with("never read");
-        send(&stream, &file).unwrap();
+        send_handle(&stream, &file).unwrap();
         // Stay until the parent has tried.
         stream.read_exact(&mut [0]).unwrap();
         println!(">done");
@@ -413,7 +413,7 @@ fn a_sender_that_may_not_be_opened_is_permission_denied() {
         "a_sender_that_may_not_be_opened_is_permission_denied",
         "locked",
     );
-    let err = recv(&stream).unwrap_err();
+    let err = recv_handle(&stream).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
     assert!(err.to_string().contains("PROCESS_DUP_HANDLE"), "{err}");
     stream.write_all(&[0]).unwrap();
@@ -447,7 +447,7 @@ fn a_peer_that_claims_another_pid_is_refused() {
         .unwrap();
 
     // Taken on the peer's word, this would close `file`'s handle.
-    let err = recv(&stream).unwrap_err();
+    let err = recv_handle(&stream).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
     assert!(err.to_string().contains("names this process"), "{err}");
     // Over TCP on this machine, Windows names the peer: the child.
@@ -471,13 +471,13 @@ fn non_blocking_sockets_would_block_and_lose_nothing() {
     let check = NoLeak::start();
     let (mut a, b) = pair();
     b.set_nonblocking(true).unwrap();
-    assert_eq!(recv(&b).unwrap_err().kind(), ErrorKind::WouldBlock);
+    assert_eq!(recv_handle(&b).unwrap_err().kind(), ErrorKind::WouldBlock);
 
     // Part of a record, the rest later: the receive waits for the rest.
     let (file, path) = file_with("late");
     let dup = {
         let (x, y) = pair();
-        send(&x, &file).unwrap();
+        send_handle(&x, &file).unwrap();
         let mut whole = [0; 12];
         (&y).read_exact(&mut whole).unwrap();
         whole
@@ -488,7 +488,7 @@ fn non_blocking_sockets_would_block_and_lose_nothing() {
         a.write_all(&dup[3..]).unwrap();
         a
     });
-    let text = read_all(recv(&b).unwrap());
+    let text = read_all(recv_handle(&b).unwrap());
     assert_eq!(text, "late");
     let a = writer.join().unwrap();
 
@@ -504,7 +504,10 @@ fn non_blocking_sockets_would_block_and_lose_nothing() {
         }
     }
     let before = handle_count();
-    assert_eq!(send(&a, &file).unwrap_err().kind(), ErrorKind::WouldBlock);
+    assert_eq!(
+        send_handle(&a, &file).unwrap_err().kind(),
+        ErrorKind::WouldBlock
+    );
     assert_eq!(handle_count(), before);
 
     drop((a, b, file));
@@ -538,16 +541,16 @@ fn a_non_blocking_receive_that_meets_a_split_record_gets_it_whole() {
     });
     let mut data = [0; 8];
     let mut handles = [None];
-    let got = recv_with_handles(&b, &mut data, &mut handles);
+    let got = recv_handles(&b, &mut data, &mut handles);
     let a = writer.join().unwrap();
     let got = got.expect("a WouldBlock in the middle of a record loses its header");
-    assert_eq!((&data[..got.bytes], got.fds), (&b"data"[..], 1));
+    assert_eq!((&data[..got.bytes], got.fds_received), (&b"data"[..], 1));
     assert_eq!(read_all(handles[0].take().unwrap()), "split");
 
     // The stream is in step: the next record comes whole too.
     (&a).write_all(&batch_record(me, &[], b"next")).unwrap();
     b.set_nonblocking(false).unwrap();
-    let got = recv_with_handles(&b, &mut data, &mut handles).unwrap();
+    let got = recv_handles(&b, &mut data, &mut handles).unwrap();
     assert_eq!(&data[..got.bytes], b"next");
 
     drop((a, b, file));
@@ -560,8 +563,8 @@ fn received_handles_are_not_inheritable() {
     use windows_sys::Win32::Foundation::{GetHandleInformation, HANDLE_FLAG_INHERIT};
     let (a, b) = pair();
     let (file, path) = file_with("x");
-    send(&a, &file).unwrap();
-    let got: OwnedHandle = recv(&b).unwrap();
+    send_handle(&a, &file).unwrap();
+    let got: OwnedHandle = recv_handle(&b).unwrap();
     let mut flags = 0;
     // SAFETY: a live handle and a writable u32.
     assert_ne!(
@@ -627,19 +630,19 @@ mod with_tokio {
             rt.block_on(async {
                 let (a, b) = async_pair().await;
                 let receiver = tokio::spawn(async move {
-                    let one = read(fdpass::recv(&b).await.unwrap());
+                    let one = read(fdpass::recv_handle(&b).await.unwrap());
                     let mut data = [0; 8];
                     let mut handles = [None, None];
-                    let got = fdpass::recv_with_handles(&b, &mut data, &mut handles)
+                    let got = fdpass::recv_handles(&b, &mut data, &mut handles)
                         .await
                         .unwrap();
-                    assert_eq!((&data[..got.bytes], got.fds), (&b"two"[..], 2));
+                    assert_eq!((&data[..got.bytes], got.fds_received), (&b"two"[..], 2));
                     let confirmed = read(fdpass::recv_confirmed(&b).await.unwrap());
                     let socket = fdpass::recv_socket(&b).await.unwrap();
                     (one, confirmed, socket)
                 });
-                fdpass::send(&a, &file).await.unwrap();
-                fdpass::send_with_handles(&a, b"two", &[file.as_handle(), file.as_handle()])
+                fdpass::send_handle(&a, &file).await.unwrap();
+                fdpass::send_handles(&a, b"two", &[file.as_handle(), file.as_handle()])
                     .await
                     .unwrap();
                 fdpass::send_confirmed(&a, &file).await.unwrap();
@@ -768,7 +771,7 @@ mod with_tokio {
         let got = against_a_stalling_peer(
             &rt,
             move |_| (whole[..5].to_vec(), whole[5..].to_vec()),
-            |b| async move { fdpass::recv(&b).await },
+            |b| async move { fdpass::recv_handle(&b).await },
         );
         assert_eq!(read(got.unwrap()), "half");
 
@@ -781,7 +784,7 @@ mod with_tokio {
                 |b| async move {
                     let mut data = [0; 16];
                     let mut handles = [None];
-                    let got = fdpass::recv_with_handles(&b, &mut data, &mut handles).await?;
+                    let got = fdpass::recv_handles(&b, &mut data, &mut handles).await?;
                     Ok::<_, std::io::Error>((data[..got.bytes].to_vec(), handles))
                 },
             );
@@ -854,7 +857,7 @@ mod with_tokio {
         let sent = rt.block_on(async {
             let heartbeat = tokio::spawn(tick(Arc::clone(&ticks)));
             let a = tokio::net::TcpStream::from_std(a).unwrap();
-            let sent = fdpass::send_with_handles(&a, &data, &[file.as_handle()]).await;
+            let sent = fdpass::send_handles(&a, &data, &[file.as_handle()]).await;
             heartbeat.abort();
             sent
         });
@@ -886,19 +889,18 @@ mod with_tokio {
                 for (i, (file, _)) in files.iter().enumerate() {
                     // Each receive is polled once, before anything is sent,
                     // and dropped; only then does the handle go.
-                    let mut cancelled = Box::pin(fdpass::recv(&b));
+                    let mut cancelled = Box::pin(fdpass::recv_handle(&b));
                     assert!(poll_once(&mut cancelled).await.is_pending(), "{name}");
                     drop(cancelled);
                     let mut data = [0; 4];
                     let mut handles = [None];
-                    let mut cancelled =
-                        Box::pin(fdpass::recv_with_handles(&b, &mut data, &mut handles));
+                    let mut cancelled = Box::pin(fdpass::recv_handles(&b, &mut data, &mut handles));
                     assert!(poll_once(&mut cancelled).await.is_pending(), "{name}");
                     drop(cancelled);
                     assert!(handles[0].is_none());
 
-                    send(&a, file).unwrap();
-                    let handle = fdpass::recv(&b).await.unwrap();
+                    send_handle(&a, file).unwrap();
+                    let handle = fdpass::recv_handle(&b).await.unwrap();
                     assert_eq!(read(handle), i.to_string(), "{name}");
                 }
             });

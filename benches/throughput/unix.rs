@@ -9,7 +9,7 @@ use std::ptr;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use io_fdpass::BURST;
+use io_fdpass::MAX_BURST;
 
 /// One way of moving `fds_per_msg` fds per message from a sender to a
 /// receiver.
@@ -40,15 +40,15 @@ impl Way {
     fn name(self) -> &'static str {
         match self {
             Way::Blocking(Api::Raw) => "raw libc sendmsg/recvmsg",
-            Way::Blocking(Api::Seed) => "io_fdpass::send/recv",
-            Way::Blocking(Api::Batch) => "io_fdpass::send_with_fds/recv_with_fds",
+            Way::Blocking(Api::Seed) => "io_fdpass::send_fd/recv",
+            Way::Blocking(Api::Batch) => "io_fdpass::send_fds/recv_fds",
             Way::Blocking(Api::BurstRecv) => "raw sendmsg, io_fdpass::recv_many",
             Way::Blocking(Api::BurstSend) => "io_fdpass::send_many, raw recvmsg",
             Way::Blocking(Api::Burst) => "io_fdpass::send_many/recv_many",
             #[cfg(feature = "tokio")]
-            Way::Async(Api::Seed) => "io_fdpass::tokio::send/recv",
+            Way::Async(Api::Seed) => "io_fdpass::tokio::send_fd/recv",
             #[cfg(feature = "tokio")]
-            Way::Async(_) => "io_fdpass::tokio::send_with_fds/recv_with_fds",
+            Way::Async(_) => "io_fdpass::tokio::send_fds/recv_fds",
         }
     }
 
@@ -86,7 +86,7 @@ fn run_blocking(api: Api, fds_per_msg: usize, messages: usize) -> f64 {
     let start = Instant::now();
     thread::scope(|s| {
         s.spawn(|| {
-            let fds = vec![payload.as_fd(); fds_per_msg.max(BURST)];
+            let fds = vec![payload.as_fd(); fds_per_msg.max(MAX_BURST)];
             let mut sent = 0;
             while sent < messages {
                 sent += match api {
@@ -94,17 +94,17 @@ fn run_blocking(api: Api, fds_per_msg: usize, messages: usize) -> f64 {
                         raw_send(tx.as_raw_fd(), &fds[..fds_per_msg]);
                         1
                     }
-                    Api::Seed => io_fdpass::send(&tx, &payload).map(|()| 1).unwrap(),
-                    Api::Batch => io_fdpass::send_with_fds(&tx, &[0], &fds[..fds_per_msg]).unwrap(),
+                    Api::Seed => io_fdpass::send_fd(&tx, &payload).map(|()| 1).unwrap(),
+                    Api::Batch => io_fdpass::send_fds(&tx, &[0], &fds[..fds_per_msg]).unwrap(),
                     Api::BurstSend | Api::Burst => {
-                        let n = (messages - sent).min(BURST);
+                        let n = (messages - sent).min(MAX_BURST);
                         io_fdpass::send_many(&tx, &fds[..n]).unwrap()
                     }
                 };
             }
         });
         let mut slots = [const { None }; io_fdpass::MAX_FDS];
-        let fds = &mut slots[..fds_per_msg.max(BURST)];
+        let fds = &mut slots[..fds_per_msg.max(MAX_BURST)];
         let mut received = 0;
         while received < messages {
             // How many messages came, and how many slots they filled.
@@ -114,19 +114,19 @@ fn run_blocking(api: Api, fds_per_msg: usize, messages: usize) -> f64 {
                     (1, 0)
                 }
                 Api::Seed => {
-                    drop(black_box(io_fdpass::recv(&rx).unwrap()));
+                    drop(black_box(io_fdpass::recv_fd(&rx).unwrap()));
                     (1, 0)
                 }
                 Api::Batch => {
                     let slots = &mut fds[..fds_per_msg];
-                    let got = io_fdpass::recv_with_fds(&rx, &mut [0], slots).unwrap();
-                    assert_eq!(got.fds, fds_per_msg);
-                    (1, got.fds)
+                    let got = io_fdpass::recv_fds(&rx, &mut [0], slots).unwrap();
+                    assert_eq!(got.fds_received, fds_per_msg);
+                    (1, got.fds_received)
                 }
                 Api::BurstRecv | Api::Burst => {
                     let got = io_fdpass::recv_many(&rx, &mut *fds).unwrap();
                     assert_eq!(got.rejected, 0);
-                    (got.fds, got.fds)
+                    (got.fds_received, got.fds_received)
                 }
             };
             received += came;
@@ -159,17 +159,17 @@ enum Pending {
     Bare,
 }
 
-/// One thread, one fd per message, in bursts of [`BURST`] messages: all
+/// One thread, one fd per message, in bursts of [`MAX_BURST`] messages: all
 /// sent, then all received, so that every receive finds a full burst
 /// waiting, as a server does that many peers keep busy. Returns the time
 /// each phase took in all; receiving includes closing what arrived.
 fn run_pending(how: Pending, messages: usize) -> Phases {
     let (tx, rx) = UnixStream::pair().unwrap();
     let payload = std::fs::File::open("/dev/null").unwrap();
-    let fds = [payload.as_fd(); BURST];
-    let mut received = [const { None }; BURST];
+    let fds = [payload.as_fd(); MAX_BURST];
+    let mut received = [const { None }; MAX_BURST];
     let mut phases = Phases::default();
-    for _ in 0..messages.div_ceil(BURST) {
+    for _ in 0..messages.div_ceil(MAX_BURST) {
         let start = Instant::now();
         match how {
             Pending::Loop => {
@@ -177,20 +177,20 @@ fn run_pending(how: Pending, messages: usize) -> Phases {
                     raw_send(tx.as_raw_fd(), std::slice::from_ref(fd));
                 }
             }
-            Pending::Library => assert_eq!(io_fdpass::send_many(&tx, &fds).unwrap(), BURST),
+            Pending::Library => assert_eq!(io_fdpass::send_many(&tx, &fds).unwrap(), MAX_BURST),
             #[cfg(fdpass_recvmmsg)]
             Pending::Bare => bare_send_burst(tx.as_raw_fd(), &fds),
         }
         let sent = Instant::now();
         match how {
             Pending::Loop => {
-                for _ in 0..BURST {
+                for _ in 0..MAX_BURST {
                     raw_recv(rx.as_raw_fd(), 1);
                 }
             }
             Pending::Library => {
                 let got = io_fdpass::recv_many(&rx, &mut received).unwrap();
-                assert_eq!(got.fds, BURST);
+                assert_eq!(got.fds_received, MAX_BURST);
                 close_all(&mut received);
             }
             #[cfg(fdpass_recvmmsg)]
@@ -209,7 +209,7 @@ fn compare_pending(rounds: usize, budget: Duration) {
     let probe = 2_048;
     let p = run_pending(Pending::Loop, probe);
     let messages = ((probe as f64 * budget.as_secs_f64() / (p.send + p.recv)) as usize).max(probe);
-    let messages = messages.div_ceil(BURST) * BURST;
+    let messages = messages.div_ceil(MAX_BURST) * MAX_BURST;
     let ways = [
         Pending::Loop,
         Pending::Library,
@@ -229,7 +229,7 @@ fn compare_pending(rounds: usize, budget: Duration) {
         ))
     };
     println!(
-        "\n1 fd per message, {BURST} messages pending at each call, one thread, \
+        "\n1 fd per message, {MAX_BURST} messages pending at each call, one thread, \
          {messages} messages a round, median of {rounds} rounds:"
     );
     let phases: [(&str, &str, PhaseSecs); 3] = [
@@ -261,7 +261,7 @@ fn compare_pending(rounds: usize, budget: Duration) {
 #[cfg(feature = "tokio")]
 fn run_async(api: Api, fds_per_msg: usize, messages: usize) -> f64 {
     let batch = api == Api::Batch;
-    use io_fdpass::tokio::{recv, recv_with_fds, send, send_with_fds};
+    use io_fdpass::tokio::{recv_fd, recv_fds, send_fd, send_fds};
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -275,9 +275,9 @@ fn run_async(api: Api, fds_per_msg: usize, messages: usize) -> f64 {
             let fds = vec![payload.as_fd(); fds_per_msg];
             for _ in 0..messages {
                 if batch {
-                    send_with_fds(&tx, &[0], &fds).await.unwrap();
+                    send_fds(&tx, &[0], &fds).await.unwrap();
                 } else {
-                    send(&tx, &payload).await.unwrap();
+                    send_fd(&tx, &payload).await.unwrap();
                 }
             }
         });
@@ -286,11 +286,11 @@ fn run_async(api: Api, fds_per_msg: usize, messages: usize) -> f64 {
             let fds = &mut slots[..fds_per_msg];
             for _ in 0..messages {
                 if batch {
-                    let got = recv_with_fds(&rx, &mut [0], &mut *fds).await.unwrap();
-                    assert_eq!(got.fds, fds_per_msg);
+                    let got = recv_fds(&rx, &mut [0], &mut *fds).await.unwrap();
+                    assert_eq!(got.fds_received, fds_per_msg);
                     close_all(fds);
                 } else {
-                    drop(black_box(recv(&rx).await.unwrap()));
+                    drop(black_box(recv_fd(&rx).await.unwrap()));
                 }
             }
         });
@@ -459,12 +459,12 @@ pub fn main() {
     compare(RAW_MAX, &many, rounds, budget);
 }
 
-/// [`BURST`] one-fd messages in one bare `sendmmsg`.
+/// [`MAX_BURST`] one-fd messages in one bare `sendmmsg`.
 #[cfg(fdpass_recvmmsg)]
-fn bare_send_burst(socket: RawFd, fds: &[BorrowedFd<'_>; BURST]) {
+fn bare_send_burst(socket: RawFd, fds: &[BorrowedFd<'_>; MAX_BURST]) {
     let mut byte = 0u8;
-    let mut controls = [const { Control([0; RAW_SPACE]) }; BURST];
-    // SAFETY: as in `raw_send`, for each of the BURST headers, each with its
+    let mut controls = [const { Control([0; RAW_SPACE]) }; MAX_BURST];
+    // SAFETY: as in `raw_send`, for each of the MAX_BURST headers, each with its
     // own control buffer; every header points at the same one-byte payload,
     // which the kernel only reads.
     unsafe {
@@ -472,7 +472,7 @@ fn bare_send_burst(socket: RawFd, fds: &[BorrowedFd<'_>; BURST]) {
             iov_base: ptr::addr_of_mut!(byte).cast(),
             iov_len: 1,
         };
-        let mut msgs: [libc::mmsghdr; BURST] = zeroed();
+        let mut msgs: [libc::mmsghdr; MAX_BURST] = zeroed();
         for ((msg, control), fd) in msgs.iter_mut().zip(&mut controls).zip(fds) {
             let hdr = &mut msg.msg_hdr;
             hdr.msg_iov = &raw mut iov;
@@ -487,26 +487,31 @@ fn bare_send_burst(socket: RawFd, fds: &[BorrowedFd<'_>; BURST]) {
                 .cast::<RawFd>()
                 .write_unaligned(fd.as_raw_fd());
         }
-        let sent = libc::sendmmsg(socket, msgs.as_mut_ptr(), BURST as _, libc::MSG_NOSIGNAL);
+        let sent = libc::sendmmsg(
+            socket,
+            msgs.as_mut_ptr(),
+            MAX_BURST as _,
+            libc::MSG_NOSIGNAL,
+        );
         assert_eq!(
             sent as isize,
-            BURST as isize,
+            MAX_BURST as isize,
             "{}",
             io::Error::last_os_error()
         );
     }
 }
 
-/// [`BURST`] pending one-fd messages in one bare `recvmmsg`, closing each fd.
+/// [`MAX_BURST`] pending one-fd messages in one bare `recvmmsg`, closing each fd.
 #[cfg(fdpass_recvmmsg)]
 fn bare_recv_burst(socket: RawFd) {
-    let mut bytes = [0xffu8; BURST];
-    let mut controls = [const { Control([0; RAW_SPACE]) }; BURST];
-    // SAFETY: as in `raw_recv`, for each of the BURST headers, each with its
+    let mut bytes = [0xffu8; MAX_BURST];
+    let mut controls = [const { Control([0; RAW_SPACE]) }; MAX_BURST];
+    // SAFETY: as in `raw_recv`, for each of the MAX_BURST headers, each with its
     // own byte and control buffer.
     unsafe {
-        let mut iovs: [libc::iovec; BURST] = zeroed();
-        let mut msgs: [libc::mmsghdr; BURST] = zeroed();
+        let mut iovs: [libc::iovec; MAX_BURST] = zeroed();
+        let mut msgs: [libc::mmsghdr; MAX_BURST] = zeroed();
         for (((msg, iov), byte), control) in msgs
             .iter_mut()
             .zip(&mut iovs)
@@ -524,11 +529,16 @@ fn bare_recv_burst(socket: RawFd) {
         let n = libc::recvmmsg(
             socket,
             msgs.as_mut_ptr(),
-            BURST as _,
+            MAX_BURST as _,
             flags,
             ptr::null_mut(),
         );
-        assert_eq!(n as isize, BURST as isize, "{}", io::Error::last_os_error());
+        assert_eq!(
+            n as isize,
+            MAX_BURST as isize,
+            "{}",
+            io::Error::last_os_error()
+        );
         for msg in &msgs {
             let cmsg = libc::CMSG_FIRSTHDR(&raw const msg.msg_hdr);
             assert!(!cmsg.is_null() && (*cmsg).cmsg_type == libc::SCM_RIGHTS);

@@ -1,5 +1,5 @@
 //! The channel on Unix: a unix socket in the temp directory, with
-//! `io_fdpass::tokio::send` and `recv`.
+//! `io_fdpass::tokio::send_fd` and `recv`.
 
 use std::io;
 use std::path::PathBuf;
@@ -41,7 +41,7 @@ pub async fn accept(waiting: Waiting) -> io::Result<UnixStream> {
 
 /// Hands `conn` to the worker.
 pub async fn hand(to_worker: &UnixStream, conn: &TcpStream) -> io::Result<()> {
-    io_fdpass::tokio::send(to_worker, conn).await
+    io_fdpass::tokio::send_fd(to_worker, conn).await
 }
 
 /// The worker's side: connects to the server at `address`.
@@ -52,5 +52,5 @@ pub async fn connect(address: &str) -> io::Result<UnixStream> {
 /// The next connection the server hands over; `UnexpectedEof` once it
 /// has closed the channel.
 pub async fn take(from_server: &UnixStream) -> io::Result<std::net::TcpStream> {
-    Ok(io_fdpass::tokio::recv(from_server).await?.into())
+    Ok(io_fdpass::tokio::recv_fd(from_server).await?.into())
 }

@@ -430,7 +430,7 @@ impl Holder {
         let reply = loop {
             let room = reader.room().min(buf.len());
             let mut slot = [None];
-            let got = io_fdpass::tokio::recv_with_fds(stream, &mut buf[..room], &mut slot).await?;
+            let got = io_fdpass::tokio::recv_fds(stream, &mut buf[..room], &mut slot).await?;
             if got.bytes == 0 {
                 return Err(io::Error::new(
                     ErrorKind::UnexpectedEof,
@@ -860,7 +860,7 @@ pub fn unix_now() -> Duration {
 
 /// Writes all of `bytes` to the client, with `fds` attached to the first.
 async fn write_all(stream: &UnixStream, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
-    let mut sent = io_fdpass::tokio::send_with_fds(stream, bytes, fds).await?;
+    let mut sent = io_fdpass::tokio::send_fds(stream, bytes, fds).await?;
     while sent < bytes.len() {
         stream.writable().await?;
         match stream.try_write(&bytes[sent..]) {

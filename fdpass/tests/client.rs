@@ -159,7 +159,7 @@ fn fake_holders_get_nothing_and_hold_up_no_client() {
     let extra_fds = FakeHolder::start(&dir, "extra.sock", |stream| {
         greet_and_read(&stream);
         let null = std::fs::File::open("/dev/null").unwrap();
-        let _ = io_fdpass::send_with_fds(&stream, b"ok\n", &[null.as_fd(); 5]);
+        let _ = io_fdpass::send_fds(&stream, b"ok\n", &[null.as_fd(); 5]);
     });
 
     // The tool: a status from the table, whatever the peer says.

@@ -314,16 +314,16 @@ fn the_holder_survives_misbehaving_clients() {
     let _ = (&c).write_all(&[0xa5; 100_000]);
     assert!(answer(c).contains("at most"));
     let c = connect();
-    io_fdpass::send_with_fds(&c, b"store flood\n", &[f.as_fd(); 253]).unwrap();
+    io_fdpass::send_fds(&c, b"store flood\n", &[f.as_fd(); 253]).unwrap();
     assert!(answer(c).contains("at most one fd"));
     let c = connect();
-    io_fdpass::send_with_fds(&c, b"list\n", &[f.as_fd(); 3]).unwrap();
+    io_fdpass::send_fds(&c, b"list\n", &[f.as_fd(); 3]).unwrap();
     assert!(answer(c).starts_with("error invalid"));
     let c = connect();
-    io_fdpass::send_with_fds(&c, b"store fdpass-hold\n", &[f.as_fd()]).unwrap();
+    io_fdpass::send_fds(&c, b"store fdpass-hold\n", &[f.as_fd()]).unwrap();
     assert!(answer(c).contains("the holder's own name"));
     let c = connect();
-    io_fdpass::send_with_fds(&c, b"store hal", &[f.as_fd()]).unwrap();
+    io_fdpass::send_fds(&c, b"store hal", &[f.as_fd()]).unwrap();
     drop(c);
     drop(connect());
     let c = connect();
@@ -601,7 +601,7 @@ impl FdStore {
             let mut text = vec![0; 4096];
             while !stopped.load(Ordering::SeqCst) {
                 let mut fds: Vec<Option<OwnedFd>> = (0..253).map(|_| None).collect();
-                let Ok(got) = io_fdpass::recv_with_fds(&socket, &mut text, &mut fds) else {
+                let Ok(got) = io_fdpass::recv_fds(&socket, &mut text, &mut fds) else {
                     continue;
                 };
                 let message = String::from_utf8_lossy(&text[..got.bytes]).into_owned();

@@ -50,7 +50,7 @@ fuzz_target!(|input: &[u8]| {
                 let null = std::fs::File::open("/dev/null").unwrap();
                 let fds = vec![null.as_fd(); attach];
                 if !answer.is_empty() {
-                    let sent = io_fdpass::send_with_fds(&stream, answer, &fds).unwrap_or(0);
+                    let sent = io_fdpass::send_fds(&stream, answer, &fds).unwrap_or(0);
                     let _ = (&stream).write_all(&answer[sent..]);
                 }
             });

@@ -24,11 +24,14 @@ fuzz_target!(|input: &[u8]| {
     );
     let byte = next();
     let kept = (flags & 4 != 0).then_some(flags);
-    let arrived = got.fds + got.fds_discarded;
+    let arrived = got.fds_received + got.fds_discarded;
 
     // Whole, its byte 0, and an fd delivered.
-    let good_message =
-        !got.control_truncated && got.bytes > 0 && !got.data_truncated && byte == 0 && got.fds > 0;
+    let good_message = !got.control_truncated
+        && got.bytes > 0
+        && !got.data_truncated
+        && byte == 0
+        && got.fds_received > 0;
     let whole_and_good = good_message && kept.is_some();
     let nothing = !got.control_truncated && got.bytes == 0 && arrived == 0;
     match judge(&got, byte, kept) {
@@ -56,7 +59,7 @@ fuzz_target!(|input: &[u8]| {
     match judge_all(&got, byte) {
         Verdict::Good(n) => {
             assert!(good_message && got.fds_discarded == 0, "{got:?} {byte}");
-            assert_eq!(n, got.fds);
+            assert_eq!(n, got.fds_received);
         }
         Verdict::End => assert!(nothing, "{got:?}"),
         Verdict::Bad(e) => {

@@ -270,7 +270,7 @@ impl Client {
         deadline.set_on(&stream).map_err(timed_out)?;
         let line = request.line();
         let fds: Vec<BorrowedFd<'_>> = fd.into_iter().collect();
-        let sent = crate::send_with_fds(&stream, line.as_bytes(), &fds).map_err(timed_out)?;
+        let sent = crate::send_fds(&stream, line.as_bytes(), &fds).map_err(timed_out)?;
         deadline.set_on(&stream).map_err(timed_out)?;
         (&stream)
             .write_all(&line.as_bytes()[sent..])
@@ -300,7 +300,7 @@ impl Client {
         let mut slots: Vec<Option<OwnedFd>> =
             std::iter::repeat_with(|| None).take(want_fds).collect();
         deadline.set_on(stream)?;
-        let got = crate::recv_with_fds(stream, &mut first, &mut slots)?;
+        let got = crate::recv_fds(stream, &mut first, &mut slots)?;
         let fds: Vec<OwnedFd> = slots.into_iter().flatten().collect();
         answer.extend_from_slice(&first[..got.bytes]);
         if got.bytes > 0 {

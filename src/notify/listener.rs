@@ -164,7 +164,7 @@ impl Listener {
     ///
     /// # Errors
     ///
-    /// As [`recv`](Listener::recv).
+    /// As [`recv_fd`](Listener::recv).
     pub fn wait_ready(&self, timeout: Option<Duration>) -> io::Result<Option<Notification>> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
@@ -373,7 +373,7 @@ unsafe fn sender_closing_fds(msg: &libc::msghdr) -> Option<u32> {
 /// receive, which closes every fd that came.
 #[cfg(not(fdpass_linux_kernel))]
 fn recv_datagram(socket: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Datagram> {
-    let got = crate::recv_with_fds(socket, buf, &mut [])?;
+    let got = crate::recv_fds(socket, buf, &mut [])?;
     Ok(Datagram {
         bytes: got.bytes,
         truncated: got.data_truncated,
@@ -395,7 +395,7 @@ mod tests {
         b.set_nonblocking(true).unwrap();
         let (read, write) = rustix::pipe::pipe().unwrap();
         rustix::io::ioctl_fionbio(&read, true).unwrap();
-        crate::send_with_fds(&a, b"READY=1", &[write.as_fd(), write.as_fd()]).unwrap();
+        crate::send_fds(&a, b"READY=1", &[write.as_fd(), write.as_fd()]).unwrap();
         drop(write);
         let mut buf = [0; MAX_DATAGRAM];
         let got = recv_datagram(b.as_fd(), &mut buf).unwrap();

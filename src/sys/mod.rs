@@ -4,16 +4,16 @@
 //!
 //! Unix (`unix/`, one file per job; `unix/mod.rs` lists them):
 //! - `MAX_FDS`: the most fds one send may carry.
-//! - `send_with_fds(socket, data, fds) -> io::Result<usize>`: one `sendmsg`
+//! - `send_fds(socket, data, fds) -> io::Result<usize>`: one `sendmsg`
 //!   with `SCM_RIGHTS`; never raises `SIGPIPE`; retries `EINTR`.
-//! - `recv_with_fds(socket, data, keep) -> io::Result<Received>`: one
+//! - `recv_fds(socket, data, keep) -> io::Result<Received>`: one
 //!   `recvmsg`; every fd arrives close-on-exec and is offered to `keep`;
 //!   every fd not kept is closed; retries `EINTR`.
 //! - `read_empty_message(socket) -> io::Result<bool>`: whether a receive
 //!   that got nothing read an empty message rather than the end.
-//! - `BURST`, and `send_burst(socket, fds) -> io::Result<usize>` /
+//! - `MAX_BURST`, and `send_burst(socket, fds) -> io::Result<usize>` /
 //!   `recv_burst(socket, bytes, got, keep) -> io::Result<usize>`: up to
-//!   `BURST` one-fd `IO::FDPass` messages, in one `sendmmsg`/`recvmmsg` where
+//!   `MAX_BURST` one-fd `IO::FDPass` messages, in one `sendmmsg`/`recvmmsg` where
 //!   the OS has them (a loop elsewhere); the receive waits only for the
 //!   first message and offers each message's fds to `keep(i, fd)`.
 //! - `describe(fd) -> io::Result<FdKind>`: what an fd of this process is.

@@ -25,8 +25,8 @@
 //! Every function here is cancel safe. The system call that moves a message
 //! is made inside a single poll and the future completes in that same poll,
 //! so a future dropped at any point — never polled, pending, or woken but
-//! not polled again — has sent or received nothing: the next [`recv`] gets
-//! the message it would have got, with all its fds. A [`send`] that
+//! not polled again — has sent or received nothing: the next [`recv_fd`] gets
+//! the message it would have got, with all its fds. A [`send_fd`] that
 //! returned `Ok` has sent; one dropped before that has sent nothing.
 //!
 //! # Examples
@@ -38,8 +38,8 @@
 //!
 //! let (a, b) = UnixStream::pair()?;
 //! let file = std::fs::File::open("Cargo.toml")?;
-//! io_fdpass::tokio::send(&a, &file).await?;
-//! let same_file = io_fdpass::tokio::recv(&b).await?;
+//! io_fdpass::tokio::send_fd(&a, &file).await?;
+//! let same_file = io_fdpass::tokio::recv_fd(&b).await?;
 //! # drop(same_file);
 //! # Ok(())
 //! # }
@@ -92,44 +92,44 @@ macro_rules! impl_async_unix_socket {
 
 impl_async_unix_socket!(UnixStream, UnixDatagram);
 
-/// Sends one fd, waiting until the socket is writable: [`crate::send`].
+/// Sends one fd, waiting until the socket is writable: [`crate::send_fd`].
 ///
 /// # Errors
 ///
-/// As [`crate::send`], except that `WouldBlock` is waited out.
+/// As [`crate::send_fd`], except that `WouldBlock` is waited out.
 ///
 /// # Examples
 ///
 /// See the [module documentation](self).
-pub async fn send(socket: &impl AsyncUnixSocket, fd: impl AsFd) -> io::Result<()> {
+pub async fn send_fd(socket: &impl AsyncUnixSocket, fd: impl AsFd) -> io::Result<()> {
     let fd = fd.as_fd();
     socket
-        .ready_io(Interest::WRITABLE, || crate::send(socket, fd))
+        .ready_io(Interest::WRITABLE, || crate::send_fd(socket, fd))
         .await
 }
 
-/// Receives one fd, waiting until one arrives: [`crate::recv`].
+/// Receives one fd, waiting until one arrives: [`crate::recv_fd`].
 ///
 /// # Errors
 ///
-/// As [`crate::recv`], except that `WouldBlock` is waited out. A rejected
+/// As [`crate::recv_fd`], except that `WouldBlock` is waited out. A rejected
 /// message's fds are closed before the error is returned.
 ///
 /// # Examples
 ///
 /// See the [module documentation](self).
-pub async fn recv(socket: &impl AsyncUnixSocket) -> io::Result<OwnedFd> {
+pub async fn recv_fd(socket: &impl AsyncUnixSocket) -> io::Result<OwnedFd> {
     socket
-        .ready_io(Interest::READABLE, || crate::recv(socket))
+        .ready_io(Interest::READABLE, || crate::recv_fd(socket))
         .await
 }
 
 /// Sends data with fds attached, waiting until the socket is writable:
-/// [`crate::send_with_fds`].
+/// [`crate::send_fds`].
 ///
 /// # Errors
 ///
-/// As [`crate::send_with_fds`], except that `WouldBlock` is waited out.
+/// As [`crate::send_fds`], except that `WouldBlock` is waited out.
 ///
 /// # Examples
 ///
@@ -141,55 +141,69 @@ pub async fn recv(socket: &impl AsyncUnixSocket) -> io::Result<OwnedFd> {
 ///
 /// let (a, b) = UnixDatagram::pair()?;
 /// let stdin = std::io::stdin();
-/// io_fdpass::tokio::send_with_fds(&a, b"hi", &[stdin.as_fd(), stdin.as_fd()]).await?;
+/// io_fdpass::tokio::send_fds(&a, b"hi", &[stdin.as_fd(), stdin.as_fd()]).await?;
 ///
 /// let mut data = [0; 8];
 /// let mut fds = [const { None }; 4];
-/// let got = io_fdpass::tokio::recv_with_fds(&b, &mut data, &mut fds).await?;
-/// assert_eq!((&data[..got.bytes], got.fds), (&b"hi"[..], 2));
+/// let got = io_fdpass::tokio::recv_fds(&b, &mut data, &mut fds).await?;
+/// assert_eq!((&data[..got.bytes], got.fds_received), (&b"hi"[..], 2));
 /// # Ok(())
 /// # }
 /// ```
-pub async fn send_with_fds(
+pub async fn send_fds(
     socket: &impl AsyncUnixSocket,
     data: &[u8],
     fds: &[BorrowedFd<'_>],
 ) -> io::Result<usize> {
     socket
-        .ready_io(Interest::WRITABLE, || {
-            crate::send_with_fds(socket, data, fds)
-        })
+        .ready_io(Interest::WRITABLE, || crate::send_fds(socket, data, fds))
         .await
 }
 
 /// Receives data and fds, waiting until a message arrives:
-/// [`crate::recv_with_fds`].
+/// [`crate::recv_fds`].
 ///
 /// # Errors
 ///
-/// As [`crate::recv_with_fds`], except that `WouldBlock` is waited out.
+/// As [`crate::recv_fds`], except that `WouldBlock` is waited out.
 ///
 /// # Examples
 ///
-/// See [`send_with_fds`].
-pub async fn recv_with_fds(
+/// See [`send_fds`].
+pub async fn recv_fds(
     socket: &impl AsyncUnixSocket,
     data: &mut [u8],
     fds: &mut [Option<OwnedFd>],
 ) -> io::Result<Received> {
     socket
         .ready_io(Interest::READABLE, || {
-            crate::recv_with_fds(socket, &mut *data, &mut *fds)
+            crate::recv_fds(socket, &mut *data, &mut *fds)
         })
         .await
 }
 
-/// Receives one message of several fds, waiting until it arrives:
-/// [`crate::recv_fds`].
+/// Sends several fds in one message, waiting until the socket is
+/// writable: [`crate::send_batch`].
 ///
 /// # Errors
 ///
-/// As [`crate::recv_fds`], except that `WouldBlock` is waited out.
+/// As [`crate::send_batch`], except that `WouldBlock` is waited out.
+///
+/// # Examples
+///
+/// See [`recv_batch`].
+pub async fn send_batch(socket: &impl AsyncUnixSocket, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    socket
+        .ready_io(Interest::WRITABLE, || crate::send_batch(socket, fds))
+        .await
+}
+
+/// Receives one message of several fds, waiting until it arrives:
+/// [`crate::recv_batch`].
+///
+/// # Errors
+///
+/// As [`crate::recv_batch`], except that `WouldBlock` is waited out.
 ///
 /// # Examples
 ///
@@ -201,19 +215,19 @@ pub async fn recv_with_fds(
 ///
 /// let (a, b) = UnixStream::pair()?;
 /// let stdin = std::io::stdin();
-/// io_fdpass::tokio::send_with_fds(&a, &[0], &[stdin.as_fd(), stdin.as_fd()]).await?;
+/// io_fdpass::tokio::send_batch(&a, &[stdin.as_fd(), stdin.as_fd()]).await?;
 ///
 /// let mut fds = [None, None];
-/// assert_eq!(io_fdpass::tokio::recv_fds(&b, &mut fds).await?, 2);
+/// assert_eq!(io_fdpass::tokio::recv_batch(&b, &mut fds).await?, 2);
 /// # Ok(())
 /// # }
 /// ```
-pub async fn recv_fds(
+pub async fn recv_batch(
     socket: &impl AsyncUnixSocket,
     fds: &mut [Option<OwnedFd>],
 ) -> io::Result<usize> {
     socket
-        .ready_io(Interest::READABLE, || crate::recv_fds(socket, &mut *fds))
+        .ready_io(Interest::READABLE, || crate::recv_batch(socket, &mut *fds))
         .await
 }
 
@@ -247,7 +261,7 @@ pub async fn recv_fds(
 /// let mut received = [const { None }; 100];
 /// let mut got = 0;
 /// while got < 100 {
-///     got += io_fdpass::tokio::recv_many(&b, &mut received).await?.fds;
+///     got += io_fdpass::tokio::recv_many(&b, &mut received).await?.fds_received;
 /// }
 /// # Ok(())
 /// # }

@@ -12,7 +12,7 @@
 //!
 //! # Cancel safety
 //!
-//! - [`recv`], [`recv_with_handles`] and [`recv_confirmed`] are cancel safe
+//! - [`recv_handle`], [`recv_handles`] and [`recv_confirmed`] are cancel safe
 //!   as long as no part of a record has been read: a future dropped after a
 //!   poll that found nothing to read has read nothing, and the next call
 //!   gets the record whole. A future dropped after part of a record came
@@ -20,18 +20,18 @@
 //!   part with it, and the connection is out of step: close it. A record
 //!   arrives whole at once when its sender wrote it in one send, as these
 //!   calls do, unless the connection's buffers are full.
-//!   [`recv_with_handles`] dropped in the middle of a record's data closes
+//!   [`recv_handles`] dropped in the middle of a record's data closes
 //!   the record's handles in the sender. [`recv_confirmed`] dropped while
 //!   its answer waits for room in a full socket closes the handle it took,
 //!   and the sender gets no answer.
-//! - [`send`] and [`send_with_handles`] are cancel safe as long as no part
+//! - [`send_handle`] and [`send_handles`] are cancel safe as long as no part
 //!   of the record has gone: a future dropped before that has sent
 //!   nothing, and its duplicates are closed again. The socket takes a whole
 //!   record at once unless it is full; a future dropped after part of a
 //!   record went out leaves the connection out of step: close it.
 //! - [`send_confirmed`] is cancel safe until its record is sent, as
-//!   [`send`]; dropped while it waits for the receiver's answer, it leaves
-//!   the duplicate open for the receiver, as [`send`] does, since the
+//!   [`send_handle`]; dropped while it waits for the receiver's answer, it leaves
+//!   the duplicate open for the receiver, as [`send_handle`] does, since the
 //!   receiver may be taking it at that moment.
 //! - [`send_socket`] and [`recv_socket`] are exchanges in three steps; one
 //!   dropped midway leaves the connection in the middle of the exchange:
@@ -49,8 +49,8 @@
 //! let (b, _) = listener.accept().await?;
 //!
 //! let file = std::fs::File::open("Cargo.toml")?;
-//! io_fdpass::tokio::send(&a, &file).await?;
-//! let same_file = std::fs::File::from(io_fdpass::tokio::recv(&b).await?);
+//! io_fdpass::tokio::send_handle(&a, &file).await?;
+//! let same_file = std::fs::File::from(io_fdpass::tokio::recv_handle(&b).await?);
 //! # drop(same_file);
 //! # Ok(())
 //! # }
@@ -139,16 +139,16 @@ async fn answer<T>(socket: &TcpStream, outcome: io::Result<T>) -> io::Result<T> 
 }
 
 /// Sends a handle the IO::FDPass way, waiting until the socket is writable:
-/// [`crate::send`].
+/// [`crate::send_handle`].
 ///
 /// # Errors
 ///
-/// As [`crate::send`], except that `WouldBlock` is waited out.
+/// As [`crate::send_handle`], except that `WouldBlock` is waited out.
 ///
 /// # Examples
 ///
 /// See the [module documentation](self).
-pub async fn send(socket: &TcpStream, handle: impl AsHandle) -> io::Result<()> {
+pub async fn send_handle(socket: &TcpStream, handle: impl AsHandle) -> io::Result<()> {
     let (dup, record) = plain_offer(handle.as_handle())?;
     // A record cut short is never acted on: the duplicate may close with it.
     send_whole(socket, &mut Outgoing::new([&record])).await?;
@@ -157,26 +157,26 @@ pub async fn send(socket: &TcpStream, handle: impl AsHandle) -> io::Result<()> {
 }
 
 /// Receives a handle sent the IO::FDPass way, waiting until one comes:
-/// [`crate::recv`].
+/// [`crate::recv_handle`].
 ///
 /// # Errors
 ///
-/// As [`crate::recv`], except that `WouldBlock` is waited out.
+/// As [`crate::recv_handle`], except that `WouldBlock` is waited out.
 ///
 /// # Examples
 ///
 /// See the [module documentation](self).
-pub async fn recv(socket: &TcpStream) -> io::Result<OwnedHandle> {
+pub async fn recv_handle(socket: &TcpStream) -> io::Result<OwnedHandle> {
     let mut record = Incoming::<{ record::PLAIN_LEN }>::new(Kind::Plain);
     fill(socket, &mut record).await?;
     take_plain(socket.as_socket(), record.array())
 }
 
-/// Sends data and handles in one record: [`crate::send_with_handles`].
+/// Sends data and handles in one record: [`crate::send_handles`].
 ///
 /// # Errors
 ///
-/// As [`crate::send_with_handles`], except that `WouldBlock` is waited out.
+/// As [`crate::send_handles`], except that `WouldBlock` is waited out.
 ///
 /// # Examples
 ///
@@ -191,16 +191,16 @@ pub async fn recv(socket: &TcpStream) -> io::Result<OwnedHandle> {
 /// use std::os::windows::io::{AsHandle, OwnedHandle};
 /// let file = std::fs::File::open("Cargo.toml")?;
 /// let handles = [file.as_handle(), file.as_handle()];
-/// io_fdpass::tokio::send_with_handles(&a, b"two", &handles).await?;
+/// io_fdpass::tokio::send_handles(&a, b"two", &handles).await?;
 ///
 /// let mut data = [0; 8];
 /// let mut received: [Option<OwnedHandle>; 2] = Default::default();
-/// let got = io_fdpass::tokio::recv_with_handles(&b, &mut data, &mut received).await?;
-/// assert_eq!((&data[..got.bytes], got.fds), (&b"two"[..], 2));
+/// let got = io_fdpass::tokio::recv_handles(&b, &mut data, &mut received).await?;
+/// assert_eq!((&data[..got.bytes], got.fds_received), (&b"two"[..], 2));
 /// # Ok(())
 /// # }
 /// ```
-pub async fn send_with_handles(
+pub async fn send_handles(
     socket: &TcpStream,
     data: &[u8],
     handles: &[BorrowedHandle<'_>],
@@ -210,7 +210,7 @@ pub async fn send_with_handles(
     Ok(data.len())
 }
 
-/// Receives one record of data and handles: [`crate::recv_with_handles`].
+/// Receives one record of data and handles: [`crate::recv_handles`].
 ///
 /// Unlike the blocking call, it never waits for the rest of a record in a
 /// system call: what has come is kept, and the future resumes when more
@@ -218,12 +218,12 @@ pub async fn send_with_handles(
 ///
 /// # Errors
 ///
-/// As [`crate::recv_with_handles`], except that `WouldBlock` is waited out.
+/// As [`crate::recv_handles`], except that `WouldBlock` is waited out.
 ///
 /// # Examples
 ///
-/// See [`send_with_handles`].
-pub async fn recv_with_handles(
+/// See [`send_handles`].
+pub async fn recv_handles(
     socket: &TcpStream,
     data: &mut [u8],
     handles: &mut [Option<OwnedHandle>],

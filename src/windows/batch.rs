@@ -16,9 +16,9 @@ pub(crate) const SINK_LEN: usize = 512;
 
 /// Sends `data` with up to [`MAX_HANDLES`] handles in one record, in one
 /// vectored `send`, and returns `data.len()`; the receiver is
-/// [`recv_with_handles`].
+/// [`recv_handles`].
 ///
-/// Each handle is duplicated within this process as by [`send`](super::send), and the
+/// Each handle is duplicated within this process as by [`send_handle`](super::send_handle), and the
 /// receiver takes each with `DUPLICATE_CLOSE_SOURCE`, so the same caution
 /// holds: this process must stay alive until the receiver has them. The
 /// record is `FDPB`, this process's id, the handle count and the data
@@ -28,7 +28,7 @@ pub(crate) const SINK_LEN: usize = 512;
 /// # Errors
 ///
 /// [`ErrorKind::InvalidInput`] for more than [`MAX_HANDLES`] handles or
-/// more than 4 GiB of data; otherwise as [`send`](super::send).
+/// more than 4 GiB of data; otherwise as [`send_handle`](super::send_handle).
 ///
 /// [`ErrorKind::InvalidInput`]: io::ErrorKind::InvalidInput
 ///
@@ -44,18 +44,18 @@ pub(crate) const SINK_LEN: usize = 512;
 /// let (b, _) = listener.accept()?;
 ///
 /// let file = std::fs::File::open("Cargo.toml")?;
-/// io_fdpass::send_with_handles(&a, b"two", &[file.as_handle(), file.as_handle()])?;
+/// io_fdpass::send_handles(&a, b"two", &[file.as_handle(), file.as_handle()])?;
 ///
 /// let mut data = [0; 8];
 /// let mut handles: [Option<OwnedHandle>; 4] = Default::default();
-/// let got = io_fdpass::recv_with_handles(&b, &mut data, &mut handles)?;
-/// assert_eq!((&data[..got.bytes], got.fds), (&b"two"[..], 2));
+/// let got = io_fdpass::recv_handles(&b, &mut data, &mut handles)?;
+/// assert_eq!((&data[..got.bytes], got.fds_received), (&b"two"[..], 2));
 /// let received: Vec<OwnedHandle> = handles.iter_mut().filter_map(Option::take).collect();
 /// # assert_eq!(received.len(), 2);
 /// # Ok(())
 /// # }
 /// ```
-pub fn send_with_handles(
+pub fn send_handles(
     socket: impl AsSocket,
     data: &[u8],
     handles: &[BorrowedHandle<'_>],
@@ -124,7 +124,7 @@ impl Drop for BatchOut<'_> {
     }
 }
 
-/// Receives one record of [`send_with_handles`]: data into `data`,
+/// Receives one record of [`send_handles`]: data into `data`,
 /// handles into the empty slots of `handles`.
 ///
 /// Each handle goes into the next empty (`None`) slot of `handles`, in
@@ -134,7 +134,7 @@ impl Drop for BatchOut<'_> {
 /// [`Received::fds_discarded`], and data beyond `data.len()` is read and
 /// dropped ([`Received::data_truncated`]), so nothing is lost silently —
 /// check [`Received::is_complete`]. Nothing is allocated. Received handles
-/// are not inheritable, as in [`recv`](super::recv).
+/// are not inheritable, as in [`recv_handle`](super::recv_handle).
 ///
 /// A record is read whole or not at all: on a non-blocking socket the call
 /// gives [`ErrorKind::WouldBlock`] before the record's first byte has come,
@@ -150,24 +150,24 @@ impl Drop for BatchOut<'_> {
 ///
 /// # Errors
 ///
-/// As [`recv`](super::recv). On an error, `handles` is left as it was. If any handle
+/// As [`recv_handle`](super::recv_handle). On an error, `handles` is left as it was. If any handle
 /// value is bad, every handle of the record is closed, those already taken
 /// and those still in the sender, and the error is
 /// [`ErrorKind::InvalidData`]; the connection stays usable. If the record
 /// is cut short, its handles are closed in the sender, and the error says
 /// that the connection is out of step.
 ///
-/// The pid in the record is the peer's word, as for [`recv`](super::recv): receive this
+/// The pid in the record is the peer's word, as for [`recv_handle`](super::recv_handle): receive this
 /// way only from peers you trust. A record that names this very process is
-/// refused, as by [`recv`](super::recv), unless Windows confirms the peer is this process.
+/// refused, as by [`recv_handle`](super::recv_handle), unless Windows confirms the peer is this process.
 ///
 /// [`ErrorKind::WouldBlock`]: io::ErrorKind::WouldBlock
 /// [`ErrorKind::InvalidData`]: io::ErrorKind::InvalidData
 ///
 /// # Examples
 ///
-/// See [`send_with_handles`].
-pub fn recv_with_handles(
+/// See [`send_handles`].
+pub fn recv_handles(
     socket: impl AsSocket,
     data: &mut [u8],
     handles: &mut [Option<OwnedHandle>],
@@ -234,10 +234,10 @@ impl<'a> Pending<'a> {
         let mut failure = None;
         for value in record::batch_values(self.head).map(HandleValue::new) {
             match (value, &failure) {
-                (Ok(value), None) if got.fds < room => match process.fetch(value, true) {
+                (Ok(value), None) if got.fds_received < room => match process.fetch(value, true) {
                     Ok(handle) => {
-                        taken[got.fds] = Some(handle);
-                        got.fds += 1;
+                        taken[got.fds_received] = Some(handle);
+                        got.fds_received += 1;
                     }
                     Err(e) => failure = Some(e),
                 },

@@ -13,7 +13,7 @@ use crate::sys::{self, Process};
 /// Sends `handle` and waits until the receiver confirms it has its own
 /// copy; the receiver is [`recv_confirmed`].
 ///
-/// Safer than [`send`](super::send): this process closes its duplicate itself once the
+/// Safer than [`send_handle`](super::send_handle): this process closes its duplicate itself once the
 /// receiver has answered, or has closed the connection or died without
 /// answering, so nothing is left open here whatever the receiver does; and
 /// this process may exit as soon as this returns.
@@ -23,13 +23,13 @@ use crate::sys::{self, Process};
 ///
 /// # Errors
 ///
-/// As [`send`](super::send) up to the record being sent. Then it waits for the answer
+/// As [`send_handle`](super::send_handle) up to the record being sent. Then it waits for the answer
 /// even on a non-blocking socket; [`ErrorKind::UnexpectedEof`] (or a reset)
 /// if the receiver went away without answering, [`ErrorKind::Other`] if it
 /// answered that it could not take the handle: either way the duplicate has
 /// been closed. Should the wait itself fail otherwise (a receive timeout set
 /// on the socket), the receiver may yet fetch the duplicate, so it is left
-/// open as [`send`](super::send) leaves it, and the error says so.
+/// open as [`send_handle`](super::send_handle) leaves it, and the error says so.
 ///
 /// # Examples
 ///
@@ -72,7 +72,7 @@ pub(crate) fn confirmed_offer(
 /// one, or has gone (the connection ended). On any other failure, such as
 /// a timeout, the receiver may still fetch it, and closing it then could
 /// hand the receiver whatever handle later gets the same value: it is left
-/// open for the receiver, as [`send`](super::send) leaves it.
+/// open for the receiver, as [`send_handle`](super::send_handle) leaves it.
 pub(crate) fn settle(dup: OwnedHandle, answer: io::Result<()>) -> io::Result<()> {
     let Err(e) = answer else {
         return Ok(());
@@ -105,11 +105,11 @@ pub(crate) fn settle(dup: OwnedHandle, answer: io::Result<()>) -> io::Result<()>
 /// The pid in the record must be the socket's peer wherever Windows can
 /// tell: on AF_UNIX (`SIO_AF_UNIX_GETPEERPID`), and over TCP when both ends
 /// are on this machine (its connection table, `GetExtendedTcpTable`, which
-/// this call reads each time). Elsewhere the pid is trusted as in [`recv`](super::recv).
+/// this call reads each time). Elsewhere the pid is trusted as in [`recv_handle`](super::recv_handle).
 ///
 /// # Errors
 ///
-/// As [`recv`](super::recv); and [`ErrorKind::InvalidData`] for a record that is not of
+/// As [`recv_handle`](super::recv_handle); and [`ErrorKind::InvalidData`] for a record that is not of
 /// this mode or whose pid is not the peer's. The sender is told of every
 /// failure after the record was read.
 ///

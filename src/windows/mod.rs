@@ -9,13 +9,13 @@
 //! This file holds those steps and the ones several modes share; each mode
 //! has a file of its own:
 //!
-//! - `plain.rs`: IO::FDPass's own mode, [`send`] and [`recv`];
+//! - `plain.rs`: IO::FDPass's own mode, [`send_handle`] and [`recv_handle`];
 //! - `confirmed.rs`: the receiver confirms, [`send_confirmed`] and
 //!   [`recv_confirmed`];
 //! - `socket.rs`: a socket by `WSADuplicateSocketW`, [`send_socket`] and
 //!   [`recv_socket`];
 //! - `batch.rs`: data and several handles in one record,
-//!   [`send_with_handles`] and [`recv_with_handles`].
+//!   [`send_handles`] and [`recv_handles`].
 
 use std::io::{self, ErrorKind};
 use std::os::windows::io::{BorrowedSocket, IntoRawHandle, OwnedHandle};
@@ -29,9 +29,9 @@ pub(crate) mod plain;
 pub(crate) mod socket;
 
 pub use crate::record::MAX_HANDLES;
-pub use batch::{recv_with_handles, send_with_handles};
+pub use batch::{recv_handles, send_handles};
 pub use confirmed::{recv_confirmed, send_confirmed};
-pub use plain::{recv, send};
+pub use plain::{recv_handle, send_handle};
 pub use socket::{recv_socket, send_socket};
 
 fn invalid_data(message: impl Into<String>) -> io::Error {

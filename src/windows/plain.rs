@@ -42,20 +42,20 @@ use crate::sys;
 /// let (b, _) = listener.accept()?;
 ///
 /// let file = std::fs::File::open("Cargo.toml")?;
-/// io_fdpass::send(&a, &file)?;
-/// let same_file = std::fs::File::from(io_fdpass::recv(&b)?);
+/// io_fdpass::send_handle(&a, &file)?;
+/// let same_file = std::fs::File::from(io_fdpass::recv_handle(&b)?);
 /// assert!(same_file.metadata()?.len() > 0);
 /// # Ok(())
 /// # }
 /// ```
-pub fn send(socket: impl AsSocket, handle: impl AsHandle) -> io::Result<()> {
+pub fn send_handle(socket: impl AsSocket, handle: impl AsHandle) -> io::Result<()> {
     let (dup, record) = plain_offer(handle.as_handle())?;
     send_whole(socket.as_socket(), &mut Outgoing::new([&record]))?;
     give_away(dup);
     Ok(())
 }
 
-/// The duplicate [`send`] offers, and the record that offers it.
+/// The duplicate [`send_handle`] offers, and the record that offers it.
 pub(crate) fn plain_offer(
     handle: BorrowedHandle<'_>,
 ) -> io::Result<(OwnedHandle, [u8; record::PLAIN_LEN])> {
@@ -64,7 +64,7 @@ pub(crate) fn plain_offer(
     Ok((dup, record))
 }
 
-/// Receives a handle sent the IO::FDPass way ([`send`], or IO::FDPass
+/// Receives a handle sent the IO::FDPass way ([`send_handle`], or IO::FDPass
 /// itself): reads the sender's id and handle value, opens the sender with
 /// `PROCESS_DUP_HANDLE` and duplicates the handle into this process with
 /// `DUPLICATE_CLOSE_SOURCE`. The handle is not inheritable.
@@ -82,7 +82,7 @@ pub(crate) fn plain_offer(
 ///
 /// - [`ErrorKind::WouldBlock`] on a non-blocking socket before any byte of
 ///   the record came; once one has, the record is read whole, waiting for
-///   the rest (see [`recv_with_handles`](super::recv_with_handles) for why, and the tokio calls for
+///   the rest (see [`recv_handles`](super::recv_handles) for why, and the tokio calls for
 ///   receives that never wait);
 /// - [`ErrorKind::UnexpectedEof`]: the peer closed the connection, before
 ///   or in the middle of the record;
@@ -98,8 +98,8 @@ pub(crate) fn plain_offer(
 ///
 /// # Examples
 ///
-/// See [`send`].
-pub fn recv(socket: impl AsSocket) -> io::Result<OwnedHandle> {
+/// See [`send_handle`].
+pub fn recv_handle(socket: impl AsSocket) -> io::Result<OwnedHandle> {
     let socket = socket.as_socket();
     let mut record = Incoming::<{ record::PLAIN_LEN }>::new(Kind::Plain);
     fill(socket, &mut record)?;

@@ -17,7 +17,7 @@ pub(crate) const REPLY_LEN: usize = 1 + INFO_LEN;
 /// with `WSADuplicateSocketW`; the receiver is [`recv_socket`].
 ///
 /// A SOCKET is not an ordinary handle: Microsoft does not support passing
-/// one with `DuplicateHandle` (which is what [`send`](super::send) does; under Wine the
+/// one with `DuplicateHandle` (which is what [`send_handle`](super::send_handle) does; under Wine the
 /// result cannot send). `WSADuplicateSocketW` needs the receiver's pid, so
 /// the receiver speaks first: `FDPS` and its pid. Where Windows can tell
 /// the peer's pid (as in [`recv_confirmed`](super::recv_confirmed)) the claim is checked, so that

@@ -10,13 +10,13 @@
 //!
 //! A [`Plan`] is one transfer: the socket type and its options, the
 //! messages the peer sends, whether it hangs up, a lowered fd limit, and
-//! the receive call with its storage. [`send`] sends it, [`expect`] says
+//! the receive call with its storage. [`send_fd`] sends it, [`expect`] says
 //! what must come of it, and [`receive`] makes the call and says what did.
 
 use std::io::{self, ErrorKind};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
-use io_fdpass::{recv, recv_fds, recv_many, recv_with_fds, BURST, MAX_FDS};
+use io_fdpass::{recv_batch, recv_fd, recv_fds, recv_many, MAX_BURST, MAX_FDS};
 
 /// Where choices come from: a seeded generator or a fuzzer's bytes.
 pub trait Choose {
@@ -135,7 +135,7 @@ pub enum Fault {
 pub const MARKERS: usize = 4;
 
 /// The most slots a call's storage has.
-pub const MAX_SLOTS: usize = BURST + 8;
+pub const MAX_SLOTS: usize = MAX_BURST + 8;
 
 impl Plan {
     /// Chooses a transfer. Something always arrives (on a stream every
@@ -474,9 +474,9 @@ pub enum Outcome {
     Failed(ErrorKind),
     /// `recv`'s fd.
     Fd(usize),
-    /// `recv_fds`'s fds, in the order they went into the empty slots.
+    /// `recv_batch`'s fds, in the order they went into the empty slots.
     Fds(Vec<usize>),
-    /// What `recv_with_fds` received.
+    /// What `recv_fds` received.
     Received {
         data: Vec<u8>,
         fds: Vec<usize>,
@@ -692,7 +692,7 @@ pub fn expect(plan: &Plan) -> Expected {
                 Outcome::Failed(ErrorKind::WouldBlock)
             }
         }
-        Call::RecvMany { slots } => many(plan, &mut units, empty(slots).min(BURST), &mut free),
+        Call::RecvMany { slots } => many(plan, &mut units, empty(slots).min(MAX_BURST), &mut free),
     };
     // A call refused for want of room consumes nothing.
     let leftover = !units.is_empty() || outcome == Outcome::Failed(ErrorKind::InvalidInput);
@@ -787,7 +787,7 @@ pub fn receive(
 ) -> Outcome {
     let slots = match &plan.call {
         Call::Recv => {
-            return match recv(socket) {
+            return match recv_fd(socket) {
                 Ok(fd) => {
                     assert_cloexec(&fd);
                     Outcome::Fd(markers.which(fd))
@@ -809,7 +809,7 @@ pub fn receive(
         .map(|slot| slot.as_ref().map(AsRawFd::as_raw_fd))
         .collect();
     let outcome = match &plan.call {
-        Call::RecvFds { .. } => match recv_fds(socket, &mut storage) {
+        Call::RecvFds { .. } => match recv_batch(socket, &mut storage) {
             Ok(n) => {
                 let fds = filled(&before, &storage, markers);
                 assert_eq!(fds.len(), n);
@@ -819,10 +819,10 @@ pub fn receive(
         },
         Call::RecvWithFds { buffer, .. } => {
             let mut data = vec![0xee; *buffer];
-            match recv_with_fds(socket, &mut data, &mut storage) {
+            match recv_fds(socket, &mut data, &mut storage) {
                 Ok(got) => {
                     let fds = filled(&before, &storage, markers);
-                    assert_eq!(fds.len(), got.fds, "{got:?}");
+                    assert_eq!(fds.len(), got.fds_received, "{got:?}");
                     Outcome::Received {
                         data: data[..got.bytes].to_vec(),
                         fds,
@@ -838,7 +838,7 @@ pub fn receive(
             Ok(got) => {
                 assert_eq!(got.rejected > 0, got.first_rejection.is_some(), "{got:?}");
                 let fds = filled(&before, &storage, markers);
-                assert_eq!(fds.len(), got.fds, "{got:?}");
+                assert_eq!(fds.len(), got.fds_received, "{got:?}");
                 Outcome::Many {
                     fds,
                     rejected: got.rejected,

@@ -95,7 +95,7 @@ fn receive(stream: &UnixStream, count: usize, deadline: Deadline) -> io::Result<
     let mut got = 0;
     while got < count {
         deadline.set_on(stream)?;
-        got += io_fdpass::recv_fds(stream, &mut fds[got..]).map_err(|e| match e.kind() {
+        got += io_fdpass::recv_batch(stream, &mut fds[got..]).map_err(|e| match e.kind() {
             ErrorKind::UnexpectedEof => io::Error::new(
                 ErrorKind::UnexpectedEof,
                 format!("the sender closed the connection after {got} of {count} fd(s)"),

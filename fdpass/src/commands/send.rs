@@ -47,10 +47,10 @@ pub fn run(args: &SendArgs, log: Log) -> Result<()> {
     let lost = |err| Failure::peer(format_args!("cannot send to {socket}"), err);
     deadline.set_on(&stream).map_err(lost)?;
     if batch {
-        io_fdpass::send_with_fds(&stream, &[0], &fds).map_err(lost)?;
+        io_fdpass::send_fds(&stream, &[0], &fds).map_err(lost)?;
     } else {
         for fd in &fds {
-            io_fdpass::send(&stream, fd).map_err(lost)?;
+            io_fdpass::send_fd(&stream, fd).map_err(lost)?;
         }
     }
     if is_holder(&stream, deadline) {

@@ -1,4 +1,4 @@
-//! Bursts: up to [`BURST`] one-fd `IO::FDPass` messages in one
+//! Bursts: up to [`MAX_BURST`] one-fd `IO::FDPass` messages in one
 //! `sendmmsg`/`recvmmsg` where the OS has them, a loop of single messages
 //! elsewhere.
 
@@ -9,7 +9,7 @@ use super::msg;
 use crate::Received;
 
 /// The most messages one burst call moves.
-pub(crate) const BURST: usize = 64;
+pub(crate) const MAX_BURST: usize = 64;
 
 /// How many fds a message in a burst may bring. Linux closes the fds that
 /// do not fit the buffer, so a small one is safe there; elsewhere each
@@ -28,7 +28,7 @@ const BURST_MSG_SPACE: usize = rustix::cmsg_space!(ScmRights(BURST_MSG_FDS)) + 6
 compile_error!("recvmmsg is used only where MSG_CMSG_CLOEXEC exists");
 
 /// Sends one `IO::FDPass` message (the byte `0` with one fd) per fd of
-/// `fds`, at most [`BURST`] of them, and returns how many were sent.
+/// `fds`, at most [`MAX_BURST`] of them, and returns how many were sent.
 ///
 /// Linux: one `sendmmsg`. Elsewhere one `sendmsg` per message; after the
 /// first, an error ends the burst early and is left for the next call.
@@ -38,9 +38,9 @@ pub(crate) fn send_burst(socket: BorrowedFd<'_>, fds: &[BorrowedFd<'_>]) -> io::
     use std::io::IoSlice;
     use std::mem::MaybeUninit;
 
-    let fds = &fds[..fds.len().min(BURST)];
+    let fds = &fds[..fds.len().min(MAX_BURST)];
     let iov = [IoSlice::new(&[0])];
-    let mut spaces = [[MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))]; BURST];
+    let mut spaces = [[MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))]; MAX_BURST];
     let mut controls = spaces
         .each_mut()
         .map(|space| SendAncillaryBuffer::new(space));
@@ -64,8 +64,8 @@ pub(crate) fn send_burst(socket: BorrowedFd<'_>, fds: &[BorrowedFd<'_>]) -> io::
 #[cfg(not(fdpass_sendmmsg))]
 pub(crate) fn send_burst(socket: BorrowedFd<'_>, fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
     let mut sent = 0;
-    for fd in fds.iter().take(BURST) {
-        match msg::send_with_fds(socket, &[0], std::slice::from_ref(fd)) {
+    for fd in fds.iter().take(MAX_BURST) {
+        match msg::send_fds(socket, &[0], std::slice::from_ref(fd)) {
             Ok(_) => sent += 1,
             Err(e) if sent == 0 => return Err(e),
             Err(_) => break,
@@ -74,7 +74,7 @@ pub(crate) fn send_burst(socket: BorrowedFd<'_>, fds: &[BorrowedFd<'_>]) -> io::
     Ok(sent)
 }
 
-/// Receives up to `bytes.len()` (at most [`BURST`]) pending messages of one
+/// Receives up to `bytes.len()` (at most [`MAX_BURST`]) pending messages of one
 /// data byte each: message `i`'s byte goes to `bytes[i]`, what came with it
 /// to `got[i]`, and its fds to `keep(i, fd)`, which returns those it has no
 /// room for; they are closed and counted. Returns how many messages came.
@@ -94,13 +94,13 @@ pub(crate) fn recv_burst(
     use std::os::fd::AsRawFd;
     use std::ptr;
 
-    let max = bytes.len().min(got.len()).min(BURST);
-    let mut spaces = [const { Space::<BURST_MSG_SPACE>::new() }; BURST];
+    let max = bytes.len().min(got.len()).min(MAX_BURST);
+    let mut spaces = [const { Space::<BURST_MSG_SPACE>::new() }; MAX_BURST];
     // SAFETY: iovec and mmsghdr are plain C structs for which all-zero
     // bytes (null pointers, zero lengths) are valid values.
-    let mut iovs: [libc::iovec; BURST] = unsafe { std::mem::zeroed() };
+    let mut iovs: [libc::iovec; MAX_BURST] = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
-    let mut msgs: [libc::mmsghdr; BURST] = unsafe { std::mem::zeroed() };
+    let mut msgs: [libc::mmsghdr; MAX_BURST] = unsafe { std::mem::zeroed() };
     for (((msg, iov), byte), space) in msgs
         .iter_mut()
         .zip(&mut iovs)
@@ -162,7 +162,7 @@ pub(crate) fn recv_burst(
 ) -> io::Result<usize> {
     let mut flags = msg::RECV_FLAGS;
     let mut received = 0;
-    for (i, (byte, this)) in bytes.iter_mut().zip(got).take(BURST).enumerate() {
+    for (i, (byte, this)) in bytes.iter_mut().zip(got).take(MAX_BURST).enumerate() {
         match msg::recv_one(socket, std::slice::from_mut(byte), flags, |fd| keep(i, fd)) {
             Ok(r) => *this = r,
             Err(e) if received == 0 => return Err(e),

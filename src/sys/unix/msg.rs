@@ -49,7 +49,7 @@ pub(super) const RECV_FLAGS: RecvFlags = RecvFlags::CMSG_CLOEXEC;
 pub(super) const RECV_FLAGS: RecvFlags = RecvFlags::empty();
 
 /// Sends `data` with `fds` attached in one `sendmsg`, retrying on `EINTR`.
-pub(crate) fn send_with_fds(
+pub(crate) fn send_fds(
     socket: BorrowedFd<'_>,
     data: &[u8],
     fds: &[BorrowedFd<'_>],
@@ -94,7 +94,7 @@ pub(crate) fn send_with_fds(
 /// Each fd that arrived is handed to `keep`, which returns it when it has no
 /// room for it; such fds are closed and counted in `fds_discarded`. Every fd
 /// still held here when this returns, by any path, is closed.
-pub(crate) fn recv_with_fds(
+pub(crate) fn recv_fds(
     socket: BorrowedFd<'_>,
     data: &mut [u8],
     keep: impl FnMut(OwnedFd) -> Option<OwnedFd>,
@@ -154,7 +154,7 @@ pub(super) fn recv_one(
 
     let mut received = Received {
         bytes: bytes.min(data.len()),
-        fds: 0,
+        fds_received: 0,
         fds_discarded: 0,
         data_truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
         control_truncated: msg.msg_flags & libc::MSG_CTRUNC != 0,
@@ -199,7 +199,7 @@ pub(super) unsafe fn take_control(
         Ok(()) => {
             for fd in fds.flatten() {
                 match keep(fd) {
-                    None => received.fds += 1,
+                    None => received.fds_received += 1,
                     Some(_closed) => received.fds_discarded += 1,
                 }
             }
