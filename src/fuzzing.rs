@@ -3,8 +3,7 @@
 //! and no part of the API. Thin doors, each to one rule; the rules stay
 //! where they are.
 //!
-//! The holder's protocol is public (`holder::protocol`), so its targets
-//! need no door. A new rule to fuzz gets its door here and a target in
+//! A new rule to fuzz gets its door here and a target in
 //! `fuzz/`: a `[[bin]]` in `fuzz/Cargo.toml`,
 //! its source in `fuzz/fuzz_targets/`, a few seeds in `fuzz/seeds/`.
 //! `.ci/robust` runs every target the manifest lists.
@@ -14,6 +13,15 @@ use std::io;
 #[cfg(unix)]
 pub use crate::wire::{end, judge, judge_all, Verdict};
 pub use crate::Received;
+
+/// The holder's reading of requests and the client's of answers, which
+/// are not public.
+#[cfg(unix)]
+pub mod holder {
+    pub use crate::holder::codec::{
+        escape, parse_answer, unescape, Progress, RequestReader, GREETING,
+    };
+}
 
 /// The Windows records (they are pure code, and fuzz on any OS).
 pub mod record {

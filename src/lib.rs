@@ -51,7 +51,8 @@
 //!
 //! - `tokio` (off by default): the module `io_fdpass::tokio`, the same calls as
 //!   futures on tokio's unix sockets (on Windows, on its `TcpStream`), cancel
-//!   safe where the docs say so.
+//!   safe where the docs say so; and on Unix `io_fdpass::holder::Server`, a
+//!   holder served inside the program.
 //!
 //! # Example
 //!

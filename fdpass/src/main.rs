@@ -24,7 +24,6 @@ mod commands;
 mod exec;
 mod fail;
 mod hint;
-mod holder;
 mod output;
 mod quick;
 

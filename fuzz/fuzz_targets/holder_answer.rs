@@ -14,7 +14,8 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use io_fdpass::holder::protocol::{parse_answer, Entry};
+use io_fdpass::fuzzing::holder::parse_answer;
+use io_fdpass::holder::protocol::Entry;
 use io_fdpass::holder::Client;
 use io_fdpass_test_support::fd_count;
 use libfuzzer_sys::fuzz_target;

@@ -1,4 +1,4 @@
-//! The holder's reading of a request (`holder::protocol::RequestReader`
+//! The holder's reading of a request (`RequestReader`, through `fuzzing`,
 //! and `Request::parse`), fed a client's bytes in pieces with fds among
 //! them: every fd that came is either handed over with a store or closed;
 //! a request that is accepted names only what `check_name` accepts, and
@@ -7,7 +7,8 @@
 
 #![no_main]
 
-use io_fdpass::holder::protocol::{check_name, Progress, Request, RequestReader, MAX_REQUEST};
+use io_fdpass::fuzzing::holder::{Progress, RequestReader};
+use io_fdpass::holder::protocol::{check_name, Request, MAX_REQUEST};
 use io_fdpass_test_support::fd_count;
 use libfuzzer_sys::fuzz_target;
 

@@ -30,7 +30,20 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+pub(crate) mod codec;
+pub mod machine;
 pub mod protocol;
+#[cfg(feature = "tokio")]
+mod server;
+pub mod state_file;
+mod system;
+
+pub use self::machine::{Answer, Caller, Decision, Effect, Holder, Os};
+#[cfg(feature = "tokio")]
+pub use self::server::{
+    Hooks, Server, DEFAULT_CLIENT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_NAMES,
+};
+pub use self::system::System;
 
 use std::ffi::OsString;
 use std::io::{self, ErrorKind, Write};
@@ -39,8 +52,18 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use self::protocol::{parse_answer, Entry, Lifetime, Request, GREETING};
+use self::codec::{parse_answer, GREETING};
+use self::protocol::{Entry, Lifetime, Request};
 use crate::{sys, Deadline, PeerTrust};
+
+/// The time since the Unix epoch: the clock a [`Holder`] is given its
+/// times by, and that its entries' times are written in.
+#[must_use]
+pub fn unix_now() -> Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+}
 
 /// How long a call waits for the holder by default, for the whole
 /// exchange; `fdpass`'s default `--timeout` too.

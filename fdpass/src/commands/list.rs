@@ -13,7 +13,7 @@ pub fn run(args: &ListArgs) -> Result<()> {
     let entries = super::holder_client(holder)
         .entries()
         .map_err(|e| client::failure(&holder.socket, &e))?;
-    let now = crate::holder::unix_now().as_secs();
+    let now = io_fdpass::holder::unix_now().as_secs();
     let text = if args.json {
         let objects: Vec<String> = entries.iter().map(json_entry).collect();
         if objects.is_empty() {

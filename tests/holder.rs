@@ -1,0 +1,170 @@
+//! A holder inside the test process (`holder::Server`) and the library's
+//! client against it: every request, with lifetimes and refusals, and not
+//! one fd left open once the server is gone.
+#![cfg(all(unix, feature = "tokio"))]
+
+mod util;
+
+use std::io::{ErrorKind, Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use io_fdpass::holder::protocol::Lifetime;
+use io_fdpass::holder::{Client, Holder, Server, System};
+use tokio::sync::oneshot;
+use util::{file_with, read_all, temp_path, NoLeak};
+
+/// Runs a holder at `socket` on a runtime of its own, in a thread, until
+/// the returned sender is dropped; the thread ends with the runtime, and
+/// with it every task and fd of the server.
+fn serve(socket: &Path, server: impl FnOnce(Server) -> Server + Send + 'static) -> Running {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let socket = socket.to_owned();
+    let (ready, listening) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+            let mut server = server(Server::new(listener));
+            ready.send(()).unwrap();
+            server.run_until(stopped).await.unwrap_err();
+        });
+    });
+    listening.recv().unwrap();
+    Running {
+        stop: Some(stop),
+        thread: Some(thread),
+    }
+}
+
+struct Running {
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The leak check, after a first runtime has made the fds that tokio
+/// keeps for the process (its signal pipe, with the `signal` feature the
+/// tests turn on).
+fn start() -> NoLeak {
+    static WARM: std::sync::Once = std::sync::Once::new();
+    WARM.call_once(|| {
+        drop(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+        );
+    });
+    NoLeak::start()
+}
+
+#[test]
+fn store_fetch_take_list_and_drop() {
+    let check = start();
+    {
+        let socket = temp_path("holder-lib");
+        let _holder = serve(&socket, |server| server);
+        let client = Client::new(&socket);
+        let web = file_with("web");
+        let db = file_with("db");
+        client.store("web", &web).unwrap();
+        client.store("db", &db).unwrap();
+        drop((web, db));
+        assert_eq!(client.list().unwrap(), ["db", "web"]);
+        let entries = client.entries().unwrap();
+        assert_eq!(entries[1].kind, "file");
+        assert_eq!(
+            entries[1].stored_by_uid,
+            Some(rustix::process::getuid().as_raw())
+        );
+
+        assert_eq!(read_all(client.fetch("web").unwrap()), "web");
+        let both = client.fetch_many(&["db", "web"]).unwrap();
+        assert_eq!(both.len(), 2);
+        drop(both);
+
+        // A take of a name not held takes nothing.
+        let missing = client.take(&["web", "nothing"]).unwrap_err();
+        assert_eq!(missing.kind(), ErrorKind::NotFound);
+        assert_eq!(client.list().unwrap(), ["db", "web"]);
+        let taken = client.take(&["web"]).unwrap();
+        assert_eq!(read_all(taken.into_iter().next().unwrap()), "web");
+        assert_eq!(client.list().unwrap(), ["db"]);
+
+        client.remove("db").unwrap();
+        assert!(client.list().unwrap().is_empty());
+        let gone = client.remove("db").unwrap_err();
+        assert_eq!(gone.kind(), ErrorKind::NotFound);
+        let reserved = client.store("fdpass-hold", file_with("x")).unwrap_err();
+        assert_eq!(reserved.kind(), ErrorKind::InvalidInput);
+        let _ = std::fs::remove_file(&socket);
+    }
+    check.assert_unchanged();
+}
+
+#[test]
+fn limits_and_lifetimes_are_kept() {
+    let check = start();
+    {
+        let socket = temp_path("holder-lib-limits");
+        let _holder = serve(&socket, |server| server.with_holder(Holder::new(System, 1)));
+        let client = Client::new(&socket);
+        let mut pipe = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let until = Lifetime::forever().until_exit(pipe.id());
+        client.store_for("a", file_with("a"), until).unwrap();
+        let full = client.store("b", file_with("b")).unwrap_err();
+        assert_eq!(full.kind(), ErrorKind::QuotaExceeded);
+        pipe.kill().unwrap();
+        pipe.wait().unwrap();
+        // The process's exit drops what was kept until then.
+        while !client.list().unwrap().is_empty() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let brief = Lifetime::forever().ttl(Duration::from_millis(50));
+        client.store_for("b", file_with("b"), brief).unwrap();
+        while !client.list().unwrap().is_empty() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = std::fs::remove_file(&socket);
+    }
+    check.assert_unchanged();
+}
+
+#[test]
+fn a_silent_client_is_dropped_and_others_are_served() {
+    let check = start();
+    {
+        let socket = temp_path("holder-lib-silent");
+        let _holder = serve(&socket, |server| {
+            server.client_timeout(Duration::from_millis(200))
+        });
+        let mut silent = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        let client = Client::new(&socket);
+        client.store("a", file_with("a")).unwrap();
+        let mut greeting = [0; 14];
+        silent.read_exact(&mut greeting).unwrap();
+        assert_eq!(&greeting, b"fdpass-hold 1\n");
+        // Its deadline passes: the holder closes the connection.
+        let mut rest = Vec::new();
+        assert_eq!(silent.read_to_end(&mut rest).unwrap(), 0);
+        let _ = silent.write_all(b"list\n");
+        assert_eq!(client.list().unwrap(), ["a"]);
+        let _ = std::fs::remove_file(&socket);
+    }
+    check.assert_unchanged();
+}
