@@ -134,9 +134,13 @@ pub(crate) fn says_ready(datagram: &[u8]) -> bool {
     assignments(datagram).any(|assignment| assignment == (b"READY", b"1"))
 }
 
-/// Checks `name` against systemd's rules for fd names: 1 to [`MAX_NAME`]
-/// printable ASCII characters, none of them `:`, which separates the names
-/// in `LISTEN_FDNAMES`.
+/// Checks `name` as a name for fds: systemd's rules for fd names, 1 to
+/// [`MAX_NAME`] printable ASCII characters, none of them `:`, which
+/// separates the names in `LISTEN_FDNAMES`; and no space, so that every
+/// name io-fdpass gives out can be held by the holder, where a name is a
+/// word of its protocol. The one rule for every name in the crate:
+/// [`activation::Command::fd`](crate::activation::Command::fd),
+/// [`restart`](crate::restart), the fd store, and the holder.
 ///
 /// # Errors
 ///
@@ -148,14 +152,16 @@ pub fn check_name(name: &str) -> io::Result<()> {
         "it is longer than 255 characters"
     } else if name.contains(':') {
         "it contains ':', which separates names in LISTEN_FDNAMES"
-    } else if !name.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+    } else if name.contains(' ') {
+        "it contains a space, which separates the words of the holder's requests"
+    } else if !name.bytes().all(|b| b.is_ascii_graphic()) {
         "it has a character that is not printable ASCII"
     } else {
         return Ok(());
     };
     Err(io::Error::new(
         ErrorKind::InvalidInput,
-        format!("{name:?} cannot name fds for systemd: {why}"),
+        format!("{name:?} cannot name fds: {why}"),
     ))
 }
 
@@ -240,8 +246,8 @@ mod tests {
         let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
         assert_eq!(read(Message::Ready), [pair("READY", "1")]);
         assert_eq!(
-            read(Message::Store("a=b c")),
-            [pair("FDSTORE", "1"), pair("FDNAME", "a=b c")]
+            read(Message::Store("a=b")),
+            [pair("FDSTORE", "1"), pair("FDNAME", "a=b")]
         );
         assert_eq!(
             read(Message::Remove("web")),
@@ -253,7 +259,7 @@ mod tests {
 
     #[test]
     fn names_follow_systemds_rules() {
-        for good in ["http", "fdpass-hold", "a b", &"x".repeat(255)] {
+        for good in ["http", "fdpass-hold", "web-1.socket_A", &"x".repeat(255)] {
             assert!(check_name(good).is_ok(), "{good}");
         }
         let long = "x".repeat(256);
@@ -261,6 +267,7 @@ mod tests {
             ("", "empty"),
             (long.as_str(), "longer"),
             ("a:b", "':'"),
+            ("a b", "space"),
             ("tab\there", "printable"),
             ("é", "printable"),
         ] {

@@ -96,16 +96,16 @@ fn store_fetch_take_list_and_drop() {
         drop(both);
 
         // A take of a name not held takes nothing.
-        let missing = client.take(&["web", "nothing"]).unwrap_err();
+        let missing = client.take_many(&["web", "nothing"]).unwrap_err();
         assert_eq!(missing.kind(), ErrorKind::NotFound);
         assert_eq!(client.list().unwrap(), ["db", "web"]);
-        let taken = client.take(&["web"]).unwrap();
+        let taken = client.take_many(&["web"]).unwrap();
         assert_eq!(read_all(taken.into_iter().next().unwrap()), "web");
         assert_eq!(client.list().unwrap(), ["db"]);
 
-        client.remove("db").unwrap();
+        client.drop("db").unwrap();
         assert!(client.list().unwrap().is_empty());
-        let gone = client.remove("db").unwrap_err();
+        let gone = client.drop("db").unwrap_err();
         assert_eq!(gone.kind(), ErrorKind::NotFound);
         let reserved = client.store("fdpass-hold", file_with("x")).unwrap_err();
         assert_eq!(reserved.kind(), ErrorKind::InvalidInput);
@@ -126,7 +126,9 @@ fn limits_and_lifetimes_are_kept() {
             .spawn()
             .unwrap();
         let until = Lifetime::forever().until_exit(pipe.id());
-        client.store_for("a", file_with("a"), until).unwrap();
+        client
+            .store_with_lifetime("a", file_with("a"), until)
+            .unwrap();
         let full = client.store("b", file_with("b")).unwrap_err();
         assert_eq!(full.kind(), ErrorKind::QuotaExceeded);
         pipe.kill().unwrap();
@@ -136,7 +138,9 @@ fn limits_and_lifetimes_are_kept() {
             std::thread::sleep(Duration::from_millis(5));
         }
         let brief = Lifetime::forever().ttl(Duration::from_millis(50));
-        client.store_for("b", file_with("b"), brief).unwrap();
+        client
+            .store_with_lifetime("b", file_with("b"), brief)
+            .unwrap();
         while !client.list().unwrap().is_empty() {
             std::thread::sleep(Duration::from_millis(5));
         }

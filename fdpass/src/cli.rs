@@ -420,7 +420,7 @@ pub struct AdoptArgs {
 /// Checks a name for an fd: what `LISTEN_FDNAMES` and systemd's fd store
 /// can carry, and a word of the holder protocol.
 pub fn parse_name(name: &str) -> Result<String, String> {
-    io_fdpass::holder::protocol::check_name(name)
+    io_fdpass::notify::check_name(name)
         .map(|()| name.to_owned())
         .map_err(|e| e.to_string())
 }

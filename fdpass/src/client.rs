@@ -29,7 +29,7 @@ pub fn store(
     lifetime: Lifetime,
 ) -> Result<()> {
     client
-        .store_for(name, fd, lifetime)
+        .store_with_lifetime(name, fd, lifetime)
         .map_err(|e| failure(socket, &e))
 }
 

@@ -31,7 +31,7 @@ fn the_library_client_against_a_real_holder() {
     client.store("web", &listener).unwrap();
     let (a, b) = UnixStream::pair().unwrap();
     client
-        .store_for(
+        .store_with_lifetime(
             "pair",
             &a,
             io_fdpass::holder::protocol::Lifetime::forever().ttl(Duration::from_secs(3600)),
@@ -53,7 +53,7 @@ fn the_library_client_against_a_real_holder() {
     let fetched = std::net::TcpListener::from(client.fetch("web").unwrap());
     assert_eq!(fetched.local_addr().unwrap(), address);
     drop((fetched, listener));
-    let taken = client.take(&["pair", "web"]).unwrap();
+    let taken = client.take_many(&["pair", "web"]).unwrap();
     assert_eq!(taken.len(), 2);
     drop(taken);
     assert!(client.list().unwrap().is_empty());
@@ -65,7 +65,7 @@ fn the_library_client_against_a_real_holder() {
         "{not_found}"
     );
     assert_eq!(
-        client.remove("web").unwrap_err().kind(),
+        client.drop("web").unwrap_err().kind(),
         std::io::ErrorKind::NotFound
     );
     let bad = client.store("a:b", std::io::stdin()).unwrap_err();
@@ -202,7 +202,7 @@ fn fake_holders_get_nothing_and_hold_up_no_client() {
             .kind(),
         InvalidData
     );
-    assert_eq!(quick(&codes).remove("x").unwrap_err().kind(), InvalidData);
+    assert_eq!(quick(&codes).drop("x").unwrap_err().kind(), InvalidData);
     assert_eq!(quick(&no_fds).fetch("x").unwrap_err().kind(), InvalidData);
     assert_eq!(
         quick(&extra_fds).fetch("x").unwrap_err().kind(),

@@ -515,7 +515,7 @@ fn sighup_upgrades_in_place_under_a_client_that_never_pauses() {
     let client = Client::new(&socket).timeout(Duration::from_secs(60));
     let file = std::fs::File::open(&data).unwrap();
     client
-        .store_for(
+        .store_with_lifetime(
             "cfg",
             &file,
             io_fdpass::holder::protocol::Lifetime::forever().ttl(Duration::from_secs(3600)),

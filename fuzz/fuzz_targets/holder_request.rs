@@ -8,7 +8,8 @@
 #![no_main]
 
 use io_fdpass::fuzzing::holder::{Progress, RequestReader};
-use io_fdpass::holder::protocol::{check_name, Request, MAX_REQUEST};
+use io_fdpass::holder::protocol::{Request, MAX_REQUEST};
+use io_fdpass::notify::check_name;
 use io_fdpass_test_support::fd_count;
 use libfuzzer_sys::fuzz_target;
 
@@ -45,7 +46,7 @@ fuzz_target!(|input: &[u8]| {
                 "{request:?}"
             );
             let names: Vec<&String> = match &request {
-                Request::Store { name, .. } | Request::Remove { name } => vec![name],
+                Request::Store { name, .. } | Request::Drop { name } => vec![name],
                 Request::Fetch { names, .. } => names.iter().collect(),
                 _ => Vec::new(),
             };

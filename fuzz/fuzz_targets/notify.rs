@@ -20,7 +20,7 @@ fuzz_target!(|input: &[u8]| {
         && name.len() <= MAX_NAME
         && name
             .bytes()
-            .all(|b| (0x20..=0x7e).contains(&b) && b != b':');
+            .all(|b| (0x21..=0x7e).contains(&b) && b != b':');
     match check_name(&name) {
         Ok(()) => assert!(rules, "{name:?}"),
         Err(e) => {

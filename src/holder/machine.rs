@@ -202,7 +202,7 @@ impl<O: Os> Holder<O> {
                 body: self.entries().map(Entry::line).collect(),
                 fds: Vec::new(),
             }),
-            (Request::Remove { name }, None) => self.remove(&name, &mut effects),
+            (Request::Drop { name }, None) => self.remove(&name, &mut effects),
             // A request reader lets an fd come only with a store, and a
             // store only with one.
             (_, _) => Err(Refusal::invalid(
@@ -348,7 +348,7 @@ impl<O: Os> Holder<O> {
     /// # Errors
     ///
     /// A refusal, with `fd` dropped, for a name that breaks
-    /// [the rules](super::protocol::check_name), a holder's own name, or
+    /// [the rules](crate::notify::check_name), a holder's own name, or
     /// one already held.
     pub fn adopt(
         &mut self,
@@ -357,7 +357,7 @@ impl<O: Os> Holder<O> {
         recorded: Option<Entry>,
     ) -> Result<Vec<Effect>, Refusal> {
         let taken = name == SOCKET_NAME || name == STATE_NAME || self.held.contains_key(&name);
-        if super::protocol::check_name(&name).is_err() || taken {
+        if crate::notify::check_name(&name).is_err() || taken {
             return Err(Refusal::invalid(format!(
                 "closed an fd given as {name:?}: a bad or repeated name"
             )));

@@ -144,9 +144,9 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// See [`Client::store_for`].
+    /// See [`Client::store_with_lifetime`].
     pub fn store(&self, name: &str, fd: impl AsFd) -> io::Result<()> {
-        self.store_for(name, fd, Lifetime::forever())
+        self.store_with_lifetime(name, fd, Lifetime::forever())
     }
 
     /// Has the holder keep a copy of `fd` under `name` for `lifetime`,
@@ -155,7 +155,7 @@ impl Client {
     /// # Errors
     ///
     /// [`ErrorKind::InvalidInput`] for a name that breaks
-    /// [the rules](protocol::check_name), with nothing sent; otherwise as
+    /// [the rules](crate::notify::check_name), with nothing sent; otherwise as
     /// every call:
     /// - [`ErrorKind::NotFound`] or [`ErrorKind::ConnectionRefused`] when
     ///   nothing listens at the socket;
@@ -170,8 +170,13 @@ impl Client {
     ///   [kind](protocol::RefusalKind::error_kind): `NotFound` for a name
     ///   it does not hold (or, here, no process `until_exit`),
     ///   `QuotaExceeded` for a limit reached.
-    pub fn store_for(&self, name: &str, fd: impl AsFd, lifetime: Lifetime) -> io::Result<()> {
-        protocol::check_name(name)?;
+    pub fn store_with_lifetime(
+        &self,
+        name: &str,
+        fd: impl AsFd,
+        lifetime: Lifetime,
+    ) -> io::Result<()> {
+        crate::notify::check_name(name)?;
         let request = Request::Store {
             name: name.to_owned(),
             lifetime,
@@ -186,7 +191,7 @@ impl Client {
     /// # Errors
     ///
     /// [`ErrorKind::NotFound`] for a name the holder does not hold, and
-    /// otherwise as [`Client::store_for`].
+    /// otherwise as [`Client::store_with_lifetime`].
     pub fn fetch(&self, name: &str) -> io::Result<OwnedFd> {
         let mut fds = self.fetch_many(&[name])?;
         Ok(fds.remove(0))
@@ -203,13 +208,24 @@ impl Client {
         self.fetch_names(names, false)
     }
 
+    /// The fd held under `name`, which the holder stops holding as it
+    /// sends it: a handover that happens once.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::fetch`].
+    pub fn take(&self, name: &str) -> io::Result<OwnedFd> {
+        let mut fds = self.take_many(&[name])?;
+        Ok(fds.remove(0))
+    }
+
     /// The fds held under `names`, which the holder stops holding as it
     /// sends them: a handover that happens once. All or none.
     ///
     /// # Errors
     ///
     /// As [`Client::fetch_many`].
-    pub fn take(&self, names: &[&str]) -> io::Result<Vec<OwnedFd>> {
+    pub fn take_many(&self, names: &[&str]) -> io::Result<Vec<OwnedFd>> {
         self.fetch_names(names, true)
     }
 
@@ -225,7 +241,7 @@ impl Client {
             ));
         }
         for name in names {
-            protocol::check_name(name)?;
+            crate::notify::check_name(name)?;
         }
         let request = Request::Fetch {
             names: names.iter().map(|&n| n.to_owned()).collect(),
@@ -239,7 +255,7 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// As [`Client::store_for`].
+    /// As [`Client::store_with_lifetime`].
     pub fn list(&self) -> io::Result<Vec<String>> {
         Ok(self.entries()?.into_iter().map(|e| e.name).collect())
     }
@@ -249,7 +265,7 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// As [`Client::store_for`].
+    /// As [`Client::store_with_lifetime`].
     pub fn entries(&self) -> io::Result<Vec<Entry>> {
         let (body, _) = self.exchange(&Request::List, None, 0)?;
         body.lines().map(Entry::parse).collect()
@@ -260,10 +276,10 @@ impl Client {
     /// # Errors
     ///
     /// [`ErrorKind::NotFound`] for a name it does not hold, and otherwise
-    /// as [`Client::store_for`].
-    pub fn remove(&self, name: &str) -> io::Result<()> {
-        protocol::check_name(name)?;
-        let request = Request::Remove {
+    /// as [`Client::store_with_lifetime`].
+    pub fn drop(&self, name: &str) -> io::Result<()> {
+        crate::notify::check_name(name)?;
+        let request = Request::Drop {
             name: name.to_owned(),
         };
         self.exchange(&request, None, 0).map(drop)

@@ -37,28 +37,6 @@ pub const MAX_REQUEST: usize = 64 * 1024;
 /// message.
 pub const MAX_FETCH: usize = crate::MAX_FDS;
 
-/// The longest name (systemd's limit for fd names).
-pub const MAX_NAME: usize = crate::notify::MAX_NAME;
-
-/// Checks a name for a held fd: what systemd takes as an fd name (see
-/// [`notify::check_name`](crate::notify::check_name)), so that held fds
-/// can go to systemd's fd store and out as `LISTEN_FDNAMES`, and a word of
-/// the protocol: no space.
-///
-/// # Errors
-///
-/// [`ErrorKind::InvalidInput`], saying which rule the name breaks.
-pub fn check_name(name: &str) -> io::Result<()> {
-    crate::notify::check_name(name)?;
-    if name.contains(' ') {
-        return Err(io::Error::new(
-            ErrorKind::InvalidInput,
-            format!("{name:?} cannot name a held fd: it contains a space"),
-        ));
-    }
-    Ok(())
-}
-
 /// How long a held fd is kept. The default is for as long as the holder
 /// runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -114,7 +92,7 @@ pub enum Request {
     /// Say what is held.
     List,
     /// Close the fd held under `name`.
-    Remove {
+    Drop {
         /// The name.
         name: String,
     },
@@ -144,7 +122,7 @@ impl Request {
                 }
             }
             Request::List => line.push_str("list"),
-            Request::Remove { name } => {
+            Request::Drop { name } => {
                 line.push_str("drop ");
                 line.push_str(name);
             }
@@ -165,7 +143,7 @@ impl Request {
         let args: Vec<&str> = words.collect();
         let names = |args: &[&str]| -> Result<Vec<String>, Refusal> {
             args.iter()
-                .map(|&name| match check_name(name) {
+                .map(|&name| match crate::notify::check_name(name) {
                     Ok(()) => Ok(name.to_owned()),
                     Err(e) => Err(Refusal::invalid(e.to_string())),
                 })
@@ -208,7 +186,7 @@ impl Request {
             "list" if args.is_empty() => Ok(Request::List),
             "list" => Err(Refusal::invalid("list takes no names")),
             "drop" => match names(&args)?.as_mut_slice() {
-                [name] => Ok(Request::Remove {
+                [name] => Ok(Request::Drop {
                     name: std::mem::take(name),
                 }),
                 _ => Err(Refusal::invalid("drop takes exactly one name")),
@@ -431,7 +409,8 @@ impl Entry {
         let bad = |what: String| io::Error::new(ErrorKind::InvalidData, what);
         let mut words = line.split(' ');
         let name = words.next().unwrap_or_default();
-        check_name(name).map_err(|e| bad(format!("the holder listed a bad name: {e}")))?;
+        crate::notify::check_name(name)
+            .map_err(|e| bad(format!("the holder listed a bad name: {e}")))?;
         let mut entry = Entry {
             name: name.to_owned(),
             ..Entry::default()
@@ -501,7 +480,7 @@ mod tests {
                 take: true,
             },
             Request::List,
-            Request::Remove { name: name("x.y") },
+            Request::Drop { name: name("x.y") },
         ] {
             let line = request.line();
             assert_eq!(
@@ -540,9 +519,11 @@ mod tests {
 
     #[test]
     fn names_are_checked() {
-        assert!(check_name("web-1.socket_A").is_ok());
-        for bad in ["", "a:b", "a b", "tab\t", "é", &"x".repeat(MAX_NAME + 1)] {
-            assert!(check_name(bad).is_err(), "{bad:?}");
+        assert!(Request::parse("drop web-1.socket_A").is_ok());
+        let long = "x".repeat(crate::notify::MAX_NAME + 1);
+        for bad in ["a:b", "tab\t", "é", long.as_str()] {
+            let refusal = Request::parse(&format!("drop {bad}")).unwrap_err();
+            assert_eq!(refusal.kind, RefusalKind::Invalid, "{bad:?}");
         }
     }
 

@@ -9,7 +9,7 @@ use crate::output::Log;
 pub fn run(args: &DropArgs, log: Log) -> Result<()> {
     let holder = &args.holder;
     super::holder_client(holder)
-        .remove(&args.name)
+        .drop(&args.name)
         .map_err(|e| client::failure(&holder.socket, &e))?;
     log.say(format_args!("dropped {} at {}", args.name, holder.socket));
     Ok(())

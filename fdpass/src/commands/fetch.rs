@@ -11,7 +11,7 @@ pub fn run(args: &FetchArgs) -> Result<()> {
     let holder = super::holder_client(&args.holder);
     let wanted: Vec<&str> = args.names.iter().map(String::as_str).collect();
     let fds = if args.take {
-        holder.take(&wanted)
+        holder.take_many(&wanted)
     } else {
         holder.fetch_many(&wanted)
     }

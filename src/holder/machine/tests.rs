@@ -62,7 +62,7 @@ fn fetch(h: &mut Holder<FakeOs>, names: &[&str], take: bool) -> Decision<Fake> {
 
 fn drop_name(h: &mut Holder<FakeOs>, name: &str) -> Decision<Fake> {
     let name = name.to_owned();
-    h.handle(Request::Remove { name }, None, caller(), NOW)
+    h.handle(Request::Drop { name }, None, caller(), NOW)
 }
 
 fn fds(decision: Decision<Fake>) -> Vec<u32> {

@@ -126,7 +126,7 @@ fn take_over(holder: &mut Holder<System>, from: &SocketName, keeper: &Keeper) ->
             if holder.fd(&entry.name).is_some() {
                 let name = entry.name.clone();
                 let now = io_fdpass::holder::unix_now();
-                drop(holder.handle(Request::Remove { name }, None, Caller::default(), now));
+                drop(holder.handle(Request::Drop { name }, None, Caller::default(), now));
             }
             if let Err(refusal) = holder.adopt(entry.name.clone(), fd, Some(entry.clone())) {
                 keeper.log(format_args!("{}", refusal.message));
