@@ -37,7 +37,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io::{self, ErrorKind};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -54,10 +54,7 @@ static RUNNING: AtomicBool = AtomicBool::new(false);
 /// The next generation to start, and the fds it gets.
 #[derive(Debug)]
 pub struct Restart<'a> {
-    program: PathBuf,
-    args: Vec<OsString>,
-    fds: Vec<BorrowedFd<'a>>,
-    names: Vec<String>,
+    command: activation::Command<'a>,
     timeout: Duration,
 }
 
@@ -96,10 +93,7 @@ impl<'a> Restart<'a> {
         args: impl IntoIterator<Item = impl Into<OsString>>,
     ) -> Restart<'a> {
         Restart {
-            program: PathBuf::from(program.as_ref()),
-            args: args.into_iter().map(Into::into).collect(),
-            fds: Vec::new(),
-            names: Vec::new(),
+            command: activation::Command::new(program).args(args.into_iter().map(Into::into)),
             timeout: DEFAULT_TIMEOUT,
         }
     }
@@ -109,19 +103,11 @@ impl<'a> Restart<'a> {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidInput`] for a name that systemd's rules refuse
+    /// [`ErrorKind::InvalidInput`] for a name that the name rules refuse
     /// ([`notify::check_name`]), or more than [`MAX_FDS`](crate::MAX_FDS)
     /// fds.
     pub fn fd(mut self, name: &str, fd: &'a impl AsFd) -> io::Result<Restart<'a>> {
-        notify::check_name(name)?;
-        if self.fds.len() == crate::MAX_FDS {
-            return Err(io::Error::new(
-                ErrorKind::InvalidInput,
-                format!("at most {} fds go to the next generation", crate::MAX_FDS),
-            ));
-        }
-        self.fds.push(fd.as_fd());
-        self.names.push(name.to_owned());
+        self.command = self.command.fd(name, fd)?;
         Ok(self)
     }
 
@@ -168,15 +154,12 @@ impl<'a> Restart<'a> {
     }
 
     fn spawn_alone(self) -> io::Result<Successor> {
-        let program = activation::find_program(&self.program)?;
         let notify = notify::Listener::new()?;
-        let mut command = activation::Command::new(&program)
-            .args(&self.args)
-            .env("NOTIFY_SOCKET", notify.path());
-        for (name, fd) in self.names.iter().zip(&self.fds) {
-            command = command.fd(name, fd)?;
-        }
-        let pid = command.spawn()?.id();
+        let pid = self
+            .command
+            .env("NOTIFY_SOCKET", notify.path())
+            .spawn()?
+            .id();
         match wait_until_ready(&notify, pid, self.timeout) {
             Ok(()) => Ok(Successor { pid }),
             Err(e) => {

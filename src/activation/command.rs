@@ -99,7 +99,7 @@ impl<'a> Command<'a> {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidInput`] for a name that systemd's rules refuse
+    /// [`ErrorKind::InvalidInput`] for a name that the name rules refuse
     /// ([`notify::check_name`]), or more than [`MAX_FDS`](crate::MAX_FDS)
     /// fds.
     pub fn fd(mut self, name: &str, fd: &'a impl AsFd) -> io::Result<Command<'a>> {
