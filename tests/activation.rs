@@ -399,7 +399,7 @@ fn a_started_program_gets_its_own_variables_and_no_stale_ones() {
     if util::is_child(STARTED) {
         let fds = ListenFds::take().unwrap();
         assert_eq!(fds.len(), 1);
-        let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+        let (mut read, write) = std::io::pipe().unwrap();
         let mut child = activation::Command::new("sh")
             .args(["-c", REPORT])
             .fd("out", &write)
@@ -413,7 +413,7 @@ fn a_started_program_gets_its_own_variables_and_no_stale_ones() {
             "kept once reaped"
         );
         let mut out = String::new();
-        std::fs::File::from(read).read_to_string(&mut out).unwrap();
+        read.read_to_string(&mut out).unwrap();
         assert_eq!(out, "1 out none own\n");
         return;
     }

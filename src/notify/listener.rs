@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::sys;
+
 /// The longest datagram a [`Listener`] reads, as systemd's manager
 /// (`NOTIFY_BUFFER_MAX`): a longer one is ignored whole.
 pub const MAX_DATAGRAM: usize = 4096;
@@ -135,7 +137,7 @@ impl Listener {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut buf = [0u8; MAX_DATAGRAM];
         loop {
-            match recv_datagram(self.socket.as_fd(), &mut buf) {
+            match sys::recv_datagram(self.socket.as_fd(), &mut buf) {
                 Ok(got) if !got.truncated => {
                     return Ok(Some(Notification {
                         bytes: buf[..got.bytes].to_vec(),
@@ -267,120 +269,6 @@ fn wait_readable(socket: BorrowedFd<'_>, deadline: Option<Instant>) -> io::Resul
     }
 }
 
-/// What [`recv_datagram`] read.
-struct Datagram {
-    bytes: usize,
-    truncated: bool,
-    pid: Option<u32>,
-}
-
-/// One datagram from the non-blocking `socket`, with its sender's pid.
-///
-/// The control buffer has room for the credentials and no more: the kernel
-/// installs none of the fds a sender attached where `SO_PASSRIGHTS` could
-/// not refuse them ("the excess file descriptors are automatically
-/// closed", unix(7)); any that came all the same are closed here.
-#[cfg(fdpass_linux_kernel)]
-fn recv_datagram(socket: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Datagram> {
-    use std::os::fd::AsRawFd;
-    const UCRED: usize = size_of::<libc::ucred>();
-    // SAFETY: CMSG_SPACE only computes a size.
-    const SPACE: usize = unsafe { libc::CMSG_SPACE(UCRED as u32) } as usize;
-    let mut space = [0u64; SPACE.div_ceil(8)];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: msghdr is a plain C struct; all zero bytes are a valid value.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &raw mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = space.as_mut_ptr().cast();
-    msg.msg_controllen = SPACE as _;
-    let flags = libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC | libc::MSG_TRUNC;
-    let bytes = loop {
-        // SAFETY: `msg` points at `buf` and `space`, alive and unaliased
-        // for the call, with their lengths; the kernel writes within them.
-        let got = unsafe { libc::recvmsg(socket.as_raw_fd(), &raw mut msg, flags) };
-        match usize::try_from(got) {
-            Ok(bytes) => break bytes,
-            Err(_) => match io::Error::last_os_error() {
-                e if e.kind() == ErrorKind::Interrupted => {}
-                e => return Err(e),
-            },
-        }
-    };
-    // SAFETY: `msg` describes the control data the kernel just wrote.
-    let pid = unsafe { sender_closing_fds(&msg) };
-    Ok(Datagram {
-        bytes: bytes.min(buf.len()),
-        truncated: bytes > buf.len() || msg.msg_flags & libc::MSG_TRUNC != 0,
-        pid,
-    })
-}
-
-/// The sender's pid in the control data `msg` describes, from its
-/// `SCM_CREDENTIALS`; closes the fds of any `SCM_RIGHTS` in it.
-///
-/// # Safety
-///
-/// `msg` must describe the control data of a message `recvmsg` has just
-/// received, whose fds no one else owns.
-#[cfg(fdpass_linux_kernel)]
-unsafe fn sender_closing_fds(msg: &libc::msghdr) -> Option<u32> {
-    use std::os::fd::{FromRawFd, OwnedFd};
-    let mut pid = None;
-    // SAFETY: `msg` describes control data, as the caller promises.
-    let mut header = unsafe { libc::CMSG_FIRSTHDR(msg) };
-    while !header.is_null() {
-        // SAFETY: CMSG_FIRSTHDR and CMSG_NXTHDR return either null or a
-        // whole header within the control data.
-        let (level, kind, len) = unsafe {
-            (
-                (*header).cmsg_level,
-                (*header).cmsg_type,
-                (*header).cmsg_len,
-            )
-        };
-        // SAFETY: as above; the data follows the header.
-        let data = unsafe { libc::CMSG_DATA(header) };
-        #[allow(clippy::unnecessary_cast)] // a socklen_t on musl
-        let data_len = (len as usize).saturating_sub(data as usize - header as usize);
-        match (level, kind) {
-            (libc::SOL_SOCKET, libc::SCM_CREDENTIALS) if data_len >= size_of::<libc::ucred>() => {
-                // SAFETY: the message holds a whole ucred, maybe unaligned.
-                let cred = unsafe { data.cast::<libc::ucred>().read_unaligned() };
-                pid = u32::try_from(cred.pid).ok().filter(|&pid| pid != 0);
-            }
-            (libc::SOL_SOCKET, libc::SCM_RIGHTS) => {
-                for i in 0..data_len / size_of::<libc::c_int>() {
-                    // SAFETY: within the message's data; each is an fd the
-                    // kernel installed for this process, owned by no one.
-                    drop(unsafe {
-                        OwnedFd::from_raw_fd(data.cast::<libc::c_int>().add(i).read_unaligned())
-                    });
-                }
-            }
-            _ => {}
-        }
-        // SAFETY: `header` is a header of the control data `msg` describes.
-        header = unsafe { libc::CMSG_NXTHDR(msg, header) };
-    }
-    pid
-}
-
-/// Elsewhere the OS gives no sender's pid with a datagram: the crate's own
-/// receive, which closes every fd that came.
-#[cfg(not(fdpass_linux_kernel))]
-fn recv_datagram(socket: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Datagram> {
-    let got = crate::recv_fds(socket, buf, &mut [])?;
-    Ok(Datagram {
-        bytes: got.bytes,
-        truncated: got.data_truncated,
-        pid: None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,7 +286,7 @@ mod tests {
         crate::send_fds(&a, b"READY=1", &[write.as_fd(), write.as_fd()]).unwrap();
         drop(write);
         let mut buf = [0; MAX_DATAGRAM];
-        let got = recv_datagram(b.as_fd(), &mut buf).unwrap();
+        let got = sys::recv_datagram(b.as_fd(), &mut buf).unwrap();
         assert_eq!(&buf[..got.bytes], b"READY=1");
         assert!(!got.truncated);
         if cfg!(fdpass_linux_kernel) {
@@ -408,9 +296,9 @@ mod tests {
         assert_eq!(rustix::io::read(&read, &mut [0]), Ok(0));
 
         a.send(&[b'x'; MAX_DATAGRAM + 1]).unwrap();
-        let got = recv_datagram(b.as_fd(), &mut buf).unwrap();
+        let got = sys::recv_datagram(b.as_fd(), &mut buf).unwrap();
         assert!(got.truncated);
-        let e = recv_datagram(b.as_fd(), &mut buf).err().unwrap();
+        let e = sys::recv_datagram(b.as_fd(), &mut buf).err().unwrap();
         assert_eq!(e.kind(), ErrorKind::WouldBlock);
     }
 }

@@ -20,6 +20,9 @@
 //! - `peer_credentials(socket)`, `peer_pidfd(socket)`, `own_pidfd_id()`,
 //!   `refuse_fds(socket)`: who the peer or this process is; whether a
 //!   socket takes fds (each `None`/`false` where the OS cannot tell).
+//! - `recv_datagram(socket, buf) -> io::Result<Datagram>`: one datagram,
+//!   non-blocking, with its sender's pid where the OS gives it (Linux's
+//!   `SCM_CREDENTIALS`); every fd that came with it is closed.
 //! - `connect_unix(address)`, `send_datagram(address, data, fds)`: sockets
 //!   the crate makes itself, close-on-exec.
 //! - `Launch::new(program, argv, env, fds, names)`, then `spawn()` (fork

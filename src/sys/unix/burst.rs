@@ -169,7 +169,7 @@ pub(crate) fn recv_burst(
             Err(_) => break,
         }
         received += 1;
-        if this.bytes == 0 && this.fds == 0 {
+        if this.bytes == 0 && this.fds_received == 0 {
             break; // the end of the stream: nothing follows
         }
         flags |= rustix::net::RecvFlags::DONTWAIT;

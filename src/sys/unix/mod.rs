@@ -12,6 +12,7 @@ use std::os::fd::{BorrowedFd, RawFd};
 
 mod burst;
 mod cred;
+mod datagram;
 mod describe;
 mod msg;
 mod socket;
@@ -19,6 +20,7 @@ mod spawn;
 
 pub(crate) use self::burst::*;
 pub(crate) use self::cred::*;
+pub(crate) use self::datagram::*;
 pub(crate) use self::describe::*;
 pub(crate) use self::msg::*;
 pub(crate) use self::socket::*;
