@@ -6,13 +6,14 @@
 mod util;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, ErrorKind};
+use std::io::{self, BufRead, BufReader, ErrorKind};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use io_fdpass::restart::Restart;
@@ -88,12 +89,12 @@ fn wait_for(seen: &Mutex<Seen>, what: &str, ready: impl Fn(&Seen) -> bool) {
     );
 }
 
-#[test]
-fn five_restarts_under_load_fail_no_request() {
-    let check = NoLeak::start();
-    // Orphaned generations come to this process, which reaps them.
-    // SAFETY: prctl with integer arguments only.
-    assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) }, 0);
+/// Starts the example's first generation, in a process group of its own,
+/// and reads the address it listens on. Returns it, the guard that kills
+/// every generation, that address, and the thread that reads whatever
+/// else the generations write, so that none meets a closed pipe; the
+/// reading ends when the last generation exits.
+fn start_first_generation() -> (Child, Generations, SocketAddr, JoinHandle<io::Result<u64>>) {
     let mut first = Command::new(example());
     first
         .arg("127.0.0.1:0")
@@ -112,7 +113,7 @@ fn five_restarts_under_load_fail_no_request() {
         first.env_remove(name);
     }
     let mut first = first.spawn().unwrap();
-    let _generations = Generations(Pid::from_raw(first.id() as i32).unwrap());
+    let generations = Generations(Pid::from_raw(first.id() as i32).unwrap());
     let mut stdout = BufReader::new(first.stdout.take().unwrap());
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
@@ -121,26 +122,36 @@ fn five_restarts_under_load_fail_no_request() {
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("not an address: {line:?}"))
         .to_owned();
-    // Whatever else a generation writes is read, so that none meets a
-    // closed pipe; the reading ends when the last generation exits.
-    let drain = std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-    let addr: SocketAddr = addr.parse().unwrap();
+    let drain = std::thread::spawn(move || io::copy(&mut stdout, &mut io::sink()));
+    (first, generations, addr.parse().unwrap(), drain)
+}
+
+/// A client that makes requests at `addr` without pause until `stop`, and
+/// counts in `seen` every answer by pid and every failure by kind.
+fn client(addr: SocketAddr, seen: Arc<Mutex<Seen>>, stop: Arc<AtomicBool>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            let answer = request(addr);
+            let mut seen = seen.lock().unwrap();
+            seen.tally.count(&answer);
+            if let Ok(pid) = answer {
+                *seen.by_pid.entry(pid).or_default() += 1;
+            }
+        }
+    })
+}
+
+#[test]
+fn five_restarts_under_load_fail_no_request() {
+    let check = NoLeak::start();
+    // Orphaned generations come to this process, which reaps them.
+    // SAFETY: prctl with integer arguments only.
+    assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) }, 0);
+    let (first, _generations, addr, drain) = start_first_generation();
 
     let seen = Arc::new(Mutex::new(Seen::default()));
     let stop = Arc::new(AtomicBool::new(false));
-    let client = {
-        let (seen, stop) = (seen.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                let answer = request(addr);
-                let mut seen = seen.lock().unwrap();
-                seen.tally.count(&answer);
-                if let Ok(pid) = answer {
-                    *seen.by_pid.entry(pid).or_default() += 1;
-                }
-            }
-        })
-    };
+    let client = client(addr, seen.clone(), stop.clone());
 
     let mut serving = first.id();
     // Each SIGHUP goes to a generation that has served already.
@@ -203,7 +214,7 @@ fn assert_no_child() {
 }
 
 /// The pid an error's message names ("(pid N)").
-fn pid_in(e: &std::io::Error) -> u32 {
+fn pid_in(e: &io::Error) -> u32 {
     let text = e.to_string();
     let (_, rest) = text.split_once("(pid ").expect("a pid in the message");
     rest.split(')').next().unwrap().parse().unwrap()

@@ -23,7 +23,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use util::faults::{self, Choose, Fillers, Markers, Outcome, Plan, Rng};
 
@@ -86,46 +87,17 @@ fn soak() {
             let _shared = FD_LIMIT.read().unwrap();
             rss_baseline = Some(rss());
         }
-        std::thread::sleep(std::time::Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(5));
     }
     let rss_at_end = rss();
-    let mut counts = Counts::default();
-    for peer in peers {
-        let c = peer
-            .join()
-            .expect("a peer or its receiver failed: see above");
-        counts.transfers += c.transfers;
-        counts.fds_sent += c.fds_sent;
-        for (k, v) in c.faults {
-            *counts.faults.entry(k).or_default() += v;
-        }
-        for (k, v) in c.outcomes {
-            *counts.outcomes.entry(k).or_default() += v;
-        }
-    }
+    let counts = join(peers);
     let elapsed = began.elapsed();
     let markers = Arc::into_inner(markers).expect("every thread is done with the markers");
     let end_seen = markers.close_and_see_the_end();
     let fds_at_end = util::fd_count();
     let growth = rss_at_end.saturating_sub(rss_baseline.unwrap_or(rss_at_end));
 
-    println!(
-        "soak: {} transfers ({} fds sent) in {:.1} s, {:.0}/s, seed {seed:#x}",
-        counts.transfers,
-        counts.fds_sent,
-        elapsed.as_secs_f64(),
-        counts.transfers as f64 / elapsed.as_secs_f64()
-    );
-    println!(
-        "soak: SIGALRM delivered: {}",
-        SIGNALS.load(Ordering::Relaxed)
-    );
-    for (fault, n) in &counts.faults {
-        println!("soak: fault {fault}: {n} transfers");
-    }
-    for (outcome, n) in &counts.outcomes {
-        println!("soak: outcome {outcome}: {n}");
-    }
+    print_counts(&counts, elapsed, seed);
     println!(
         "soak: leaks: fds {fds_at_start} at the start, {fds_at_end} at the end; the passed pipe \
          {} the end; RSS {} KiB after the warm-up, {} KiB at the end (+{} KiB)",
@@ -146,6 +118,47 @@ fn soak() {
         "a copy of the passed pipe's write end is still open"
     );
     assert!(growth < 1 << 20, "RSS grew by {growth} bytes");
+}
+
+/// Waits for every worker and adds up what they counted.
+fn join(workers: Vec<JoinHandle<Counts>>) -> Counts {
+    let mut counts = Counts::default();
+    for worker in workers {
+        let c = worker
+            .join()
+            .expect("a peer or its receiver failed: see above");
+        counts.transfers += c.transfers;
+        counts.fds_sent += c.fds_sent;
+        for (k, v) in c.faults {
+            *counts.faults.entry(k).or_default() += v;
+        }
+        for (k, v) in c.outcomes {
+            *counts.outcomes.entry(k).or_default() += v;
+        }
+    }
+    counts
+}
+
+/// Prints what the workers counted over `elapsed`: the transfers and their
+/// rate, the signals delivered, and the transfers by fault and by outcome.
+fn print_counts(counts: &Counts, elapsed: Duration, seed: u64) {
+    println!(
+        "soak: {} transfers ({} fds sent) in {:.1} s, {:.0}/s, seed {seed:#x}",
+        counts.transfers,
+        counts.fds_sent,
+        elapsed.as_secs_f64(),
+        counts.transfers as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "soak: SIGALRM delivered: {}",
+        SIGNALS.load(Ordering::Relaxed)
+    );
+    for (fault, n) in &counts.faults {
+        println!("soak: fault {fault}: {n} transfers");
+    }
+    for (outcome, n) in &counts.outcomes {
+        println!("soak: outcome {outcome}: {n}");
+    }
 }
 
 /// One worker: `count` transfers, each received here with the library's
