@@ -65,11 +65,24 @@ fn main() {
         }
     }
     let quick = std::env::args().any(|arg| arg == "--quick");
-    let builds = builds();
-    for build in &builds {
-        println!("timing {}: {}", build.label, build.path.display());
-    }
     let dir = TempDir::new("bench-holder");
+    // Each build is timed from a copy of its own, as `cargo install`
+    // copies the binary into ~/.cargo/bin: started from where the linker
+    // just wrote it, the same binary took up to 3% longer a round, which
+    // would tell builds apart by where they lie.
+    let builds: Vec<Build> = builds()
+        .into_iter()
+        .enumerate()
+        .map(|(i, build)| {
+            println!("timing {}: {}", build.label, build.path.display());
+            let copy = dir.join(&format!("fdpass-{i}"));
+            std::fs::copy(&build.path, &copy).expect("copy the build timed");
+            Build {
+                path: copy,
+                ..build
+            }
+        })
+        .collect();
     let rounds = if quick { 20 } else { 200 };
     against_s6(&dir, &builds, rounds);
     silent_clients(&dir, &builds[0].path, if quick { 20 } else { 200 }, 1000);
@@ -223,7 +236,7 @@ fn against_s6(dir: &TempDir, builds: &[Build], rounds: usize) {
     let tools = builds.len() + 1;
     let mut totals: [Vec<Took>; 3] = std::array::from_fn(|_| vec![Took::default(); tools]);
     let mut bare = Took::default();
-    // Operation by operation, each build's command, then s6's.
+    // One operation's command, for a build's holder and for s6's.
     let fdpass_op = |op: usize, build: &Build, sock: &Path| {
         let mut cmd = Command::new(&build.path);
         match op {
@@ -246,25 +259,28 @@ fn against_s6(dir: &TempDir, builds: &[Build], rounds: usize) {
         }
         cmd
     };
-    let round = |totals: &mut [Vec<Took>; 3], bare: &mut Took| {
+    // Each round starts with the next tool, so that none always runs
+    // right after another's command (or first).
+    let round = |start: usize, totals: &mut [Vec<Took>; 3], bare: &mut Took| {
         for (op, per_tool) in totals.iter_mut().enumerate() {
             let stdin = (op == 0).then_some(&held);
-            for (i, (build, (_, sock))) in builds.iter().zip(&holders).enumerate() {
-                per_tool[i] += time(&mut fdpass_op(op, build, sock), stdin);
+            for tool in (start..tools).chain(0..start) {
+                let mut cmd = match holders.get(tool) {
+                    Some((_, sock)) => fdpass_op(op, &builds[tool], sock),
+                    None => s6_op(op),
+                };
+                per_tool[tool] += time(&mut cmd, stdin);
             }
-            per_tool[builds.len()] += time(&mut s6_op(op), stdin);
         }
         *bare += time(&mut Command::new("true"), None);
     };
     // A few rounds to warm the caches, not counted.
-    for _ in 0..5 {
-        round(
-            &mut std::array::from_fn(|_| vec![Took::default(); tools]),
-            &mut Took::default(),
-        );
+    let mut warm_up: [Vec<Took>; 3] = std::array::from_fn(|_| vec![Took::default(); tools]);
+    for start in 0..tools.max(5) {
+        round(start % tools, &mut warm_up, &mut Took::default());
     }
-    for _ in 0..rounds {
-        round(&mut totals, &mut bare);
+    for i in 0..rounds {
+        round(i % tools, &mut totals, &mut bare);
     }
     for (hold, _) in holders {
         stop(hold);
