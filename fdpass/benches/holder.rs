@@ -3,15 +3,19 @@
 //! 1. One fd stored, fetched (running `true` with it) and dropped, round
 //!    after round, with `fdpass hold` and its client commands, and with
 //!    s6's fd holder (`s6-fdholderd` with `s6-fdholder-store`,
-//!    `s6-fdholder-retrieve` and `s6-fdholder-delete`), the two taking
-//!    turns so that both meet the same machine; and a bare `true` started
-//!    the same way, the floor under both.
+//!    `s6-fdholder-retrieve` and `s6-fdholder-delete`), all taking turns
+//!    so that all meet the same machine; and a bare `true` started the
+//!    same way, the floor under both. Almost all of it is starting
+//!    processes, so this is where how fdpass is built and linked shows.
 //! 2. `fdpass list` with no other client, and with 1,000 silent clients
 //!    connected (`--client-timeout 60s`, so that they stay).
 //!
-//! `cargo bench -p fdpass --bench holder` (`-- --quick` for a few rounds;
-//! `FDPASS_BENCH_BIN=PATH` times another build of fdpass). It prints
-//! figures and asserts nothing.
+//! `cargo bench -p fdpass --bench holder` (`-- --quick` for a few rounds).
+//! The build timed is this package's, as `cargo install` makes it, or the
+//! one `FDPASS_BENCH_BIN=PATH` names; `FDPASS_BENCH_ALSO=LABEL=PATH,…`
+//! times other builds of fdpass (other flags, say) in the same rounds,
+//! each with a holder of its own, so that their ratios to s6 compare. It
+//! prints figures and asserts nothing.
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::net::UnixStream;
@@ -21,12 +25,37 @@ use std::time::{Duration, Instant};
 
 use io_fdpass_test_support::TempDir;
 
-/// The binary timed: this package's, or the one `FDPASS_BENCH_BIN` names
-/// (a build with other flags, say).
-static FDPASS: std::sync::LazyLock<PathBuf> = std::sync::LazyLock::new(|| {
-    std::env::var_os("FDPASS_BENCH_BIN")
-        .map_or_else(|| env!("CARGO_BIN_EXE_fdpass").into(), PathBuf::from)
-});
+/// A build of fdpass to time, and what the figures call it.
+struct Build {
+    label: String,
+    path: PathBuf,
+}
+
+/// The builds timed: first this package's (or `FDPASS_BENCH_BIN`'s), then
+/// those of `FDPASS_BENCH_ALSO`.
+fn builds() -> Vec<Build> {
+    let first = match std::env::var_os("FDPASS_BENCH_BIN") {
+        Some(path) => Build {
+            label: "given".into(),
+            path: path.into(),
+        },
+        None => Build {
+            label: "default".into(),
+            path: env!("CARGO_BIN_EXE_fdpass").into(),
+        },
+    };
+    let also = std::env::var("FDPASS_BENCH_ALSO").unwrap_or_default();
+    let others = also.split(',').filter(|item| !item.is_empty()).map(|item| {
+        let (label, path) = item
+            .split_once('=')
+            .expect("FDPASS_BENCH_ALSO is a list of LABEL=PATH");
+        Build {
+            label: label.into(),
+            path: path.into(),
+        }
+    });
+    std::iter::once(first).chain(others).collect()
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -36,11 +65,27 @@ fn main() {
         }
     }
     let quick = std::env::args().any(|arg| arg == "--quick");
-    println!("timing {}", FDPASS.display());
     let dir = TempDir::new("bench-holder");
+    // Each build is timed from a copy of its own, as `cargo install`
+    // copies the binary into ~/.cargo/bin: started from where the linker
+    // just wrote it, the same binary took up to 3% longer a round, which
+    // would tell builds apart by where they lie.
+    let builds: Vec<Build> = builds()
+        .into_iter()
+        .enumerate()
+        .map(|(i, build)| {
+            println!("timing {}: {}", build.label, build.path.display());
+            let copy = dir.join(&format!("fdpass-{i}"));
+            std::fs::copy(&build.path, &copy).expect("copy the build timed");
+            Build {
+                path: copy,
+                ..build
+            }
+        })
+        .collect();
     let rounds = if quick { 20 } else { 200 };
-    against_s6(&dir, rounds);
-    silent_clients(&dir, if quick { 20 } else { 200 }, 1000);
+    against_s6(&dir, &builds, rounds);
+    silent_clients(&dir, &builds[0].path, if quick { 20 } else { 200 }, 1000);
 }
 
 /// Time taken: on the clock, and on the CPU by the process itself (user
@@ -133,7 +178,7 @@ fn stop(mut child: Child) {
     let _ = child.wait();
 }
 
-fn against_s6(dir: &TempDir, rounds: usize) {
+fn against_s6(dir: &TempDir, builds: &[Build], rounds: usize) {
     println!("store, fetch (running true) and drop of one fd: {rounds} rounds, whole processes");
     let Some(binder) = in_path("s6-ipcserver-socketbinder") else {
         println!("  skipped: s6 is not installed (Debian: apt-get install s6)");
@@ -141,9 +186,75 @@ fn against_s6(dir: &TempDir, rounds: usize) {
     };
     let s6 = |name: &str| binder.with_file_name(name);
 
-    // s6-fdholderd as s6-fdholder-daemon starts it: bound by
-    // s6-ipcserver-socketbinder, with rules that let this user store,
-    // retrieve and delete any identifier.
+    let (s6d, s6_sock) = start_s6(dir, &binder);
+    let holders = start_holders(dir, builds);
+
+    // The fd held: a listening socket, on stdin, which both can store.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let held = std::fs::File::from(std::os::fd::OwnedFd::from(listener));
+    let s = s6_sock.as_os_str();
+    // Per operation (store, fetch, drop) and tool (the builds, then s6).
+    let tools = builds.len() + 1;
+    let mut totals: [Vec<Took>; 3] = std::array::from_fn(|_| vec![Took::default(); tools]);
+    let mut bare = Took::default();
+    // One operation's command, for a build's holder and for s6's.
+    let fdpass_op = |op: usize, build: &Build, sock: &Path| {
+        let mut cmd = Command::new(&build.path);
+        match op {
+            0 => cmd.arg("store").arg(sock).args(["web", "0"]),
+            1 => cmd.arg("fetch").arg(sock).args(["web", "--", "true"]),
+            _ => cmd.arg("drop").arg(sock).arg("web"),
+        };
+        cmd
+    };
+    let s6_op = |op: usize| {
+        let name = [
+            "s6-fdholder-store",
+            "s6-fdholder-retrieve",
+            "s6-fdholder-delete",
+        ][op];
+        let mut cmd = Command::new(s6(name));
+        cmd.arg(s).arg("web");
+        if op == 1 {
+            cmd.arg("true");
+        }
+        cmd
+    };
+    // Each round starts with the next tool, so that none always runs
+    // right after another's command (or first).
+    let round = |start: usize, totals: &mut [Vec<Took>; 3], bare: &mut Took| {
+        for (op, per_tool) in totals.iter_mut().enumerate() {
+            let stdin = (op == 0).then_some(&held);
+            for tool in (start..tools).chain(0..start) {
+                let mut cmd = match holders.get(tool) {
+                    Some((_, sock)) => fdpass_op(op, &builds[tool], sock),
+                    None => s6_op(op),
+                };
+                per_tool[tool] += time(&mut cmd, stdin);
+            }
+        }
+        *bare += time(&mut Command::new("true"), None);
+    };
+    // A few rounds to warm the caches, not counted.
+    let mut warm_up: [Vec<Took>; 3] = std::array::from_fn(|_| vec![Took::default(); tools]);
+    for start in 0..tools.max(5) {
+        round(start % tools, &mut warm_up, &mut Took::default());
+    }
+    for i in 0..rounds {
+        round(i % tools, &mut totals, &mut bare);
+    }
+    for (hold, _) in holders {
+        stop(hold);
+    }
+    stop(s6d);
+
+    print_table(builds, &totals, bare, rounds);
+}
+
+/// s6-fdholderd as s6-fdholder-daemon starts it: bound by
+/// s6-ipcserver-socketbinder, with rules that let this user store,
+/// retrieve and delete any identifier. Returns it and its socket.
+fn start_s6(dir: &TempDir, binder: &Path) -> (Child, PathBuf) {
     let rules = dir.join("rules");
     let uid = rustix::process::getuid().as_raw();
     let env = rules.join(format!("uid/{uid}/env"));
@@ -153,10 +264,10 @@ fn against_s6(dir: &TempDir, rounds: usize) {
         std::fs::write(env.join(right), "^\n").unwrap();
     }
     let s6_sock = dir.join("s6.sock");
-    let mut s6d = Command::new(&binder)
+    let mut s6d = Command::new(binder)
         .arg("--")
         .arg(&s6_sock)
-        .arg(s6("s6-fdholderd"))
+        .arg(binder.with_file_name("s6-fdholderd"))
         .args(["-1", "-i"])
         .arg(&rules)
         .stdout(Stdio::piped())
@@ -165,68 +276,37 @@ fn against_s6(dir: &TempDir, rounds: usize) {
     // -1: a newline once it accepts connections.
     assert_eq!(first_line(&mut s6d), "\n", "s6-fdholderd did not start");
 
-    let fdpass_sock = dir.join("fdpass.sock");
-    let hold = Command::new(&*FDPASS)
-        .arg("hold")
-        .arg(&fdpass_sock)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start fdpass hold");
-    wait_for(&fdpass_sock);
+    (s6d, s6_sock)
+}
 
-    // The fd held: a listening socket, on stdin, which both can store.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let held = std::fs::File::from(std::os::fd::OwnedFd::from(listener));
-    let (f, s) = (fdpass_sock.as_os_str(), s6_sock.as_os_str());
-    let mut totals = [[Took::default(); 3]; 2];
-    let mut bare = Took::default();
-    let round = |totals: &mut [[Took; 3]; 2], bare: &mut Took| {
-        totals[0][0] += time(
-            Command::new(&*FDPASS)
-                .arg("store")
-                .arg(f)
-                .args(["web", "0"]),
-            Some(&held),
-        );
-        totals[1][0] += time(
-            Command::new(s6("s6-fdholder-store")).arg(s).arg("web"),
-            Some(&held),
-        );
-        totals[0][1] += time(
-            Command::new(&*FDPASS)
-                .arg("fetch")
-                .arg(f)
-                .args(["web", "--", "true"]),
-            None,
-        );
-        totals[1][1] += time(
-            Command::new(s6("s6-fdholder-retrieve"))
-                .arg(s)
-                .args(["web", "true"]),
-            None,
-        );
-        totals[0][2] += time(Command::new(&*FDPASS).arg("drop").arg(f).arg("web"), None);
-        totals[1][2] += time(
-            Command::new(s6("s6-fdholder-delete")).arg(s).arg("web"),
-            None,
-        );
-        *bare += time(&mut Command::new("true"), None);
-    };
-    // A few rounds to warm the caches, not counted.
-    for _ in 0..5 {
-        round(&mut [[Took::default(); 3]; 2], &mut Took::default());
-    }
-    for _ in 0..rounds {
-        round(&mut totals, &mut bare);
-    }
-    stop(hold);
-    stop(s6d);
+/// A holder of each build's own, so that each build's figures are its
+/// processes alone; each with its socket.
+fn start_holders(dir: &TempDir, builds: &[Build]) -> Vec<(Child, PathBuf)> {
+    builds
+        .iter()
+        .enumerate()
+        .map(|(i, build)| {
+            let sock = dir.join(&format!("fdpass-{i}.sock"));
+            let hold = Command::new(&build.path)
+                .arg("hold")
+                .arg(&sock)
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("start fdpass hold");
+            wait_for(&sock);
+            (hold, sock)
+        })
+        .collect()
+}
 
+/// The figures: per operation and round, each build against s6, on the
+/// clock and in CPU time, and the bare `true` beside them.
+fn print_table(builds: &[Build], totals: &[Vec<Took>; 3], bare: Took, rounds: usize) {
     println!(
-        "  {:<6} {:>10} {:>10} {:>7}   {:>10} {:>10} {:>7}",
-        "", "fdpass", "s6", "ratio", "fdpass cpu", "s6 cpu", "ratio"
+        "  {:<6} {:<8} {:>10} {:>10} {:>7}   {:>10} {:>10} {:>7}",
+        "", "build", "fdpass", "s6", "ratio", "fdpass cpu", "s6 cpu", "ratio"
     );
-    let row = |op: &str, a: Took, b: Took| {
+    let row = |op: &str, label: &str, a: Took, b: Took| {
         let (aw, bw, ac, bc) = (
             ms(a.wall, rounds),
             ms(b.wall, rounds),
@@ -234,21 +314,34 @@ fn against_s6(dir: &TempDir, rounds: usize) {
             ms(b.cpu, rounds),
         );
         println!(
-            "  {op:<6} {aw:>7.3} ms {bw:>7.3} ms {:>6.2}x   {ac:>7.3} ms {bc:>7.3} ms {:>6.2}x",
+            "  {op:<6} {label:<8} {aw:>7.3} ms {bw:>7.3} ms {:>6.2}x   {ac:>7.3} ms {bc:>7.3} ms {:>6.2}x",
             aw / bw,
             ac / bc
         );
     };
-    for (i, op) in ["store", "fetch", "drop"].iter().enumerate() {
-        row(op, totals[0][i], totals[1][i]);
+    let ops = ["store", "fetch", "drop"];
+    for (op, per_tool) in ops.iter().zip(totals) {
+        for (build, &took) in builds.iter().zip(per_tool) {
+            row(op, &build.label, took, per_tool[builds.len()]);
+        }
     }
-    let sum = |ops: &[Took; 3]| {
-        ops.iter().fold(Took::default(), |mut all, &op| {
-            all += op;
+    let round_of = |tool: usize| {
+        totals.iter().fold(Took::default(), |mut all, per_tool| {
+            all += per_tool[tool];
             all
         })
     };
-    row("round", sum(&totals[0]), sum(&totals[1]));
+    let s6_round = round_of(builds.len());
+    for (i, build) in builds.iter().enumerate() {
+        row("round", &build.label, round_of(i), s6_round);
+    }
+    let first = round_of(0);
+    println!(
+        "  {} build against s6, per round: {:.2}x on the clock, {:.2}x cpu",
+        builds[0].label,
+        first.wall.as_secs_f64() / s6_round.wall.as_secs_f64(),
+        first.cpu.as_secs_f64() / s6_round.cpu.as_secs_f64()
+    );
     println!(
         "  (a bare `true`, started the same way: {:.3} ms, {:.3} ms cpu)",
         ms(bare.wall, rounds),
@@ -256,14 +349,14 @@ fn against_s6(dir: &TempDir, rounds: usize) {
     );
 }
 
-fn silent_clients(dir: &TempDir, rounds: usize, clients: usize) {
+fn silent_clients(dir: &TempDir, fdpass: &Path, rounds: usize, clients: usize) {
     println!("fdpass list: {rounds} runs, without and with {clients} silent clients connected");
     // Two holders holding the same, one of them with the clients; the
     // lists of the two take turns, so that both meet the same machine.
-    let data = std::fs::File::open(&*FDPASS).unwrap();
+    let data = std::fs::File::open(fdpass).unwrap();
     let holder = |name: &str| {
         let sock = dir.join(name);
-        let hold = Command::new(&*FDPASS)
+        let hold = Command::new(fdpass)
             .arg("hold")
             .arg(&sock)
             .args(["--client-timeout", "60s"])
@@ -272,7 +365,7 @@ fn silent_clients(dir: &TempDir, rounds: usize, clients: usize) {
             .expect("start fdpass hold");
         wait_for(&sock);
         time(
-            Command::new(&*FDPASS)
+            Command::new(fdpass)
                 .arg("store")
                 .arg(&sock)
                 .args(["exe", "0"]),
@@ -300,7 +393,7 @@ fn silent_clients(dir: &TempDir, rounds: usize, clients: usize) {
         "the silent clients did not connect"
     );
 
-    let list = |sock: &Path| time(Command::new(&*FDPASS).arg("list").arg(sock), None).wall;
+    let list = |sock: &Path| time(Command::new(fdpass).arg("list").arg(sock), None).wall;
     let (mut alone, mut crowded) = (Duration::ZERO, Duration::ZERO);
     for round in 0..rounds + 5 {
         let (a, b) = (list(&quiet_sock), list(&busy_sock));

@@ -13,6 +13,8 @@
 //! holder's client), `exec` (the `LISTEN_*` layout), `output`, and `hint`.
 
 #![warn(rust_2018_idioms, clippy::undocumented_unsafe_blocks)]
+// The start is fdpass's own there (see `start`).
+#![cfg_attr(all(target_os = "linux", target_env = "gnu"), no_main)]
 
 #[cfg(not(unix))]
 compile_error!("fdpass passes fds over unix sockets: it runs on Unix only");
@@ -26,9 +28,10 @@ mod fail;
 mod hint;
 mod output;
 mod quick;
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod start;
 
 use std::ffi::OsString;
-use std::process::ExitCode;
 
 use clap::Parser;
 
@@ -36,16 +39,22 @@ use crate::cli::{Cli, Command};
 use crate::fail::Result;
 use crate::output::Log;
 
-fn main() -> ExitCode {
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn main() -> std::process::ExitCode {
+    std::process::ExitCode::from(status())
+}
+
+/// The whole command: its exit status.
+fn status() -> u8 {
     let args: Vec<OsString> = std::env::args_os().collect();
     let cli = match quick::quick(&args).map_or_else(|| Cli::try_parse_from(&args), Ok) {
         Ok(cli) => cli,
-        Err(err) => return ExitCode::from(refused(&err, &args)),
+        Err(err) => return refused(&err, &args),
     };
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(failure) if output::message(format_args!("{failure}")) => ExitCode::from(failure.code),
-        Err(_) => ExitCode::from(fail::IO),
+        Ok(()) => fail::OK,
+        Err(failure) if output::message(format_args!("{failure}")) => failure.code,
+        Err(_) => fail::IO,
     }
 }
 
