@@ -13,8 +13,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
-use super::codec::{Progress, RequestReader, GREETING};
-use super::machine::{Answer, Caller, Effect, Holder};
+use super::codec::{commit_received, Progress, RequestReader, GREETING};
+use super::machine::{Answer, Caller, Effect, Holder, Reservation};
 use super::protocol::{Refusal, RefusalKind};
 use super::System;
 use crate::{PeerCredentials, PeerTrust};
@@ -422,12 +422,13 @@ async fn connection(
     shared.ended.notify_one();
 }
 
-/// One client: the greeting, its request, the answer.
+/// One client: the greeting, its request, the answer; after a take's
+/// answer, its commit.
 async fn serve(shared: &Arc<Shared>, stream: &UnixStream, caller: Caller) -> io::Result<()> {
     write_all(stream, GREETING.as_bytes(), &[]).await?;
     let mut reader = RequestReader::new();
     let mut buf = [0; 1024];
-    let answer = loop {
+    let (answer, pending) = loop {
         let room = reader.room().min(buf.len());
         let mut slot = [None];
         let got = crate::tokio::recv_fds(stream, &mut buf[..room], &mut slot).await?;
@@ -445,9 +446,10 @@ async fn serve(shared: &Arc<Shared>, stream: &UnixStream, caller: Caller) -> io:
                 let mut inner = shared.lock();
                 let decision = inner.holder.handle(request, fd, caller, super::unix_now());
                 inner.carry_out(shared, decision.effects);
-                break decision.answer;
+                let pending = Pending(shared.clone(), decision.reservation);
+                break (decision.answer, pending);
             }
-            Progress::Refused(refusal) => break Answer::Refused(refusal),
+            Progress::Refused(refusal) => break (Answer::Refused(refusal), Pending::none(shared)),
         }
     };
     let fds: Vec<BorrowedFd<'_>> = match &answer {
@@ -458,7 +460,81 @@ async fn serve(shared: &Arc<Shared>, stream: &UnixStream, caller: Caller) -> io:
             Vec::new()
         }
     };
-    write_all(stream, answer.text().as_bytes(), &fds).await
+    write_all(stream, answer.text().as_bytes(), &fds).await?;
+    drop(answer);
+    if pending.awaits_commit() {
+        read_commit(stream).await?;
+        pending.commit();
+        return write_all(stream, b"ok\n", &[]).await;
+    }
+    pending.commit();
+    Ok(())
+}
+
+/// Reads the client's `commit`, which comes once it has the fds of a take
+/// where they go; anything else, or the end of the connection, fails.
+async fn read_commit(stream: &UnixStream) -> io::Result<()> {
+    let mut line = Vec::new();
+    let mut buf = [0; 16];
+    loop {
+        stream.readable().await?;
+        let n = match stream.try_read(&mut buf) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    ErrorKind::UnexpectedEof,
+                    "the client closed the connection before it committed its take",
+                ))
+            }
+            Ok(n) => n,
+            Err(err) if err.kind() == ErrorKind::WouldBlock => continue,
+            Err(err) => return Err(err),
+        };
+        line.extend_from_slice(&buf[..n]);
+        match commit_received(&line) {
+            None => {}
+            Some(true) => return Ok(()),
+            Some(false) => {
+                return Err(io::Error::new(
+                    ErrorKind::InvalidData,
+                    "the client sent something else than commit after its take",
+                ))
+            }
+        }
+    }
+}
+
+/// The reservation of a take, if the request was one: committed by
+/// [`Pending::commit`], and aborted, with its names held as before, if
+/// the connection ends first, however it ends (an error, the deadline,
+/// the server dropped).
+struct Pending(Arc<Shared>, Option<Reservation>);
+
+impl Pending {
+    fn none(shared: &Arc<Shared>) -> Pending {
+        Pending(shared.clone(), None)
+    }
+
+    fn awaits_commit(&self) -> bool {
+        self.1.as_ref().is_some_and(Reservation::awaits_commit)
+    }
+
+    fn commit(mut self) {
+        if let Some(reservation) = self.1.take() {
+            let mut inner = self.0.lock();
+            let effects = inner.holder.commit(reservation);
+            inner.carry_out(&self.0, effects);
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(reservation) = self.1.take() {
+            let mut inner = self.0.lock();
+            let effects = inner.holder.abort(reservation);
+            inner.carry_out(&self.0, effects);
+        }
+    }
 }
 
 /// Writes all of `bytes` to the client, with `fds` attached to the first.
