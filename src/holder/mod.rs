@@ -206,7 +206,7 @@ impl Client {
     /// more than [`protocol::MAX_FETCH`].
     pub fn fetch_many(&self, names: &[&str]) -> io::Result<Vec<OwnedFd>> {
         let request = Request::Fetch {
-            names: self.checked_names(names)?,
+            names: Client::checked_names(names)?,
             take: false,
         };
         self.exchange(&request, None, names.len())
@@ -251,7 +251,7 @@ impl Client {
     /// client is taking one of the names.
     pub fn reserve(&self, names: &[&str]) -> io::Result<Reserved> {
         let request = Request::Reserve {
-            names: self.checked_names(names)?,
+            names: Client::checked_names(names)?,
         };
         let deadline = Deadline::after(self.timeout);
         let stream = self.send_request(&request, None, false, deadline)?;
@@ -268,7 +268,7 @@ impl Client {
         })
     }
 
-    fn checked_names(&self, names: &[&str]) -> io::Result<Vec<String>> {
+    fn checked_names(names: &[&str]) -> io::Result<Vec<String>> {
         if names.is_empty() || names.len() > protocol::MAX_FETCH {
             return Err(io::Error::new(
                 ErrorKind::InvalidInput,
@@ -435,7 +435,7 @@ impl Client {
 
     /// Trusts only a holder that [`Client::trust`] trusts.
     fn check_holder(&self, stream: &UnixStream) -> io::Result<()> {
-        let peer = crate::peer_credentials(stream)?;
+        let peer = peer_ids(stream.as_fd())?;
         self.trust.check(&peer).map_err(|err| {
             io::Error::new(
                 err.kind(),
@@ -493,6 +493,19 @@ impl Reserved {
         parse_answer(&String::from_utf8_lossy(&answer), "ok\n")?;
         Ok(self.fds)
     }
+}
+
+/// The ids of the peer of `socket`, without its pidfd, which neither side
+/// of the holder needs: no fd is opened, so that a process at its
+/// open-file limit can still tell who is at the other end.
+pub(crate) fn peer_ids(socket: BorrowedFd<'_>) -> io::Result<crate::PeerCredentials> {
+    let (uid, gid, pid) = sys::peer_credentials(socket)?;
+    Ok(crate::PeerCredentials {
+        uid,
+        gid,
+        pid,
+        pidfd: None,
+    })
 }
 
 /// `err` of an exchange with the holder at `socket`, saying what happened.

@@ -286,13 +286,8 @@ impl Server {
     /// Takes a new connection: turns away a stranger at once, and makes
     /// room by dropping the oldest connection when there is none.
     fn accepted(&self, stream: UnixStream) {
-        let peer = match crate::peer_credentials(&stream) {
-            // Its pidfd is not needed, and closed now: not after the
-            // connection, whose end tells the client the holder is done.
-            Ok(mut peer) => {
-                peer.pidfd = None;
-                peer
-            }
+        let peer = match super::peer_ids(stream.as_fd()) {
+            Ok(peer) => peer,
             Err(err) => {
                 self.log(&format!(
                     "turned away a client that cannot be identified: {err}"
