@@ -187,3 +187,71 @@ fn a_client_that_goes_away_before_it_commits_takes_nothing() {
     drop(client);
     still_holds(&holder, &[], fds - 1);
 }
+
+/// `fdpass hold` at a socket in `dir` with at most `nofile` open fds, its
+/// stderr in `log`.
+fn limited_holder(dir: &TempDir, nofile: u32, extra: &[&str], log: &Path) -> Holder {
+    let socket = dir.join("holder.sock");
+    let child = limited(nofile, &["hold", "-v", s(&socket)])
+        .args(extra)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let holder = Holder { child, socket };
+    holder.wait_until_serving();
+    holder
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[test]
+fn at_its_fd_limit_a_holder_refuses_stores_as_full_and_answers_the_rest() {
+    let dir = TempDir::new("limits");
+    let log = dir.join("log");
+    // 100 fds: (100 - 64) / 2 = 18 names, and room for a copy of each.
+    let holder = limited_holder(&dir, 100, &["--max-names", "500"], &log);
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        said.contains("warning: --max-names 500: holds at most 18 names")
+            && said.contains("RLIMIT_NOFILE"),
+        "{said}"
+    );
+    let data = file(&dir, "data", "held text");
+    let store = |name: &str| {
+        output(&mut with_files(
+            &["store", holder.sock(), name, "3"],
+            &[&data],
+        ))
+    };
+    let mut stored = Vec::new();
+    let refused = loop {
+        let name = format!("n{:02}", stored.len());
+        let out = store(&name);
+        if !out.status.success() {
+            break out;
+        }
+        stored.push(name);
+        assert!(stored.len() <= 100, "no store was refused");
+    };
+    assert_eq!(refused.status.code(), Some(77), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("refused"), "{}", stderr(&refused));
+    assert_eq!(stored.len(), 18);
+    let fds = holder.fd_count();
+
+    // It answers list, a fetch of everything, and drop; then a store fits.
+    assert_eq!(holder.list(), stored);
+    let names: Vec<&str> = stored.iter().map(String::as_str).collect();
+    let mut fetch = vec!["fetch", holder.sock()];
+    fetch.extend(&names);
+    fetch.extend(["--", "sh", "-c", "test $LISTEN_FDS = 18"]);
+    success(fdpass().args(&fetch));
+    still_holds(&holder, &names, fds);
+    success(fdpass().args(["drop", holder.sock(), "n00"]));
+    still_holds(&holder, &names[1..], fds - 1);
+    assert!(store("again").status.success());
+    holder.wait_for_fd_count(fds);
+    assert_eq!(holder.list().len(), 18);
+}

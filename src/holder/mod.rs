@@ -41,7 +41,8 @@ mod system;
 pub use self::machine::{Answer, Caller, Decision, Effect, Holder, Os, Reservation};
 #[cfg(feature = "tokio")]
 pub use self::server::{
-    Hooks, Server, DEFAULT_CLIENT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_NAMES,
+    max_names_within, Hooks, Server, DEFAULT_CLIENT_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_NAMES, FD_RESERVE,
 };
 pub use self::system::System;
 

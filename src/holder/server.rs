@@ -23,6 +23,19 @@ use crate::{PeerCredentials, PeerTrust};
 /// (`fdpass hold --max-names`'s default).
 pub const DEFAULT_MAX_NAMES: usize = 1024;
 
+/// How many fds a holder keeps free for its own use, besides those it
+/// holds: its event loop, its connections, the copies it sends.
+pub const FD_RESERVE: usize = 64;
+
+/// The most names a holder allowed `fd_limit` open fds (`RLIMIT_NOFILE`)
+/// can hold and still answer: half of what is left after
+/// [`FD_RESERVE`], so that a copy of each can be made (a fetch of all of
+/// them, an upgrade that lays them out again), and at least one.
+#[must_use]
+pub fn max_names_within(fd_limit: usize) -> usize {
+    (fd_limit.saturating_sub(FD_RESERVE) / 2).max(1)
+}
+
 /// How many connections a [`Server`] serves at once unless told; past
 /// that the oldest is dropped to make room.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
@@ -82,6 +95,9 @@ pub struct Server {
     trust: PeerTrust,
     max_connections: usize,
     started: bool,
+    /// An fd kept open to be closed when `accept` runs out of fds, so that
+    /// the client can still be accepted and told the holder is full.
+    spare: Option<OwnedFd>,
 }
 
 impl std::fmt::Debug for Server {
@@ -161,6 +177,7 @@ impl Server {
             trust: PeerTrust::new(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             started: false,
+            spare: spare_fd(),
         }
     }
 
@@ -222,6 +239,7 @@ impl Server {
                 stopped = &mut stop => return stopped,
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, _)) => self.accepted(stream),
+                    Err(err) if out_of_fds(&err) && self.turn_away_at_limit() => {}
                     Err(err) => {
                         // A connection gone before it was accepted, or a
                         // moment without fds: neither ends the server.
@@ -283,6 +301,31 @@ impl Server {
         self.tasks.0.lock().hooks.log(message);
     }
 
+    /// At the open-file limit: closes the spare fd to accept the next
+    /// client in its place, tells it the holder is full, and opens the
+    /// spare again. Returns whether a client was told; without a spare,
+    /// nothing is done.
+    fn turn_away_at_limit(&mut self) -> bool {
+        let Some(spare) = self.spare.take() else {
+            self.spare = spare_fd();
+            return false;
+        };
+        drop(spare);
+        let flags = rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK;
+        let accepted = rustix::net::accept_with(self.listener.as_fd(), flags);
+        if let Ok(client) = &accepted {
+            let refusal = Refusal::new(
+                RefusalKind::Full,
+                "the holder is at its open-file limit (RLIMIT_NOFILE): try again when fewer clients are connected",
+            );
+            let _ = rustix::io::write(client, refusal.line().as_bytes());
+            self.log("turned away a client: at the open-file limit");
+        }
+        drop(accepted);
+        self.spare = spare_fd();
+        self.spare.is_some()
+    }
+
     /// Takes a new connection: turns away a stranger at once, and makes
     /// room by dropping the oldest connection when there is none.
     fn accepted(&self, stream: UnixStream) {
@@ -323,6 +366,18 @@ impl Server {
         ));
         inner.connections.insert(id, task.abort_handle());
     }
+}
+
+/// An fd to keep in reserve: `/dev/null`, read only.
+fn spare_fd() -> Option<OwnedFd> {
+    std::fs::File::open("/dev/null").ok().map(OwnedFd::from)
+}
+
+/// Whether `accept` failed for want of an fd (`EMFILE`, `ENFILE`).
+fn out_of_fds(err: &io::Error) -> bool {
+    let emfile = rustix::io::Errno::MFILE.raw_os_error();
+    let enfile = rustix::io::Errno::NFILE.raw_os_error();
+    matches!(err.raw_os_error(), Some(code) if code == emfile || code == enfile)
 }
 
 /// Serves the users and groups `trust` trusts; a refusal tells the
