@@ -126,16 +126,10 @@ pub fn exec_with_fds(
     if let Err(err) = close_standard_fds_closed_at_start() {
         return Failure::os("cannot arrange the fds for the command", err);
     }
-    let mut run = Command::new(program).arg0(&command[0]).args(&command[1..]);
-    for (name, fd) in names.iter().zip(&fds) {
-        run = match run.fd(name, fd) {
-            Ok(run) => run,
-            Err(err) => return Failure::new(fail::USAGE, err.to_string()),
-        };
-    }
-    for (key, value) in env {
-        run = run.env(key, value);
-    }
+    let run = match command_with_fds(&fds, names, program, command, env) {
+        Ok(run) => run,
+        Err(failure) => return failure,
+    };
     let err = run.exec();
     match err.kind() {
         ErrorKind::PermissionDenied => {
@@ -144,6 +138,56 @@ pub fn exec_with_fds(
         ErrorKind::NotFound => Failure::new(fail::NOT_FOUND, err.to_string()),
         _ => Failure::new(fail::CANNOT_EXECUTE, err.to_string()),
     }
+}
+
+/// Checks what can be checked before [`exec_with_fds`] runs `command`
+/// with `fds`, where nothing is lost yet: the names, and that this process
+/// has room to lay the fds out. Laying them out copies each first above
+/// the numbers 3, 4, … it goes to, so it needs as many free fds there as
+/// there are fds; they are made here, and closed again.
+pub fn check_with_fds(
+    fds: &[OwnedFd],
+    names: &[String],
+    program: &Path,
+    command: &[OsString],
+    env: &[(&str, &OsStr)],
+) -> Result<()> {
+    command_with_fds(fds, names, program, command, env)?;
+    let above = 3 + RawFd::try_from(fds.len()).unwrap_or(RawFd::MAX - 3);
+    let mut copies = Vec::with_capacity(fds.len());
+    for fd in fds {
+        let copy = rustix::io::fcntl_dupfd_cloexec(fd, above).map_err(|err| {
+            Failure::os(
+                format!(
+                    "no room to lay out {} fd(s) for the command: this process is at its open-file limit (RLIMIT_NOFILE)",
+                    fds.len()
+                ),
+                err.into(),
+            )
+        })?;
+        copies.push(copy);
+    }
+    Ok(())
+}
+
+/// `command` with `fds` named by `names`, and the variables of `env`.
+fn command_with_fds<'a>(
+    fds: &'a [OwnedFd],
+    names: &[String],
+    program: &Path,
+    command: &'a [OsString],
+    env: &[(&str, &OsStr)],
+) -> Result<Command<'a>> {
+    let mut run = Command::new(program).arg0(&command[0]).args(&command[1..]);
+    for (name, fd) in names.iter().zip(fds) {
+        run = run
+            .fd(name, fd)
+            .map_err(|err| Failure::new(fail::USAGE, err.to_string()))?;
+    }
+    for (key, value) in env {
+        run = run.env(key, value);
+    }
+    Ok(run)
 }
 
 /// Marks close-on-exec each of fds 0–2 that the shell had closed, where

@@ -47,7 +47,7 @@ fuzz_target!(|input: &[u8]| {
             );
             let names: Vec<&String> = match &request {
                 Request::Store { name, .. } | Request::Drop { name } => vec![name],
-                Request::Fetch { names, .. } => names.iter().collect(),
+                Request::Fetch { names, .. } | Request::Reserve { names } => names.iter().collect(),
                 _ => Vec::new(),
             };
             for name in names {

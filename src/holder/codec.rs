@@ -11,6 +11,22 @@ use super::protocol::{truncated, Refusal, RefusalKind, Request, MAX_REQUEST};
 /// What the holder sends a client it serves, before reading its request.
 pub const GREETING: &str = "fdpass-hold 1\n";
 
+/// What a client sends after the answer to `reserve`, once the fds are
+/// where they go: the take is done.
+pub const COMMIT: &str = "commit\n";
+
+/// Reads a client's `commit` as its bytes arrive: `None` while the line
+/// has not ended (and is short enough to be `commit`), then whether it
+/// is `commit`.
+#[must_use]
+pub fn commit_received(line: &[u8]) -> Option<bool> {
+    match line.iter().position(|&b| b == b'\n') {
+        Some(end) => Some(line[..=end] == *COMMIT.as_bytes()),
+        None if line.len() < COMMIT.len() => None,
+        None => Some(false),
+    }
+}
+
 /// What the holder said first, or in answer to a request: `Ok` with the
 /// text that follows `ok\n` (or the greeting), or its refusal.
 ///
@@ -255,6 +271,22 @@ mod tests {
         match reader.received(b"store a\n", [], false, true) {
             Progress::Refused(refusal) => assert_eq!(refusal.kind, RefusalKind::Full),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn only_commit_commits() {
+        assert_eq!(commit_received(b"commit\n"), Some(true));
+        assert_eq!(commit_received(b"comm"), None);
+        assert_eq!(commit_received(b""), None);
+        for other in [
+            &b"commit \n"[..],
+            b"commitx",
+            b"abort\n",
+            b"\n",
+            b"commit\r\n",
+        ] {
+            assert_eq!(commit_received(other), Some(false), "{other:?}");
         }
     }
 

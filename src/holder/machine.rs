@@ -148,6 +148,37 @@ pub struct Decision<F> {
     pub answer: Answer<F>,
     /// What to do, in this order, before anything else is decided.
     pub effects: Vec<Effect>,
+    /// The names a take reserved, sent in the answer but still held:
+    /// [`Holder::commit`] once the client has them where they go,
+    /// [`Holder::abort`] otherwise.
+    pub reservation: Option<Reservation>,
+}
+
+/// The names a take reserved: held until [`Holder::commit`] removes them,
+/// and held as before if [`Holder::abort`] ends the take instead. While
+/// reserved, a name is still listed and fetched, but not taken again.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "a reservation is committed or aborted"]
+pub struct Reservation {
+    id: u64,
+    names: Vec<String>,
+    awaits_commit: bool,
+}
+
+impl Reservation {
+    /// Whether the client confirms the take itself (the `reserve` request,
+    /// then `commit`), rather than by receiving the answer (the `take`
+    /// request of clients before it).
+    #[must_use]
+    pub fn awaits_commit(&self) -> bool {
+        self.awaits_commit
+    }
+
+    /// The names reserved.
+    #[must_use]
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
 }
 
 /// An fd held, and what is known of it.
@@ -160,6 +191,8 @@ struct Held<F> {
     id: u64,
     /// When it expires, since the Unix epoch.
     expires: Option<Duration>,
+    /// The id of the take that reserved it.
+    reserved: Option<u64>,
 }
 
 /// The holder's state and rules: the fds it holds under names, with their
@@ -193,11 +226,18 @@ impl<O: Os> Holder<O> {
         now: Duration,
     ) -> Decision<O::Fd> {
         let mut effects = Vec::new();
+        let mut reservation = None;
         let answer = match (request, fd) {
             (Request::Store { name, lifetime }, Some(fd)) => {
                 self.store(name, fd, lifetime, caller, now, &mut effects)
             }
-            (Request::Fetch { names, take }, None) => self.fetch(&names, take, &mut effects),
+            (Request::Fetch { names, take: false }, None) => self.fetch(&names, &mut effects),
+            (Request::Fetch { names, take: true }, None) => {
+                self.reserve(names, false, &mut reservation, &mut effects)
+            }
+            (Request::Reserve { names }, None) => {
+                self.reserve(names, true, &mut reservation, &mut effects)
+            }
             (Request::List, None) => Ok(Answer::Ok {
                 body: self.entries().map(Entry::line).collect(),
                 fds: Vec::new(),
@@ -212,6 +252,7 @@ impl<O: Os> Holder<O> {
         Decision {
             answer: answer.unwrap_or_else(Answer::Refused),
             effects,
+            reservation,
         }
     }
 
@@ -258,14 +299,100 @@ impl<O: Os> Holder<O> {
         Ok(Answer::ok())
     }
 
-    /// Copies of the fds under `names`, all or none; with `take`, no
-    /// longer held.
+    /// Copies of the fds under `names`, all or none.
     fn fetch(
         &mut self,
         names: &[String],
-        take: bool,
         effects: &mut Vec<Effect>,
     ) -> Result<Answer<O::Fd>, Refusal> {
+        let fds = self.copies(names)?;
+        effects.push(Effect::Log(format!("fetched {}", names.join(" "))));
+        Ok(Answer::Ok {
+            body: String::new(),
+            fds,
+        })
+    }
+
+    /// Copies of the fds under `names`, all or none, with the names
+    /// reserved for this take until it is committed or aborted.
+    fn reserve(
+        &mut self,
+        names: Vec<String>,
+        awaits_commit: bool,
+        reservation: &mut Option<Reservation>,
+        effects: &mut Vec<Effect>,
+    ) -> Result<Answer<O::Fd>, Refusal> {
+        if let Some(name) = names
+            .iter()
+            .find(|name| self.held.get(*name).is_some_and(|h| h.reserved.is_some()))
+        {
+            return Err(Refusal::new(
+                RefusalKind::NotFound,
+                format!("another client is taking the fd named {name}"),
+            ));
+        }
+        let fds = self.copies(&names)?;
+        let id = self.next_id;
+        self.next_id += 1;
+        for name in &names {
+            if let Some(held) = self.held.get_mut(name) {
+                held.reserved = Some(id);
+            }
+        }
+        effects.push(Effect::Log(format!("sent {} to take", names.join(" "))));
+        *reservation = Some(Reservation {
+            id,
+            names,
+            awaits_commit,
+        });
+        Ok(Answer::Ok {
+            body: String::new(),
+            fds,
+        })
+    }
+
+    /// The take of `reservation` is done: its names are no longer held,
+    /// but for those dropped or stored again meanwhile, which it no longer
+    /// reserves.
+    pub fn commit(&mut self, reservation: Reservation) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let mut took = Vec::new();
+        for name in &reservation.names {
+            if self.reserved_by(name, reservation.id) {
+                self.forget(name, &mut effects);
+                took.push(name.as_str());
+            }
+        }
+        if !took.is_empty() {
+            effects.push(Effect::Record);
+        }
+        effects.push(Effect::Log(format!("took {}", took.join(" "))));
+        effects
+    }
+
+    /// The take of `reservation` did not happen (the client went away
+    /// before it committed, or could not receive the fds): its names are
+    /// held as before.
+    pub fn abort(&mut self, reservation: Reservation) -> Vec<Effect> {
+        for name in &reservation.names {
+            if self.reserved_by(name, reservation.id) {
+                if let Some(held) = self.held.get_mut(name) {
+                    held.reserved = None;
+                }
+            }
+        }
+        vec![Effect::Log(format!(
+            "still holding {}: the take was not committed",
+            reservation.names.join(" ")
+        ))]
+    }
+
+    fn reserved_by(&self, name: &str, id: u64) -> bool {
+        self.held.get(name).is_some_and(|h| h.reserved == Some(id))
+    }
+
+    /// Copies of the fds under `names`, all or none.
+    fn copies(&self, names: &[String]) -> Result<Vec<O::Fd>, Refusal> {
         let mut fds = Vec::with_capacity(names.len());
         for name in names {
             let held = self.held.get(name).ok_or_else(|| not_held(name))?;
@@ -279,18 +406,7 @@ impl<O: Os> Holder<O> {
             })?;
             fds.push(copy);
         }
-        if take {
-            for name in names {
-                self.forget(name, effects);
-            }
-            effects.push(Effect::Record);
-        }
-        let verb = if take { "took" } else { "fetched" };
-        effects.push(Effect::Log(format!("{verb} {}", names.join(" "))));
-        Ok(Answer::Ok {
-            body: String::new(),
-            fds,
-        })
+        Ok(fds)
     }
 
     fn remove(&mut self, name: &str, effects: &mut Vec<Effect>) -> Result<Answer<O::Fd>, Refusal> {
@@ -443,6 +559,7 @@ impl<O: Os> Holder<O> {
             entry,
             id,
             expires,
+            reserved: None,
         };
         if let Some(old) = self.held.insert(name, held) {
             if old.entry.until_exit.is_some() {

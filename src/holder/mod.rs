@@ -38,10 +38,11 @@ mod server;
 pub mod state_file;
 mod system;
 
-pub use self::machine::{Answer, Caller, Decision, Effect, Holder, Os};
+pub use self::machine::{Answer, Caller, Decision, Effect, Holder, Os, Reservation};
 #[cfg(feature = "tokio")]
 pub use self::server::{
-    Hooks, Server, DEFAULT_CLIENT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_NAMES,
+    max_names_within, Hooks, Server, DEFAULT_CLIENT_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_NAMES, FD_RESERVE,
 };
 pub use self::system::System;
 
@@ -205,31 +206,70 @@ impl Client {
     /// As [`Client::fetch`]; [`ErrorKind::InvalidInput`] for no names or
     /// more than [`protocol::MAX_FETCH`].
     pub fn fetch_many(&self, names: &[&str]) -> io::Result<Vec<OwnedFd>> {
-        self.fetch_names(names, false)
+        let request = Request::Fetch {
+            names: Client::checked_names(names)?,
+            take: false,
+        };
+        self.exchange(&request, None, names.len())
+            .map(|(_, fds)| fds)
     }
 
-    /// The fd held under `name`, which the holder stops holding as it
-    /// sends it: a handover that happens once.
+    /// The fd held under `name`, which the holder stops holding once this
+    /// process has it: a handover that happens once.
     ///
     /// # Errors
     ///
-    /// As [`Client::fetch`].
+    /// As [`Client::take_many`].
     pub fn take(&self, name: &str) -> io::Result<OwnedFd> {
         let mut fds = self.take_many(&[name])?;
         Ok(fds.remove(0))
     }
 
-    /// The fds held under `names`, which the holder stops holding as it
-    /// sends them: a handover that happens once. All or none.
+    /// The fds held under `names`, which the holder stops holding once
+    /// this process has them: a handover that happens once, all or none.
+    /// It returns once the holder has committed the take
+    /// ([`Client::reserve`], then [`Reserved::commit`]); after an error
+    /// the holder still holds them, unless the error came after it
+    /// committed (the answer to the commit lost, or too late).
     ///
     /// # Errors
     ///
-    /// As [`Client::fetch_many`].
+    /// As [`Client::fetch_many`]; [`ErrorKind::QuotaExceeded`] when this
+    /// process has no room for the fds (its open-file limit).
     pub fn take_many(&self, names: &[&str]) -> io::Result<Vec<OwnedFd>> {
-        self.fetch_names(names, true)
+        self.reserve(names)?.commit()
     }
 
-    fn fetch_names(&self, names: &[&str], take: bool) -> io::Result<Vec<OwnedFd>> {
+    /// The first half of a take: copies of the fds held under `names`,
+    /// which the holder keeps under their names until
+    /// [`Reserved::commit`]. Put them where they go first: if that fails,
+    /// drop the [`Reserved`], and the holder holds them as before. The
+    /// timeout runs on until the commit.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::take_many`]; [`ErrorKind::NotFound`] too while another
+    /// client is taking one of the names.
+    pub fn reserve(&self, names: &[&str]) -> io::Result<Reserved> {
+        let request = Request::Reserve {
+            names: Client::checked_names(names)?,
+        };
+        let deadline = Deadline::after(self.timeout);
+        let stream = self.send_request(&request, None, false, deadline)?;
+        let mut answer = Vec::new();
+        let fds = self
+            .read_answer(&stream, &mut answer, names.len(), false, deadline)
+            .map_err(|e| explained(e, &self.display()))?;
+        parse_answer(&String::from_utf8_lossy(&answer), "ok\n")?;
+        Ok(Reserved {
+            stream,
+            deadline,
+            fds,
+            socket: self.display().into_owned(),
+        })
+    }
+
+    fn checked_names(names: &[&str]) -> io::Result<Vec<String>> {
         if names.is_empty() || names.len() > protocol::MAX_FETCH {
             return Err(io::Error::new(
                 ErrorKind::InvalidInput,
@@ -243,12 +283,7 @@ impl Client {
         for name in names {
             crate::notify::check_name(name)?;
         }
-        let request = Request::Fetch {
-            names: names.iter().map(|&n| n.to_owned()).collect(),
-            take,
-        };
-        self.exchange(&request, None, names.len())
-            .map(|(_, fds)| fds)
+        Ok(names.iter().map(|&n| n.to_owned()).collect())
     }
 
     /// The names the holder holds, in order.
@@ -295,16 +330,36 @@ impl Client {
         want_fds: usize,
     ) -> io::Result<(String, Vec<OwnedFd>)> {
         let deadline = Deadline::after(self.timeout);
+        let stream = self.send_request(request, fd, want_fds == 0, deadline)?;
+        let mut answer = Vec::new();
+        let fds = self
+            .read_answer(&stream, &mut answer, want_fds, true, deadline)
+            .map_err(|e| explained(e, &self.display()))?;
+        let answer = String::from_utf8(answer).map_err(|_| {
+            io::Error::new(ErrorKind::InvalidData, "the holder's answer is not text")
+        })?;
+        let body = parse_answer(&answer, "ok\n")?;
+        Ok((body.to_owned(), fds))
+    }
+
+    /// Connects, checks the holder and its greeting, and sends `request`
+    /// with `fd` attached; with `no_fds`, the connection refuses fds.
+    fn send_request(
+        &self,
+        request: &Request,
+        fd: Option<BorrowedFd<'_>>,
+        no_fds: bool,
+        deadline: Deadline,
+    ) -> io::Result<UnixStream> {
         let stream = self.connect(deadline)?;
         self.check_holder(&stream)?;
-        if want_fds == 0 {
+        if no_fds {
             sys::refuse_fds(stream.as_fd())?;
         }
-        let mut answer = Vec::new();
+        let mut greeting = Vec::new();
         let timed_out = |e: io::Error| explained(e, &self.display());
-        read_line(&stream, &mut answer, 1024, deadline).map_err(timed_out)?;
-        let greeting = String::from_utf8_lossy(&answer);
-        parse_answer(&greeting, GREETING)?;
+        read_line(&stream, &mut greeting, 1024, deadline).map_err(timed_out)?;
+        parse_answer(&String::from_utf8_lossy(&greeting), GREETING)?;
 
         deadline.set_on(&stream).map_err(timed_out)?;
         let line = request.line();
@@ -314,25 +369,18 @@ impl Client {
         (&stream)
             .write_all(&line.as_bytes()[sent..])
             .map_err(timed_out)?;
-
-        answer.clear();
-        let fds = self
-            .read_answer(&stream, &mut answer, want_fds, deadline)
-            .map_err(timed_out)?;
-        let answer = String::from_utf8(answer).map_err(|_| {
-            io::Error::new(ErrorKind::InvalidData, "the holder's answer is not text")
-        })?;
-        let body = parse_answer(&answer, "ok\n")?;
-        Ok((body.to_owned(), fds))
+        Ok(stream)
     }
 
-    /// Reads the whole answer into `answer`, with the `want_fds` fds that
-    /// come with its first byte: exactly that many, or an error.
+    /// Reads the answer into `answer` (to the end of the stream, or with
+    /// `!to_end` its first line), with the `want_fds` fds that come with
+    /// its first byte: exactly that many, or an error.
     fn read_answer(
         &self,
         stream: &UnixStream,
         answer: &mut Vec<u8>,
         want_fds: usize,
+        to_end: bool,
         deadline: Deadline,
     ) -> io::Result<Vec<OwnedFd>> {
         let mut first = [0; 512];
@@ -342,10 +390,18 @@ impl Client {
         let got = crate::recv_fds(stream, &mut first, &mut slots)?;
         let fds: Vec<OwnedFd> = slots.into_iter().flatten().collect();
         answer.extend_from_slice(&first[..got.bytes]);
-        if got.bytes > 0 {
+        if got.bytes > 0 && to_end {
             read_to_end(stream, answer, self.max_answer, deadline)?;
+        } else if got.bytes > 0 {
+            read_line(stream, answer, 1024, deadline)?;
         }
         let refused = answer.starts_with(b"error ");
+        if !refused && got.control_truncated && got.fds_discarded == 0 {
+            return Err(io::Error::new(
+                ErrorKind::QuotaExceeded,
+                "this process is at its open-file limit (RLIMIT_NOFILE): the holder's fds could not be received, and were closed",
+            ));
+        }
         if !refused && (got.fds_discarded > 0 || got.control_truncated || fds.len() != want_fds) {
             return Err(io::Error::new(
                 ErrorKind::InvalidData,
@@ -380,7 +436,7 @@ impl Client {
 
     /// Trusts only a holder that [`Client::trust`] trusts.
     fn check_holder(&self, stream: &UnixStream) -> io::Result<()> {
-        let peer = crate::peer_credentials(stream)?;
+        let peer = peer_ids(stream.as_fd())?;
         self.trust.check(&peer).map_err(|err| {
             io::Error::new(
                 err.kind(),
@@ -395,6 +451,62 @@ impl Client {
     fn display(&self) -> std::borrow::Cow<'_, str> {
         self.socket.to_string_lossy()
     }
+}
+
+/// The fds of a take that the holder keeps until [`Reserved::commit`]
+/// ([`Client::reserve`]). Dropped without a commit, the take does not
+/// happen: the connection closes, and the holder holds the fds as before.
+#[derive(Debug)]
+#[must_use = "a take happens only once it is committed"]
+pub struct Reserved {
+    stream: UnixStream,
+    deadline: Deadline,
+    fds: Vec<OwnedFd>,
+    socket: String,
+}
+
+impl Reserved {
+    /// The fds, in the order of the names: to be put where they go before
+    /// the commit.
+    #[must_use]
+    pub fn fds(&self) -> &[OwnedFd] {
+        &self.fds
+    }
+
+    /// Tells the holder to stop holding the fds, and returns them once it
+    /// has.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::TimedOut`] past the client's timeout, counted from
+    /// [`Client::reserve`]; [`ErrorKind::UnexpectedEof`] or
+    /// [`ErrorKind::InvalidData`] when the holder did not confirm. The fds
+    /// are closed. The holder holds them still if the commit did not reach
+    /// it; if only its answer was lost, they are gone.
+    pub fn commit(self) -> io::Result<Vec<OwnedFd>> {
+        let explain = |e: io::Error| explained(e, &self.socket);
+        self.deadline.set_on(&self.stream).map_err(explain)?;
+        (&self.stream)
+            .write_all(codec::COMMIT.as_bytes())
+            .map_err(explain)?;
+        let mut answer = Vec::new();
+        read_line(&self.stream, &mut answer, 1024, self.deadline).map_err(explain)?;
+        parse_answer(&String::from_utf8_lossy(&answer), "ok\n")?;
+        Ok(self.fds)
+    }
+}
+
+/// The ids of the peer of `socket`, without its pidfd, which neither side
+/// of the holder needs: no fd is opened, so that a process at its
+/// open-file limit can still tell who is at the other end.
+pub(crate) fn peer_ids(socket: BorrowedFd<'_>) -> io::Result<crate::PeerCredentials> {
+    let (uid, gid, pid) = sys::peer_credentials(socket)?;
+    Ok(crate::PeerCredentials {
+        uid,
+        gid,
+        pid,
+        pidfd: None,
+    })
 }
 
 /// `err` of an exchange with the holder at `socket`, saying what happened.

@@ -9,12 +9,20 @@
 //! 2. The client sends one request line, `VERB ARGS...\n`, with the fd of
 //!    a `store` attached to its first byte:
 //!    - `store NAME [ttl-ms=MILLISECONDS] [until-exit=PID]`
-//!    - `fetch NAME...`, and `take NAME...`, which removes them too
+//!    - `fetch NAME...`
+//!    - `reserve NAME...`: a take, in two steps (below)
 //!    - `list`
 //!    - `drop NAME`
+//!    - `take NAME...`: a take in one step, as clients before `reserve`
+//!      sent it; the names are removed once the answer is sent.
 //! 3. The holder answers `ok\n`, with the fetched fds attached to its first
 //!    byte, then `list`'s entries, one per line; or `error KIND MESSAGE\n`.
-//!    Then it closes the connection.
+//!    Then it closes the connection; but after `ok` to `reserve`, it keeps
+//!    the names, and the connection open, until the client sends
+//!    `commit\n` there: then it removes them and answers `ok\n` again.
+//!    A connection that ends without `commit` (the client could not use
+//!    the fds, went away, or ran out of time) leaves the names held as
+//!    before. A take is all or nothing.
 //!
 //! A `list` entry is the name, then `key=value` fields separated by
 //! spaces, each value escaped (`%`, space and every byte outside `!`..=`~`
@@ -89,6 +97,13 @@ pub enum Request {
         /// Remove them as they are sent.
         take: bool,
     },
+    /// Send the fds held under `names`, in order, and keep the names
+    /// until the client commits the take on the same connection; a take
+    /// not committed leaves them held.
+    Reserve {
+        /// The names, 1 to [`MAX_FETCH`].
+        names: Vec<String>,
+    },
     /// Say what is held.
     List,
     /// Close the fd held under `name`.
@@ -116,6 +131,13 @@ impl Request {
             }
             Request::Fetch { names, take } => {
                 line.push_str(if *take { "take" } else { "fetch" });
+                for name in names {
+                    line.push(' ');
+                    line.push_str(name);
+                }
+            }
+            Request::Reserve { names } => {
+                line.push_str("reserve");
                 for name in names {
                     line.push(' ');
                     line.push_str(name);
@@ -173,12 +195,15 @@ impl Request {
                 }
                 Ok(Request::Store { name, lifetime })
             }
-            "fetch" | "take" if args.is_empty() => {
+            "fetch" | "take" | "reserve" if args.is_empty() => {
                 Err(Refusal::invalid(format!("{verb} needs at least one name")))
             }
-            "fetch" | "take" if args.len() > MAX_FETCH => Err(Refusal::invalid(format!(
-                "{verb} takes at most {MAX_FETCH} names"
-            ))),
+            "fetch" | "take" | "reserve" if args.len() > MAX_FETCH => Err(Refusal::invalid(
+                format!("{verb} takes at most {MAX_FETCH} names"),
+            )),
+            "reserve" => Ok(Request::Reserve {
+                names: names(&args)?,
+            }),
             "fetch" | "take" => Ok(Request::Fetch {
                 names: names(&args)?,
                 take: verb == "take",
@@ -192,7 +217,7 @@ impl Request {
                 _ => Err(Refusal::invalid("drop takes exactly one name")),
             },
             _ => Err(Refusal::invalid(format!(
-                "unknown request {:?}: store, fetch, take, list or drop",
+                "unknown request {:?}: store, fetch, reserve, take, list or drop",
                 truncated(verb)
             ))),
         }
@@ -479,6 +504,9 @@ mod tests {
                 names: vec![name("a")],
                 take: true,
             },
+            Request::Reserve {
+                names: vec![name("a"), name("b")],
+            },
             Request::List,
             Request::Drop { name: name("x.y") },
         ] {
@@ -504,6 +532,8 @@ mod tests {
             "list a",
             "fetch",
             "take",
+            "reserve",
+            "commit",
             "frob a",
             "store a:b",
             "drop",

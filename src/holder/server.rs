@@ -13,8 +13,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
-use super::codec::{Progress, RequestReader, GREETING};
-use super::machine::{Answer, Caller, Effect, Holder};
+use super::codec::{commit_received, Progress, RequestReader, GREETING};
+use super::machine::{Answer, Caller, Effect, Holder, Reservation};
 use super::protocol::{Refusal, RefusalKind};
 use super::System;
 use crate::{PeerCredentials, PeerTrust};
@@ -22,6 +22,19 @@ use crate::{PeerCredentials, PeerTrust};
 /// How many names a [`Server`] holds at most unless told
 /// (`fdpass hold --max-names`'s default).
 pub const DEFAULT_MAX_NAMES: usize = 1024;
+
+/// How many fds a holder keeps free for its own use, besides those it
+/// holds: its event loop, its connections, the copies it sends.
+pub const FD_RESERVE: usize = 64;
+
+/// The most names a holder allowed `fd_limit` open fds (`RLIMIT_NOFILE`)
+/// can hold and still answer: half of what is left after
+/// [`FD_RESERVE`], so that a copy of each can be made (a fetch of all of
+/// them, an upgrade that lays them out again), and at least one.
+#[must_use]
+pub fn max_names_within(fd_limit: usize) -> usize {
+    (fd_limit.saturating_sub(FD_RESERVE) / 2).max(1)
+}
 
 /// How many connections a [`Server`] serves at once unless told; past
 /// that the oldest is dropped to make room.
@@ -82,6 +95,9 @@ pub struct Server {
     trust: PeerTrust,
     max_connections: usize,
     started: bool,
+    /// An fd kept open to be closed when `accept` runs out of fds, so that
+    /// the client can still be accepted and told the holder is full.
+    spare: Option<OwnedFd>,
 }
 
 impl std::fmt::Debug for Server {
@@ -161,6 +177,7 @@ impl Server {
             trust: PeerTrust::new(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             started: false,
+            spare: spare_fd(),
         }
     }
 
@@ -222,6 +239,7 @@ impl Server {
                 stopped = &mut stop => return stopped,
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, _)) => self.accepted(stream),
+                    Err(err) if out_of_fds(&err) && self.turn_away_at_limit() => {}
                     Err(err) => {
                         // A connection gone before it was accepted, or a
                         // moment without fds: neither ends the server.
@@ -283,16 +301,36 @@ impl Server {
         self.tasks.0.lock().hooks.log(message);
     }
 
+    /// At the open-file limit: closes the spare fd to accept the next
+    /// client in its place, tells it the holder is full, and opens the
+    /// spare again. Returns whether a client was told; without a spare,
+    /// nothing is done.
+    fn turn_away_at_limit(&mut self) -> bool {
+        let Some(spare) = self.spare.take() else {
+            self.spare = spare_fd();
+            return false;
+        };
+        drop(spare);
+        let flags = rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK;
+        let accepted = rustix::net::accept_with(self.listener.as_fd(), flags);
+        if let Ok(client) = &accepted {
+            let refusal = Refusal::new(
+                RefusalKind::Full,
+                "the holder is at its open-file limit (RLIMIT_NOFILE): try again when fewer clients are connected",
+            );
+            let _ = rustix::io::write(client, refusal.line().as_bytes());
+            self.log("turned away a client: at the open-file limit");
+        }
+        drop(accepted);
+        self.spare = spare_fd();
+        self.spare.is_some()
+    }
+
     /// Takes a new connection: turns away a stranger at once, and makes
     /// room by dropping the oldest connection when there is none.
     fn accepted(&self, stream: UnixStream) {
-        let peer = match crate::peer_credentials(&stream) {
-            // Its pidfd is not needed, and closed now: not after the
-            // connection, whose end tells the client the holder is done.
-            Ok(mut peer) => {
-                peer.pidfd = None;
-                peer
-            }
+        let peer = match super::peer_ids(stream.as_fd()) {
+            Ok(peer) => peer,
             Err(err) => {
                 self.log(&format!(
                     "turned away a client that cannot be identified: {err}"
@@ -328,6 +366,18 @@ impl Server {
         ));
         inner.connections.insert(id, task.abort_handle());
     }
+}
+
+/// An fd to keep in reserve: `/dev/null`, read only.
+fn spare_fd() -> Option<OwnedFd> {
+    std::fs::File::open("/dev/null").ok().map(OwnedFd::from)
+}
+
+/// Whether `accept` failed for want of an fd (`EMFILE`, `ENFILE`).
+fn out_of_fds(err: &io::Error) -> bool {
+    let emfile = rustix::io::Errno::MFILE.raw_os_error();
+    let enfile = rustix::io::Errno::NFILE.raw_os_error();
+    matches!(err.raw_os_error(), Some(code) if code == emfile || code == enfile)
 }
 
 /// Serves the users and groups `trust` trusts; a refusal tells the
@@ -422,12 +472,13 @@ async fn connection(
     shared.ended.notify_one();
 }
 
-/// One client: the greeting, its request, the answer.
+/// One client: the greeting, its request, the answer; after a take's
+/// answer, its commit.
 async fn serve(shared: &Arc<Shared>, stream: &UnixStream, caller: Caller) -> io::Result<()> {
     write_all(stream, GREETING.as_bytes(), &[]).await?;
     let mut reader = RequestReader::new();
     let mut buf = [0; 1024];
-    let answer = loop {
+    let (answer, pending) = loop {
         let room = reader.room().min(buf.len());
         let mut slot = [None];
         let got = crate::tokio::recv_fds(stream, &mut buf[..room], &mut slot).await?;
@@ -445,9 +496,10 @@ async fn serve(shared: &Arc<Shared>, stream: &UnixStream, caller: Caller) -> io:
                 let mut inner = shared.lock();
                 let decision = inner.holder.handle(request, fd, caller, super::unix_now());
                 inner.carry_out(shared, decision.effects);
-                break decision.answer;
+                let pending = Pending(shared.clone(), decision.reservation);
+                break (decision.answer, pending);
             }
-            Progress::Refused(refusal) => break Answer::Refused(refusal),
+            Progress::Refused(refusal) => break (Answer::Refused(refusal), Pending::none(shared)),
         }
     };
     let fds: Vec<BorrowedFd<'_>> = match &answer {
@@ -458,7 +510,81 @@ async fn serve(shared: &Arc<Shared>, stream: &UnixStream, caller: Caller) -> io:
             Vec::new()
         }
     };
-    write_all(stream, answer.text().as_bytes(), &fds).await
+    write_all(stream, answer.text().as_bytes(), &fds).await?;
+    drop(answer);
+    if pending.awaits_commit() {
+        read_commit(stream).await?;
+        pending.commit();
+        return write_all(stream, b"ok\n", &[]).await;
+    }
+    pending.commit();
+    Ok(())
+}
+
+/// Reads the client's `commit`, which comes once it has the fds of a take
+/// where they go; anything else, or the end of the connection, fails.
+async fn read_commit(stream: &UnixStream) -> io::Result<()> {
+    let mut line = Vec::new();
+    let mut buf = [0; 16];
+    loop {
+        stream.readable().await?;
+        let n = match stream.try_read(&mut buf) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    ErrorKind::UnexpectedEof,
+                    "the client closed the connection before it committed its take",
+                ))
+            }
+            Ok(n) => n,
+            Err(err) if err.kind() == ErrorKind::WouldBlock => continue,
+            Err(err) => return Err(err),
+        };
+        line.extend_from_slice(&buf[..n]);
+        match commit_received(&line) {
+            None => {}
+            Some(true) => return Ok(()),
+            Some(false) => {
+                return Err(io::Error::new(
+                    ErrorKind::InvalidData,
+                    "the client sent something else than commit after its take",
+                ))
+            }
+        }
+    }
+}
+
+/// The reservation of a take, if the request was one: committed by
+/// [`Pending::commit`], and aborted, with its names held as before, if
+/// the connection ends first, however it ends (an error, the deadline,
+/// the server dropped).
+struct Pending(Arc<Shared>, Option<Reservation>);
+
+impl Pending {
+    fn none(shared: &Arc<Shared>) -> Pending {
+        Pending(shared.clone(), None)
+    }
+
+    fn awaits_commit(&self) -> bool {
+        self.1.as_ref().is_some_and(Reservation::awaits_commit)
+    }
+
+    fn commit(mut self) {
+        if let Some(reservation) = self.1.take() {
+            let mut inner = self.0.lock();
+            let effects = inner.holder.commit(reservation);
+            inner.carry_out(&self.0, effects);
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(reservation) = self.1.take() {
+            let mut inner = self.0.lock();
+            let effects = inner.holder.abort(reservation);
+            inner.carry_out(&self.0, effects);
+        }
+    }
 }
 
 /// Writes all of `bytes` to the client, with `fds` attached to the first.

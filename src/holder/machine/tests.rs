@@ -165,25 +165,102 @@ fn a_fetch_that_cannot_copy_is_full() {
     assert_eq!(names(&h), ["a"]);
 }
 
+fn reserve(h: &mut Holder<FakeOs>, names: &[&str]) -> Decision<Fake> {
+    let names = names.iter().map(|&n| n.to_owned()).collect();
+    h.handle(Request::Reserve { names }, None, caller(), NOW)
+}
+
+/// The fds of a take's answer, and its reservation.
+fn taken(decision: Decision<Fake>) -> (Vec<u32>, Reservation) {
+    let reservation = decision.reservation.expect("a take reserves");
+    (
+        fds(Decision {
+            reservation: None,
+            ..decision
+        }),
+        reservation,
+    )
+}
+
 #[test]
 fn a_take_is_all_or_nothing() {
     let mut h = holder(10);
     store(&mut h, "a", 1, Lifetime::forever());
     store(&mut h, "b", 2, Lifetime::forever());
-    let (refused, effects) = refusal(fetch(&mut h, &["a", "c"], true));
+    let missing = reserve(&mut h, &["a", "c"]);
+    assert!(missing.reservation.is_none());
+    let (refused, effects) = refusal(missing);
     assert_eq!(refused.kind, RefusalKind::NotFound);
     assert!(effects.is_empty());
     assert_eq!(names(&h), ["a", "b"]);
 
-    let took = fetch(&mut h, &["b", "a"], true);
-    let effects = took.effects.clone();
-    assert_eq!(fds(took), [2, 1]);
+    // A take sends the fds but removes nothing until it is committed.
+    let took = reserve(&mut h, &["b", "a"]);
+    assert!(!took.effects.contains(&Effect::Record));
+    let (fds, reservation) = taken(took);
+    assert_eq!(fds, [2, 1]);
+    assert!(reservation.awaits_commit());
+    assert_eq!(names(&h), ["a", "b"]);
+    let effects = h.commit(reservation);
     assert!(h.is_empty());
     let records = effects.iter().filter(|e| **e == Effect::Record).count();
     assert_eq!(records, 1, "{effects:?}");
     for name in ["a", "b"] {
         assert!(effects.contains(&Effect::FdStore { name: name.into() }));
     }
+}
+
+#[test]
+fn a_take_not_committed_leaves_the_names_held() {
+    let mut h = holder(10);
+    store(&mut h, "a", 1, Lifetime::forever().until_exit(5));
+    store(&mut h, "b", 2, Lifetime::forever());
+    let (_, reservation) = taken(reserve(&mut h, &["a", "b"]));
+    // Reserved, the names are listed and fetched, but not taken again.
+    assert_eq!(names(&h), ["a", "b"]);
+    assert_eq!(fds(fetch(&mut h, &["a"], false)), [1]);
+    let (refused, _) = refusal(reserve(&mut h, &["b"]));
+    assert_eq!(refused.kind, RefusalKind::NotFound);
+    assert!(refused.message.contains("another client"), "{refused}");
+    let effects = h.abort(reservation);
+    assert!(!effects.contains(&Effect::Record), "{effects:?}");
+    assert!(!effects.iter().any(|e| matches!(e, Effect::Unwatch { .. })));
+    assert_eq!(names(&h), ["a", "b"]);
+    assert_eq!(h.watches().len(), 1);
+    // Held as before: taken again, by another client.
+    let (fds, reservation) = taken(reserve(&mut h, &["b"]));
+    assert_eq!(fds, [2]);
+    h.commit(reservation);
+    assert_eq!(names(&h), ["a"]);
+}
+
+#[test]
+fn a_take_commits_only_what_it_still_reserves() {
+    let mut h = holder(10);
+    store(&mut h, "a", 1, Lifetime::forever());
+    store(&mut h, "b", 2, Lifetime::forever());
+    let (_, reservation) = taken(reserve(&mut h, &["a", "b"]));
+    // Stored again and dropped meanwhile: the new fd is not the one sent.
+    store(&mut h, "a", 3, Lifetime::forever());
+    assert_eq!(drop_name(&mut h, "b").answer.text(), "ok\n");
+    h.commit(reservation);
+    assert_eq!(names(&h), ["a"]);
+    assert_eq!(h.fd("a"), Some(&Fake(3)));
+}
+
+#[test]
+fn an_old_clients_take_awaits_no_commit() {
+    let mut h = holder(10);
+    store(&mut h, "a", 1, Lifetime::forever());
+    let (fds, reservation) = taken(fetch(&mut h, &["a"], true));
+    assert_eq!(fds, [1]);
+    assert!(!reservation.awaits_commit());
+    assert_eq!(names(&h), ["a"]);
+    h.commit(reservation);
+    assert!(h.is_empty());
+    // A fetch reserves nothing.
+    store(&mut h, "a", 1, Lifetime::forever());
+    assert!(fetch(&mut h, &["a"], false).reservation.is_none());
 }
 
 #[test]

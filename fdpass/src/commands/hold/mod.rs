@@ -91,12 +91,13 @@ impl Settings {
             }
             mode
         });
+        let max_names = max_names(args.max_names, verbose);
         Ok(Settings {
             socket: args.socket.clone(),
             allow_uids: args.allow_uids.clone(),
             allow_gids,
             access: Access { mode, group },
-            max_names: args.max_names,
+            max_names,
             from: args.from.clone(),
             client_timeout: args.client_timeout,
             verbose,
@@ -104,6 +105,28 @@ impl Settings {
             args: std::env::args_os().collect(),
         })
     }
+}
+
+/// `--max-names`, within what the open-file limit allows (raised to the
+/// hard limit first): a holder with every fd of its limit held could
+/// answer no one. Said in the log, and as a warning when `--max-names`
+/// asked for more than the default.
+fn max_names(asked: usize, verbose: bool) -> usize {
+    let limit = serve::raise_fd_limit();
+    let allowed = io_fdpass::holder::max_names_within(limit);
+    if asked <= allowed {
+        return asked;
+    }
+    let why = format!(
+        "holds at most {allowed} names, not {asked}: its open-file limit (RLIMIT_NOFILE) is {limit}, and it keeps room for a copy of each and {} more",
+        io_fdpass::holder::FD_RESERVE
+    );
+    if asked != io_fdpass::holder::DEFAULT_MAX_NAMES {
+        crate::output::message(format_args!("hold: warning: --max-names {asked}: {why}"));
+    } else if verbose {
+        crate::output::message(format_args!("hold: {why}"));
+    }
+    allowed
 }
 
 /// A group's id, from its number or its name.

@@ -144,7 +144,7 @@ impl Hooks for Hooked {
 
 /// Raises the soft limit on open fds to the hard one, for many clients
 /// and names; returns the limit.
-fn raise_fd_limit() -> usize {
+pub(super) fn raise_fd_limit() -> usize {
     use rustix::process::{getrlimit, setrlimit, Resource};
     let mut limit = getrlimit(Resource::Nofile);
     if limit.current != limit.maximum {
