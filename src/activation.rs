@@ -231,6 +231,44 @@ impl ListenFds {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn take() -> io::Result<ListenFds> {
+        ListenFds::take_checked(true)
+    }
+
+    /// Takes the fds as [`take`](ListenFds::take) does, but leaves out
+    /// each fd that `LISTEN_FDS` counts and that is not open, rather than
+    /// refusing them all: its index keeps its name and has no fd
+    /// ([`take_fd`](ListenFds::take_fd) gives `None`). For a program that
+    /// must keep what it was given even when the count is wrong, such as
+    /// an fd holder. Call it before this process opens any fd of its own
+    /// (an event loop's, a socket, a file): a counted number that is not
+    /// open now could be this process's own later, and a set taken later
+    /// would own it too.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidData`] when a variable is malformed, as
+    /// [`take`](ListenFds::take).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use io_fdpass::activation::ListenFds;
+    ///
+    /// let mut fds = ListenFds::take_open()?;
+    /// for i in 0..fds.len() {
+    ///     if fds.take_fd(i).is_none() {
+    ///         eprintln!("{} was counted but not passed", fds.name(i).unwrap());
+    ///     }
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn take_open() -> io::Result<ListenFds> {
+        ListenFds::take_checked(false)
+    }
+
+    /// [`take`](ListenFds::take) when `strict`, else
+    /// [`take_open`](ListenFds::take_open).
+    fn take_checked(strict: bool) -> io::Result<ListenFds> {
         if TAKEN.swap(true, Ordering::SeqCst) {
             return Ok(ListenFds::default());
         }
@@ -240,7 +278,7 @@ impl ListenFds {
             return Ok(ListenFds::default());
         };
         let fds = layout.first..layout.first + layout.count as RawFd;
-        if let Some(fd) = fds.clone().find(|&fd| !sys::is_open(fd)) {
+        if let Some(fd) = fds.clone().find(|&fd| strict && !sys::is_open(fd)) {
             return Err(io::Error::new(
                 ErrorKind::InvalidData,
                 format!(
@@ -251,6 +289,9 @@ impl ListenFds {
         }
         let fds = fds
             .map(|fd| {
+                if !sys::is_open(fd) {
+                    return None;
+                }
                 // SAFETY: open, as just checked, and by the convention this
                 // process's to own: the one call that adopts it is this one.
                 let fd = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -294,7 +335,8 @@ impl ListenFds {
     }
 
     /// Takes fd `index` out of the set, whatever it is. `None` when it is
-    /// out of range or taken already.
+    /// out of range or taken already, or was not open for
+    /// [`take_open`](ListenFds::take_open).
     pub fn take_fd(&mut self, index: usize) -> Option<OwnedFd> {
         self.fds.get_mut(index)?.take()
     }
@@ -342,7 +384,7 @@ impl ListenFds {
             return Err(io::Error::new(
                 ErrorKind::NotFound,
                 format!(
-                    "no fd {index} among the {} inherited ones (out of range, or taken already)",
+                    "no fd {index} among the {} inherited ones (out of range, taken already, or not open)",
                     self.fds.len()
                 ),
             ));

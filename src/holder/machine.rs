@@ -31,6 +31,14 @@ pub const SOCKET_NAME: &str = "fdpass-hold";
 /// The name of a holder's state file there: no held fd may take it.
 pub const STATE_NAME: &str = "fdpass-hold-state";
 
+/// Whether `name` is one a holder keeps for itself ([`SOCKET_NAME`],
+/// [`STATE_NAME`]), which no held fd may take: not stored, not adopted,
+/// not taken over from another holder.
+#[must_use]
+pub fn is_reserved(name: &str) -> bool {
+    name == SOCKET_NAME || name == STATE_NAME
+}
+
 /// The questions about fds and processes that only the OS can answer,
 /// asked by a [`Holder`] and answered by the I/O side.
 pub trait Os {
@@ -265,7 +273,7 @@ impl<O: Os> Holder<O> {
         now: Duration,
         effects: &mut Vec<Effect>,
     ) -> Result<Answer<O::Fd>, Refusal> {
-        if name == SOCKET_NAME || name == STATE_NAME {
+        if is_reserved(&name) {
             return Err(Refusal::invalid(format!(
                 "{name} is the holder's own name in the fd store; choose another"
             )));
@@ -472,10 +480,18 @@ impl<O: Os> Holder<O> {
         fd: O::Fd,
         recorded: Option<Entry>,
     ) -> Result<Vec<Effect>, Refusal> {
-        let taken = name == SOCKET_NAME || name == STATE_NAME || self.held.contains_key(&name);
-        if crate::notify::check_name(&name).is_err() || taken {
+        let why = if let Err(err) = crate::notify::check_name(&name) {
+            err.to_string()
+        } else if is_reserved(&name) {
+            "the name is the holder's own".to_owned()
+        } else if self.held.contains_key(&name) {
+            "the name is given twice".to_owned()
+        } else {
+            String::new()
+        };
+        if !why.is_empty() {
             return Err(Refusal::invalid(format!(
-                "closed an fd given as {name:?}: a bad or repeated name"
+                "closed an fd given as {name:?}: {why}"
             )));
         }
         let mut entry = recorded.unwrap_or_else(|| self.os.describe(&name, &fd));

@@ -130,8 +130,11 @@ fn the_holders_own_names_are_reserved() {
             refused.message.contains("the holder's own name"),
             "{refused}"
         );
-        assert!(h.adopt(name.to_owned(), Fake(1), None).is_err());
+        assert!(is_reserved(name));
+        let refused = h.adopt(name.to_owned(), Fake(1), None).unwrap_err();
+        assert!(refused.message.contains("the holder's own"), "{refused}");
     }
+    assert!(!is_reserved("fdpass-hold2"));
     assert!(h.is_empty());
 }
 
@@ -380,8 +383,10 @@ fn adopted_fds_keep_their_record() {
     h.adopt("other".into(), Fake(2), None).unwrap();
     let other = h.entries().find(|e| e.name == "other").unwrap();
     assert_eq!(other.kind, "fake-2");
-    assert!(h.adopt("web".into(), Fake(3), None).is_err());
-    assert!(h.adopt("a:b".into(), Fake(3), None).is_err());
+    let repeated = h.adopt("web".into(), Fake(3), None).unwrap_err();
+    assert!(repeated.message.contains("given twice"), "{repeated}");
+    let bad = h.adopt("a:b".into(), Fake(3), None).unwrap_err();
+    assert!(bad.message.contains("contains ':'"), "{bad}");
     let all = h.take_all();
     assert_eq!(all.len(), 2);
     assert!(h.is_empty());

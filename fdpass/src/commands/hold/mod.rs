@@ -39,12 +39,16 @@ use crate::output::Log;
 /// `fdpass hold`: serves until SIGTERM or SIGINT; on SIGHUP, executes
 /// itself again with everything it holds.
 pub fn run(args: &HoldArgs, log: Log) -> Result<()> {
+    // First, before the event loop, a group lookup or anything else opens
+    // an fd: a number `LISTEN_FDS` counts that was not passed would be
+    // this process's own by then, and held under a name.
+    let given = start::given()?;
     let settings = Settings::new(args, log.verbose)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|err| Failure::os("cannot start the event loop", err))?;
-    runtime.block_on(serve::serve(settings))
+    runtime.block_on(serve::serve(settings, given))
 }
 
 /// What `hold`'s flags say, resolved.

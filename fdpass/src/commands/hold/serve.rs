@@ -28,13 +28,13 @@ pub struct Keeper {
 }
 
 /// Serves until SIGTERM or SIGINT, and upgrades on SIGHUP.
-pub async fn serve(settings: Settings) -> Result<()> {
+pub async fn serve(settings: Settings, given: start::Given) -> Result<()> {
     let mut signals =
         Signals::install().map_err(|err| Failure::os("cannot set up signal handling", err))?;
     let max_connections = raise_fd_limit()
         .saturating_sub(settings.max_names + 64)
         .max(16);
-    let (listener, holder, keeper) = start::start(&settings)?;
+    let (listener, holder, keeper) = start::start(&settings, given)?;
     let setup_failed = |err| Failure::os("cannot set up the socket", err);
     listener.set_nonblocking(true).map_err(setup_failed)?;
     let listener = tokio::net::UnixListener::from_std(listener).map_err(setup_failed)?;
