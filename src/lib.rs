@@ -1,8 +1,9 @@
 //! Pass file descriptors from one process to another over a unix socket —
 //! and, on Windows, HANDLEs over any stream socket.
 //!
-//! io-fdpass keeps the two calls of Perl's [IO::FDPass] — [`send_fd`] an fd,
-//! [`recv_fd`] an fd — and its wire format (one data byte `0` with an
+//! io-fdpass keeps the two calls of Perl's [IO::FDPass] — `send` an fd,
+//! `recv` an fd, here `send_fd`/`recv_fd` (`send_handle`/`recv_handle` on
+//! Windows) — and its wire format (one data byte `0` with an
 //! `SCM_RIGHTS` control message), so it talks to `IO::FDPass` and to Python's
 //! `socket.send_fds`/`recv_fds` in both directions. Beyond them:
 //!
