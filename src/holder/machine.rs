@@ -31,6 +31,11 @@ pub const SOCKET_NAME: &str = "fdpass-hold";
 /// The name of a holder's state file there: no held fd may take it.
 pub const STATE_NAME: &str = "fdpass-hold-state";
 
+/// The name under which a holder that upgrades hands its next image the
+/// pipe on which that image says it has taken over: no held fd may take
+/// it.
+pub const HANDOVER_NAME: &str = "fdpass-hold-handover";
+
 /// The questions about fds and processes that only the OS can answer,
 /// asked by a [`Holder`] and answered by the I/O side.
 pub trait Os {
@@ -224,7 +229,7 @@ impl<O: Os> Holder<O> {
         now: Duration,
         effects: &mut Vec<Effect>,
     ) -> Result<Answer<O::Fd>, Refusal> {
-        if name == SOCKET_NAME || name == STATE_NAME {
+        if [SOCKET_NAME, STATE_NAME, HANDOVER_NAME].contains(&name.as_str()) {
             return Err(Refusal::invalid(format!(
                 "{name} is the holder's own name in the fd store; choose another"
             )));
@@ -356,7 +361,8 @@ impl<O: Os> Holder<O> {
         fd: O::Fd,
         recorded: Option<Entry>,
     ) -> Result<Vec<Effect>, Refusal> {
-        let taken = name == SOCKET_NAME || name == STATE_NAME || self.held.contains_key(&name);
+        let taken = [SOCKET_NAME, STATE_NAME, HANDOVER_NAME].contains(&name.as_str())
+            || self.held.contains_key(&name);
         if crate::notify::check_name(&name).is_err() || taken {
             return Err(Refusal::invalid(format!(
                 "closed an fd given as {name:?}: a bad or repeated name"

@@ -8,7 +8,7 @@ use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 
 use io_fdpass::activation::ListenFds;
-use io_fdpass::holder::machine::{SOCKET_NAME, STATE_NAME};
+use io_fdpass::holder::machine::{HANDOVER_NAME, SOCKET_NAME, STATE_NAME};
 use io_fdpass::holder::protocol::{Request, MAX_FETCH};
 use io_fdpass::holder::state_file::Recorded;
 use io_fdpass::holder::{Caller, Holder, System};
@@ -25,6 +25,8 @@ use crate::fail::{self, Failure, Result};
 struct Given {
     listener: Option<UnixListener>,
     state: Option<OwnedFd>,
+    /// Where the previous image waits to hear that this one took over.
+    handover: Option<OwnedFd>,
     held: Vec<(String, OwnedFd)>,
 }
 
@@ -49,6 +51,7 @@ pub fn start(settings: &Settings) -> Result<(UnixListener, Holder<System>, Keepe
         systemd: Notifier::from_env(),
         socket_file,
         verbose: settings.verbose,
+        handover: given.handover,
     };
     let mut holder = Holder::new(System, settings.max_names);
     let mut recorded = recorded.map(|r| r.entries).unwrap_or_default();
@@ -88,6 +91,7 @@ fn given() -> Result<Given> {
                 given.listener = Some(socket);
             }
             STATE_NAME => given.state = fds.take_fd(i),
+            HANDOVER_NAME => given.handover = fds.take_fd(i),
             name => {
                 if let Some(fd) = fds.take_fd(i) {
                     given.held.push((name.to_owned(), fd));
