@@ -88,6 +88,16 @@ impl Logged {
     }
 }
 
+impl Drop for Logged {
+    /// A test that failed leaves no holder running.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Stores `count` copies of `file` under `fd0`, `fd1`, …
 fn store_many(client: &Client, file: &Path, count: usize) -> Vec<String> {
     let file = std::fs::File::open(file).unwrap();
@@ -97,6 +107,18 @@ fn store_many(client: &Client, file: &Path, count: usize) -> Vec<String> {
     }
     names.sort();
     names
+}
+
+/// Kills the process when a failed test unwinds past it.
+struct KillOnPanic(u32);
+
+impl Drop for KillOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let pid = rustix::process::Pid::from_raw(i32::try_from(self.0).unwrap()).unwrap();
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
 }
 
 fn hup(pid: u32) {
@@ -208,6 +230,7 @@ fn a_new_binary_that_fails_at_start_loses_nothing() {
         || format!("no holder took over: {:?}", holder.log.lock().unwrap()),
     );
     let next = next.unwrap();
+    let _stop = KillOnPanic(next);
     assert_eq!(holder.names(), names, "names lost in the failed upgrade");
     let shown = util::success(util::fdpass().args(["fetch", s(&socket), "fd3", "--", "cat"]));
     assert_eq!(shown, "");
