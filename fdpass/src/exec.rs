@@ -193,7 +193,7 @@ fn command_with_fds<'a>(
 /// Marks close-on-exec each of fds 0–2 that the shell had closed, where
 /// std opened /dev/null in its place, so that the command finds it closed
 /// too.
-fn close_standard_fds_closed_at_start() -> std::io::Result<()> {
+pub fn close_standard_fds_closed_at_start() -> std::io::Result<()> {
     for fd in (0..=2).filter(|&fd| crate::output::closed_at_start(fd)) {
         // SAFETY: std opened /dev/null at `fd`, which it keeps open for
         // the life of the process; only its flags are changed.

@@ -150,17 +150,20 @@ impl<'a> Command<'a> {
     /// which is `LISTEN_PID`. Returns only on failure.
     ///
     /// The program inherits only fds 0–2 and those given: every other fd
-    /// of this process is marked close-on-exec first (`close_range` where
-    /// Linux has it). The fds given are copied onto 3, 4, … over whatever
-    /// those numbers held, so hand over every fd above 2 that must survive,
-    /// and call this where no other thread uses fds. Its signal mask is
-    /// cleared and `SIGPIPE` has its default action.
+    /// of this process above 2 is closed first (`close_range` where Linux
+    /// has it), and the fds given are moved onto 3, 4, … in place, so the
+    /// layout needs only one fd beyond them, wherever the open-file limit
+    /// is. Hand over every fd above 2 that must survive, and call this
+    /// where no other thread uses fds. Its signal mask is cleared and
+    /// `SIGPIPE` has its default action.
     ///
     /// # Errors
     ///
-    /// As [`spawn`](Command::spawn). By the time the `execve` fails, fds
-    /// 3, 4, … hold the fds given rather than what they held: the process
-    /// should report the error and exit.
+    /// As [`spawn`](Command::spawn); [`ErrorKind::InvalidInput`], with
+    /// nothing changed, when fds 0 to 3 + N would not be below the
+    /// open-file limit. By the time the `execve` fails, this process's
+    /// other fds above 2 are closed and fds 3, 4, … hold the fds given:
+    /// the process should report the error and exit.
     #[must_use]
     pub fn exec(&self) -> io::Error {
         match self.launch() {

@@ -32,12 +32,17 @@ pub const SOCKET_NAME: &str = "fdpass-hold";
 pub const STATE_NAME: &str = "fdpass-hold-state";
 
 /// Whether `name` is one a holder keeps for itself ([`SOCKET_NAME`],
-/// [`STATE_NAME`]), which no held fd may take: not stored, not adopted,
+/// [`STATE_NAME`], [`HANDOVER_NAME`]), which no held fd may take: not stored, not adopted,
 /// not taken over from another holder.
 #[must_use]
 pub fn is_reserved(name: &str) -> bool {
-    name == SOCKET_NAME || name == STATE_NAME
+    name == SOCKET_NAME || name == STATE_NAME || name == HANDOVER_NAME
 }
+
+/// The name under which a holder that upgrades hands its next image the
+/// pipe on which that image says it has taken over: no held fd may take
+/// it.
+pub const HANDOVER_NAME: &str = "fdpass-hold-handover";
 
 /// The questions about fds and processes that only the OS can answer,
 /// asked by a [`Holder`] and answered by the I/O side.

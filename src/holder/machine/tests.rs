@@ -123,7 +123,7 @@ fn the_name_limit_counts_new_names_only() {
 #[test]
 fn the_holders_own_names_are_reserved() {
     let mut h = holder(10);
-    for name in [SOCKET_NAME, STATE_NAME] {
+    for name in [SOCKET_NAME, STATE_NAME, HANDOVER_NAME] {
         let (refused, _) = refusal(store(&mut h, name, 1, Lifetime::forever()));
         assert_eq!(refused.kind, RefusalKind::Invalid);
         assert!(

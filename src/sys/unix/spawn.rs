@@ -4,7 +4,7 @@
 
 use std::ffi::{CString, OsStr};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -141,26 +141,36 @@ impl Launch {
         Err(self.failed(io::Error::from_raw_os_error(i32::from_ne_bytes(errno))))
     }
 
-    /// Replaces this process with the program, after marking every fd
-    /// above 2 close-on-exec so that it inherits only 0–2 and the fds laid
-    /// out. Returns only on failure, by which time fds 3, 4, … hold copies
-    /// of the fds given, whatever they held before.
+    /// Replaces this process with the program, after closing every fd
+    /// above 2 that is not one of those laid out, so that it inherits only
+    /// 0–2 and the fds laid out, and the layout needs no more room than
+    /// they take. Returns only on failure, by which time fds 3, 4, … may
+    /// hold copies of the fds given, and this process's other fds above 2
+    /// are closed.
     pub(crate) fn exec(&self) -> io::Error {
-        if let Err(err) = cloexec_from(3) {
+        let fits = self.sources.len() + 4;
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+        if limit.is_some_and(|limit| u64::try_from(fits).unwrap_or(u64::MAX) > limit) {
+            return self.failed(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} fds cannot be laid out within the open-file limit ({})",
+                    self.sources.len(),
+                    limit.unwrap_or_default()
+                ),
+            ));
+        }
+        if let Err(err) = cloexec_from(3).and_then(|()| close_all_but(&self.sources)) {
             return io::Error::new(
                 err.kind(),
-                format!("cannot mark this process's fds close-on-exec: {err}"),
+                format!("cannot close this process's other fds: {err}"),
             );
         }
-        let mut moved = [-1 as RawFd; MAX_FDS];
+        let mut pending = [-1 as RawFd; MAX_FDS];
         // SAFETY: every pointer of `self` is valid for as long as it lives,
-        // and the call writes only within `pid_var`'s 32 bytes and `moved`.
-        let errno = unsafe { self.lay_out_and_exec(&mut moved) };
-        for &fd in moved.iter().filter(|&&fd| fd >= 0) {
-            // SAFETY: a copy made by `lay_out_and_exec` and owned by nothing
-            // else; it is closed once, here.
-            drop(unsafe { OwnedFd::from_raw_fd(fd) });
-        }
+        // the call writes only within `pid_var`'s 32 bytes and `pending`,
+        // and no fd above 2 but those laid out is open any more.
+        let errno = unsafe { self.lay_out_and_exec(&mut pending) };
         self.failed(io::Error::from_raw_os_error(errno))
     }
 
@@ -180,9 +190,9 @@ impl Launch {
     /// Only in the child of a `fork`, with every pointer valid (the memory
     /// of the parent, copied by the fork), and `reporter` open.
     unsafe fn run_child(&self, reporter: RawFd) -> ! {
-        let mut moved = [-1 as RawFd; MAX_FDS];
+        let mut pending = [-1 as RawFd; MAX_FDS];
         // SAFETY: as this function's contract says.
-        let errno = unsafe { self.lay_out_and_exec(&mut moved) };
+        let errno = unsafe { self.lay_out_and_exec(&mut pending) };
         // SAFETY: `reporter` is open in the child; four bytes from a local.
         // Both calls are async-signal-safe.
         unsafe {
@@ -192,35 +202,31 @@ impl Launch {
     }
 
     /// Writes the pid, lays out the fds, clears the signal mask, restores
-    /// `SIGPIPE` and execs. Returns errno of what failed; `moved` keeps the
-    /// numbers of the copies it made, each close-on-exec, for the caller to
-    /// close. Every call is async-signal-safe and nothing allocates.
+    /// `SIGPIPE` and execs. Returns errno of what failed. Every call is
+    /// async-signal-safe and nothing allocates; `pending` is its room.
+    ///
+    /// The fds are moved in place, with no copy of all of them first: each
+    /// onto its target 3 + i as soon as no move still to come reads the fd
+    /// there, and a source above the targets that is close-on-exec (which
+    /// the exec would drop anyway) is closed after its last move. Where
+    /// every move still to come waits on another (a cycle among fds already
+    /// in 3, 4, …), one is copied to a temporary, the one fd it takes
+    /// beyond the targets. So the layout fits where fds 0 to 3 + N are
+    /// below the open-file limit.
     ///
     /// # Safety
     ///
     /// Every pointer of `self` must be valid. Fds 3, 4, … are taken over
-    /// whatever they held, which nothing may still use.
-    unsafe fn lay_out_and_exec(&self, moved: &mut [RawFd; MAX_FDS]) -> i32 {
-        let errno = || io::Error::last_os_error().raw_os_error().unwrap_or(0);
-        let count = self.sources.len() as RawFd;
+    /// whatever they held, which nothing may still use, and each source
+    /// above them that is close-on-exec is closed.
+    unsafe fn lay_out_and_exec(&self, pending: &mut [RawFd; MAX_FDS]) -> i32 {
         // SAFETY: as this function's contract says: `pid_var` has room for
         // 11 more bytes after "LISTEN_PID=", and every call below takes
         // only numbers or pointers into `self` and locals.
         unsafe {
             write_decimal(self.pid_var.add(11), libc::getpid().unsigned_abs());
-            // Each fd first above the targets, so that no target is the
-            // source of a later move, then onto its place; dup2 leaves the
-            // copy without close-on-exec, and the move has it.
-            for (i, &fd) in self.sources.iter().enumerate() {
-                moved[i] = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3 + count);
-                if moved[i] < 0 {
-                    return errno();
-                }
-            }
-            for (i, &fd) in moved[..self.sources.len()].iter().enumerate() {
-                if libc::dup2(fd, 3 + i as RawFd) < 0 {
-                    return errno();
-                }
+            if let Err(errno) = lay_out(&self.sources, pending) {
+                return errno;
             }
             let mut mask: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&raw mut mask);
@@ -230,8 +236,153 @@ impl Launch {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
             libc::execve(self.program.as_ptr(), self.argv.as_ptr(), self.env.as_ptr());
         }
-        errno()
+        last_errno()
     }
+}
+
+/// errno of the call that just failed.
+fn last_errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// Moves `sources[i]` onto fd 3 + i for each i, in place (see
+/// [`Launch::lay_out_and_exec`]); `pending` keeps the source of each move
+/// still to come, -1 once done. Every fd laid out is left without
+/// close-on-exec. Returns errno of what failed.
+///
+/// # Safety
+///
+/// As [`Launch::lay_out_and_exec`]'s; async-signal-safe, allocates
+/// nothing.
+unsafe fn lay_out(sources: &[RawFd], pending: &mut [RawFd; MAX_FDS]) -> Result<(), i32> {
+    let n = sources.len();
+    let target = |i: usize| 3 + i as RawFd;
+    // The move whose target `fd` is, if it is one.
+    let move_to = |fd: RawFd| usize::try_from(fd - 3).ok().filter(|&i| i < n);
+    pending[..n].copy_from_slice(sources);
+    // How many moves still to come read each target, other than its own.
+    let mut readers = [0u16; MAX_FDS];
+    for (i, &fd) in sources.iter().enumerate() {
+        match move_to(fd) {
+            // Already in place: only close-on-exec is to be cleared.
+            Some(j) if j == i => {
+                // SAFETY: F_SETFD takes no pointer.
+                if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } < 0 {
+                    return Err(last_errno());
+                }
+                pending[i] = -1;
+            }
+            Some(j) => readers[j] += 1,
+            None => {}
+        }
+    }
+    loop {
+        let mut left = false;
+        let mut moved = false;
+        for i in 0..n {
+            if pending[i] < 0 {
+                continue;
+            }
+            left = true;
+            if readers[i] > 0 {
+                continue;
+            }
+            let fd = pending[i];
+            // dup2 leaves the copy without close-on-exec.
+            // SAFETY: dup2 takes only numbers; nothing still to come reads
+            // the target.
+            if unsafe { libc::dup2(fd, target(i)) } < 0 {
+                return Err(last_errno());
+            }
+            pending[i] = -1;
+            moved = true;
+            match move_to(fd) {
+                Some(j) => readers[j] -= 1,
+                // SAFETY: as `close_if_done` says.
+                None => unsafe { close_if_done(fd, &pending[..n]) },
+            }
+        }
+        if !left {
+            return Ok(());
+        }
+        if !moved {
+            // Every move still to come waits on another: a cycle. The
+            // first one's target goes to a temporary, which the moves
+            // that read it read instead.
+            let i = pending[..n].iter().position(|&fd| fd >= 0).unwrap_or(0);
+            // SAFETY: F_DUPFD_CLOEXEC takes only numbers.
+            let temporary = unsafe { libc::fcntl(target(i), libc::F_DUPFD_CLOEXEC, 3) };
+            if temporary < 0 {
+                return Err(last_errno());
+            }
+            for fd in pending[..n].iter_mut().filter(|fd| **fd == target(i)) {
+                *fd = temporary;
+            }
+            readers[i] = 0;
+        }
+    }
+}
+
+/// Closes `fd`, a source of the layout that is no target, once no move
+/// still to come reads it, if it is close-on-exec: the exec would drop it
+/// anyway, and closing it makes room.
+///
+/// # Safety
+///
+/// `fd` is one of the layout's sources, which nothing else uses any more.
+unsafe fn close_if_done(fd: RawFd, pending: &[RawFd]) {
+    if fd < 3 || pending.contains(&fd) {
+        return;
+    }
+    // SAFETY: F_GETFD and close take only numbers; by the contract the fd
+    // is no one else's to use.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFD);
+        if flags >= 0 && flags & libc::FD_CLOEXEC != 0 {
+            libc::close(fd);
+        }
+    }
+}
+
+/// Closes every fd above 2 but `keep`: those the exec would drop anyway,
+/// whose room the layout may need. `close_range(2)` over the gaps where
+/// Linux has it, else one by one from the list of open fds.
+fn close_all_but(keep: &[RawFd]) -> io::Result<()> {
+    let mut keep = keep.to_vec();
+    keep.sort_unstable();
+    keep.dedup();
+    #[cfg(fdpass_close_range_cloexec)]
+    {
+        let mut first: libc::c_uint = 3;
+        let mut closed = true;
+        for last in keep
+            .iter()
+            .filter(|&&fd| fd >= 3)
+            .map(|&fd| fd.unsigned_abs())
+            .chain([libc::c_uint::MAX])
+        {
+            if last > first {
+                // SAFETY: closes only numbers outside `keep`, which the
+                // caller gives up: every one of them is close-on-exec.
+                let got = unsafe {
+                    libc::syscall(libc::SYS_close_range, first, last - 1, 0 as libc::c_uint)
+                };
+                closed &= got == 0;
+            }
+            first = last.saturating_add(1);
+        }
+        if closed {
+            return Ok(());
+        }
+    }
+    for fd in open_fds()?.into_iter().filter(|&fd| fd >= 3) {
+        if keep.binary_search(&fd).is_err() {
+            // SAFETY: as above; a number closed meanwhile (the listing's
+            // own) fails harmlessly.
+            unsafe { libc::close(fd) };
+        }
+    }
+    Ok(())
 }
 
 /// Marks every fd from `first` on close-on-exec in one system call

@@ -17,7 +17,9 @@
 //! where there is none): every name with its metadata and lifetime,
 //! rewritten on each change. It goes with the fds wherever they go: to the
 //! next image on SIGHUP, laid out as `LISTEN_FDS` with the socket
-//! (`fdpass-hold`) and the state file (`fdpass-hold-state`), and to
+//! (`fdpass-hold`) and the state file (`fdpass-hold-state`), while a
+//! watcher keeps copies of them all until the new image says it serves
+//! (see [`upgrade`]), and to
 //! systemd's fd store, which hands them all back the same way after a
 //! crash.
 

@@ -2,7 +2,7 @@
 //! what only `fdpass hold` does as its hooks: systemd's fd store, the
 //! state file and the log.
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -25,22 +25,27 @@ pub struct Keeper {
     /// The socket file and its identity, while it is this holder's.
     pub socket_file: Option<(PathBuf, (u64, u64))>,
     pub verbose: bool,
+    /// Given by the previous image, which waits for one byte on it to let
+    /// go of the fds: written once this image serves.
+    pub handover: Option<OwnedFd>,
 }
 
 /// Serves until SIGTERM or SIGINT, and upgrades on SIGHUP.
 pub async fn serve(settings: Settings, given: start::Given) -> Result<()> {
     let mut signals =
         Signals::install().map_err(|err| Failure::os("cannot set up signal handling", err))?;
-    let max_connections = raise_fd_limit()
-        .saturating_sub(settings.max_names + 64)
-        .max(16);
-    let (listener, holder, keeper) = start::start(&settings, given)?;
+    raise_fd_limit();
+    let (listener, holder, mut keeper) = start::start(&settings, given)?;
     let setup_failed = |err| Failure::os("cannot set up the socket", err);
     listener.set_nonblocking(true).map_err(setup_failed)?;
     let listener = tokio::net::UnixListener::from_std(listener).map_err(setup_failed)?;
+    let handover = keeper.handover.take();
     let keeper = Arc::new(keeper);
     if let Some(systemd) = &keeper.systemd {
-        if let Err(err) = systemd.send("READY=1", &[]) {
+        // After an upgrade whose new image failed, the previous binary
+        // carries on under the pid of the one that watched the upgrade.
+        let ready = format!("READY=1\nMAINPID={}", std::process::id());
+        if let Err(err) = systemd.send(&ready, &[]) {
             keeper.log(format_args!("{err}"));
         }
     }
@@ -49,24 +54,53 @@ pub async fn serve(settings: Settings, given: start::Given) -> Result<()> {
         holder.len(),
         settings.socket
     ));
-    let trust = PeerTrust::new()
-        .allow_uids(settings.allow_uids.iter().copied())
-        .allow_gids(settings.allow_gids.iter().copied());
-    let mut server = Server::new(listener)
-        .with_holder(holder)
-        .hooks(Hooked(keeper.clone()))
-        .trust(trust)
-        .client_timeout(settings.client_timeout)
-        .max_connections(max_connections);
+    let mut server = server(listener, holder, &keeper, &settings);
+    if let Some(handover) = handover {
+        hand_over(&handover, &keeper);
+    }
     loop {
         match server.run_until(signals.next()).await {
             Asked::Exit(signal) => keeper.exit(signal),
             Asked::Upgrade => {
                 let failure;
-                (server, failure) = upgrade::upgrade(server, &keeper, &settings).await;
+                (server, failure) =
+                    upgrade::upgrade(server, &mut signals, &keeper, &settings).await;
                 keeper.log(format_args!("not upgraded, serving on: {failure}"));
             }
         }
+    }
+}
+
+/// The server of `listener` and `holder`, with the keeper as its hooks.
+pub fn server(
+    listener: tokio::net::UnixListener,
+    holder: Holder<System>,
+    keeper: &Arc<Keeper>,
+    settings: &Settings,
+) -> Server {
+    let max_connections = raise_fd_limit()
+        .saturating_sub(settings.max_names + 64)
+        .max(16);
+    let trust = PeerTrust::new()
+        .allow_uids(settings.allow_uids.iter().copied())
+        .allow_gids(settings.allow_gids.iter().copied());
+    Server::new(listener)
+        .with_holder(holder)
+        .hooks(Hooked(keeper.clone()))
+        .trust(trust)
+        .client_timeout(settings.client_timeout)
+        .max_connections(max_connections)
+}
+
+/// Tells the previous image, by one byte on `handover`, that this one
+/// holds every fd and serves, so that it lets go; never waits.
+fn hand_over(handover: &OwnedFd, keeper: &Keeper) {
+    let said = rustix::fs::fcntl_setfl(handover, rustix::fs::OFlags::NONBLOCK)
+        .and_then(|()| rustix::io::write(handover, b"1"));
+    if let Err(err) = said {
+        keeper.log(format_args!(
+            "cannot tell the previous image it may let go: {err}"
+        ));
     }
 }
 
@@ -111,7 +145,7 @@ impl Keeper {
     /// Exits, removing the socket file while it is still this holder's.
     /// Under systemd the file stays: the fd store may keep the socket for
     /// the next start.
-    fn exit(&self, signal: &str) -> ! {
+    pub fn exit(&self, signal: &str) -> ! {
         if self.systemd.is_none() {
             if let Some((path, identity)) = &self.socket_file {
                 if file_identity(path) == Some(*identity) {

@@ -14,7 +14,7 @@ use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 
 use io_fdpass::activation::ListenFds;
-use io_fdpass::holder::machine::{is_reserved, SOCKET_NAME, STATE_NAME};
+use io_fdpass::holder::machine::{is_reserved, HANDOVER_NAME, SOCKET_NAME, STATE_NAME};
 use io_fdpass::holder::protocol::{Entry, MAX_FETCH};
 use io_fdpass::holder::state_file::Recorded;
 use io_fdpass::holder::{Holder, System};
@@ -31,6 +31,8 @@ use crate::fail::{self, Failure, Result};
 pub struct Given {
     listener: Option<UnixListener>,
     state: Option<OwnedFd>,
+    /// Where the previous image waits to hear that this one took over.
+    handover: Option<OwnedFd>,
     held: Vec<(String, OwnedFd)>,
     /// The names `LISTEN_FDS` counts whose fds were not open.
     not_open: Vec<String>,
@@ -61,6 +63,7 @@ pub fn start(settings: &Settings, given: Given) -> Result<(UnixListener, Holder<
         systemd: Notifier::from_env(),
         socket_file,
         verbose: settings.verbose,
+        handover: given.handover,
     };
     for name in &given.not_open {
         keeper.log(format_args!(
@@ -115,6 +118,7 @@ pub fn given() -> Result<Given> {
         match fds.take_fd(i) {
             None => given.not_open.push(name),
             Some(fd) if name == STATE_NAME => given.state = Some(fd),
+            Some(fd) if name == HANDOVER_NAME => given.handover = Some(fd),
             Some(fd) => given.held.push((name, fd)),
         }
     }
