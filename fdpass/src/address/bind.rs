@@ -62,13 +62,15 @@ pub(super) fn bind(name: &SocketName, path: &Path, access: Option<&Access>) -> R
             err,
         )
     })?;
-    let listener = private.bind(access.is_some()).map_err(|err| match err.kind() {
-        ErrorKind::AddrInUse => Failure::new(
-            fail::CANT_CREATE,
-            format!("cannot listen at {name}: another socket is already listening there"),
-        ),
-        _ => Failure::os(format_args!("cannot listen at {name}"), err),
-    })?;
+    let listener = private
+        .bind(access.is_some())
+        .map_err(|err| match err.kind() {
+            ErrorKind::AddrInUse => Failure::new(
+                fail::CANT_CREATE,
+                format!("cannot listen at {name}: another socket is already listening there"),
+            ),
+            _ => Failure::os(format_args!("cannot listen at {name}"), err),
+        })?;
     let made = rustix::fs::statat(&private.fd, INNER, AtFlags::SYMLINK_NOFOLLOW)
         .map_err(io::Error::from)
         .and_then(|stat| {
@@ -194,13 +196,7 @@ impl<'a> Private<'a> {
     fn apply(&self, access: &Access) -> io::Result<()> {
         if let Some(gid) = access.group {
             let gid = rustix::process::Gid::from_raw(gid);
-            rustix::fs::chownat(
-                &self.fd,
-                INNER,
-                None,
-                Some(gid),
-                AtFlags::SYMLINK_NOFOLLOW,
-            )?;
+            rustix::fs::chownat(&self.fd, INNER, None, Some(gid), AtFlags::SYMLINK_NOFOLLOW)?;
         }
         let mode = Mode::from_raw_mode(access.mode as rustix::fs::RawMode);
         rustix::fs::chmodat(&self.fd, INNER, mode, AtFlags::empty())?;
@@ -342,6 +338,13 @@ mod tests {
         dir
     }
 
+    fn refused(result: Result<Made>) -> Failure {
+        match result {
+            Ok(_) => panic!("listened where it should have refused"),
+            Err(failure) => failure,
+        }
+    }
+
     fn listen(path: &Path, access: Option<&Access>) -> Result<Made> {
         let name = SocketName::Path(path.to_owned());
         bind(&name, path, access)
@@ -360,7 +363,7 @@ mod tests {
             mode: 0o666,
             group: Some(65534),
         };
-        let failure = listen(&path, Some(&access)).err().expect("refused");
+        let failure = refused(listen(&path, Some(&access)));
         assert!(failure.message.contains("not a socket"), "{failure:?}");
         let after = std::fs::metadata(&target).unwrap();
         assert_eq!(after.mode(), before.mode());
@@ -394,7 +397,7 @@ mod tests {
         let dir = temp("stale");
         let path = dir.join("h.sock");
         let live = UnixListener::bind(&path).unwrap();
-        let failure = listen(&path, None).err().expect("refused");
+        let failure = refused(listen(&path, None));
         assert!(failure.message.contains("listening"), "{failure:?}");
         drop(live);
         let old = std::fs::symlink_metadata(&path).unwrap().ino();
@@ -409,8 +412,8 @@ mod tests {
     #[test]
     fn what_replaced_a_stale_socket_is_put_back() {
         let dir = temp("swap");
-        let dir_fd = rustix::fs::open(&dir, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
-            .unwrap();
+        let dir_fd =
+            rustix::fs::open(&dir, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
         let private = Private::make(&dir_fd, &dir).unwrap();
         let path = dir.join("h.sock");
         let target = dir.join("target");
@@ -419,8 +422,7 @@ mod tests {
         let name = SocketName::Path(path.clone());
         // The stale socket seen was another file than what is there now.
         let failure = remove_stale(&name, &dir_fd, OsStr::new("h.sock"), &private, (0, 0))
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         assert!(failure.message.contains("replaced"), "{failure:?}");
         assert_eq!(std::fs::read_link(&path).unwrap(), target);
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "kept");

@@ -45,8 +45,8 @@ pub fn start(settings: &Settings) -> Result<(UnixListener, Holder<System>, Keepe
     };
     // The identity of a file made here is the one seen where no other user
     // could swap it, not what the path shows now.
-    let socket_file = socket_file
-        .and_then(|path| made.or_else(|| file_identity(&path)).map(|id| (path, id)));
+    let socket_file =
+        socket_file.and_then(|path| made.or_else(|| file_identity(&path)).map(|id| (path, id)));
     let state = match state {
         Some(state) => state,
         None => StateFile::new().map_err(|err| Failure::os("cannot make the state file", err))?,
