@@ -393,6 +393,21 @@ mod tests {
     }
 
     #[test]
+    fn a_path_of_the_longest_length_is_bound() {
+        let dir = temp("long");
+        let room = MAX_NAME - dir.as_os_str().len() - "/h.sock".len() - 1;
+        let deep = dir.join("d".repeat(room));
+        std::fs::create_dir(&deep).unwrap();
+        let path = deep.join("h.sock");
+        assert_eq!(path.as_os_str().len(), MAX_NAME);
+        let made = listen(&path, None).unwrap();
+        UnixStream::connect(&path).unwrap();
+        assert_eq!(entries(&deep), ["h.sock"]);
+        drop(made);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn a_stale_socket_is_replaced_and_a_live_one_refused() {
         let dir = temp("stale");
         let path = dir.join("h.sock");
