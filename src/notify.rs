@@ -9,7 +9,8 @@
 //! `FileDescriptorStoreMax=` for it to keep any. Each call here returns
 //! `Ok(false)` and sends nothing when `$NOTIFY_SOCKET` is not set, as when
 //! the program does not run under systemd, so a program can call them
-//! unconditionally.
+//! unconditionally. No call waits for the service manager: one that has
+//! stopped reading gives [`ErrorKind::WouldBlock`] at once.
 //!
 //! # Examples
 //!
@@ -46,7 +47,9 @@ pub const MAX_NAME: usize = 255;
 ///
 /// The error of sending the datagram: the socket named by
 /// `$NOTIFY_SOCKET` is missing ([`ErrorKind::NotFound`]), refuses this
-/// process, …
+/// process, has a full queue because its reader has stalled
+/// ([`ErrorKind::WouldBlock`]: no call here ever waits for the service
+/// manager), …
 pub fn ready() -> io::Result<bool> {
     send(Message::Ready, &[])
 }
@@ -188,20 +191,25 @@ impl Notifier {
     }
 
     /// Sends `text` (assignments such as `READY=1`, one per line) with
-    /// `fds` attached, in one datagram.
+    /// `fds` attached, in one datagram, with `sendmsg(2)` and
+    /// `MSG_DONTWAIT`: it never waits, so a service manager that has
+    /// stopped reading cannot stall the caller.
     ///
     /// # Errors
     ///
-    /// The error of sending it, as [`ready`].
+    /// The error of sending it, as [`ready`]; [`ErrorKind::WouldBlock`],
+    /// with nothing sent, when the socket's queue is full because its
+    /// reader is not reading. Whether to send again later is the caller's
+    /// choice.
     pub fn send(&self, text: &str, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
         sys::send_datagram(&self.address, text.as_bytes(), fds).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "cannot notify the service manager at {}: {e}",
-                    self.address.to_string_lossy()
-                ),
-            )
+            let address = self.address.to_string_lossy();
+            let message = if e.kind() == ErrorKind::WouldBlock {
+                format!("cannot notify the service manager at {address}: its queue is full (it is not reading); nothing was sent")
+            } else {
+                format!("cannot notify the service manager at {address}: {e}")
+            };
+            io::Error::new(e.kind(), message)
         })
     }
 }

@@ -15,6 +15,8 @@ use io_fdpass::Deadline;
 
 use crate::fail::{self, Failure, Party, Result};
 
+mod bind;
+
 /// How long a client waits for a peer that is not listening yet.
 pub const STARTUP_GRACE: Duration = Duration::from_secs(1);
 
@@ -113,43 +115,39 @@ impl SocketName {
     }
 
     /// Listens at this name; a socket file gets `access`, and never more
-    /// than mode 0600 before it has it.
+    /// than mode 0600 before it has it. The file is made, and given its
+    /// mode and group, where no other user can reach it, and only then
+    /// put at the path (see [`bind`]): nothing is done through a path that
+    /// another user could swap for a symlink meanwhile.
     pub fn listen_as(&self, access: Option<&Access>) -> Result<Listening> {
-        let listener = match self {
+        let (listener, identity) = match self {
             SocketName::Path(path) => {
-                clear_stale(self, path)?;
-                let mask = access.map(|_| rustix::process::umask(rustix::fs::Mode::from(0o177)));
-                let bound = UnixListener::bind(path);
-                if let Some(mask) = mask {
-                    rustix::process::umask(mask);
-                }
-                bound
+                let made = bind::bind(self, path, access)?;
+                (made.listener, Some(made.identity))
             }
             SocketName::Abstract(name) => {
-                abstract_addr(name).and_then(|a| UnixListener::bind_addr(&a))
+                let listener = abstract_addr(name)
+                    .and_then(|a| UnixListener::bind_addr(&a))
+                    .map_err(|err| match err.kind() {
+                        ErrorKind::AddrInUse => Failure::new(
+                            fail::CANT_CREATE,
+                            format!(
+                                "cannot listen at {self}: another socket is already listening there"
+                            ),
+                        ),
+                        _ => Failure::os(format_args!("cannot listen at {self}"), err),
+                    })?;
+                (listener, None)
             }
         };
-        let listener = listener.map_err(|err| match err.kind() {
-            ErrorKind::AddrInUse => Failure::new(
-                fail::CANT_CREATE,
-                format!("cannot listen at {self}: another socket is already listening there"),
-            ),
-            _ => Failure::os(format_args!("cannot listen at {self}"), err),
-        })?;
         let file = match self {
-            SocketName::Path(path) => Some(path.clone()),
+            SocketName::Path(path) => identity.map(|id| (path.clone(), id)),
             SocketName::Abstract(_) => None,
         };
-        let listening = Listening {
+        Ok(Listening {
             listener,
             file: SocketFile(file),
-        };
-        if let (Some(access), Some(path)) = (access, listening.path()) {
-            access.apply(path).map_err(|err| {
-                Failure::os(format_args!("cannot set the mode and group of {self}"), err)
-            })?;
-        }
-        Ok(listening)
+        })
     }
 }
 
@@ -158,20 +156,6 @@ impl SocketName {
 pub struct Access {
     pub mode: u32,
     pub group: Option<u32>,
-}
-
-impl Access {
-    fn apply(&self, path: &Path) -> std::io::Result<()> {
-        if let Some(gid) = self.group {
-            let gid = rustix::process::Gid::from_raw(gid);
-            rustix::fs::chown(path, None, Some(gid))?;
-        }
-        rustix::fs::chmod(
-            path,
-            rustix::fs::Mode::from_raw_mode(self.mode as rustix::fs::RawMode),
-        )?;
-        Ok(())
-    }
 }
 
 /// The device and inode of the socket file at `path`, which tell one
@@ -201,30 +185,6 @@ fn abstract_addr(_: &str) -> std::io::Result<std::os::unix::net::SocketAddr> {
     ))
 }
 
-/// Removes a socket file at `path` that no process listens on any more.
-fn clear_stale(name: &SocketName, path: &Path) -> Result<()> {
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(()),
-        Err(err) => return Err(Failure::os(format_args!("cannot inspect {name}"), err)),
-    };
-    if !meta.file_type().is_socket() {
-        return Err(Failure::new(
-            fail::CANT_CREATE,
-            format!("{name} exists and is not a socket; refusing to replace it"),
-        ));
-    }
-    match UnixStream::connect(path) {
-        Ok(_) => Err(Failure::new(
-            fail::CANT_CREATE,
-            format!("another process is listening at {name}; stop it or choose another path"),
-        )),
-        Err(err) if err.kind() == ErrorKind::ConnectionRefused => std::fs::remove_file(path)
-            .map_err(|err| Failure::os(format_args!("cannot remove the stale socket {name}"), err)),
-        Err(err) => Err(Failure::os(format_args!("cannot inspect {name}"), err)),
-    }
-}
-
 /// A listening socket; its file, if it has one, is removed when dropped.
 pub struct Listening {
     pub listener: UnixListener,
@@ -232,9 +192,10 @@ pub struct Listening {
 }
 
 impl Listening {
-    /// The socket file, if the socket has one.
-    pub fn path(&self) -> Option<&Path> {
-        self.file.0.as_deref()
+    /// The device and inode of the socket file this process made, taken
+    /// where no other user could have swapped it.
+    pub fn identity(&self) -> Option<(u64, u64)> {
+        self.file.0.as_ref().map(|(_, identity)| *identity)
     }
 
     /// The listener, its file left in place for whoever gets the listener.
@@ -245,13 +206,16 @@ impl Listening {
     }
 }
 
-/// A socket file that this process made, removed when dropped.
-struct SocketFile(Option<PathBuf>);
+/// A socket file that this process made, and its identity; removed when
+/// dropped, while it is still that file.
+struct SocketFile(Option<(PathBuf, (u64, u64))>);
 
 impl Drop for SocketFile {
     fn drop(&mut self) {
-        if let Some(path) = &self.0 {
-            let _ = std::fs::remove_file(path);
+        if let Some((path, identity)) = &self.0 {
+            if file_identity(path) == Some(*identity) {
+                let _ = std::fs::remove_file(path);
+            }
         }
     }
 }

@@ -86,6 +86,30 @@ impl Log {
     }
 }
 
+/// `text` made safe to print on a terminal, one line of it: a backslash
+/// becomes `\\`, a newline `\n`, a tab `\t`, a carriage return `\r`,
+/// an escape `\e`, any other control character (and DEL) `\xNN`, or
+/// `\u{NN}` beyond ASCII. Every field of text output that comes from
+/// outside (a name, a path, a socket's address) is printed through it, as
+/// `--json` prints through [`json_string`]: a newline cannot forge a line,
+/// and an escape sequence cannot reach the terminal.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\u{1b}' => out.push_str("\\e"),
+            c if c.is_ascii_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// `s` as a JSON string.
 pub fn json_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
@@ -113,6 +137,14 @@ pub fn json_or_null(value: Option<impl std::fmt::Display>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_is_escaped_onto_one_line() {
+        assert_eq!(escape("/tmp/x\n\u{1b}[31my"), "/tmp/x\\n\\e[31my");
+        assert_eq!(escape("a\\b\tc\rd\u{0}\u{7f}"), "a\\\\b\\tc\\rd\\x00\\x7f");
+        assert_eq!(escape("\u{9b}31m"), "\\u{9b}31m");
+        assert_eq!(escape("é web 127.0.0.1:80"), "é web 127.0.0.1:80");
+    }
 
     #[test]
     fn json_strings_are_escaped() {

@@ -25,7 +25,10 @@ pub fn run(args: &FdsArgs) -> Result<()> {
         out.push_str("]\n");
     } else {
         for fd in &fds {
-            out.push_str(&format!("{} {}\n", fd.fd, fd.kind));
+            // Escaped: a path or a socket's address can hold a newline or
+            // an escape sequence.
+            let kind = crate::output::escape(&fd.kind.to_string());
+            out.push_str(&format!("{} {kind}\n", fd.fd));
         }
     }
     crate::output::print(&out)

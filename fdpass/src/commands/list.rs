@@ -5,7 +5,7 @@ use io_fdpass::holder::protocol::Entry;
 use crate::cli::ListArgs;
 use crate::client;
 use crate::fail::Result;
-use crate::output::{self, json_or_null, json_string};
+use crate::output::{self, escape, json_or_null, json_string};
 
 /// `fdpass list`: the entries, as lines or JSON.
 pub fn run(args: &ListArgs) -> Result<()> {
@@ -28,12 +28,13 @@ pub fn run(args: &ListArgs) -> Result<()> {
 }
 
 /// One entry as a line: the name first, then what it is, who stored it
-/// and when, and its lifetime.
+/// and when, and its lifetime. What the holder says is escaped: a path
+/// can hold a newline or an escape sequence.
 fn line(entry: &Entry, now: u64) -> String {
-    let mut line = format!("{}  {}", entry.name, entry.kind);
+    let mut line = format!("{}  {}", escape(&entry.name), escape(&entry.kind));
     if let Some(at) = entry.address.as_deref().or(entry.path.as_deref()) {
         line.push(' ');
-        line.push_str(at);
+        line.push_str(&escape(at));
     }
     let who = match (entry.stored_by_uid, entry.stored_by_pid) {
         (Some(uid), Some(pid)) => format!("uid {uid} pid {pid}"),
@@ -141,5 +142,16 @@ mod tests {
         assert!(line.contains("tcp listener 127.0.0.1:8080"), "{line}");
         assert!(line.contains("uid 1000 pid 42"), "{line}");
         assert!(line.contains("in 1m30s"), "{line}");
+    }
+
+    #[test]
+    fn paths_are_escaped_onto_one_line() {
+        let entry = Entry::parse("f kind=file path=/tmp/x%0A%1B[31my uid=0").unwrap();
+        let line = line(&entry, 0);
+        assert!(
+            line.starts_with("f  file /tmp/x\\n\\e[31my  stored"),
+            "{line}"
+        );
+        assert_eq!(line.lines().count(), 1, "{line}");
     }
 }

@@ -12,7 +12,10 @@ use super::{retry, set_cloexec};
 
 /// Sends `data` with `fds` attached in one datagram, from a new unbound
 /// datagram socket, to the unix socket at `address`: a path, or on Linux
-/// `@name` for a name in the abstract namespace.
+/// `@name` for a name in the abstract namespace. Never waits: a receiver
+/// whose queue is full (one that has stopped reading) gives `WouldBlock`
+/// at once, with nothing sent, where a blocking send would wait until it
+/// reads again.
 pub(crate) fn send_datagram(
     address: &std::ffi::OsStr,
     data: &[u8],
@@ -41,7 +44,7 @@ pub(crate) fn send_datagram(
             &to,
             &iov,
             &mut control,
-            SEND_FLAGS,
+            SEND_FLAGS | rustix::net::SendFlags::DONTWAIT,
         )?)
     })?;
     if sent == data.len() {

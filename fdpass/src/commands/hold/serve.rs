@@ -112,7 +112,11 @@ impl Keeper {
     }
 
     /// Tells systemd's fd store, if there is one, that `name` now holds
-    /// `fd`, or nothing.
+    /// `fd`, or nothing. No send waits: a systemd that does not read gives
+    /// `WouldBlock`, which is logged, and the holder goes on. A failed
+    /// message is not sent again later: a queue of them would grow for as
+    /// long as systemd does not read, and every start (an upgrade too)
+    /// stores each fd the holder holds again.
     fn to_systemd(&self, name: &str, fd: Option<BorrowedFd<'_>>) {
         let Some(systemd) = &self.systemd else {
             return;

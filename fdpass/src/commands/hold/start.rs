@@ -49,11 +49,18 @@ pub fn start(settings: &Settings, given: Given) -> Result<(UnixListener, Holder<
     let state = given.state.map(StateFile::adopt);
     let recorded = state.as_ref().and_then(StateFile::read);
     let socket_file = socket_file(settings, given.listener.is_some(), recorded.as_ref());
-    let listener = match given.listener {
-        Some(listener) => listener,
-        None => settings.socket.listen_as(Some(&settings.access))?.keep(),
+    let (listener, made) = match given.listener {
+        Some(listener) => (listener, None),
+        None => {
+            let listening = settings.socket.listen_as(Some(&settings.access))?;
+            let made = listening.identity();
+            (listening.keep(), made)
+        }
     };
-    let socket_file = socket_file.and_then(|path| file_identity(&path).map(|id| (path, id)));
+    // The identity of a file made here is the one seen where no other user
+    // could swap it, not what the path shows now.
+    let socket_file =
+        socket_file.and_then(|path| made.or_else(|| file_identity(&path)).map(|id| (path, id)));
     let state = match state {
         Some(state) => state,
         None => StateFile::new().map_err(|err| Failure::os("cannot make the state file", err))?,
