@@ -25,7 +25,8 @@ use crate::{sys, Deadline};
 /// for one that nothing listens on, [`PermissionDenied`](ErrorKind::PermissionDenied),
 /// [`WouldBlock`](ErrorKind::WouldBlock) for a full backlog, and
 /// [`InvalidInput`](ErrorKind::InvalidInput) for a path too long for a
-/// socket address.
+/// socket address, or one where there is something other than a socket
+/// (the message says what: "a regular file, not a socket").
 ///
 /// # Examples
 ///
@@ -42,7 +43,44 @@ use crate::{sys, Deadline};
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn connect_unix(address: impl AsRef<OsStr>) -> io::Result<UnixStream> {
-    sys::connect_unix(address.as_ref()).map(Into::into)
+    let address = address.as_ref();
+    sys::connect_unix(address)
+        .map(Into::into)
+        .map_err(|err| match err.kind() {
+            // The kernel refuses a connection to a file or a directory as
+            // it does one to a socket that nothing listens on.
+            ErrorKind::ConnectionRefused => not_a_socket(address).unwrap_or(err),
+            _ => err,
+        })
+}
+
+/// `InvalidInput` saying what is at `address` if it is a path to something
+/// other than a socket.
+fn not_a_socket(address: &OsStr) -> Option<io::Error> {
+    use std::os::unix::fs::FileTypeExt;
+    if address.as_encoded_bytes().starts_with(b"@") {
+        return None;
+    }
+    let kind = std::fs::metadata(address).ok()?.file_type();
+    let what = if kind.is_socket() {
+        return None;
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_file() {
+        "a regular file"
+    } else if kind.is_fifo() {
+        "a named pipe"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else {
+        "something else"
+    };
+    Some(io::Error::new(
+        ErrorKind::InvalidInput,
+        format!("{} is {what}, not a socket", address.to_string_lossy()),
+    ))
 }
 
 /// Connects to the unix socket at `address` as [`connect_unix`] does,
@@ -160,6 +198,28 @@ mod tests {
         let denied = gave_up(address, &ErrorKind::PermissionDenied.into());
         assert_eq!(denied.kind(), ErrorKind::PermissionDenied);
         assert!(denied.to_string().contains("/run/x.sock"), "{denied}");
+    }
+
+    #[test]
+    fn a_file_or_a_directory_is_not_a_socket() {
+        let deadline = Deadline::after(Duration::from_secs(3600));
+        let file =
+            std::env::temp_dir().join(format!("io-fdpass-not-a-socket-{}", std::process::id()));
+        std::fs::write(&file, "").unwrap();
+        for (path, what) in [
+            (file.as_path(), "is a regular file, not a socket"),
+            (std::path::Path::new("/"), "/ is a directory, not a socket"),
+            (std::path::Path::new("/dev/null"), "is a character device"),
+        ] {
+            let err = connect_unix(path).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+            assert!(err.to_string().contains(what), "{err}");
+            // Not tried again for the grace either.
+            let err = connect_unix_retrying(path, deadline, Duration::from_secs(3600)).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+            assert!(err.to_string().contains(what), "{err}");
+        }
+        std::fs::remove_file(&file).unwrap();
     }
 
     #[test]

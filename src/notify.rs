@@ -156,7 +156,7 @@ pub fn check_name(name: &str) -> io::Result<()> {
     } else if name.contains(':') {
         "it contains ':', which separates names in LISTEN_FDNAMES"
     } else if name.contains(' ') {
-        "it contains a space, which separates the words of the holder's requests"
+        "it contains a space: a name is one word"
     } else if !name.bytes().all(|b| b.is_ascii_graphic()) {
         "it has a character that is not printable ASCII"
     } else {

@@ -11,6 +11,13 @@
 //! timeout, or exits first, it is killed and [`Restart::spawn`] returns an
 //! error: the old generation keeps serving as if nothing had happened.
 //!
+//! The next generation runs in a process group of its own, and "killed"
+//! means the whole group: a worker it forked before the error is killed
+//! with it, and holds the sockets no longer. For that to hold, neither it
+//! nor its workers may leave the group (`setsid`, `setpgid`, a daemonizing
+//! double fork into a new session) before it is ready. Once it is ready,
+//! nothing of it is killed: it serves on its own.
+//!
 //! `examples/restart.rs` is a TCP server that restarts itself on SIGHUP.
 //!
 //! # Examples
@@ -124,7 +131,9 @@ impl<'a> Restart<'a> {
     /// It gets the fds as 3, 4, … with `LISTEN_FDS`, `LISTEN_PID` and
     /// `LISTEN_FDNAMES` set, and `NOTIFY_SOCKET` naming a socket of this
     /// call's own (a [`notify::Listener`]), on which it says `READY=1`
-    /// ([`notify::ready`]). Every other variable is this process's;
+    /// ([`notify::ready`]). It runs in a process group of its own
+    /// ([`activation::Command::process_group`]), so that a terminal's
+    /// Ctrl-C no longer reaches it. Every other variable is this process's;
     /// fds of this process that are not close-on-exec are inherited too, as
     /// by any `exec`. Its signal mask is cleared. Once this returns `Ok`,
     /// stop accepting, finish the work in hand and exit: the next
@@ -132,8 +141,10 @@ impl<'a> Restart<'a> {
     ///
     /// # Errors
     ///
-    /// Whatever the error, the next generation is not running, and this
-    /// process may go on serving.
+    /// Whatever the error, nothing of the next generation is running: its
+    /// whole process group, workers it forked among them, was killed
+    /// (unless one of them left the group), and this process may go on
+    /// serving.
     /// - [`ErrorKind::ResourceBusy`]: another restart of this process is
     ///   under way;
     /// - [`ErrorKind::TimedOut`]: it was not ready in time, and was
@@ -158,12 +169,13 @@ impl<'a> Restart<'a> {
         let pid = self
             .command
             .env("NOTIFY_SOCKET", notify.path())
+            .process_group(0)
             .spawn()?
             .id();
         match wait_until_ready(&notify, pid, self.timeout) {
             Ok(()) => Ok(Successor { pid }),
             Err(e) => {
-                sys::kill_and_reap(pid);
+                sys::kill_group_and_reap(pid);
                 Err(e)
             }
         }

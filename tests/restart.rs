@@ -6,14 +6,13 @@
 mod util;
 
 use std::collections::BTreeMap;
-use std::io::{self, BufRead, BufReader, ErrorKind};
+use std::io::{BufRead, BufReader, ErrorKind};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use io_fdpass::restart::Restart;
@@ -67,13 +66,16 @@ fn wait_for_exit(pid: u32) {
     );
 }
 
-/// Kills every generation of the example, which all share one process
-/// group, when the test ends, so that none is left behind by a failure.
-struct Generations(Pid);
+/// Kills every generation of the example, each the leader of a process
+/// group of its own, when the test ends, so that none is left behind by a
+/// failure.
+struct Generations(Vec<Pid>);
 
 impl Drop for Generations {
     fn drop(&mut self) {
-        let _ = rustix::process::kill_process_group(self.0, Signal::KILL);
+        for &group in &self.0 {
+            let _ = rustix::process::kill_process_group(group, Signal::KILL);
+        }
         while waitpid(None, WaitOptions::NOHANG).is_ok_and(|reaped| reaped.is_some()) {}
     }
 }
@@ -89,12 +91,9 @@ fn wait_for(seen: &Mutex<Seen>, what: &str, ready: impl Fn(&Seen) -> bool) {
     );
 }
 
-/// Starts the example's first generation, in a process group of its own,
-/// and reads the address it listens on. Returns it, the guard that kills
-/// every generation, that address, and the thread that reads whatever
-/// else the generations write, so that none meets a closed pipe; the
-/// reading ends when the last generation exits.
-fn start_first_generation() -> (Child, Generations, SocketAddr, JoinHandle<io::Result<u64>>) {
+/// The first generation of the example, in a process group of its own,
+/// started by no one waiting for it.
+fn first_generation() -> std::process::Child {
     let mut first = Command::new(example());
     first
         .arg("127.0.0.1:0")
@@ -112,33 +111,7 @@ fn start_first_generation() -> (Child, Generations, SocketAddr, JoinHandle<io::R
     ] {
         first.env_remove(name);
     }
-    let mut first = first.spawn().unwrap();
-    let generations = Generations(Pid::from_raw(first.id() as i32).unwrap());
-    let mut stdout = BufReader::new(first.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("not an address: {line:?}"))
-        .to_owned();
-    let drain = std::thread::spawn(move || io::copy(&mut stdout, &mut io::sink()));
-    (first, generations, addr.parse().unwrap(), drain)
-}
-
-/// A client that makes requests at `addr` without pause until `stop`, and
-/// counts in `seen` every answer by pid and every failure by kind.
-fn client(addr: SocketAddr, seen: Arc<Mutex<Seen>>, stop: Arc<AtomicBool>) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
-            let answer = request(addr);
-            let mut seen = seen.lock().unwrap();
-            seen.tally.count(&answer);
-            if let Ok(pid) = answer {
-                *seen.by_pid.entry(pid).or_default() += 1;
-            }
-        }
-    })
+    first.spawn().unwrap()
 }
 
 #[test]
@@ -147,11 +120,36 @@ fn five_restarts_under_load_fail_no_request() {
     // Orphaned generations come to this process, which reaps them.
     // SAFETY: prctl with integer arguments only.
     assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) }, 0);
-    let (first, _generations, addr, drain) = start_first_generation();
+    let mut first = first_generation();
+    let mut generations = Generations(vec![Pid::from_raw(first.id() as i32).unwrap()]);
+    let mut stdout = BufReader::new(first.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("not an address: {line:?}"))
+        .to_owned();
+    // Whatever else a generation writes is read, so that none meets a
+    // closed pipe; the reading ends when the last generation exits.
+    let drain = std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    let addr: SocketAddr = addr.parse().unwrap();
 
     let seen = Arc::new(Mutex::new(Seen::default()));
     let stop = Arc::new(AtomicBool::new(false));
-    let client = client(addr, seen.clone(), stop.clone());
+    let client = {
+        let (seen, stop) = (seen.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let answer = request(addr);
+                let mut seen = seen.lock().unwrap();
+                seen.tally.count(&answer);
+                if let Ok(pid) = answer {
+                    *seen.by_pid.entry(pid).or_default() += 1;
+                }
+            }
+        })
+    };
 
     let mut serving = first.id();
     // Each SIGHUP goes to a generation that has served already.
@@ -174,6 +172,7 @@ fn five_restarts_under_load_fail_no_request() {
             |seen| new(seen).is_some(),
         );
         let next = new(&seen.lock().unwrap()).unwrap();
+        generations.0.push(Pid::from_raw(next as i32).unwrap());
         wait_for_exit(serving);
         serving = next;
     }
@@ -214,7 +213,7 @@ fn assert_no_child() {
 }
 
 /// The pid an error's message names ("(pid N)").
-fn pid_in(e: &io::Error) -> u32 {
+fn pid_in(e: &std::io::Error) -> u32 {
     let text = e.to_string();
     let (_, rest) = text.split_once("(pid ").expect("a pid in the message");
     rest.split(')').next().unwrap().parse().unwrap()
@@ -280,6 +279,72 @@ fn a_child_never_ready_is_killed_at_the_timeout() {
     );
     assert_no_child();
     drop(listener);
+    check.assert_unchanged();
+}
+
+/// Whether `pid` is gone: no such process, or a zombie, which holds no
+/// fds.
+fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
+    }
+}
+
+/// Kills `pid` when dropped, if it still runs.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if !gone(self.0) {
+            let _ = kill_process(Pid::from_raw(self.0 as i32).unwrap(), Signal::KILL);
+        }
+    }
+}
+
+#[test]
+fn a_timed_out_restart_kills_the_workers_the_generation_forked() {
+    let check = NoLeak::start();
+    let listener = some_listener();
+    let addr = listener.local_addr().unwrap();
+    let dir = util::temp_path("worker");
+    std::fs::create_dir(&dir).unwrap();
+    let worker_file = dir.join("worker");
+    // The next generation forks a worker that inherits the listener (fd 3)
+    // and writes its pid, then waits, and never says READY=1.
+    let script = format!(
+        "sleep 1000 & echo $! > '{0}.tmp' && mv '{0}.tmp' '{0}'; exec sleep 1000",
+        worker_file.display()
+    );
+    let e = Restart::command("sh", ["-c", &script])
+        .fd("http", &listener)
+        .unwrap()
+        .timeout(Duration::from_secs(2))
+        .spawn()
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+    let worker: u32 = std::fs::read_to_string(&worker_file)
+        .expect("the worker was forked before the timeout")
+        .trim()
+        .parse()
+        .unwrap();
+    // Killed here if the restart left it, so that a failure leaves nothing.
+    let _leftover = KillOnDrop(worker);
+    // SIGKILL is on its way to it; it ends without running again.
+    util::wait_until(
+        || gone(worker),
+        || format!("the worker {worker} of a failed generation lives on"),
+    );
+    // Reaped here if it was orphaned to this process.
+    let _ = waitpid(Pid::from_raw(worker as i32), WaitOptions::NOHANG);
+    assert_no_child();
+    // No one else holds the listener: once this process closes it, its
+    // address is free to listen on again.
+    drop(listener);
+    std::net::TcpListener::bind(addr).expect("the listener is held by no one");
+    std::fs::remove_dir_all(&dir).unwrap();
     check.assert_unchanged();
 }
 

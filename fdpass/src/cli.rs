@@ -29,7 +29,12 @@ static DEFAULT_TIMEOUT: LazyLock<String> =
 /// command inherits no other fd but 0–2. Commands that connect to SOCKET
 /// wait up to a second for a peer that is still starting.
 #[derive(Parser, Debug)]
-#[command(name = "fdpass", version, after_help = fail::TABLE)]
+#[command(
+    name = "fdpass",
+    version,
+    after_help = fail::TABLE,
+    disable_help_subcommand = true
+)]
 pub struct Cli {
     /// Log each transfer on stderr.
     #[arg(short, long, global = true)]
@@ -137,7 +142,9 @@ pub enum Command {
   fdpass hold /run/fds.sock &
   fdpass hold /run/fds.sock --allow-gid www-data --max-names 16
   fdpass hold /run/new.sock --from /run/fds.sock
-  kill -HUP $(pidof fdpass)   # upgrade in place, holding on to every fd")]
+  fdpass hold /run/fds.sock & echo $! > /run/fdpass-hold.pid
+  kill -HUP $(cat /run/fdpass-hold.pid)   # upgrade in place, holding on to every fd
+  systemctl reload fdpass-hold   # the same under systemd (ExecReload=kill -HUP $MAINPID)")]
     Hold(HoldArgs),
 
     /// Give fd FD of this process to the holder at SOCKET, under NAME.
@@ -193,12 +200,21 @@ pub enum Command {
   fdpass man | man -l -
   sudo fdpass man --dir /usr/local/share/man/man1")]
     Man(ManArgs),
+
+    /// Print the help of fdpass, or of COMMAND.
+    ///
+    /// The same as `fdpass --help` and `fdpass COMMAND --help`.
+    #[command(after_help = "Examples:
+  fdpass help
+  fdpass help store")]
+    Help(HelpArgs),
 }
 
 // The arguments of `fdpass send` (not a doc comment, which clap
 // would show instead of the command's own about).
 #[derive(Args, Debug)]
 pub struct SendArgs {
+    /// The receiver's socket: a path, or @NAME in the abstract namespace.
     pub socket: SocketName,
     /// Fd numbers, open in the shell that runs fdpass.
     #[arg(required = true, value_parser = clap::value_parser!(i32).range(0..))]
@@ -210,7 +226,7 @@ pub struct SendArgs {
     #[arg(long = "receiver-uid", value_name = "UID")]
     pub receiver_uids: Vec<u32>,
     /// Give up after this long (e.g. 500ms, 5s, 1m).
-    #[arg(long, value_name = "DURATION", default_value = DEFAULT_TIMEOUT.as_str(), value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_TIMEOUT.as_str(), value_parser = parse_timeout)]
     pub timeout: Duration,
 }
 
@@ -218,19 +234,20 @@ pub struct SendArgs {
 // would show instead of the command's own about).
 #[derive(Args, Debug)]
 pub struct RecvArgs {
+    /// Where to listen: a path, or @NAME in the abstract namespace.
     pub socket: SocketName,
     /// How many fds to receive.
     #[arg(short = 'n', default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=253))]
     pub count: u16,
     /// A name for each fd, in order, for `LISTEN_FDNAMES` ("unknown" for
     /// any not named).
-    #[arg(long = "name", value_parser = parse_name)]
+    #[arg(long = "name", value_name = "NAME", value_parser = parse_name)]
     pub names: Vec<String>,
     /// Also accept fds from this uid (repeatable).
     #[arg(long = "allow-uid", value_name = "UID")]
     pub allow_uids: Vec<u32>,
     /// Give up after this long without every fd (e.g. 30s, 5m).
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
     pub timeout: Duration,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
@@ -246,7 +263,7 @@ pub struct ListenArgs {
     pub addrs: Vec<ListenAddr>,
     /// A name for each socket, in order, for `LISTEN_FDNAMES` (by default
     /// "tcp" or "unix").
-    #[arg(long = "name", value_parser = parse_name)]
+    #[arg(long = "name", value_name = "NAME", value_parser = parse_name)]
     pub names: Vec<String>,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
@@ -257,6 +274,7 @@ pub struct ListenArgs {
 // would show instead of the command's own about).
 #[derive(Args, Debug)]
 pub struct FdsArgs {
+    /// The process whose fds to show.
     pub pid: u32,
     /// A JSON array, one object per fd: fd, kind (file, directory,
     /// pipe, socket, other), description, and path; family, type,
@@ -271,12 +289,14 @@ pub struct FdsArgs {
 pub struct StoreArgs {
     #[command(flatten)]
     pub holder: HolderArgs,
+    /// The name to hold it under (replacing one held under it).
     #[arg(value_parser = parse_name)]
     pub name: String,
+    /// The fd number, open in the shell that runs fdpass.
     #[arg(value_parser = clap::value_parser!(i32).range(0..))]
     pub fd: i32,
     /// Drop it after this long (90, 90s, 5m, 2h).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
     pub ttl: Option<Duration>,
     /// Drop it when process PID exits.
     #[arg(long, value_name = "PID")]
@@ -289,7 +309,8 @@ pub struct StoreArgs {
 pub struct FetchArgs {
     #[command(flatten)]
     pub holder: HolderArgs,
-    #[arg(required = true, value_parser = parse_name)]
+    /// The names of the fds, which COMMAND gets as 3, 4, … in this order.
+    #[arg(required = true, value_name = "NAME", value_parser = parse_name)]
     pub names: Vec<String>,
     /// Remove the names from the holder as they are fetched.
     #[arg(long)]
@@ -319,6 +340,7 @@ pub struct ListArgs {
 pub struct DropArgs {
     #[command(flatten)]
     pub holder: HolderArgs,
+    /// The name whose fd to close.
     #[arg(value_parser = parse_name)]
     pub name: String,
 }
@@ -327,6 +349,7 @@ pub struct DropArgs {
 // would show instead of the command's own about).
 #[derive(Args, Debug)]
 pub struct CompletionsArgs {
+    /// The shell to complete for.
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
 }
@@ -340,13 +363,22 @@ pub struct ManArgs {
     pub dir: Option<std::path::PathBuf>,
 }
 
+// The arguments of `fdpass help` (not a doc comment, as above).
+#[derive(Args, Debug)]
+pub struct HelpArgs {
+    /// The subcommand whose help to print.
+    #[arg(value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
 // The holder a client command talks to, and how. (Not a doc comment:
 // clap would show it as the about of each command it is flattened into.)
 #[derive(Args, Debug)]
 pub struct HolderArgs {
+    /// The holder's socket: a path, or @NAME in the abstract namespace.
     pub socket: SocketName,
     /// Give up after this long (e.g. 500ms, 5s, 1m).
-    #[arg(long, value_name = "DURATION", default_value = DEFAULT_TIMEOUT.as_str(), value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_TIMEOUT.as_str(), value_parser = parse_timeout)]
     pub timeout: Duration,
     /// Also trust a holder running as this uid (repeatable); by default
     /// only one of this user or root.
@@ -358,6 +390,7 @@ pub struct HolderArgs {
 // show instead of the command's own about).
 #[derive(Args, Debug)]
 pub struct HoldArgs {
+    /// Where to listen: a path, or @NAME in the abstract namespace.
     pub socket: SocketName,
     /// Also serve this user id (repeatable).
     #[arg(long = "allow-uid", value_name = "UID")]
@@ -381,20 +414,21 @@ pub struct HoldArgs {
     #[arg(long, value_name = "OTHER_SOCKET")]
     pub from: Option<SocketName>,
     /// How long a client has for its whole request and answer.
-    #[arg(long, value_name = "DURATION", default_value = DEFAULT_TIMEOUT.as_str(), value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_TIMEOUT.as_str(), value_parser = parse_timeout)]
     pub client_timeout: Duration,
 }
 
 // The arguments of `fdpass adopt` (not a doc comment, as above).
 #[derive(Args, Debug)]
 pub struct AdoptArgs {
+    /// The running process to take the fds from.
     pub pid: u32,
     /// What to take, in order: fd numbers or listening addresses.
     #[arg(required = true)]
     pub what: Vec<What>,
     /// A name for each fd, in order, for `LISTEN_FDNAMES` or the holder
     /// (by default "tcp", "unix", or "unknown" for an fd number).
-    #[arg(long = "name", value_parser = parse_name)]
+    #[arg(long = "name", value_name = "NAME", value_parser = parse_name)]
     pub names: Vec<String>,
     /// Store the fds in the holder at `HOLDER_SOCKET` under their names
     /// instead of running a command.
@@ -449,6 +483,35 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(number * scale).map_err(|_| format!("{text:?} is too long"))
 }
 
+/// Parses a timeout: a duration longer than zero, which would give up
+/// before trying.
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err(format!(
+            "{text:?} would give up at once: give a timeout longer than zero, e.g. 5s"
+        )),
+        timeout => Ok(timeout),
+    }
+}
+
+/// Parses a lifetime for a held fd: longer than zero, which would drop it
+/// at once, and at most what a holder keeps
+/// ([`Lifetime::MAX_TTL`](io_fdpass::holder::protocol::Lifetime::MAX_TTL)).
+pub fn parse_ttl(text: &str) -> Result<Duration, String> {
+    use io_fdpass::holder::protocol::Lifetime;
+    match parse_duration(text)? {
+        // The holder counts in milliseconds.
+        ttl if ttl < Duration::from_millis(1) => Err(format!(
+            "{text:?} would drop the fd at once: give a lifetime longer than zero, e.g. 5m"
+        )),
+        ttl if ttl > Lifetime::MAX_TTL => Err(format!(
+            "{text:?} is longer than a holder keeps an fd: at most {}h (100 years)",
+            Lifetime::MAX_TTL.as_secs() / 3600
+        )),
+        ttl => Ok(ttl),
+    }
+}
+
 /// Writes a duration as [`parse_duration`] reads it: `5s`, `500ms`,
 /// `1.5s`.
 fn format_duration(duration: Duration) -> String {
@@ -495,6 +558,28 @@ mod tests {
         }
         for bad in ["", "s", "5d", "-1s", "1e400", "1.2.3s", "5 s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn timeouts_and_lifetimes_are_longer_than_zero_and_bounded() {
+        use io_fdpass::holder::protocol::Lifetime;
+        assert_eq!(parse_timeout("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_ttl("4s"), Ok(Duration::from_secs(4)));
+        for zero in ["0", "0s", "0ms", "0.0"] {
+            let timeout = parse_timeout(zero).unwrap_err();
+            assert!(timeout.contains("longer than zero"), "{timeout}");
+        }
+        // Less than the holder's millisecond is no lifetime at all.
+        for zero in ["0", "0s", "0ms", "0.0001ms"] {
+            let ttl = parse_ttl(zero).unwrap_err();
+            assert!(ttl.contains("longer than zero"), "{ttl}");
+        }
+        let most = format!("{}s", Lifetime::MAX_TTL.as_secs());
+        assert_eq!(parse_ttl(&most), Ok(Lifetime::MAX_TTL));
+        for long in ["18446744073709551", "3155760001s"] {
+            let err = parse_ttl(long).unwrap_err();
+            assert!(err.contains("at most"), "{err}");
         }
     }
 

@@ -97,5 +97,6 @@ fn run(cli: Cli) -> Result<()> {
         Command::Drop(args) => commands::drop::run(&args, log),
         Command::Completions(args) => commands::completions::run(&args),
         Command::Man(args) => commands::man::run(&args, log),
+        Command::Help(args) => commands::help::run(&args),
     }
 }

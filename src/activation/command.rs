@@ -55,6 +55,7 @@ pub struct Command<'a> {
     fds: Vec<BorrowedFd<'a>>,
     names: Vec<String>,
     env: Vec<(OsString, OsString)>,
+    process_group: Option<i32>,
 }
 
 impl<'a> Command<'a> {
@@ -68,6 +69,7 @@ impl<'a> Command<'a> {
             fds: Vec::new(),
             names: Vec::new(),
             env: Vec::new(),
+            process_group: None,
         }
     }
 
@@ -125,6 +127,20 @@ impl<'a> Command<'a> {
         self
     }
 
+    /// Puts the program in the process group `group` (`setpgid(2)` between
+    /// the fork and the exec, as [`std::os::unix::process::CommandExt::process_group`]
+    /// does), or in a new group of its own, whose id is its pid, for 0.
+    /// Unless set, it stays in this process's group.
+    ///
+    /// A group of its own lets the program and whatever it forks be
+    /// signalled at once (`kill(-pid, sig)`), and keeps a terminal's
+    /// Ctrl-C, which goes to the foreground group, from reaching it.
+    #[must_use]
+    pub fn process_group(mut self, group: i32) -> Command<'a> {
+        self.process_group = Some(group);
+        self
+    }
+
     /// Starts the program as a child of this process (`fork` and
     /// `execve`), and returns it once the exec has succeeded.
     ///
@@ -139,8 +155,9 @@ impl<'a> Command<'a> {
     /// As [`find_program`]; [`ErrorKind::InvalidInput`] for a NUL byte in
     /// the program, an argument or a variable, or a variable of the
     /// convention set with [`env`](Command::env); otherwise the error of
-    /// the `fork` or the `execve` (the message names the program). The
-    /// program is then not running.
+    /// the `fork`, the `setpgid` ([`process_group`](Command::process_group))
+    /// or the `execve` (the message names the program). The program is then
+    /// not running.
     pub fn spawn(&self) -> io::Result<Child> {
         let pid = self.launch()?.spawn()?;
         Ok(Child { pid, status: None })
@@ -199,7 +216,9 @@ impl<'a> Command<'a> {
             .iter()
             .map(|(key, value)| (key.as_os_str(), value.as_os_str()))
             .collect();
-        sys::Launch::new(&program, &argv, &env, &self.fds, &self.names.join(":"))
+        let mut launch = sys::Launch::new(&program, &argv, &env, &self.fds, &self.names.join(":"))?;
+        launch.process_group(self.process_group);
+        Ok(launch)
     }
 }
 

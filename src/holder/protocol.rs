@@ -57,6 +57,11 @@ pub struct Lifetime {
 }
 
 impl Lifetime {
+    /// The longest `ttl` a holder takes: 100 years. A store with a longer
+    /// one is refused ([`RefusalKind::Invalid`]); it would mean "forever",
+    /// which is no `ttl` at all.
+    pub const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 86_400);
+
     /// Kept for as long as the holder runs.
     #[must_use]
     pub fn forever() -> Lifetime {
@@ -181,7 +186,7 @@ impl Request {
                 for option in options {
                     match option.split_once('=') {
                         Some(("ttl-ms", ms)) if lifetime.ttl.is_none() => {
-                            lifetime.ttl = Some(Duration::from_millis(number(ms)?));
+                            lifetime.ttl = Some(ttl(ms)?);
                         }
                         Some(("until-exit", pid)) if lifetime.until_exit.is_none() => {
                             lifetime.until_exit = Some(number(pid)?);
@@ -222,6 +227,30 @@ impl Request {
             ))),
         }
     }
+}
+
+/// A `ttl-ms` of a store: milliseconds, at most [`Lifetime::MAX_TTL`].
+fn ttl(ms: &str) -> Result<Duration, Refusal> {
+    let too_long = || {
+        Refusal::invalid(format!(
+            "ttl-ms={} is longer than a holder keeps an fd: at most {} (100 years)",
+            truncated(ms),
+            Lifetime::MAX_TTL.as_millis()
+        ))
+    };
+    let value: u64 = match number(ms) {
+        Ok(value) => value,
+        // All digits, yet no u64.
+        Err(_) if !ms.is_empty() && ms.bytes().all(|b| b.is_ascii_digit()) => {
+            return Err(too_long())
+        }
+        Err(refusal) => return Err(refusal),
+    };
+    let ttl = Duration::from_millis(value);
+    if ttl > Lifetime::MAX_TTL {
+        return Err(too_long());
+    }
+    Ok(ttl)
 }
 
 /// A decimal number of the protocol.
@@ -519,6 +548,18 @@ mod tests {
     }
 
     #[test]
+    fn a_ttl_is_at_most_max_ttl() {
+        let most = Lifetime::MAX_TTL.as_millis();
+        let Ok(Request::Store { lifetime, .. }) = Request::parse(&format!("store a ttl-ms={most}"))
+        else {
+            panic!("the longest ttl is refused");
+        };
+        assert_eq!(lifetime.ttl, Some(Lifetime::MAX_TTL));
+        let refusal = Request::parse(&format!("store a ttl-ms={}", most + 1)).unwrap_err();
+        assert!(refusal.to_string().contains("at most"), "{refusal}");
+    }
+
+    #[test]
     fn bad_requests_are_refused() {
         let too_many = format!("fetch{}", " a".repeat(MAX_FETCH + 1));
         for line in [
@@ -526,6 +567,8 @@ mod tests {
             "store",
             "store a b",
             "store a ttl-ms=1 ttl-ms=2",
+            "store a ttl-ms=3153600000001",
+            "store a ttl-ms=18446744073709552000",
             "store a ttl-ms=-1",
             "store a ttl-ms=",
             "store a until-exit=99999999999",

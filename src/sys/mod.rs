@@ -27,8 +27,9 @@
 //!   the crate makes itself, close-on-exec.
 //! - `Launch::new(program, argv, env, fds, names)`, then `spawn()` (fork
 //!   and exec, only async-signal-safe calls between them) or `exec()`: a
-//!   program with `fds` at 3, 4, … and the `LISTEN_*` variables;
-//!   `wait_child`, `kill_child` for what `spawn` started.
+//!   program with `fds` at 3, 4, … and the `LISTEN_*` variables, in the
+//!   process group `process_group(group)` sets; `wait_child`, `kill_child`,
+//!   `kill_group_and_reap` for what `spawn` started.
 //!
 //! Another process's fds (`pidfd.rs` on Linux and Android, `no_pidfd.rs`,
 //! which refuses each call with `Unsupported`, on the other Unixes):

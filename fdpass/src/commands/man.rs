@@ -13,12 +13,16 @@ use crate::output::{self, Log};
 /// there.
 pub fn run(args: &ManArgs, log: Log) -> Result<()> {
     let dir: Option<&Path> = args.dir.as_deref();
-    let mut top = Cli::command().disable_help_subcommand(true);
+    // `help` says what `--help` says, which the pages say already.
+    let mut top = Cli::command().mut_subcommand("help", |help| help.hide(true));
     top.build();
     let Some(dir) = dir else {
         return output::print_bytes(&page(&top, false).map_err(not_rendered)?);
     };
-    let commands = std::iter::once(&top).chain(top.get_subcommands());
+    let shown = top
+        .get_subcommands()
+        .filter(|command| !command.is_hide_set());
+    let commands = std::iter::once(&top).chain(shown);
     for (i, command) in commands.enumerate() {
         let name = format!(
             "{}.1",

@@ -7,6 +7,7 @@ pub mod completions;
 pub mod drop;
 pub mod fds;
 pub mod fetch;
+pub mod help;
 pub mod hold;
 pub mod list;
 pub mod listen;

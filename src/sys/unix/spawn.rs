@@ -33,6 +33,9 @@ pub(crate) struct Launch {
     _pid_room: Vec<u8>,
     pid_var: *mut u8,
     sources: Vec<RawFd>,
+    /// The process group to put the program in (`setpgid(0, group)`): 0
+    /// for one of its own, `None` to leave it in this process's.
+    process_group: Option<libc::pid_t>,
 }
 
 /// A string without NUL bytes, or `InvalidInput`.
@@ -111,7 +114,14 @@ impl Launch {
             _pid_room: pid_room,
             pid_var,
             sources: fds.iter().map(AsRawFd::as_raw_fd).collect(),
+            process_group: None,
         })
+    }
+
+    /// Puts the program in the process group `group` before the exec, or
+    /// in a group of its own for 0 (`setpgid(2)`).
+    pub(crate) fn process_group(&mut self, group: Option<libc::pid_t>) {
+        self.process_group = group;
     }
 
     /// Forks and execs the program, and returns its pid once the exec has
@@ -160,6 +170,11 @@ impl Launch {
                 ),
             ));
         }
+        if let Some(group) = self.process_group {
+            if let Err(err) = join_group(group) {
+                return self.failed(err);
+            }
+        }
         if let Err(err) = cloexec_from(3).and_then(|()| close_all_but(&self.sources)) {
             return io::Error::new(
                 err.kind(),
@@ -191,8 +206,12 @@ impl Launch {
     /// of the parent, copied by the fork), and `reporter` open.
     unsafe fn run_child(&self, reporter: RawFd) -> ! {
         let mut pending = [-1 as RawFd; MAX_FDS];
-        // SAFETY: as this function's contract says.
-        let errno = unsafe { self.lay_out_and_exec(&mut pending) };
+        // `setpgid` is async-signal-safe and allocates nothing.
+        let errno = match self.process_group.map(join_group) {
+            Some(Err(err)) => err.raw_os_error().unwrap_or(0),
+            // SAFETY: as this function's contract says.
+            _ => unsafe { self.lay_out_and_exec(&mut pending) },
+        };
         // SAFETY: `reporter` is open in the child; four bytes from a local.
         // Both calls are async-signal-safe.
         unsafe {
@@ -385,6 +404,17 @@ fn close_all_but(keep: &[RawFd]) -> io::Result<()> {
     Ok(())
 }
 
+/// Moves this process into the process group `group`, or into a new one
+/// of its own for 0 (`setpgid(0, group)`). Async-signal-safe: it
+/// allocates nothing, and its error holds only errno.
+fn join_group(group: libc::pid_t) -> io::Result<()> {
+    // SAFETY: takes two numbers and no pointers.
+    if unsafe { libc::setpgid(0, group) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Marks every fd from `first` on close-on-exec in one system call
 /// (`close_range(2)` with `CLOSE_RANGE_CLOEXEC`), or one by one where the
 /// kernel cannot.
@@ -528,5 +558,18 @@ pub(crate) fn exit_status(pid: u32) -> io::Result<Option<String>> {
 /// Kills the child `pid` and waits for it to be gone.
 pub(crate) fn kill_and_reap(pid: u32) {
     let _ = kill_child(pid);
+    let _ = wait_child(pid, true);
+}
+
+/// Sends `SIGKILL` to every process of the group `pid` leads (`kill(-pid,
+/// SIGKILL)`), then reaps `pid`, which is this process's child. The group
+/// outlives its leader while any of it runs, and its number is not reused
+/// meanwhile, so the signal reaches no one else even once the leader is
+/// gone.
+pub(crate) fn kill_group_and_reap(pid: u32) {
+    use rustix::process::{kill_process_group, Signal};
+    if let Ok(group) = child_pid(pid) {
+        let _ = kill_process_group(group, Signal::KILL);
+    }
     let _ = wait_child(pid, true);
 }
