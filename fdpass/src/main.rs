@@ -14,7 +14,7 @@
 
 #![warn(rust_2018_idioms, clippy::undocumented_unsafe_blocks)]
 // The start is fdpass's own there (see `start`).
-#![cfg_attr(all(target_os = "linux", target_env = "gnu"), no_main)]
+#![cfg_attr(all(target_os = "linux", target_env = "gnu", not(test)), no_main)]
 
 #[cfg(not(unix))]
 compile_error!("fdpass passes fds over unix sockets: it runs on Unix only");
@@ -28,7 +28,7 @@ mod fail;
 mod hint;
 mod output;
 mod quick;
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[cfg(all(target_os = "linux", target_env = "gnu", not(test)))]
 mod start;
 
 use std::ffi::OsString;
@@ -39,7 +39,7 @@ use crate::cli::{Cli, Command};
 use crate::fail::Result;
 use crate::output::Log;
 
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+#[cfg(not(all(target_os = "linux", target_env = "gnu", not(test))))]
 fn main() -> std::process::ExitCode {
     std::process::ExitCode::from(status())
 }
