@@ -311,8 +311,10 @@ impl Server {
             return false;
         };
         drop(spare);
-        let flags = rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK;
-        let accepted = rustix::net::accept_with(self.listener.as_fd(), flags);
+        // Closed again at once, after one short line into its empty
+        // buffer: neither close-on-exec nor non-blocking is needed (and
+        // Apple's systems have no accept4 to set them).
+        let accepted = rustix::net::accept(self.listener.as_fd());
         if let Ok(client) = &accepted {
             let refusal = Refusal::new(
                 RefusalKind::Full,
