@@ -210,7 +210,13 @@ pub fn fdpass_for_anyone(dir: &TempDir) -> PathBuf {
     let anyone = std::fs::Permissions::from_mode(0o755);
     std::fs::set_permissions(dir.join(""), anyone.clone()).unwrap();
     let binary = dir.join("fdpass");
-    std::fs::copy(env!("CARGO_BIN_EXE_fdpass"), &binary).unwrap();
+    // A hard link, not a copy, where the two share a filesystem: a copy is
+    // open for writing for a moment, and a process another test forks
+    // meanwhile keeps it open until it execs, so that running the copy
+    // fails with "Text file busy".
+    if std::fs::hard_link(env!("CARGO_BIN_EXE_fdpass"), &binary).is_err() {
+        std::fs::copy(env!("CARGO_BIN_EXE_fdpass"), &binary).unwrap();
+    }
     std::fs::set_permissions(&binary, anyone).unwrap();
     binary
 }
