@@ -63,7 +63,7 @@ use crate::{sys, FdKind};
 
 mod command;
 
-pub use self::command::{find_program, Child, Command};
+pub use self::command::{find_program, room_for, Child, Command};
 
 /// The variables of the convention, which [`Command`] never passes on
 /// from this process's environment.

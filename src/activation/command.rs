@@ -189,6 +189,18 @@ impl<'a> Command<'a> {
         }
     }
 
+    /// Checks, changing nothing, what [`exec`](Command::exec) would refuse
+    /// before it lets go of anything: the program, the variables, and room
+    /// for the fds within the open-file limit ([`room_for`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`exec`](Command::exec) before it closes or moves an fd.
+    pub fn check(&self) -> io::Result<()> {
+        self.launch()?;
+        room_for(self.fds.len())
+    }
+
     /// The strings and fds of the program, checked and made.
     fn launch(&self) -> io::Result<sys::Launch> {
         for (key, _) in &self.env {
@@ -220,6 +232,18 @@ impl<'a> Command<'a> {
         launch.process_group(self.process_group);
         Ok(launch)
     }
+}
+
+/// Whether `count` fds can be handed to a program by [`Command::exec`] or
+/// [`Command::spawn`]: at most [`MAX_FDS`](crate::MAX_FDS), and room for
+/// them within this process's open-file limit, beside fds 0–2 and the one
+/// temporary that laying them out in place may need.
+///
+/// # Errors
+///
+/// [`ErrorKind::InvalidInput`], saying which limit stands in the way.
+pub fn room_for(count: usize) -> io::Result<()> {
+    sys::room_for(count)
 }
 
 /// A program started by [`Command::spawn`].

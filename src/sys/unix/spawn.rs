@@ -158,17 +158,8 @@ impl Launch {
     /// hold copies of the fds given, and this process's other fds above 2
     /// are closed.
     pub(crate) fn exec(&self) -> io::Error {
-        let fits = self.sources.len() + 4;
-        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
-        if limit.is_some_and(|limit| u64::try_from(fits).unwrap_or(u64::MAX) > limit) {
-            return self.failed(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "{} fds cannot be laid out within the open-file limit ({})",
-                    self.sources.len(),
-                    limit.unwrap_or_default()
-                ),
-            ));
+        if let Err(err) = room_for(self.sources.len()) {
+            return self.failed(err);
         }
         if let Some(group) = self.process_group {
             if let Err(err) = join_group(group) {
@@ -413,6 +404,24 @@ fn join_group(group: libc::pid_t) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Whether `count` fds can be laid out at 3, 4, … in place: at most
+/// `MAX_FDS`, and within the open-file limit with 0–2 and one temporary
+/// beside them. `InvalidInput` otherwise.
+pub(crate) fn room_for(count: usize) -> io::Result<()> {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    let needed = u64::try_from(count).unwrap_or(u64::MAX).saturating_add(4);
+    if count <= MAX_FDS && limit.is_none_or(|limit| needed <= limit) {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "{count} fds cannot be laid out: at most {MAX_FDS} go to a program, and the open-file limit is {}",
+            limit.map_or_else(|| "none".to_owned(), |limit| limit.to_string())
+        ),
+    ))
 }
 
 /// Marks every fd from `first` on close-on-exec in one system call

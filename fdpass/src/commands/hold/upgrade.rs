@@ -122,17 +122,12 @@ fn prepare(holder: &Holder<System>, settings: &Settings) -> Result<Prepared, Fai
     // The socket, the state, the handover pipe and what is held, at 3, 4,
     // …, and one more for the layout's temporary.
     let count = holder.len() + 3;
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
-    let limit = limit.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
-    if count > io_fdpass::MAX_FDS || count + 4 > limit {
-        return Err(Failure::new(
+    io_fdpass::activation::room_for(count).map_err(|err| {
+        Failure::new(
             fail::OS,
-            format!(
-                "{count} fds cannot be handed to the next image: at most {} go to a program, and the open-file limit is {limit}",
-                io_fdpass::MAX_FDS
-            ),
-        ));
-    }
+            format!("the fds cannot be handed to the next image: {err}"),
+        )
+    })?;
     let (read, write) =
         handover_pipe().map_err(|err| Failure::os("cannot make the handover pipe", err))?;
     let own = Path::new("/proc/self/exe");
