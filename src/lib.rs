@@ -138,7 +138,7 @@
 #![deny(missing_docs, unsafe_op_in_unsafe_fn)]
 #![warn(rust_2018_idioms, clippy::undocumented_unsafe_blocks)]
 
-#[cfg(unix)]
+#[cfg_attr(windows, path = "activation/windows.rs")]
 pub mod activation;
 #[cfg(unix)]
 mod connect;
@@ -153,7 +153,8 @@ pub mod fuzzing;
 pub mod holder;
 #[cfg(unix)]
 mod many;
-#[cfg(unix)]
+mod names;
+#[cfg_attr(windows, path = "notify/windows.rs")]
 pub mod notify;
 #[cfg(unix)]
 mod peer;

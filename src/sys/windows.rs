@@ -19,18 +19,21 @@ use windows_sys::Win32::Foundation::{
     ERROR_INSUFFICIENT_BUFFER, HANDLE,
 };
 use windows_sys::Win32::NetworkManagement::IpHelper::{
-    GetExtendedTcpTable, MIB_TCP6ROW_OWNER_PID, MIB_TCPROW_OWNER_PID,
-    TCP_TABLE_OWNER_PID_CONNECTIONS,
+    GetExtendedTcpTable, MIB_TCP6ROW_OWNER_PID, MIB_TCPROW_OWNER_PID, TCP_TABLE_CLASS,
+    TCP_TABLE_OWNER_PID_ALL, TCP_TABLE_OWNER_PID_CONNECTIONS,
 };
 use windows_sys::Win32::Networking::WinSock::{
-    getpeername, getsockname, recv as ws_recv, WSADuplicateSocketW, WSAGetLastError, WSAIoctl,
-    WSAPoll, WSASend, WSASocketW, AF_INET, AF_INET6, FROM_PROTOCOL_INFO, INVALID_SOCKET,
+    getpeername, getsockname, getsockopt, recv as ws_recv, WSADuplicateSocketW, WSAGetLastError,
+    WSAIoctl, WSAPoll, WSASend, WSASocketW, AF_INET, AF_INET6, FROM_PROTOCOL_INFO, INVALID_SOCKET,
     POLLRDNORM, POLLWRNORM, SIO_AF_UNIX_GETPEERPID, SOCKADDR, SOCKADDR_IN, SOCKADDR_IN6,
-    SOCKADDR_STORAGE, SOCKET, SOCKET_ERROR, WSABUF, WSAPOLLFD, WSAPROTOCOL_INFOW,
-    WSA_FLAG_NO_HANDLE_INHERIT, WSA_FLAG_OVERLAPPED,
+    SOCKADDR_STORAGE, SOCKET, SOCKET_ERROR, SOCK_DGRAM, SOCK_STREAM, SOL_SOCKET, SO_ACCEPTCONN,
+    SO_TYPE, WSABUF, WSAPOLLFD, WSAPROTOCOL_INFOW, WSA_FLAG_NO_HANDLE_INHERIT, WSA_FLAG_OVERLAPPED,
+};
+use windows_sys::Win32::Security::Cryptography::{
+    BCryptGenRandom, BCRYPT_USE_SYSTEM_PREFERRED_RNG,
 };
 use windows_sys::Win32::System::Threading::{
-    GetCurrentProcess, GetCurrentProcessId, OpenProcess, PROCESS_DUP_HANDLE,
+    GetCurrentProcess, GetCurrentProcessId, OpenProcess, WaitForSingleObject, PROCESS_DUP_HANDLE,
 };
 
 /// The last Winsock error, read right after the failed call.
@@ -54,6 +57,28 @@ pub(crate) fn wait(socket: BorrowedSocket<'_>, events: i16) -> io::Result<()> {
     match unsafe { WSAPoll(&mut poll, 1, -1) } {
         SOCKET_ERROR => Err(wsa_error()),
         _ => Ok(()),
+    }
+}
+
+/// Waits up to `timeout` until `socket` is ready for `events`: whether it
+/// is.
+pub(crate) fn wait_for(
+    socket: BorrowedSocket<'_>,
+    events: i16,
+    timeout: std::time::Duration,
+) -> io::Result<bool> {
+    let mut poll = WSAPOLLFD {
+        fd: raw(socket),
+        events,
+        revents: 0,
+    };
+    // Rounded up, so that a wait of less than a millisecond still waits.
+    let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+    // SAFETY: one valid WSAPOLLFD, alive for the call.
+    match unsafe { WSAPoll(&mut poll, 1, ms) } {
+        SOCKET_ERROR => Err(wsa_error()),
+        0 => Ok(false),
+        _ => Ok(true),
     }
 }
 
@@ -117,6 +142,74 @@ pub(crate) fn recv(socket: BorrowedSocket<'_>, buf: &mut [u8]) -> io::Result<usi
 pub(crate) fn current_pid() -> u32 {
     // SAFETY: no arguments; it cannot fail.
     unsafe { GetCurrentProcessId() }
+}
+
+/// `N` random bytes from the system's generator (`BCryptGenRandom`).
+pub(crate) fn random_bytes<const N: usize>() -> io::Result<[u8; N]> {
+    let mut bytes = [0u8; N];
+    // SAFETY: `bytes` is writable for its length; no algorithm handle is
+    // needed with BCRYPT_USE_SYSTEM_PREFERRED_RNG.
+    let status = unsafe {
+        BCryptGenRandom(
+            ptr::null_mut(),
+            bytes.as_mut_ptr(),
+            N as u32,
+            BCRYPT_USE_SYSTEM_PREFERRED_RNG,
+        )
+    };
+    if status != 0 {
+        return Err(io::Error::other(format!(
+            "the system's random generator failed (NTSTATUS {status:#x})"
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Whether the process `process` has ended, without waiting.
+pub(crate) fn has_exited(process: BorrowedHandle<'_>) -> bool {
+    // SAFETY: a live process handle; a zero timeout never blocks.
+    unsafe { WaitForSingleObject(process.as_raw_handle(), 0) == 0 }
+}
+
+/// What a socket is, as a typed take checks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SocketKind {
+    /// `SOCK_STREAM`, `SOCK_DGRAM` or another type.
+    pub(crate) stream: bool,
+    pub(crate) datagram: bool,
+    /// Whether it listens (`SO_ACCEPTCONN`).
+    pub(crate) listening: bool,
+    /// Whether it is IPv4 or IPv6.
+    pub(crate) inet: bool,
+}
+
+/// What `socket` is: its type, whether it listens, its family.
+pub(crate) fn socket_kind(socket: BorrowedSocket<'_>) -> io::Result<SocketKind> {
+    let option = |name: i32| -> io::Result<i32> {
+        let mut value = 0i32;
+        let mut len = size_of::<i32>() as i32;
+        // SAFETY: `value` is writable for `len` bytes.
+        let result = unsafe {
+            getsockopt(
+                raw(socket),
+                SOL_SOCKET,
+                name,
+                ptr::from_mut(&mut value).cast(),
+                &mut len,
+            )
+        };
+        match result {
+            SOCKET_ERROR => Err(wsa_error()),
+            _ => Ok(value),
+        }
+    };
+    let kind = option(SO_TYPE)?;
+    Ok(SocketKind {
+        stream: kind == SOCK_STREAM,
+        datagram: kind == SOCK_DGRAM,
+        listening: option(SO_ACCEPTCONN)? != 0,
+        inet: address(socket, getsockname).is_some(),
+    })
 }
 
 /// A duplicate of `handle` in this process: same access, not inheritable.
@@ -236,7 +329,13 @@ impl Process {
 /// (`GetExtendedTcpTable`), which lists it only when the peer is on this
 /// machine. `None` where it cannot tell.
 pub(crate) fn peer_pid(socket: BorrowedSocket<'_>) -> Option<u32> {
-    unix_peer_pid(socket).or_else(|| tcp_peer_pid(socket))
+    unix_peer_pid(socket)
+        .or_else(|| tcp_peer_pid(socket, TCP_TABLE_OWNER_PID_CONNECTIONS))
+        // Under Wine the connections' table leaves out a connection whose
+        // peer has shut down its side for writing (as a client of
+        // systemfd's protocol does at once); the table of every state,
+        // slower, has it.
+        .or_else(|| tcp_peer_pid(socket, TCP_TABLE_OWNER_PID_ALL))
 }
 
 fn unix_peer_pid(socket: BorrowedSocket<'_>) -> Option<u32> {
@@ -262,12 +361,12 @@ fn unix_peer_pid(socket: BorrowedSocket<'_>) -> Option<u32> {
 /// The owner of the other end of a TCP connection, from the connection
 /// table: the row whose local end is this socket's peer and whose remote
 /// end is this socket.
-fn tcp_peer_pid(socket: BorrowedSocket<'_>) -> Option<u32> {
+fn tcp_peer_pid(socket: BorrowedSocket<'_>, table: TCP_TABLE_CLASS) -> Option<u32> {
     let here = address(socket, getsockname)?;
     let there = address(socket, getpeername)?;
     let owner = match (here, there) {
         (SocketAddr::V4(here), SocketAddr::V4(there)) => {
-            find_connection(AF_INET, |row: &MIB_TCPROW_OWNER_PID| {
+            find_connection(AF_INET, table, |row: &MIB_TCPROW_OWNER_PID| {
                 (row.dwLocalAddr.to_ne_bytes(), port(row.dwLocalPort))
                     == (there.ip().octets(), there.port())
                     && (row.dwRemoteAddr.to_ne_bytes(), port(row.dwRemotePort))
@@ -276,7 +375,7 @@ fn tcp_peer_pid(socket: BorrowedSocket<'_>) -> Option<u32> {
             .dwOwningPid
         }
         (SocketAddr::V6(here), SocketAddr::V6(there)) => {
-            find_connection(AF_INET6, |row: &MIB_TCP6ROW_OWNER_PID| {
+            find_connection(AF_INET6, table, |row: &MIB_TCP6ROW_OWNER_PID| {
                 (row.ucLocalAddr, port(row.dwLocalPort)) == (there.ip().octets(), there.port())
                     && (row.ucRemoteAddr, port(row.dwRemotePort))
                         == (here.ip().octets(), here.port())
@@ -326,10 +425,14 @@ fn address(
     }
 }
 
-/// The first of the machine's TCP connections of `family` that `wanted`
-/// picks, with its owner's pid: a row of a `MIB_TCPTABLE_OWNER_PID` or
+/// The first of the machine's TCP connections of `family`, in the table
+/// `table_class`, that `wanted` picks, with its owner's pid: a row of a `MIB_TCPTABLE_OWNER_PID` or
 /// `MIB_TCP6TABLE_OWNER_PID`.
-fn find_connection<Row: Copy>(family: u16, wanted: impl Fn(&Row) -> bool) -> Option<Row> {
+fn find_connection<Row: Copy>(
+    family: u16,
+    table_class: TCP_TABLE_CLASS,
+    wanted: impl Fn(&Row) -> bool,
+) -> Option<Row> {
     let mut size = 0u32;
     let mut table: Vec<u64> = Vec::new();
     // The table may grow between asking its size and reading it.
@@ -341,7 +444,7 @@ fn find_connection<Row: Copy>(family: u16, wanted: impl Fn(&Row) -> bool) -> Opt
                 &mut size,
                 0,
                 u32::from(family),
-                TCP_TABLE_OWNER_PID_CONNECTIONS,
+                table_class,
                 0,
             )
         };
