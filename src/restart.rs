@@ -95,6 +95,7 @@ static RUNNING: AtomicBool = AtomicBool::new(false);
 pub struct Restart {
     program: OsString,
     args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
     fds: Vec<(String, OwnedFd)>,
     timeout: Duration,
 }
@@ -136,6 +137,7 @@ impl Restart {
         Restart {
             program: program.as_ref().to_owned(),
             args: args.into_iter().map(Into::into).collect(),
+            env: Vec::new(),
             fds: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
         }
@@ -256,6 +258,18 @@ impl Restart {
         Ok(self)
     }
 
+    /// Sets the variable `key` for the next generation, over this
+    /// process's value: a flag, say, that tells it it is not the first.
+    /// The variables of the socket-activation convention and
+    /// `NOTIFY_SOCKET` are the restart's own: [`spawn`](Restart::spawn)
+    /// refuses them.
+    #[must_use]
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Restart {
+        self.env
+            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
+    }
+
     /// How long to wait for the next generation to say it is ready
     /// ([`DEFAULT_TIMEOUT`], 30 seconds, unless set).
     #[must_use]
@@ -293,10 +307,12 @@ impl Restart {
     ///   killed;
     /// - [`ErrorKind::Other`]: it exited before it was ready (the message
     ///   gives its status);
+    /// - [`ErrorKind::InvalidInput`]: a variable of [`env`](Restart::env)
+    ///   is the restart's own, or holds a NUL byte;
     /// - [`ErrorKind::NotFound`] and the like: it could not be started.
     pub fn spawn(self) -> io::Result<Successor> {
         let _running = Running::claim()?;
-        let starting = Starting::start(&self.program, &self.args, &self.fds, self.timeout)?;
+        let starting = Starting::start(&self)?;
         // The copies of the fds are the next generation's now.
         drop(self);
         loop {
@@ -380,7 +396,7 @@ impl Restart {
         use tokio::io::Interest;
 
         let _running = Running::claim()?;
-        let starting = Starting::start(&self.program, &self.args, &self.fds, self.timeout)?;
+        let starting = Starting::start(&self)?;
         drop(self);
         let starting = Reaped(Some(starting));
         let result = async {
