@@ -36,6 +36,7 @@ use std::io::{self, ErrorKind};
 use std::time::Duration;
 
 use super::codec::{escape, unescape};
+#[cfg(unix)]
 use crate::{FdKind, SocketFamily, SocketType};
 
 /// The longest request line, in bytes, newline included.
@@ -43,7 +44,12 @@ pub const MAX_REQUEST: usize = 64 * 1024;
 
 /// The most names one `fetch` or `take` may ask for: the fds of one
 /// message.
+#[cfg(unix)]
 pub const MAX_FETCH: usize = crate::MAX_FDS;
+/// The most names one `fetch` or `take` may ask for: the sockets of one
+/// answer.
+#[cfg(windows)]
+pub const MAX_FETCH: usize = crate::MAX_HANDLES;
 
 /// How long a held fd is kept. The default is for as long as the holder
 /// runs.
@@ -398,6 +404,7 @@ impl Entry {
     /// [`kind`](Entry::kind), [`address`](Entry::address) and
     /// [`path`](Entry::path) filled in and the rest left empty.
     #[must_use]
+    #[cfg(unix)]
     pub fn describe(name: &str, kind: &FdKind) -> Entry {
         let lossy = |path: &std::path::Path| path.to_string_lossy().into_owned();
         let (kind, address, path) = match kind {
