@@ -355,10 +355,15 @@ impl Client {
         deadline: Instant,
     ) -> io::Result<(TcpStream, u32)> {
         let mut stream = self.connect(deadline)?;
-        let pid = self.check_holder(&stream)?;
         let explain = |e: io::Error| explained(e, &self.socket);
+        // The greeting is read first, and the holder checked after it,
+        // before anything is sent: a connection's accepting end is listed
+        // under its process only once that process has used it (under
+        // Wine, whose server accepts, and hands the process the socket at
+        // its first read or write).
         let mut greeting = Vec::new();
         read_line(&mut stream, &mut greeting, 1024, deadline).map_err(explain)?;
+        let pid = self.check_holder(&stream)?;
         parse_answer(&String::from_utf8_lossy(&greeting), GREETING)?;
         let mut bytes = request.line().into_bytes();
         if let Some(socket) = socket {
