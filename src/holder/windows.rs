@@ -13,12 +13,25 @@
 //! with [`Client::trust`] (the rule of [`PeerTrust`]). Each call has one
 //! deadline for the whole exchange ([`Client::timeout`]).
 //!
-//! The protocol is Unix's ([`protocol`]), with one change: a socket
-//! travels as the `WSAPROTOCOL_INFOW` record that `WSADuplicateSocketW`
-//! fills for the process that receives it, in place of an `SCM_RIGHTS`
-//! fd. A store's record follows its request line, made for the holder's
-//! pid; the records of a fetch or take follow the `ok` line, made for the
-//! pid of the client that asked, one per name, in order.
+//! The protocol is Unix's ([`protocol`]), with these changes:
+//! - A socket travels as the `WSAPROTOCOL_INFOW` record that
+//!   `WSADuplicateSocketW` fills for the process that receives it, in place
+//!   of an `SCM_RIGHTS` fd. A store's record follows its request line, made
+//!   for the holder's pid; the records of a fetch or take follow the `ok`
+//!   line, made for the pid of the client that asked, one per name, in
+//!   order.
+//! - The greeting is followed by the line `pid PID`, the holder's process
+//!   id. The client holds it to the connection table's owner of the
+//!   holder's end; where the table does not name one (Wine leaves the
+//!   owner of every accepted and listening socket unknown), it has the
+//!   holder prove it: it sends `prove\n` and the record of a UDP socket of
+//!   its own, made for that pid, to which it has sent a random nonce; only
+//!   process PID can open the record and read the nonce, which the holder
+//!   answers as `proved HEX\n`. Then the client's request follows.
+//!
+//! The holder learns each client's process from the connection table
+//! (the owner of the client's end, which Wine names too), and its user from
+//! that process's token.
 //!
 //! # Examples
 //!
@@ -47,7 +60,7 @@ pub use self::server::{
 };
 
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::os::windows::io::{AsSocket, BorrowedSocket, OwnedSocket};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -356,15 +369,26 @@ impl Client {
     ) -> io::Result<(TcpStream, u32)> {
         let mut stream = self.connect(deadline)?;
         let explain = |e: io::Error| explained(e, &self.socket);
-        // The greeting is read first, and the holder checked after it,
-        // before anything is sent: a connection's accepting end is listed
-        // under its process only once that process has used it (under
-        // Wine, whose server accepts, and hands the process the socket at
-        // its first read or write).
         let mut greeting = Vec::new();
-        read_line(&mut stream, &mut greeting, 1024, deadline).map_err(explain)?;
-        let pid = self.check_holder(&stream)?;
-        parse_answer(&String::from_utf8_lossy(&greeting), GREETING)?;
+        read_lines(&mut stream, &mut greeting, 2, 1024, deadline).map_err(explain)?;
+        let greeting = String::from_utf8_lossy(&greeting);
+        let rest = parse_answer(&greeting, GREETING)?;
+        let claimed = rest
+            .strip_prefix("pid ")
+            .and_then(|rest| rest.strip_suffix('\n'))
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .ok_or_else(|| {
+                io::Error::new(
+                    ErrorKind::InvalidData,
+                    format!(
+                        "the peer at {} is not an fdpass holder for Windows: it did not say its pid",
+                        self.socket
+                    ),
+                )
+            })?;
+        let pid = self
+            .check_holder(&mut stream, claimed, deadline)
+            .map_err(explain)?;
         let mut bytes = request.line().into_bytes();
         if let Some(socket) = socket {
             bytes.extend_from_slice(&sys::duplicate_socket(socket, pid)?);
@@ -417,8 +441,15 @@ impl Client {
         }
     }
 
-    /// Trusts only a holder that [`Client::trust`] trusts; its pid.
-    fn check_holder(&self, stream: &TcpStream) -> io::Result<u32> {
+    /// Trusts only a holder that [`Client::trust`] trusts, in the process
+    /// it `claimed`: the connection table's owner of its end, or where the
+    /// table names none, the process that proves it is `claimed`. Its pid.
+    fn check_holder(
+        &self,
+        stream: &mut TcpStream,
+        claimed: u32,
+        deadline: Instant,
+    ) -> io::Result<u32> {
         let refused = |err: io::Error| {
             io::Error::new(
                 err.kind(),
@@ -428,15 +459,57 @@ impl Client {
                 ),
             )
         };
-        let peer = crate::peer_credentials(stream).map_err(refused)?;
+        match sys::peer_pid(stream.as_socket()) {
+            Some(owner) if owner != claimed => {
+                return Err(refused(io::Error::new(
+                    ErrorKind::PermissionDenied,
+                    format!(
+                        "it says it is process {claimed}, and process {owner} owns the connection"
+                    ),
+                )))
+            }
+            Some(_) => {}
+            None => prove(stream, claimed, deadline).map_err(refused)?,
+        }
+        let peer = crate::PeerCredentials {
+            user: sys::process_user(claimed).map_err(refused)?,
+            pid: Some(claimed),
+        };
         self.trust.check(&peer).map_err(refused)?;
-        peer.pid.ok_or_else(|| {
-            refused(io::Error::new(
-                ErrorKind::PermissionDenied,
-                "its process cannot be told",
-            ))
-        })
+        Ok(claimed)
     }
+}
+
+/// Has the peer prove that it is process `pid`: it is sent the record of a
+/// UDP socket made for `pid` alone, to which a random nonce was sent, and
+/// must answer the nonce.
+fn prove(stream: &mut TcpStream, pid: u32, deadline: Instant) -> io::Result<()> {
+    let nonce: [u8; 16] = sys::random_bytes()?;
+    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+    UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?.send_to(&nonce, socket.local_addr()?)?;
+    let mut bytes = PROVE.as_bytes().to_vec();
+    bytes.extend_from_slice(&sys::duplicate_socket(socket.as_socket(), pid)?);
+    set_deadline(stream, deadline)?;
+    stream.write_all(&bytes)?;
+    let mut answer = Vec::new();
+    read_line(stream, &mut answer, 1024, deadline)?;
+    let expected = format!("proved {}\n", hex(&nonce));
+    if answer != expected.as_bytes() {
+        return Err(io::Error::new(
+            ErrorKind::PermissionDenied,
+            format!("it says it is process {pid}, and could not prove it"),
+        ));
+    }
+    Ok(())
+}
+
+/// What a client sends for the holder to prove its pid, before the
+/// socket's record.
+pub(crate) const PROVE: &str = "prove\n";
+
+/// Bytes in lower-case hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The names of a fetch, checked.
@@ -581,8 +654,20 @@ fn read_line(
     max: usize,
     deadline: Instant,
 ) -> io::Result<()> {
+    read_lines(stream, buf, 1, max, deadline)
+}
+
+/// Reads `lines` lines (or to the end of the stream), at most `max`
+/// bytes, into `buf`.
+fn read_lines(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    lines: usize,
+    max: usize,
+    deadline: Instant,
+) -> io::Result<()> {
     let mut chunk = [0; 256];
-    while !buf.contains(&b'\n') {
+    while buf.iter().filter(|&&b| b == b'\n').count() < lines {
         if buf.len() >= max {
             return Err(io::Error::new(
                 ErrorKind::InvalidData,

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::windows::io::{AsSocket, OwnedSocket};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use super::codec::{commit_received, GREETING};
 use super::machine::{Answer, Caller, Effect, Holder, Os, Reservation};
 use super::protocol::{Entry, Refusal, RefusalKind, Request, MAX_REQUEST};
-use super::{unix_now, SOCKET_RECORD_LEN};
+use super::{hex, unix_now, PROVE, SOCKET_RECORD_LEN};
 use crate::{sys, PeerTrust};
 
 /// The most names a holder holds unless told.
@@ -370,7 +370,7 @@ impl Client {
     /// Greets, reads the request (and a store's socket), and answers.
     fn exchange(&self, stream: &mut TcpStream, pid: u32) -> io::Result<()> {
         self.set_deadline(stream)?;
-        stream.write_all(GREETING.as_bytes())?;
+        stream.write_all(format!("{GREETING}pid {}\n", sys::current_pid()).as_bytes())?;
         let (request, socket) = match self.read_request(stream)? {
             Ok(read) => read,
             Err(refusal) => {
@@ -434,9 +434,40 @@ impl Client {
         &self,
         stream: &mut TcpStream,
     ) -> io::Result<Result<(Request, Option<OwnedSocket>), Refusal>> {
+        let mut line = match self.read_line(stream)? {
+            Ok(line) => line,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        if line == PROVE.as_bytes() {
+            if let Err(refusal) = self.prove(stream)? {
+                return Ok(Err(refusal));
+            }
+            line = match self.read_line(stream)? {
+                Ok(line) => line,
+                Err(refusal) => return Ok(Err(refusal)),
+            };
+        }
+        line.pop();
+        let Ok(text) = std::str::from_utf8(&line) else {
+            return Ok(Err(Refusal::invalid("the request is not text")));
+        };
+        let request = match Request::parse(text) {
+            Ok(request) => request,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        if !matches!(request, Request::Store { .. }) {
+            return Ok(Ok((request, None)));
+        }
+        Ok(self
+            .read_socket(stream)?
+            .map(|socket| (request, Some(socket))))
+    }
+
+    /// Reads one line, byte by byte (a record that may follow is not to be
+    /// read with it); a refusal past [`MAX_REQUEST`] bytes.
+    fn read_line(&self, stream: &mut TcpStream) -> io::Result<Result<Vec<u8>, Refusal>> {
         let mut line = Vec::new();
         let mut byte = [0u8; 1];
-        // Byte by byte: the record that may follow is not to be read here.
         while line.last() != Some(&b'\n') {
             if line.len() >= MAX_REQUEST {
                 return Ok(Err(Refusal::invalid(format!(
@@ -449,16 +480,12 @@ impl Client {
             }
             line.push(byte[0]);
         }
-        let Ok(text) = std::str::from_utf8(&line) else {
-            return Ok(Err(Refusal::invalid("the request is not text")));
-        };
-        let request = match Request::parse(text) {
-            Ok(request) => request,
-            Err(refusal) => return Ok(Err(refusal)),
-        };
-        if !matches!(request, Request::Store { .. }) {
-            return Ok(Ok((request, None)));
-        }
+        Ok(Ok(line))
+    }
+
+    /// Reads a socket's record and opens it; a refusal for a record cut
+    /// short, or made for another process.
+    fn read_socket(&self, stream: &mut TcpStream) -> io::Result<Result<OwnedSocket, Refusal>> {
         let mut record = [0u8; SOCKET_RECORD_LEN];
         let mut filled = 0;
         while filled < record.len() {
@@ -466,18 +493,34 @@ impl Client {
             match stream.read(&mut record[filled..])? {
                 0 => {
                     return Ok(Err(Refusal::invalid(
-                        "store came without a whole socket record (WSAPROTOCOL_INFOW)",
+                        "the socket's record (WSAPROTOCOL_INFOW) was cut short",
                     )))
                 }
                 n => filled += n,
             }
         }
-        match sys::socket_from_info(&record) {
-            Ok(socket) => Ok(Ok((request, Some(socket)))),
-            Err(err) => Ok(Err(Refusal::invalid(format!(
-                "{err}: a store's record is made by WSADuplicateSocketW for the holder's pid"
-            )))),
-        }
+        Ok(sys::socket_from_info(&record).map_err(|err| {
+            Refusal::invalid(format!(
+                "{err}: a socket's record is made by WSADuplicateSocketW for the holder's pid"
+            ))
+        }))
+    }
+
+    /// Proves this process's pid to a client: reads the nonce that waits
+    /// on the UDP socket whose record it sent, made for this process
+    /// alone, and answers it.
+    fn prove(&self, stream: &mut TcpStream) -> io::Result<Result<(), Refusal>> {
+        let socket = match self.read_socket(stream)? {
+            Ok(socket) => UdpSocket::from(socket),
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        socket.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+        let mut nonce = [0u8; 64];
+        let got = socket.recv(&mut nonce)?;
+        self.set_deadline(stream)?;
+        stream.write_all(format!("proved {}\n", hex(&nonce[..got])).as_bytes())?;
+        Ok(Ok(()))
     }
 
     /// Reads the client's `commit`: whether it came.
