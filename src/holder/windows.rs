@@ -5,12 +5,11 @@
 //! The holder listens on loopback TCP, named `tcp:127.0.0.1:PORT` (an
 //! `AF_UNIX` path, which Windows 10 1803 and later have, is not supported
 //! yet). A [`Client`] makes one request per call, on a connection of its
-//! own, and trusts only a holder of the right user: before it sends
-//! anything it learns the process at the other end of the connection (the
-//! machine's TCP table names the owner of each connection's end,
-//! `GetExtendedTcpTable`) and the user that process runs as (its token's
-//! SID), which must be this process's own, `LocalSystem`'s, or one allowed
-//! with [`Client::trust`] (the rule of [`PeerTrust`]). Each call has one
+//! own, and trusts only a holder of the right user: before it sends its
+//! request it has the holder prove its process id (below) and learns the
+//! user that process runs as (its token's SID), which must be this
+//! process's own, `LocalSystem`'s, or one allowed with [`Client::trust`]
+//! (the rule of [`PeerTrust`]). Each call has one
 //! deadline for the whole exchange ([`Client::timeout`]).
 //!
 //! The protocol is Unix's ([`protocol`]), with these changes:
@@ -21,17 +20,22 @@
 //!   line, made for the pid of the client that asked, one per name, in
 //!   order.
 //! - The greeting is followed by the line `pid PID`, the holder's process
-//!   id. The client holds it to the connection table's owner of the
-//!   holder's end; where the table does not name one (Wine leaves the
-//!   owner of every accepted and listening socket unknown), it has the
-//!   holder prove it: it sends `prove\n` and the record of a UDP socket of
-//!   its own, made for that pid, to which it has sent a random nonce; only
+//!   id, which the holder proves before the client sends its request: the
+//!   client sends `prove` (a line) and the record of a UDP socket of its
+//!   own, made for that pid, to which it has sent a random nonce; only
 //!   process PID can open the record and read the nonce, which the holder
-//!   answers as `proved HEX\n`. Then the client's request follows.
+//!   answers as `proved HEX` (a line).
 //!
-//! The holder learns each client's process from the connection table
-//! (the owner of the client's end, which Wine names too), and its user from
-//! that process's token.
+//! How each side learns who the other is, on loopback TCP:
+//! - the holder learns the client's process from the machine's connection
+//!   table (`GetExtendedTcpTable`: the owner of the client's end of the
+//!   connection), and its user from that process's token (`OpenProcess`,
+//!   `OpenProcessToken`, `GetTokenInformation(TokenUser)`);
+//! - the client learns the holder's process from the proof above (the
+//!   table would do on Windows, but under Wine it names no owner for an
+//!   accepted or listening socket, and each lookup there costs in
+//!   proportion to every connection of the machine), and its user from
+//!   that process's token.
 //!
 //! # Examples
 //!
@@ -442,8 +446,7 @@ impl Client {
     }
 
     /// Trusts only a holder that [`Client::trust`] trusts, in the process
-    /// it `claimed`: the connection table's owner of its end, or where the
-    /// table names none, the process that proves it is `claimed`. Its pid.
+    /// it `claimed`, which it proves it is. Its pid.
     fn check_holder(
         &self,
         stream: &mut TcpStream,
@@ -459,18 +462,7 @@ impl Client {
                 ),
             )
         };
-        match sys::peer_pid(stream.as_socket()) {
-            Some(owner) if owner != claimed => {
-                return Err(refused(io::Error::new(
-                    ErrorKind::PermissionDenied,
-                    format!(
-                        "it says it is process {claimed}, and process {owner} owns the connection"
-                    ),
-                )))
-            }
-            Some(_) => {}
-            None => prove(stream, claimed, deadline).map_err(refused)?,
-        }
+        prove(stream, claimed, deadline).map_err(refused)?;
         let peer = crate::PeerCredentials {
             user: sys::process_user(claimed).map_err(refused)?,
             pid: Some(claimed),

@@ -21,7 +21,7 @@ use windows_sys::Win32::Foundation::{
 };
 use windows_sys::Win32::NetworkManagement::IpHelper::{
     GetExtendedTcpTable, MIB_TCP6ROW_OWNER_PID, MIB_TCPROW_OWNER_PID, TCP_TABLE_CLASS,
-    TCP_TABLE_OWNER_PID_ALL, TCP_TABLE_OWNER_PID_CONNECTIONS, TCP_TABLE_OWNER_PID_LISTENER,
+    TCP_TABLE_OWNER_PID_ALL, TCP_TABLE_OWNER_PID_CONNECTIONS,
 };
 use windows_sys::Win32::Networking::WinSock::{
     getpeername, getsockname, getsockopt, recv as ws_recv, WSADuplicateSocketW, WSAGetLastError,
@@ -331,10 +331,7 @@ impl Process {
 /// tell: `SIO_AF_UNIX_GETPEERPID` on an AF_UNIX socket; for TCP, the owner
 /// of the peer's end of the connection in the machine's connection table
 /// (`GetExtendedTcpTable`), which lists it only when the peer is on this
-/// machine; where the table does not say who owns the peer's end (Wine
-/// leaves the owner of an accepted connection unknown), the owner of the
-/// socket listening at the address this socket connected to, which is
-/// the process that accepted it. `None` where it cannot tell.
+/// machine. `None` where it cannot tell.
 pub(crate) fn peer_pid(socket: BorrowedSocket<'_>) -> Option<u32> {
     unix_peer_pid(socket)
         .or_else(|| tcp_peer_pid(socket, TCP_TABLE_OWNER_PID_CONNECTIONS))
@@ -343,40 +340,6 @@ pub(crate) fn peer_pid(socket: BorrowedSocket<'_>) -> Option<u32> {
         // systemfd's protocol does at once); the table of every state,
         // slower, has it.
         .or_else(|| tcp_peer_pid(socket, TCP_TABLE_OWNER_PID_ALL))
-        .or_else(|| listener_pid(address(socket, getpeername)?))
-}
-
-/// The owner of the socket listening at `there`: one bound to that very
-/// address, else one bound to every address (`0.0.0.0`, `::`) at its
-/// port.
-fn listener_pid(there: SocketAddr) -> Option<u32> {
-    let owner = match there {
-        SocketAddr::V4(there) => {
-            let at = |ip: [u8; 4]| {
-                find_connection(
-                    AF_INET,
-                    TCP_TABLE_OWNER_PID_LISTENER,
-                    |row: &MIB_TCPROW_OWNER_PID| {
-                        (row.dwLocalAddr.to_ne_bytes(), port(row.dwLocalPort)) == (ip, there.port())
-                    },
-                )
-            };
-            at(there.ip().octets()).or_else(|| at([0; 4]))?.dwOwningPid
-        }
-        SocketAddr::V6(there) => {
-            let at = |ip: [u8; 16]| {
-                find_connection(
-                    AF_INET6,
-                    TCP_TABLE_OWNER_PID_LISTENER,
-                    |row: &MIB_TCP6ROW_OWNER_PID| {
-                        (row.ucLocalAddr, port(row.dwLocalPort)) == (ip, there.port())
-                    },
-                )
-            };
-            at(there.ip().octets()).or_else(|| at([0; 16]))?.dwOwningPid
-        }
-    };
-    (owner != 0).then_some(owner)
 }
 
 fn unix_peer_pid(socket: BorrowedSocket<'_>) -> Option<u32> {
