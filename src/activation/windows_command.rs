@@ -21,6 +21,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// unanswered, so that a flood of idle connections holds no more threads.
 const MOST_AT_ONCE: usize = 8;
 
+/// How long the server waits for the connection table to name a
+/// request's process.
+const PEER_LOOKUP: Duration = Duration::from_secs(2);
+
 /// The most refusals kept for [`Child::wait_handover`]'s error.
 const MOST_REFUSALS: usize = 8;
 
@@ -394,7 +398,11 @@ impl Judge {
             }
         }
         let request = Request::parse(&request)?;
-        let peer = sys::peer_pid(connection.as_socket());
+        // The connection table's owner, where it answers in time (under
+        // Wine it may take longer than the program waits); the records
+        // are made for the pid named, which alone can open them on
+        // Windows.
+        let peer = sys::peer_pid_within(connection.as_socket(), PEER_LOOKUP);
         systemfd::judge(&request, &self.secret, self.pid, peer)?;
         match request.ask {
             Ask::Sockets => Ok(()),

@@ -20,22 +20,21 @@
 //!   line, made for the pid of the client that asked, one per name, in
 //!   order.
 //! - The greeting is followed by the line `pid PID`, the holder's process
-//!   id, which the holder proves before the client sends its request: the
-//!   client sends `prove` (a line) and the record of a UDP socket of its
-//!   own, made for that pid, to which it has sent a random nonce; only
-//!   process PID can open the record and read the nonce, which the holder
-//!   answers as `proved HEX` (a line).
+//!   id. Then each side proves its pid to the other, before any request:
+//!   the client sends `prove PID` (its own pid, a line) and the record of
+//!   a UDP socket made for the holder's pid alone, to which it has sent a
+//!   random nonce; the holder answers `proved HEX` (the nonce it read from
+//!   that socket, a line) and a challenge of its own, made for the pid the
+//!   client named; the client answers it in turn, once it trusts the
+//!   holder's user, and sends its request. Only the process a record was
+//!   made for can open it (`WSASocketW`).
 //!
-//! How each side learns who the other is, on loopback TCP:
-//! - the holder learns the client's process from the machine's connection
-//!   table (`GetExtendedTcpTable`: the owner of the client's end of the
-//!   connection), and its user from that process's token (`OpenProcess`,
-//!   `OpenProcessToken`, `GetTokenInformation(TokenUser)`);
-//! - the client learns the holder's process from the proof above (the
-//!   table would do on Windows, but under Wine it names no owner for an
-//!   accepted or listening socket, and each lookup there costs in
-//!   proportion to every connection of the machine), and its user from
-//!   that process's token.
+//! Each side learns the other's user from the proved process's token
+//! (`OpenProcess`, `OpenProcessToken`, `GetTokenInformation(TokenUser)`),
+//! and trusts it by [`PeerTrust`]'s rule. The proof takes the place of the
+//! connection table (`GetExtendedTcpTable`), which names the owner of a
+//! connection's end on Windows, but under Wine names none for an accepted
+//! socket, and there costs seconds a lookup on a busy machine.
 //!
 //! # Examples
 //!
@@ -446,7 +445,8 @@ impl Client {
     }
 
     /// Trusts only a holder that [`Client::trust`] trusts, in the process
-    /// it `claimed`, which it proves it is. Its pid.
+    /// it `claimed`, which it proves it is; proves this process's pid to
+    /// it in turn. Its pid.
     fn check_holder(
         &self,
         stream: &mut TcpStream,
@@ -462,42 +462,97 @@ impl Client {
                 ),
             )
         };
-        prove(stream, claimed, deadline).map_err(refused)?;
+        let proof = prove(stream, claimed, deadline).map_err(refused)?;
         let peer = crate::PeerCredentials {
             user: sys::process_user(claimed).map_err(refused)?,
             pid: Some(claimed),
         };
         self.trust.check(&peer).map_err(refused)?;
+        set_deadline(stream, deadline)?;
+        stream.write_all(proof.as_bytes())?;
         Ok(claimed)
     }
 }
 
-/// Has the peer prove that it is process `pid`: it is sent the record of a
-/// UDP socket made for `pid` alone, to which a random nonce was sent, and
-/// must answer the nonce.
-fn prove(stream: &mut TcpStream, pid: u32, deadline: Instant) -> io::Result<()> {
-    let nonce: [u8; 16] = sys::random_bytes()?;
-    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
-    UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?.send_to(&nonce, socket.local_addr()?)?;
-    let mut bytes = PROVE.as_bytes().to_vec();
-    bytes.extend_from_slice(&sys::duplicate_socket(socket.as_socket(), pid)?);
-    set_deadline(stream, deadline)?;
-    stream.write_all(&bytes)?;
-    let mut answer = Vec::new();
-    read_line(stream, &mut answer, 1024, deadline)?;
-    let expected = format!("proved {}\n", hex(&nonce));
-    if answer != expected.as_bytes() {
-        return Err(io::Error::new(
-            ErrorKind::PermissionDenied,
-            format!("it says it is process {pid}, and could not prove it"),
-        ));
-    }
-    Ok(())
+/// A challenge for process `pid` to prove it is that process: a UDP
+/// socket, a random nonce sent to it, and the socket's record made for
+/// `pid` alone. Only that process can open the record and read the nonce.
+pub(crate) struct Challenge {
+    _socket: UdpSocket,
+    nonce: [u8; 16],
+    pub(crate) record: [u8; SOCKET_RECORD_LEN],
 }
 
-/// What a client sends for the holder to prove its pid, before the
-/// socket's record.
-pub(crate) const PROVE: &str = "prove\n";
+impl Challenge {
+    pub(crate) fn new(pid: u32) -> io::Result<Challenge> {
+        let nonce: [u8; 16] = sys::random_bytes()?;
+        let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+        UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?.send_to(&nonce, socket.local_addr()?)?;
+        let record = sys::duplicate_socket(socket.as_socket(), pid)?;
+        Ok(Challenge {
+            _socket: socket,
+            nonce,
+            record,
+        })
+    }
+
+    /// Whether `line` is the answer: `proved HEX` and its newline.
+    pub(crate) fn answered_by(&self, line: &[u8]) -> bool {
+        line == format!("{PROVED}{}\n", hex(&self.nonce)).as_bytes()
+    }
+}
+
+/// The answer to a challenge whose `record` was made for this process:
+/// the line `proved HEX`, read from the socket it opens, within the
+/// deadline.
+pub(crate) fn answer(record: &[u8; SOCKET_RECORD_LEN], deadline: Instant) -> io::Result<String> {
+    let socket = UdpSocket::from(sys::socket_from_info(record)?);
+    let left = deadline.saturating_duration_since(Instant::now());
+    socket.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+    let mut nonce = [0u8; 64];
+    let got = socket.recv(&mut nonce)?;
+    Ok(format!("{PROVED}{}\n", hex(&nonce[..got])))
+}
+
+/// Has the holder prove that it is process `holder`, and proves that this
+/// is this process: sends `prove PID` and a challenge, checks the answer,
+/// and answers the holder's challenge; the line of that answer, to go
+/// before the request once the holder's user is checked.
+fn prove(stream: &mut TcpStream, holder: u32, deadline: Instant) -> io::Result<String> {
+    let challenge = Challenge::new(holder)?;
+    let mut bytes = format!("{PROVE}{}\n", sys::current_pid()).into_bytes();
+    bytes.extend_from_slice(&challenge.record);
+    set_deadline(stream, deadline)?;
+    stream.write_all(&bytes)?;
+    let mut line = Vec::new();
+    read_line(stream, &mut line, 1024, deadline)?;
+    let end = line
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(line.len(), |i| i + 1);
+    let mut record = line.split_off(end);
+    if !challenge.answered_by(&line) {
+        parse_answer(&String::from_utf8_lossy(&line), PROVED)?;
+        return Err(io::Error::new(
+            ErrorKind::PermissionDenied,
+            format!("it says it is process {holder}, and could not prove it"),
+        ));
+    }
+    let had = record.len().min(SOCKET_RECORD_LEN);
+    record.resize(SOCKET_RECORD_LEN, 0);
+    read_exact(stream, &mut record[had..], deadline)?;
+    let record: [u8; SOCKET_RECORD_LEN] = record
+        .try_into()
+        .map_err(|_| io::Error::from(ErrorKind::InvalidData))?;
+    answer(&record, deadline)
+}
+
+/// What a client sends first, with its pid: `prove PID`, then a challenge
+/// for the holder.
+pub(crate) const PROVE: &str = "prove ";
+
+/// The start of the answer to a challenge.
+pub(crate) const PROVED: &str = "proved ";
 
 /// Bytes in lower-case hex.
 pub(crate) fn hex(bytes: &[u8]) -> String {

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{TcpListener, TcpStream};
 use std::os::windows::io::{AsSocket, OwnedSocket};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use super::codec::{commit_received, GREETING};
 use super::machine::{Answer, Caller, Effect, Holder, Os, Reservation};
 use super::protocol::{Entry, Refusal, RefusalKind, Request, MAX_REQUEST};
-use super::{hex, unix_now, PROVE, SOCKET_RECORD_LEN};
+use super::{unix_now, Challenge, PROVE, SOCKET_RECORD_LEN};
 use crate::{sys, PeerTrust};
 
 /// The most names a holder holds unless told.
@@ -350,27 +350,79 @@ impl Client {
     }
 
     fn serve(self, mut stream: TcpStream) {
-        let peer = match crate::peer_credentials(&stream) {
-            Ok(peer) => peer,
-            Err(err) => {
-                return self.turn_away(stream, &Refusal::new(RefusalKind::Denied, err.to_string()))
+        match self.check_client(&mut stream) {
+            Ok(Ok(pid)) => {
+                if let Err(err) = self.exchange(&mut stream, pid) {
+                    (self.shared.log)(&format!("client pid {pid}: {err}"));
+                }
             }
-        };
-        if let Err(err) = self.trust.check(&peer) {
-            return self.turn_away(stream, &Refusal::new(RefusalKind::Denied, err.to_string()));
-        }
-        let Some(pid) = peer.pid else {
-            return;
-        };
-        if let Err(err) = self.exchange(&mut stream, pid) {
-            (self.shared.log)(&format!("client pid {pid}: {err}"));
+            Ok(Err(refusal)) => self.turn_away(stream, &refusal),
+            Err(err) => (self.shared.log)(&format!("a client that did not prove its pid: {err}")),
         }
     }
 
-    /// Greets, reads the request (and a store's socket), and answers.
-    fn exchange(&self, stream: &mut TcpStream, pid: u32) -> io::Result<()> {
+    /// Greets the client, with this process's pid, and has it prove its
+    /// own: its pid once it has, and runs as a user trusted.
+    fn check_client(&self, stream: &mut TcpStream) -> io::Result<Result<u32, Refusal>> {
         self.set_deadline(stream)?;
         stream.write_all(format!("{GREETING}pid {}\n", sys::current_pid()).as_bytes())?;
+        let line = match self.read_line(stream)? {
+            Ok(line) => line,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let claimed = std::str::from_utf8(&line).ok().and_then(|line| {
+            line.strip_prefix(PROVE)?
+                .strip_suffix('\n')?
+                .parse::<u32>()
+                .ok()
+        });
+        let Some(claimed) = claimed else {
+            return Ok(Err(Refusal::invalid(
+                "a client first proves its pid: prove PID, and a challenge (io_fdpass::holder::Client on Windows)",
+            )));
+        };
+        let record = match self.read_record(stream)? {
+            Ok(record) => record,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let denied = |why: String| Ok(Err(Refusal::new(RefusalKind::Denied, why)));
+        let proof = match super::answer(&record, self.deadline) {
+            Ok(proof) => proof,
+            Err(err) => return denied(format!("the challenge cannot be answered: {err}")),
+        };
+        let challenge = match Challenge::new(claimed) {
+            Ok(challenge) => challenge,
+            Err(err) => {
+                return denied(format!(
+                    "no challenge can be made for process {claimed}: {err}"
+                ))
+            }
+        };
+        self.set_deadline(stream)?;
+        let mut bytes = proof.into_bytes();
+        bytes.extend_from_slice(&challenge.record);
+        stream.write_all(&bytes)?;
+        let line = match self.read_line(stream)? {
+            Ok(line) => line,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        if !challenge.answered_by(&line) {
+            return denied(format!(
+                "the client says it is process {claimed}, and could not prove it"
+            ));
+        }
+        let peer = crate::PeerCredentials {
+            user: sys::process_user(claimed)?,
+            pid: Some(claimed),
+        };
+        if let Err(err) = self.trust.check(&peer) {
+            return denied(err.to_string());
+        }
+        Ok(Ok(claimed))
+    }
+
+    /// Reads the request (and a store's socket), and answers.
+    fn exchange(&self, stream: &mut TcpStream, pid: u32) -> io::Result<()> {
         let (request, socket) = match self.read_request(stream)? {
             Ok(read) => read,
             Err(refusal) => {
@@ -438,15 +490,6 @@ impl Client {
             Ok(line) => line,
             Err(refusal) => return Ok(Err(refusal)),
         };
-        if line == PROVE.as_bytes() {
-            if let Err(refusal) = self.prove(stream)? {
-                return Ok(Err(refusal));
-            }
-            line = match self.read_line(stream)? {
-                Ok(line) => line,
-                Err(refusal) => return Ok(Err(refusal)),
-            };
-        }
         line.pop();
         let Ok(text) = std::str::from_utf8(&line) else {
             return Ok(Err(Refusal::invalid("the request is not text")));
@@ -486,6 +529,22 @@ impl Client {
     /// Reads a socket's record and opens it; a refusal for a record cut
     /// short, or made for another process.
     fn read_socket(&self, stream: &mut TcpStream) -> io::Result<Result<OwnedSocket, Refusal>> {
+        let record = match self.read_record(stream)? {
+            Ok(record) => record,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        Ok(sys::socket_from_info(&record).map_err(|err| {
+            Refusal::invalid(format!(
+                "{err}: a socket's record is made by WSADuplicateSocketW for the holder's pid"
+            ))
+        }))
+    }
+
+    /// Reads a socket's record; a refusal for one cut short.
+    fn read_record(
+        &self,
+        stream: &mut TcpStream,
+    ) -> io::Result<Result<[u8; SOCKET_RECORD_LEN], Refusal>> {
         let mut record = [0u8; SOCKET_RECORD_LEN];
         let mut filled = 0;
         while filled < record.len() {
@@ -499,28 +558,7 @@ impl Client {
                 n => filled += n,
             }
         }
-        Ok(sys::socket_from_info(&record).map_err(|err| {
-            Refusal::invalid(format!(
-                "{err}: a socket's record is made by WSADuplicateSocketW for the holder's pid"
-            ))
-        }))
-    }
-
-    /// Proves this process's pid to a client: reads the nonce that waits
-    /// on the UDP socket whose record it sent, made for this process
-    /// alone, and answers it.
-    fn prove(&self, stream: &mut TcpStream) -> io::Result<Result<(), Refusal>> {
-        let socket = match self.read_socket(stream)? {
-            Ok(socket) => UdpSocket::from(socket),
-            Err(refusal) => return Ok(Err(refusal)),
-        };
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        socket.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
-        let mut nonce = [0u8; 64];
-        let got = socket.recv(&mut nonce)?;
-        self.set_deadline(stream)?;
-        stream.write_all(format!("proved {}\n", hex(&nonce[..got])).as_bytes())?;
-        Ok(Ok(()))
+        Ok(Ok(record))
     }
 
     /// Reads the client's `commit`: whether it came.
