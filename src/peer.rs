@@ -185,14 +185,14 @@ pub fn refuse_fds(socket: impl AsFd) -> io::Result<bool> {
 /// the client that connected.
 ///
 /// A peer is trusted when its uid (from [`peer_credentials`]) is this
-/// process's real uid, 0, or one allowed with [`PeerTrust::allow_uid`], or
-/// its gid is one allowed with [`PeerTrust::allow_gid`]. Its `Display`
+/// process's real uid, 0, or one allowed with `PeerTrust::allow_uid`, or
+/// its gid is one allowed with `PeerTrust::allow_gid`. Its `Display`
 /// says whom it trusts: `uid 1000 and root`.
 ///
 /// On Windows the same rule holds of users named by SIDs: a peer is
 /// trusted when its process runs as this process's user, as `LocalSystem`
 /// (`S-1-5-18`, Windows's root), or as one allowed with
-/// [`PeerTrust::allow_user`]; there are no groups to allow.
+/// `PeerTrust::allow_user`; there are no groups to allow.
 ///
 /// # Examples
 ///

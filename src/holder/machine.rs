@@ -52,7 +52,7 @@ pub trait Os {
 
     /// What `fd` is, as a `list` entry named `name`, with its
     /// [`kind`](Entry::kind), [`address`](Entry::address) and
-    /// [`path`](Entry::path) (on Unix, from [`FdKind::of`](crate::FdKind::of)).
+    /// [`path`](Entry::path) (on Unix, from `FdKind::of`).
     fn describe(&self, name: &str, fd: &Self::Fd) -> Entry;
 
     /// A copy of `fd` to send, sharing its open file description (`dup`).

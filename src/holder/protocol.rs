@@ -381,7 +381,7 @@ pub struct Entry {
     /// Its name.
     pub name: String,
     /// What it is, in a word or three: `tcp listener`, `unix stream`,
-    /// `udp`, `pipe`, `file`, … (see [`Entry::describe`]).
+    /// `udp`, `pipe`, `file`, … (see `Entry::describe`).
     pub kind: String,
     /// A socket's local address: `127.0.0.1:8080`, `/run/app.sock`.
     pub address: Option<String>,
