@@ -166,7 +166,7 @@ mod procfs;
 mod received;
 #[cfg(any(windows, test, fuzzing))]
 mod record;
-#[cfg(unix)]
+#[cfg_attr(windows, path = "restart/windows.rs")]
 pub mod restart;
 mod slots;
 mod sys;

@@ -188,10 +188,10 @@ fn a_peer_naming_another_pid_or_not_the_pid_it_names_is_refused() {
         panic!("the program says {said:?}")
     };
     // This process knows the secret now, and names the program's pid:
-    // Windows says who is at the other end of the connection.
+    // Windows says who is at the other end of the connection (asked while
+    // it is whole, in the line form of io-fdpass's server).
     let mut ask = TcpStream::connect(server).unwrap();
-    write!(ask, "{secret}|{}", program.id()).unwrap();
-    ask.shutdown(Shutdown::Write).unwrap();
+    writeln!(ask, "{secret}|{}", program.id()).unwrap();
     let mut got = Vec::new();
     ask.read_to_end(&mut got).unwrap();
     assert_eq!(
@@ -230,11 +230,11 @@ fn against_a_fake_server(test: &str, role: &str, answer: &[u8]) -> String {
         .spawn()
         .unwrap();
     let (told, _) = channel.accept().unwrap();
-    let (mut asked, _) = server.accept().unwrap();
-    let mut request = Vec::new();
-    asked.read_to_end(&mut request).unwrap();
+    let (asked, _) = server.accept().unwrap();
+    // LISTEN_FDS is set, so the request is of the line form.
     let expected = format!("59fb60fe-2634-4ec8-aa81-038793888c8e|{}", program.id());
-    assert_eq!(String::from_utf8_lossy(&request), expected);
+    assert_eq!(line(&asked), expected);
+    let mut asked = asked;
     asked.write_all(answer).unwrap();
     drop(asked);
     let said = line(&told);

@@ -3,14 +3,14 @@
 //! sockets, duplicated for its pid with `WSADuplicateSocketW`.
 
 use std::ffi::{OsStr, OsString};
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::windows::io::{AsHandle, AsSocket, BorrowedSocket, OwnedHandle, OwnedSocket};
 use std::process::ExitStatus;
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::systemfd::{self, Ask, Request, Secret};
+use super::systemfd::{self, Ask, Secret};
 use crate::sys;
 
 /// How long the handover server waits, unless told otherwise: for the
@@ -315,14 +315,7 @@ impl Server {
 
     /// A connection, if one comes within `tick`.
     fn accept(&self, tick: Duration) -> io::Result<Option<TcpStream>> {
-        if !sys::wait_for(self.listener.as_socket(), sys::READABLE, tick)? {
-            return Ok(None);
-        }
-        match self.listener.accept() {
-            Ok((connection, _)) => Ok(Some(connection)),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(None),
-            Err(e) => Err(e),
-        }
+        super::accept_within(&self.listener, tick)
     }
 
     /// Duplicates each socket for the program `pid` and sends the records.
@@ -361,40 +354,8 @@ impl Judge {
 
     /// Reads and judges a request: `Err` says why it is refused.
     fn read_request(&self, connection: &mut TcpStream) -> Result<(), String> {
-        let deadline = Instant::now() + self.timeout;
-        connection
-            .set_nonblocking(false)
-            .map_err(|e| format!("a connection that failed: {e}"))?;
-        let mut request = Vec::new();
-        let mut buf = [0u8; systemfd::MAX_REQUEST + 1];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(format!(
-                    "a client that sent no request within {:?}",
-                    self.timeout
-                ));
-            }
-            let _ = connection.set_read_timeout(Some(left));
-            match connection.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) if request.len() + n > systemfd::MAX_REQUEST => {
-                    return Err(format!(
-                        "a request longer than {} bytes",
-                        systemfd::MAX_REQUEST
-                    ))
-                }
-                Ok(n) => request.extend_from_slice(&buf[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::Interrupted | ErrorKind::WouldBlock | ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => return Err(format!("a connection that failed: {e}")),
-            }
-        }
-        let request = Request::parse(&request)?;
-        let peer = sys::peer_pid(connection.as_socket());
+        let request = super::read_request(connection, Instant::now() + self.timeout)?;
+        let peer = || sys::peer_pid(connection.as_socket());
         systemfd::judge(&request, &self.secret, self.pid, peer)?;
         match request.ask {
             Ask::Sockets => Ok(()),
