@@ -35,7 +35,10 @@
   [`MAX_HANDLES`] handles in one record, received into caller storage
   with no allocation, and any truncation reported in [`Received`].
 - [`send_confirmed`] / [`recv_confirmed`] and [`send_socket`] /
-  [`recv_socket`]: the safer Windows modes (see [Windows](#windows))."
+  [`recv_socket`]: the safer Windows modes (see [Windows](#windows)).
+- [`activation`], [`notify`] and [`restart`]: hand listening sockets to
+  a program by systemfd's protocol, with their names, hear that it is
+  ready, and restart a server without refusing a connection."
 )]
 //! - Received fds are close-on-exec; sends never raise `SIGPIPE`; `EINTR` is
 //!   retried; non-blocking sockets give [`WouldBlock`] and lose nothing.

@@ -15,7 +15,7 @@ use crate::sys;
 
 /// How long the handover server waits, unless told otherwise: for the
 /// program to ask for its sockets, and for each connection's request.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The most connections the server answers at once; more are closed
 /// unanswered, so that a flood of idle connections holds no more threads.
@@ -121,8 +121,8 @@ impl<'a> Command<'a> {
     }
 
     /// How long the handover server waits for the program to ask for its
-    /// sockets, and for any one connection's request ([`DEFAULT_TIMEOUT`]
-    /// unless set).
+    /// sockets, and for any one connection's request (30 seconds unless
+    /// set).
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Command<'a> {
         self.timeout = timeout;
