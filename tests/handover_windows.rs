@@ -340,3 +340,35 @@ fn variables_of_the_handover_cannot_be_set_by_hand() {
     let e = Command::new("cmd.exe").fd("a:b", &web).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
 }
+
+#[test]
+fn a_program_using_listenfd_adopts_the_sockets_of_a_command() {
+    if let Some((_, channel)) = as_program() {
+        // listenfd's own request: no newline, the end of the stream.
+        let mut fds = listenfd::ListenFd::from_env();
+        let web = fds.take_tcp_listener(0).unwrap().unwrap();
+        say(&channel, &format!("listenfd took {}", fds.len()));
+        let (mut connection, _) = web.accept().unwrap();
+        write!(connection, "hello from {}", std::process::id()).unwrap();
+        return;
+    }
+    let check = NoLeak::start();
+    let channel = side_channel();
+    let web = TcpListener::bind("127.0.0.1:0").unwrap();
+    let test = "a_program_using_listenfd_adopts_the_sockets_of_a_command";
+    let mut program = this_test(test, "listenfd", &channel)
+        .fd("web", &web)
+        .unwrap()
+        .spawn()
+        .unwrap();
+    let (told, _) = channel.accept().unwrap();
+    program.wait_handover().unwrap();
+    assert_eq!(line(&told), "listenfd took 1");
+    let mut answer = String::new();
+    let mut client = TcpStream::connect(web.local_addr().unwrap()).unwrap();
+    client.read_to_string(&mut answer).unwrap();
+    assert_eq!(answer, format!("hello from {}", program.id()));
+    assert!(program.wait().unwrap().success());
+    drop((told, client, web, channel, program));
+    check.assert_unchanged();
+}
