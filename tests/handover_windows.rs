@@ -372,3 +372,69 @@ fn a_program_using_listenfd_adopts_the_sockets_of_a_command() {
     drop((told, client, web, channel, program));
     check.assert_unchanged();
 }
+
+/// systemfd, built for Windows, where `IO_FDPASS_SYSTEMFD` says
+/// (`.ci/cross windows` builds it and runs this test).
+#[test]
+#[ignore = "needs systemfd built for Windows, in IO_FDPASS_SYSTEMFD"]
+fn a_program_adopts_the_sockets_systemfd_hands_it() {
+    if let Some((_, channel)) = as_program() {
+        let mut fds = take_and_tell(&channel).unwrap();
+        let names = (0..fds.len())
+            .map(|i| fds.name(i).unwrap())
+            .collect::<Vec<_>>();
+        let names = names.join(",");
+        let web = fds.take_tcp_listener(0).unwrap();
+        let udp = fds.take_udp_socket(1).unwrap();
+        say(
+            &channel,
+            &format!(
+                "took {names} {} {} {}",
+                web.local_addr().unwrap(),
+                udp.local_addr().unwrap(),
+                std::process::id()
+            ),
+        );
+        let (mut connection, _) = web.accept().unwrap();
+        write!(connection, "hello from {}", std::process::id()).unwrap();
+        return;
+    }
+    let systemfd = std::env::var_os("IO_FDPASS_SYSTEMFD")
+        .expect("IO_FDPASS_SYSTEMFD names systemfd.exe built for Windows");
+    let channel = side_channel();
+    let test = "a_program_adopts_the_sockets_systemfd_hands_it";
+    let mut systemfd = StdCommand::new(systemfd)
+        .args([
+            "-q",
+            "-s",
+            "tcp::127.0.0.1:0",
+            "-s",
+            "udp::127.0.0.1:0",
+            "--",
+        ])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            test,
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+            "--ignored",
+        ])
+        .env(ROLE, "systemfd")
+        .env(PORT, channel.local_addr().unwrap().port().to_string())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (told, _) = channel.accept().unwrap();
+    let said = line(&told);
+    let [took, names, web, _udp, pid] = said.split(' ').collect::<Vec<_>>()[..] else {
+        panic!("the program says {said:?}")
+    };
+    // systemfd's protocol names no socket.
+    assert_eq!((took, names), ("took", "unknown,unknown"), "{said}");
+    let mut answer = String::new();
+    let mut client = TcpStream::connect(web).unwrap();
+    client.read_to_string(&mut answer).unwrap();
+    assert_eq!(answer, format!("hello from {pid}"));
+    assert!(systemfd.wait().unwrap().success());
+}
