@@ -248,6 +248,8 @@ fn an_answer_cut_short_or_of_junk_is_an_error_and_leaves_nothing_open() {
         assert!(take_and_tell(&channel).is_none());
         return;
     }
+    // Counting handles, so that no other test counts meanwhile.
+    let check = NoLeak::start();
     let test = "an_answer_cut_short_or_of_junk_is_an_error_and_leaves_nothing_open";
     let said = against_a_fake_server(test, "cut", &[1; 300]);
     assert!(said.starts_with("error UnexpectedEof"), "{said}");
@@ -257,6 +259,7 @@ fn an_answer_cut_short_or_of_junk_is_an_error_and_leaves_nothing_open() {
     assert!(said.contains("cannot be opened"), "{said}");
     let said = against_a_fake_server(test, "none", &[]);
     assert!(said.starts_with("error PermissionDenied"), "{said}");
+    check.assert_unchanged();
 }
 
 #[test]
@@ -327,6 +330,7 @@ fn a_program_that_never_asks_ends_the_handover_in_time() {
 
 #[test]
 fn variables_of_the_handover_cannot_be_set_by_hand() {
+    let check = NoLeak::start();
     let web = TcpListener::bind("127.0.0.1:0").unwrap();
     for name in ["SYSTEMFD_SOCKET_SECRET", "listen_fds", "LISTEN_PID"] {
         let e = Command::new("cmd.exe")
@@ -339,6 +343,8 @@ fn variables_of_the_handover_cannot_be_set_by_hand() {
     }
     let e = Command::new("cmd.exe").fd("a:b", &web).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    drop(web);
+    check.assert_unchanged();
 }
 
 #[test]
@@ -401,6 +407,7 @@ fn a_program_adopts_the_sockets_systemfd_hands_it() {
     }
     let systemfd = std::env::var_os("IO_FDPASS_SYSTEMFD")
         .expect("IO_FDPASS_SYSTEMFD names systemfd.exe built for Windows");
+    let check = NoLeak::start();
     let channel = side_channel();
     let test = "a_program_adopts_the_sockets_systemfd_hands_it";
     let mut systemfd = StdCommand::new(systemfd)
@@ -437,4 +444,6 @@ fn a_program_adopts_the_sockets_systemfd_hands_it() {
     client.read_to_string(&mut answer).unwrap();
     assert_eq!(answer, format!("hello from {pid}"));
     assert!(systemfd.wait().unwrap().success());
+    drop((told, client, channel, systemfd));
+    check.assert_unchanged();
 }

@@ -90,6 +90,8 @@ fn wait_for(seen: &Mutex<Seen>, what: &str, ready: impl Fn(&Seen) -> bool) {
 
 #[test]
 fn five_restarts_under_load_fail_no_request() {
+    // Counting handles, so that no other test counts meanwhile.
+    let check = NoLeak::start();
     let mut first = Command::new(example());
     first
         .arg("127.0.0.1:0")
@@ -184,7 +186,15 @@ fn five_restarts_under_load_fail_no_request() {
         "every generation serves: {:?}",
         seen.by_pid
     );
+    drop(first);
+    check.assert_unchanged();
 }
+
+/// One restart at a time in this process: the tests that restart take it.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Where a next generation that is never ready writes its pid, if set.
+const PID_FILE: &str = "IO_FDPASS_TEST_PID_FILE";
 
 /// The role a re-run of this test binary plays as a next generation.
 const ROLE: &str = "IO_FDPASS_TEST_ROLE";
@@ -230,10 +240,16 @@ fn each_failed_restart_ends_the_next_generation_and_leaves_nothing() {
             "exit" => std::process::exit(3),
             _ => {}
         }
+        if let Some(path) = std::env::var_os(PID_FILE) {
+            std::fs::write(path, std::process::id().to_string()).unwrap();
+        }
         // Never ready: waits to be ended.
         std::thread::sleep(Duration::from_secs(600));
         return;
     }
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let check = NoLeak::start();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let test = "each_failed_restart_ends_the_next_generation_and_leaves_nothing";
@@ -279,4 +295,51 @@ fn each_failed_restart_ends_the_next_generation_and_leaves_nothing() {
     );
     drop(listener);
     check.assert_unchanged();
+}
+
+#[test]
+fn a_restart_future_dropped_ends_the_next_generation() {
+    if role().is_some() {
+        // The next generation's part is the test above's.
+        return each_failed_restart_ends_the_next_generation_and_leaves_nothing();
+    }
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let pid_file = io_fdpass_test_support::temp_path("pid");
+    let test = "a_restart_future_dropped_ends_the_next_generation";
+    let restart = next_as(test, "silent", &listener)
+        .env(PID_FILE, &pid_file)
+        .timeout(Duration::from_secs(120))
+        .spawn_async();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let started = async {
+            while !pid_file.exists() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::select! {
+            done = restart => panic!("the restart ended: {:?}", done.map(|next| next.pid())),
+            () = started => {}
+        }
+    });
+    // The file may be there before its text.
+    let mut pid = None;
+    wait_until(
+        || {
+            pid = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|t| t.parse().ok());
+            pid.is_some()
+        },
+        || "the next generation never wrote its pid".to_owned(),
+    );
+    wait_for_exit(pid.unwrap());
+    drop(runtime);
+    std::fs::remove_file(pid_file).unwrap();
 }

@@ -18,7 +18,10 @@
 //! [`Command`] is the starting side: it runs a program with sockets, and
 //! serves them to it alone: the request must carry the secret, name the
 //! program's pid, and come from that pid where Windows can tell who is at
-//! the other end of a loopback connection (`GetExtendedTcpTable`).
+//! the other end of a loopback connection (`GetExtendedTcpTable`). What
+//! Windows lacks, the Unix API's `exec`, `arg0`, `process_group`,
+//! `find_program` and `room_for`, is not here; a program starts as
+//! [`std::process::Command`] starts it.
 //!
 //! # The environment
 //!
