@@ -9,7 +9,11 @@
 //! kill -HUP %1                    # a new pid serves from now on
 //! ```
 //!
-//! Each answer names the pid that served it. SIGTERM stops the server.
+//! Each answer names the pid that served it. `GET /hold` is a long
+//! request, as a download or a stream would be: its answer begins at once
+//! and ends when the client shuts down its side, and the generation that
+//! took it finishes it before it exits, however many restarts come
+//! meanwhile. SIGTERM stops the server.
 
 #[cfg(unix)]
 fn main() -> std::process::ExitCode {
@@ -34,7 +38,7 @@ mod unix {
     use io_fdpass::activation::ListenFds;
     use io_fdpass::notify;
     use io_fdpass::restart::Restart;
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     use tokio::net::{TcpListener, TcpStream};
     use tokio::signal::unix::{signal, SignalKind};
     use tokio::task::JoinSet;
@@ -111,8 +115,13 @@ mod unix {
     async fn answer(connection: TcpStream) {
         let mut connection = BufReader::new(connection);
         let mut line = String::new();
+        let mut hold = false;
         while connection.read_line(&mut line).await.is_ok_and(|n| n > 2) {
+            hold |= line.starts_with("GET /hold ");
             line.clear();
+        }
+        if hold {
+            return answer_held(connection).await;
         }
         let body = format!("served by pid {}\n", std::process::id());
         let reply = format!(
@@ -120,5 +129,25 @@ mod unix {
             body.len()
         );
         let _ = connection.get_mut().write_all(reply.as_bytes()).await;
+    }
+
+    /// A long request: its answer begins at once and ends when the client
+    /// has shut down its side, however many restarts come meanwhile. A
+    /// generation finishes it before it exits.
+    async fn answer_held(mut connection: BufReader<TcpStream>) {
+        let pid = std::process::id();
+        let head = format!("HTTP/1.0 200 OK\r\n\r\nheld by pid {pid}\n");
+        if connection
+            .get_mut()
+            .write_all(head.as_bytes())
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let mut discard = [0; 1024];
+        while connection.read(&mut discard).await.is_ok_and(|n| n > 0) {}
+        let end = format!("served by pid {pid}\n");
+        let _ = connection.get_mut().write_all(end.as_bytes()).await;
     }
 }
