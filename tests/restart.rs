@@ -11,7 +11,7 @@ mod util;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -777,5 +777,160 @@ fn a_second_restart_at_once_is_busy() {
     assert_no_child();
     std::fs::remove_dir_all(&dir).unwrap();
     drop(listener);
+    check.assert_unchanged();
+}
+
+/// The `fdpass` binary, which `cargo test --workspace` builds beside the
+/// tests.
+fn fdpass_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().unwrap().parent().unwrap().join("fdpass");
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with cargo test --workspace, which builds fdpass",
+        path.display()
+    );
+    path
+}
+
+/// A command that listens on `addr` and starts what follows with the
+/// socket, as each starter names it: `fdpass listen` by its scheme
+/// (`tcp`), `systemd-socket-activate` and `systemfd` `unknown`.
+fn starter(name: &str, addr: SocketAddr) -> Command {
+    match name {
+        "fdpass listen" => {
+            let mut command = Command::new(fdpass_binary());
+            command.args(["listen", &format!("tcp:{addr}"), "--"]);
+            command
+        }
+        "systemd-socket-activate" => {
+            let mut command = util::peers::require(name, &["--version"], "systemd");
+            command.args(["-l", &addr.to_string()]);
+            command
+        }
+        "systemfd" => {
+            let mut command =
+                util::peers::require(name, &["--version"], "systemfd (cargo install systemfd)");
+            command.args(["-s", &format!("tcp::{addr}"), "--"]);
+            command
+        }
+        other => panic!("no starter {other}"),
+    }
+}
+
+/// The pid in an answer of `examples/restart.rs`, once it answers on
+/// `addr`: the one wait that retries, while the starter starts it.
+fn restart_example_answers(addr: SocketAddr, tally: &mut Tally) -> u32 {
+    let answer = http::wait_until_answers(addr);
+    tally.answered += 1;
+    answer
+        .rsplit_once("served by pid ")
+        .and_then(|(_, pid)| pid.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{answer:?}"))
+}
+
+/// Restarts the generation `serving` of `examples/restart.rs` and returns
+/// the next one's pid, once it answers: each request in the meantime is
+/// counted.
+fn restart_the_restart_example(addr: SocketAddr, serving: u32, tally: &mut Tally) -> u32 {
+    kill_process(Pid::from_raw(serving as i32).unwrap(), Signal::HUP).unwrap();
+    let mut next = serving;
+    util::wait_until(
+        || {
+            let answer = request(addr);
+            tally.count(&answer);
+            next = answer.unwrap_or(serving);
+            next != serving
+        },
+        || format!("no generation after {serving}"),
+    );
+    next
+}
+
+/// Restarts the generation `serving` of `examples/keep_connections.rs`,
+/// talking on `connection` meanwhile: the pid of the next one to answer,
+/// and every answer checked.
+fn restart_keep_connections(
+    connection: &mut BufReader<TcpStream>,
+    serving: u32,
+    count: &mut u64,
+    tally: &mut Tally,
+) -> u32 {
+    kill_process(Pid::from_raw(serving as i32).unwrap(), Signal::HUP).unwrap();
+    let mut next = serving;
+    util::wait_until(
+        || {
+            let line = format!("line {}", *count + 1);
+            let sent = connection
+                .get_mut()
+                .write_all(format!("{line}\n").as_bytes());
+            let answer = sent
+                .map_err(|e| Failure::io("send", &e))
+                .and_then(|()| answer(connection, *count, &line));
+            tally.count(&answer);
+            match answer {
+                Ok(pid) => {
+                    *count += 1;
+                    next = pid;
+                    next != serving
+                }
+                Err(failure) => panic!("through the restart of {serving}: {failure}"),
+            }
+        },
+        || format!("no generation after {serving}"),
+    );
+    next
+}
+
+#[test]
+fn the_examples_adopt_their_listener_from_every_starter() {
+    let check = NoLeak::start();
+    for name in ["systemd-socket-activate", "fdpass listen", "systemfd"] {
+        for example_name in ["restart", "keep_connections"] {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            // Orphaned generations come to this process, which reaps them.
+            // SAFETY: prctl with integer arguments only.
+            assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) }, 0);
+            // No address: an example that did not adopt the socket would
+            // bind one of its own elsewhere, and never answer on `addr`.
+            let started = starter(name, addr)
+                .arg(example(example_name))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .process_group(0)
+                .spawn()
+                .unwrap();
+            let mut generations = Generations(vec![Pid::from_raw(started.id() as i32).unwrap()]);
+            let mut tally = Tally::default();
+            let (first, last) = if example_name == "restart" {
+                let first = restart_example_answers(addr, &mut tally);
+                generations.0.push(Pid::from_raw(first as i32).unwrap());
+                (first, restart_the_restart_example(addr, first, &mut tally))
+            } else {
+                let stream = http::wait_until_connects(addr);
+                stream
+                    .set_read_timeout(Some(http::REQUEST_TIMEOUT))
+                    .unwrap();
+                let mut connection = BufReader::new(stream);
+                connection.get_mut().write_all(b"line 1\n").unwrap();
+                let first = answer(&mut connection, 0, "line 1").unwrap();
+                tally.answered += 1;
+                generations.0.push(Pid::from_raw(first as i32).unwrap());
+                let mut count = 1;
+                let last = restart_keep_connections(&mut connection, first, &mut count, &mut tally);
+                (first, last)
+            };
+            generations.0.push(Pid::from_raw(last as i32).unwrap());
+            eprintln!("{example_name} under {name}: pid {first}, then {last}: {tally}");
+            tally.assert_none_failed();
+            kill_process(Pid::from_raw(last as i32).unwrap(), Signal::TERM).unwrap();
+            drop((started, generations));
+        }
+    }
     check.assert_unchanged();
 }
