@@ -105,11 +105,11 @@ mod unix {
         let Some(state) = state else {
             return Ok(Vec::new());
         };
-        let bad = |_| io::Error::new(io::ErrorKind::InvalidData, "a state that is not counts");
+        let bad = || io::Error::new(io::ErrorKind::InvalidData, "a state that is not counts");
         String::from_utf8(state)
-            .map_err(|_| bad(()))?
+            .map_err(|_| bad())?
             .lines()
-            .map(|line| line.parse().map_err(|_| bad(())))
+            .map(|line| line.parse().map_err(|_| bad()))
             .collect()
     }
 

@@ -479,11 +479,10 @@ impl Restart {
                     readable = socket.readable() => {
                         let mut guard = readable?;
                         // Clears the readiness unless a message came since.
-                        if !starting.take_ready()? {
-                            guard.clear_ready();
-                        } else {
+                        if starting.take_ready()? {
                             return Ok(());
                         }
+                        guard.clear_ready();
                     }
                     () = tokio::time::sleep(left.min(SLICE)) => {}
                 }

@@ -489,86 +489,106 @@ fn converse(addr: SocketAddr, stop: &AtomicBool, seen: &Mutex<Conversation>) {
     }
 }
 
-#[test]
-fn connections_and_their_counts_stay_through_five_restarts() {
-    const CLIENTS: usize = 8;
-    let check = NoLeak::start();
-    let (first, addr, drain) = first_generation("keep_connections");
-    let mut generations = Generations(vec![Pid::from_raw(first.id() as i32).unwrap()]);
-    let stop = Arc::new(AtomicBool::new(false));
-    let conversations: Arc<Vec<Mutex<Conversation>>> =
-        Arc::new((0..CLIENTS).map(|_| Mutex::default()).collect());
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|i| {
-            let (stop, conversations) = (stop.clone(), conversations.clone());
-            std::thread::spawn(move || converse(addr, &stop, &conversations[i]))
-        })
-        .collect();
-    let failed = || {
-        conversations
+/// Clients of `examples/keep_connections.rs`, each on a thread of its own
+/// with one connection, until told to stop.
+struct Clients {
+    conversations: Arc<Vec<Mutex<Conversation>>>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Clients {
+    fn start(addr: SocketAddr, count: usize) -> Clients {
+        let stop = Arc::new(AtomicBool::new(false));
+        let conversations: Arc<Vec<Mutex<Conversation>>> =
+            Arc::new((0..count).map(|_| Mutex::default()).collect());
+        let threads = (0..count)
+            .map(|i| {
+                let (stop, conversations) = (stop.clone(), conversations.clone());
+                std::thread::spawn(move || converse(addr, &stop, &conversations[i]))
+            })
+            .collect();
+        Clients {
+            conversations,
+            stop,
+            threads,
+        }
+    }
+
+    fn failed(&self) -> bool {
+        self.conversations
             .iter()
             .any(|c| c.lock().unwrap().tally.failed() > 0)
-    };
-    // Waits until every client has been answered by `pid`, or one failed.
-    let wait_all_served_by = |pid: u32, what: &str| {
+    }
+
+    /// Waits until every client has been answered by `pid`, or one failed.
+    fn wait_all_served_by(&self, pid: u32, what: &str) {
         util::wait_until(
             || {
-                conversations.iter().all(|c| {
+                self.conversations.iter().all(|c| {
                     let c = c.lock().unwrap();
                     c.pids.contains(&pid) || c.tally.failed() > 0
                 })
             },
             || what.to_owned(),
         );
-    };
+    }
+
+    /// The first pid a client meets that is not `known`, once one does;
+    /// `None` if a client failed first.
+    fn next_pid(&self, known: &[u32], what: &str) -> Option<u32> {
+        let new = || {
+            self.conversations.iter().find_map(|c| {
+                let c = c.lock().unwrap();
+                c.pids.iter().copied().find(|pid| !known.contains(pid))
+            })
+        };
+        util::wait_until(|| new().is_some() || self.failed(), || what.to_owned());
+        new()
+    }
+}
+
+#[test]
+fn connections_and_their_counts_stay_through_five_restarts() {
+    const CLIENTS: usize = 8;
+    let check = NoLeak::start();
+    let (first, addr, drain) = first_generation("keep_connections");
+    let mut generations = Generations(vec![Pid::from_raw(first.id() as i32).unwrap()]);
+    let clients = Clients::start(addr, CLIENTS);
     let mut serving = first.id();
-    wait_all_served_by(serving, "not every client was answered");
+    clients.wait_all_served_by(serving, "not every client was answered");
     for generation in 1..=5 {
         kill_process(Pid::from_raw(serving as i32).unwrap(), Signal::HUP).unwrap();
-        // The next generation is the pid a client meets that no earlier
-        // generation had.
         let known: Vec<u32> = generations
             .0
             .iter()
             .map(|pid| pid.as_raw_nonzero().get() as u32)
             .collect();
-        util::wait_until(
-            || {
-                conversations.iter().any(|c| {
-                    let c = c.lock().unwrap();
-                    c.pids.iter().any(|pid| !known.contains(pid)) || c.tally.failed() > 0
-                })
-            },
-            || format!("generation {generation} never answered"),
-        );
-        let next = conversations.iter().find_map(|c| {
-            let c = c.lock().unwrap();
-            c.pids.iter().copied().find(|pid| !known.contains(pid))
-        });
         // A failure ends the restarts; the counts below show it.
-        let Some(next) = next else { break };
+        let what = format!("generation {generation} never answered");
+        let Some(next) = clients.next_pid(&known, &what) else {
+            break;
+        };
         generations.0.push(Pid::from_raw(next as i32).unwrap());
         // Every connection moved: each client is answered by the next.
-        wait_all_served_by(
-            next,
-            &format!("not every client moved to generation {generation}"),
-        );
-        if failed() {
+        let what = format!("not every client moved to generation {generation}");
+        clients.wait_all_served_by(next, &what);
+        if clients.failed() {
             break;
         }
         wait_for_exit(serving);
         serving = next;
     }
-    stop.store(true, Ordering::Relaxed);
-    if !failed() {
-        for client in clients {
-            client.join().unwrap();
+    clients.stop.store(true, Ordering::Relaxed);
+    if !clients.failed() {
+        for thread in clients.threads {
+            thread.join().unwrap();
         }
         stop_last(serving, first, drain);
     }
 
     let mut answered = 0;
-    for (i, conversation) in conversations.iter().enumerate() {
+    for (i, conversation) in clients.conversations.iter().enumerate() {
         let c = conversation.lock().unwrap();
         eprintln!(
             "client {i}: count {}, pids {:?}: {}",
