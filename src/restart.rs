@@ -291,9 +291,13 @@ impl Restart {
     /// The bytes travel in a file that no path names (a memfd on Linux,
     /// Android and FreeBSD, an unlinked temporary file elsewhere), as one
     /// more fd, named [`STATE_NAME`], never in the environment or the
-    /// arguments. A header with a magic number, the length and a checksum
-    /// goes before them, so that the next generation gets them whole or an
-    /// error. A second call replaces the first's bytes.
+    /// arguments. A header goes before them, so that the next generation
+    /// gets them whole or an error: the 8 bytes `IOFDPHO1`, then the kind
+    /// (1 for a state, 2 for a connection's pending bytes), the length of
+    /// the bytes and their checksum, each a little-endian `u64`. A second
+    /// call replaces the first's bytes.
+    ///
+    /// The bytes are copied into the file now, in the calling thread.
     ///
     /// # Errors
     ///
