@@ -44,7 +44,7 @@ mod unix {
     use tokio::task::JoinSet;
 
     pub fn main() -> io::Result<()> {
-        // Before any thread starts: the adoption changes the environment.
+        // Before any thread starts: the adoption marks the fds close-on-exec.
         let mut inherited = ListenFds::take()?;
         // Whatever the listener is called: `fdpass listen` names it by its
         // scheme, systemd-socket-activate and systemfd `unknown`, and the
@@ -64,12 +64,12 @@ mod unix {
 
     async fn serve(std_listener: std::net::TcpListener, first: bool) -> io::Result<()> {
         std_listener.set_nonblocking(true)?;
-        let listener = TcpListener::from_std(std_listener.try_clone()?)?;
+        let listener = TcpListener::from_std(std_listener)?;
         let mut hangup = signal(SignalKind::hangup())?;
         let mut terminate = signal(SignalKind::terminate())?;
         // Ready only now that SIGHUP restarts rather than kills.
         if first {
-            println!("listening on {}", std_listener.local_addr()?);
+            println!("listening on {}", listener.local_addr()?);
         }
         notify::ready()?;
 
@@ -85,7 +85,7 @@ mod unix {
                     // The restart owns a copy of the listener, and its
                     // future waits without blocking: the runtime goes on
                     // serving meanwhile.
-                    let next = Restart::new()?.fd("http", &std_listener)?.spawn_async();
+                    let next = Restart::new()?.fd("http", &listener)?.spawn_async();
                     restarting = Some(Box::pin(next));
                 }
                 done = async { restarting.as_mut().expect("guarded").await },
@@ -106,7 +106,7 @@ mod unix {
         }
         // Stop accepting; the next generation takes what is queued. Finish
         // the requests in hand, then go.
-        drop((listener, std_listener));
+        drop(listener);
         while requests.join_next().await.is_some() {}
         Ok(())
     }
