@@ -178,7 +178,7 @@ impl<'a> Command<'a> {
                 .env("LISTEN_FDS", self.sockets.len().to_string())
                 .env("LISTEN_FDNAMES", self.names.join(":"));
         }
-        let child = command.spawn().map_err(|e| {
+        let mut child = command.spawn().map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("cannot start {}: {e}", self.program.to_string_lossy()),
@@ -187,7 +187,16 @@ impl<'a> Command<'a> {
         let outcome = Arc::new(Outcome::default());
         match handover {
             Some(server) => {
-                let process = sys::duplicate(child.as_handle())?;
+                // The server watches the program's process for its exit;
+                // without a handle to it, the program runs no longer.
+                let process = match sys::duplicate(child.as_handle()) {
+                    Ok(process) => process,
+                    Err(e) => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        return Err(e);
+                    }
+                };
                 server.start(child.id(), process, Arc::clone(&outcome));
             }
             None => outcome.end(Ok(())),
