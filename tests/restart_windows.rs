@@ -20,7 +20,7 @@ use io_fdpass_test_support::http::{self, Failure, FailureKind, Tally};
 use io_fdpass_test_support::{wait_until, NoLeak};
 use windows_sys::Win32::Foundation::CloseHandle;
 use windows_sys::Win32::System::Threading::{
-    OpenProcess, WaitForSingleObject, PROCESS_SYNCHRONIZE,
+    OpenProcess, TerminateProcess, WaitForSingleObject, PROCESS_SYNCHRONIZE, PROCESS_TERMINATE,
 };
 
 /// The example's binary, which `cargo test` builds beside the tests.
@@ -53,6 +53,19 @@ fn gone(pid: u32) -> bool {
         CloseHandle(process);
         ended
     }
+}
+
+/// Ends process `pid`, a next generation that was ready, and waits for it.
+fn end(pid: u32) {
+    // SAFETY: OpenProcess takes no pointers; the handle is closed below.
+    let process = unsafe { OpenProcess(PROCESS_TERMINATE | PROCESS_SYNCHRONIZE, 0, pid) };
+    assert!(!process.is_null(), "{}", std::io::Error::last_os_error());
+    // SAFETY: a live handle with the right to end the process; closed once.
+    unsafe {
+        TerminateProcess(process, 1);
+        CloseHandle(process);
+    }
+    wait_for_exit(pid);
 }
 
 fn wait_for_exit(pid: u32) {
@@ -229,6 +242,14 @@ fn each_failed_restart_ends_the_next_generation_and_leaves_nothing() {
         fds.take_tcp_listener(fds.index_of("http").unwrap())
             .unwrap();
         match role.as_str() {
+            "silent-then-ready" => {
+                // A connection that says nothing holds up the restart no
+                // longer than the listener's bound on it.
+                let address = std::env::var("NOTIFY_SOCKET").unwrap();
+                let _silent =
+                    std::net::TcpStream::connect(address.strip_prefix("tcp:").unwrap()).unwrap();
+                assert!(io_fdpass::notify::ready().unwrap());
+            }
             "spoof" => {
                 std::env::set_var(
                     "NOTIFY_SOCKET_SECRET",
@@ -273,6 +294,12 @@ fn each_failed_restart_ends_the_next_generation_and_leaves_nothing() {
     assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
     assert!(e.to_string().contains("wrong secret"), "{e}");
     assert!(gone(pid_in(&e)), "{e}");
+
+    let next = next_as(test, "silent-then-ready", &listener)
+        .timeout(Duration::from_secs(60))
+        .spawn()
+        .unwrap();
+    end(next.pid());
 
     // One restart at a time.
     let copy = listener.try_clone().unwrap();

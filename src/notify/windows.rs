@@ -112,13 +112,15 @@ impl Listener {
         ]
     }
 
-    /// Waits up to `timeout` for process `pid` to say `READY=1`: whether
-    /// it did. Messages from anyone else, or of another form, are refused
-    /// and waited past; `refused` hears why.
+    /// Waits up to `timeout` for a connection, and reads what it says by
+    /// `last` at the latest (and within a few seconds): whether process
+    /// `pid` said `READY=1`. Messages from anyone else, or of another form,
+    /// are refused and waited past; `refused` hears why.
     pub(crate) fn wait_ready(
         &self,
         pid: u32,
         timeout: Duration,
+        last: Instant,
         mut refused: impl FnMut(String),
     ) -> io::Result<bool> {
         let deadline = Instant::now() + timeout;
@@ -127,7 +129,11 @@ impl Listener {
             let Some(mut connection) = accept_within(&self.listener, left)? else {
                 return Ok(false);
             };
-            let bound = left.min(PER_CONNECTION);
+            // Not the slice of the wait for a connection: a client on a
+            // loaded machine may take longer than that to be read.
+            let bound = last
+                .saturating_duration_since(Instant::now())
+                .min(PER_CONNECTION);
             match self.read(&mut connection, pid, bound) {
                 Ok(()) => {
                     let _ = connection.write_all(TAKEN);

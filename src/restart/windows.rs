@@ -299,7 +299,9 @@ impl Started {
             }
             if self
                 .notify
-                .wait_ready(pid, left.min(SLICE), |why| refusals.push(why))?
+                .wait_ready(pid, left.min(SLICE), self.deadline, |why| {
+                    refusals.push(why);
+                })?
             {
                 next.ready = true;
                 return Ok(Successor { pid });
