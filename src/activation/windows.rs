@@ -457,25 +457,21 @@ pub(crate) fn read_request(
 }
 
 /// A connection to the non-blocking `listener`, if one comes `within`
-/// that long. It looks every few milliseconds rather than waiting in
-/// `WSAPoll`: under Wine, a `WSAPoll` on a listener was seen to miss
-/// connections in a process whose other sockets tokio waits on.
+/// that long (`WSAPoll`, then `accept`).
 pub(crate) fn accept_within(
     listener: &TcpListener,
     within: Duration,
 ) -> io::Result<Option<TcpStream>> {
     let deadline = Instant::now() + within;
     loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if !sys::wait_for(listener.as_socket(), sys::READABLE, left)? {
+            return Ok(None);
+        }
         match listener.accept() {
             Ok((connection, _)) => return Ok(Some(connection)),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Ok(None);
-                }
-                std::thread::sleep(left.min(Duration::from_millis(5)));
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            // Taken by another thread or process meanwhile, or interrupted.
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
             Err(e) => return Err(e),
         }
     }

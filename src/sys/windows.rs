@@ -60,6 +60,28 @@ pub(crate) fn wait(socket: BorrowedSocket<'_>, events: i16) -> io::Result<()> {
     }
 }
 
+/// Waits up to `timeout` until `socket` is ready for `events`: whether it
+/// is.
+pub(crate) fn wait_for(
+    socket: BorrowedSocket<'_>,
+    events: i16,
+    timeout: std::time::Duration,
+) -> io::Result<bool> {
+    let mut poll = WSAPOLLFD {
+        fd: raw(socket),
+        events,
+        revents: 0,
+    };
+    // Rounded up, so that a wait of less than a millisecond still waits.
+    let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+    // SAFETY: one valid WSAPOLLFD, alive for the call.
+    match unsafe { WSAPoll(&mut poll, 1, ms) } {
+        SOCKET_ERROR => Err(wsa_error()),
+        0 => Ok(false),
+        _ => Ok(true),
+    }
+}
+
 /// What [`wait`] waits for.
 pub(crate) const READABLE: i16 = POLLRDNORM;
 pub(crate) const WRITABLE: i16 = POLLWRNORM;
