@@ -20,6 +20,10 @@
   from systemd, `systemd-socket-activate`, `fdpass` or `systemfd`), checked
   and typed.
 - [`notify`]: systemd's notify protocol, its readiness and its fd store.
+- [`restart`]: restart a server with no connection refused: its
+  listeners, its state and its established connections go to the next
+  generation, which the old one waits for (blocking, or as a tokio
+  future).
 - [`process`]: copy an fd out of another process that knows nothing of
   fd passing (`pidfd_getfd`, Linux and Android), and list what its fds
   are; [`FdKind`] says what an fd is, in this process or another.
@@ -35,7 +39,10 @@
   [`MAX_HANDLES`] handles in one record, received into caller storage
   with no allocation, and any truncation reported in [`Received`].
 - [`send_confirmed`] / [`recv_confirmed`] and [`send_socket`] /
-  [`recv_socket`]: the safer Windows modes (see [Windows](#windows))."
+  [`recv_socket`]: the safer Windows modes (see [Windows](#windows)).
+- [`activation`], [`notify`] and [`restart`]: hand listening sockets to
+  a program by systemfd's protocol, with their names, hear that it is
+  ready, and restart a server without refusing a connection."
 )]
 //! - Received fds are close-on-exec; sends never raise `SIGPIPE`; `EINTR` is
 //!   retried; non-blocking sockets give [`WouldBlock`] and lose nothing.
@@ -165,7 +172,7 @@ mod procfs;
 mod received;
 #[cfg(any(windows, test, fuzzing))]
 mod record;
-#[cfg(unix)]
+#[cfg_attr(windows, path = "restart/windows.rs")]
 pub mod restart;
 mod slots;
 mod sys;

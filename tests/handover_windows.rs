@@ -188,10 +188,10 @@ fn a_peer_naming_another_pid_or_not_the_pid_it_names_is_refused() {
         panic!("the program says {said:?}")
     };
     // This process knows the secret now, and names the program's pid:
-    // Windows says who is at the other end of the connection.
+    // Windows says who is at the other end of the connection (asked while
+    // it is whole, in the line form of io-fdpass's server).
     let mut ask = TcpStream::connect(server).unwrap();
-    write!(ask, "{secret}|{}", program.id()).unwrap();
-    ask.shutdown(Shutdown::Write).unwrap();
+    writeln!(ask, "{secret}|{}", program.id()).unwrap();
     let mut got = Vec::new();
     ask.read_to_end(&mut got).unwrap();
     assert_eq!(
@@ -230,11 +230,11 @@ fn against_a_fake_server(test: &str, role: &str, answer: &[u8]) -> String {
         .spawn()
         .unwrap();
     let (told, _) = channel.accept().unwrap();
-    let (mut asked, _) = server.accept().unwrap();
-    let mut request = Vec::new();
-    asked.read_to_end(&mut request).unwrap();
+    let (asked, _) = server.accept().unwrap();
+    // LISTEN_FDS is set, so the request is of the line form.
     let expected = format!("59fb60fe-2634-4ec8-aa81-038793888c8e|{}", program.id());
-    assert_eq!(String::from_utf8_lossy(&request), expected);
+    assert_eq!(line(&asked), expected);
+    let mut asked = asked;
     asked.write_all(answer).unwrap();
     drop(asked);
     let said = line(&told);
@@ -248,6 +248,8 @@ fn an_answer_cut_short_or_of_junk_is_an_error_and_leaves_nothing_open() {
         assert!(take_and_tell(&channel).is_none());
         return;
     }
+    // Counting handles, so that no other test counts meanwhile.
+    let check = NoLeak::start();
     let test = "an_answer_cut_short_or_of_junk_is_an_error_and_leaves_nothing_open";
     let said = against_a_fake_server(test, "cut", &[1; 300]);
     assert!(said.starts_with("error UnexpectedEof"), "{said}");
@@ -257,6 +259,7 @@ fn an_answer_cut_short_or_of_junk_is_an_error_and_leaves_nothing_open() {
     assert!(said.contains("cannot be opened"), "{said}");
     let said = against_a_fake_server(test, "none", &[]);
     assert!(said.starts_with("error PermissionDenied"), "{said}");
+    check.assert_unchanged();
 }
 
 #[test]
@@ -327,6 +330,7 @@ fn a_program_that_never_asks_ends_the_handover_in_time() {
 
 #[test]
 fn variables_of_the_handover_cannot_be_set_by_hand() {
+    let check = NoLeak::start();
     let web = TcpListener::bind("127.0.0.1:0").unwrap();
     for name in ["SYSTEMFD_SOCKET_SECRET", "listen_fds", "LISTEN_PID"] {
         let e = Command::new("cmd.exe")
@@ -339,4 +343,107 @@ fn variables_of_the_handover_cannot_be_set_by_hand() {
     }
     let e = Command::new("cmd.exe").fd("a:b", &web).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    drop(web);
+    check.assert_unchanged();
+}
+
+#[test]
+fn a_program_using_listenfd_adopts_the_sockets_of_a_command() {
+    if let Some((_, channel)) = as_program() {
+        // listenfd's own request: no newline, the end of the stream.
+        let mut fds = listenfd::ListenFd::from_env();
+        let web = fds.take_tcp_listener(0).unwrap().unwrap();
+        say(&channel, &format!("listenfd took {}", fds.len()));
+        let (mut connection, _) = web.accept().unwrap();
+        write!(connection, "hello from {}", std::process::id()).unwrap();
+        return;
+    }
+    let check = NoLeak::start();
+    let channel = side_channel();
+    let web = TcpListener::bind("127.0.0.1:0").unwrap();
+    let test = "a_program_using_listenfd_adopts_the_sockets_of_a_command";
+    let mut program = this_test(test, "listenfd", &channel)
+        .fd("web", &web)
+        .unwrap()
+        .spawn()
+        .unwrap();
+    let (told, _) = channel.accept().unwrap();
+    program.wait_handover().unwrap();
+    assert_eq!(line(&told), "listenfd took 1");
+    let mut answer = String::new();
+    let mut client = TcpStream::connect(web.local_addr().unwrap()).unwrap();
+    client.read_to_string(&mut answer).unwrap();
+    assert_eq!(answer, format!("hello from {}", program.id()));
+    assert!(program.wait().unwrap().success());
+    drop((told, client, web, channel, program));
+    check.assert_unchanged();
+}
+
+/// systemfd, built for Windows, where `IO_FDPASS_SYSTEMFD` says
+/// (`.ci/cross windows` builds it and runs this test).
+#[test]
+#[ignore = "needs systemfd built for Windows, in IO_FDPASS_SYSTEMFD"]
+fn a_program_adopts_the_sockets_systemfd_hands_it() {
+    if let Some((_, channel)) = as_program() {
+        let mut fds = take_and_tell(&channel).unwrap();
+        let names = (0..fds.len())
+            .map(|i| fds.name(i).unwrap())
+            .collect::<Vec<_>>();
+        let names = names.join(",");
+        let web = fds.take_tcp_listener(0).unwrap();
+        let udp = fds.take_udp_socket(1).unwrap();
+        say(
+            &channel,
+            &format!(
+                "took {names} {} {} {}",
+                web.local_addr().unwrap(),
+                udp.local_addr().unwrap(),
+                std::process::id()
+            ),
+        );
+        let (mut connection, _) = web.accept().unwrap();
+        write!(connection, "hello from {}", std::process::id()).unwrap();
+        return;
+    }
+    let systemfd = std::env::var_os("IO_FDPASS_SYSTEMFD")
+        .expect("IO_FDPASS_SYSTEMFD names systemfd.exe built for Windows");
+    let check = NoLeak::start();
+    let channel = side_channel();
+    let test = "a_program_adopts_the_sockets_systemfd_hands_it";
+    let mut systemfd = StdCommand::new(systemfd)
+        .args([
+            "-q",
+            "-s",
+            "tcp::127.0.0.1:0",
+            "-s",
+            "udp::127.0.0.1:0",
+            "--",
+        ])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            test,
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+            "--ignored",
+        ])
+        .env(ROLE, "systemfd")
+        .env(PORT, channel.local_addr().unwrap().port().to_string())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (told, _) = channel.accept().unwrap();
+    let said = line(&told);
+    let [took, names, web, _udp, pid] = said.split(' ').collect::<Vec<_>>()[..] else {
+        panic!("the program says {said:?}")
+    };
+    // systemfd's protocol names no socket.
+    assert_eq!((took, names), ("took", "unknown,unknown"), "{said}");
+    let mut answer = String::new();
+    let mut client = TcpStream::connect(web).unwrap();
+    client.read_to_string(&mut answer).unwrap();
+    assert_eq!(answer, format!("hello from {pid}"));
+    assert!(systemfd.wait().unwrap().success());
+    drop((told, client, channel, systemfd));
+    check.assert_unchanged();
 }

@@ -15,9 +15,16 @@
 //! io-fdpass adds, beside the protocol and ignored by its other speakers:
 //! `LISTEN_FDS`, the count of sockets the answer must hold, so that an
 //! answer cut short or a refusal is told from an empty set; and
-//! `LISTEN_FDNAMES`, their names, as on Unix. A readiness message of its
-//! own, `SECRET|PID|READY=1`, goes to the `NOTIFY_SOCKET` of
-//! [`notify`](crate::notify) on Windows in the same form.
+//! `LISTEN_FDNAMES`, their names, as on Unix. Where `LISTEN_FDS` is set,
+//! the server is io-fdpass's, and the request ends with a newline rather
+//! than with the end of the stream: the connection stays whole while the
+//! server asks Windows who is at its other end (Wine leaves half-closed
+//! connections out of its table of connections). io-fdpass's server takes
+//! both forms; systemfd's takes only the first, and must never be sent
+//! another (a request it cannot read ends its server thread). A
+//! readiness message of io-fdpass's own, `SECRET|PID|READY=1` and a
+//! newline, goes to the `NOTIFY_SOCKET` of [`notify`](crate::notify) on
+//! Windows.
 //!
 //! The parsers here also serve the Unix convention's variables
 //! (`LISTEN_FDS`, `LISTEN_FDNAMES`), so that each rule is written once.
@@ -31,7 +38,7 @@ pub(crate) const SERVER: &str = "SYSTEMFD_SOCKET_SERVER";
 pub(crate) const SECRET: &str = "SYSTEMFD_SOCKET_SECRET";
 
 /// The longest request a server reads: a secret (36), `|`, a pid (at most
-/// 10 digits), and `|READY=1`.
+/// 10 digits), `|READY=1` and a newline.
 pub(crate) const MAX_REQUEST: usize = 64;
 
 /// The most sockets an answer may hold: as many as one record of fds
@@ -120,12 +127,20 @@ pub(crate) struct Request {
 }
 
 impl Request {
-    /// The request's bytes.
-    pub(crate) fn text(&self) -> String {
+    /// The request's bytes, ended by a newline for a server of
+    /// io-fdpass's (`line`), or by nothing, the end of the stream saying
+    /// where it ends.
+    pub(crate) fn text(&self, line: bool) -> String {
+        let end = if line { "\n" } else { "" };
         match self.ask {
-            Ask::Sockets => format!("{}|{}", self.secret, self.pid),
-            Ask::Ready => format!("{}|{}|READY=1", self.secret, self.pid),
+            Ask::Sockets => format!("{}|{}{end}", self.secret, self.pid),
+            Ask::Ready => format!("{}|{}|READY=1{end}", self.secret, self.pid),
         }
+    }
+
+    /// Whether `bytes` read so far hold a whole request of the line form.
+    pub(crate) fn is_whole_line(bytes: &[u8]) -> bool {
+        bytes.ends_with(b"\n")
     }
 
     /// Reads a request; the error says what is wrong with it, for the
@@ -134,6 +149,7 @@ impl Request {
         if bytes.len() > MAX_REQUEST {
             return Err(format!("a request longer than {MAX_REQUEST} bytes"));
         }
+        let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
         let text = std::str::from_utf8(bytes).map_err(|_| "a request that is not text")?;
         let mut fields = text.split('|');
         let secret = fields.next().and_then(Secret::parse);
@@ -159,12 +175,13 @@ impl Request {
 /// What a server decides on a request that parsed, in the order it
 /// checks: the secret, then the pid named against the one expected and
 /// against the socket's peer, where Windows can tell it
-/// (`GetExtendedTcpTable`). `Err` says why it is refused.
+/// (`GetExtendedTcpTable`, asked last, as it is slow). `Err` says why it
+/// is refused.
 pub(crate) fn judge(
     request: &Request,
     secret: &Secret,
     expected_pid: u32,
-    peer_pid: Option<u32>,
+    peer_pid: impl FnOnce() -> Option<u32>,
 ) -> Result<(), String> {
     if !request.secret.matches(secret) {
         return Err("a request with the wrong secret".to_owned());
@@ -175,7 +192,7 @@ pub(crate) fn judge(
             request.pid
         ));
     }
-    match peer_pid {
+    match peer_pid() {
         Some(actual) if actual != request.pid => Err(format!(
             "a request naming process {}, made by process {actual}",
             request.pid
@@ -294,8 +311,12 @@ mod tests {
                 pid: 4242,
                 ask,
             };
-            assert_eq!(Request::parse(request.text().as_bytes()), Ok(request));
-            assert!(request.text().len() <= MAX_REQUEST);
+            for line in [false, true] {
+                let text = request.text(line);
+                assert_eq!(Request::parse(text.as_bytes()), Ok(request));
+                assert!(text.len() <= MAX_REQUEST);
+                assert_eq!(Request::is_whole_line(text.as_bytes()), line);
+            }
         }
         assert_eq!(
             Request::parse(format!("{UUID}|42").as_bytes()).unwrap().pid,
@@ -309,6 +330,7 @@ mod tests {
             (format!("{UUID}|-1"), "not one"),
             (format!("{UUID}|42|READY=0"), "unknown form"),
             (format!("{UUID}|42|READY=1|x"), "unknown form"),
+            (format!("{UUID}|42\n\n"), "not one"),
             ("nonsense|42".to_owned(), "secret"),
             (format!("{UUID}|{}", "1".repeat(40)), "longer"),
         ] {
@@ -327,13 +349,13 @@ mod tests {
             pid: 7,
             ask: Ask::Sockets,
         };
-        assert_eq!(judge(&request, &secret, 7, Some(7)), Ok(()));
-        assert_eq!(judge(&request, &secret, 7, None), Ok(()));
-        let wrong = judge(&request, &other, 7, Some(7)).unwrap_err();
+        assert_eq!(judge(&request, &secret, 7, || Some(7)), Ok(()));
+        assert_eq!(judge(&request, &secret, 7, || None), Ok(()));
+        let wrong = judge(&request, &other, 7, || Some(7)).unwrap_err();
         assert!(wrong.contains("wrong secret"), "{wrong}");
-        let not_child = judge(&request, &secret, 8, Some(7)).unwrap_err();
+        let not_child = judge(&request, &secret, 8, || Some(7)).unwrap_err();
         assert!(not_child.contains("not for process 8"), "{not_child}");
-        let spoofed = judge(&request, &secret, 7, Some(9)).unwrap_err();
+        let spoofed = judge(&request, &secret, 7, || Some(9)).unwrap_err();
         assert!(spoofed.contains("made by process 9"), "{spoofed}");
     }
 

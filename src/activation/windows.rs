@@ -18,7 +18,10 @@
 //! [`Command`] is the starting side: it runs a program with sockets, and
 //! serves them to it alone: the request must carry the secret, name the
 //! program's pid, and come from that pid where Windows can tell who is at
-//! the other end of a loopback connection (`GetExtendedTcpTable`).
+//! the other end of a loopback connection (`GetExtendedTcpTable`). What
+//! Windows lacks, the Unix API's `exec`, `arg0`, `process_group`,
+//! `find_program` and `room_for`, is not here; a program starts as
+//! [`std::process::Command`] starts it.
 //!
 //! # The environment
 //!
@@ -162,9 +165,10 @@ fn take_variables() -> io::Result<Option<Handover>> {
 }
 
 impl Server {
-    /// Sends `ask` as this process to the server, and reads the whole
-    /// answer, all within [`TIMEOUT`].
-    pub(crate) fn ask(&self, ask: Ask, most: usize) -> io::Result<Vec<u8>> {
+    /// Sends `ask` as this process to the server, in the line form to a
+    /// server of io-fdpass's (`line`, see [`systemfd`]), and reads the
+    /// whole answer, all within [`TIMEOUT`].
+    pub(crate) fn ask(&self, ask: Ask, line: bool, most: usize) -> io::Result<Vec<u8>> {
         let deadline = Instant::now() + TIMEOUT;
         let what = |e: io::Error, step: &str| {
             let kind = match e.kind() {
@@ -185,8 +189,11 @@ impl Server {
         };
         stream
             .set_write_timeout(Some(TIMEOUT))
-            .and_then(|()| stream.write_all(request.text().as_bytes()))
-            .and_then(|()| stream.shutdown(Shutdown::Write))
+            .and_then(|()| stream.write_all(request.text(line).as_bytes()))
+            .and_then(|()| match line {
+                true => Ok(()),
+                false => stream.shutdown(Shutdown::Write),
+            })
             .map_err(|e| what(e, "cannot send the request"))?;
         let mut answer = Vec::new();
         let mut buf = [0u8; 4096];
@@ -250,7 +257,9 @@ impl ListenFds {
         };
         let record = sys::PROTOCOL_INFO_LEN;
         let most = handover.count.unwrap_or(systemfd::MAX_SOCKETS) * record;
-        let answer = handover.server.ask(Ask::Sockets, most)?;
+        // LISTEN_FDS beside says that the server is io-fdpass's.
+        let line = handover.count.is_some();
+        let answer = handover.server.ask(Ask::Sockets, line, most)?;
         let count = systemfd::records(answer.len(), record, handover.count)?;
         let names = systemfd::names(handover.names.as_deref(), count)?;
         let sockets = answer
@@ -307,10 +316,49 @@ impl ListenFds {
     /// [`ErrorKind::InvalidInput`], saying what the socket is, for any
     /// other kind of socket, which stays in the set.
     pub fn take_tcp_listener(&mut self, index: usize) -> io::Result<TcpListener> {
-        self.take_as(index, "a listening TCP socket", |kind| {
-            kind.stream && kind.listening && kind.inet
-        })
-        .map(TcpListener::from)
+        self.take_as(index, "a listening TCP socket", is_tcp_listener)
+            .map(TcpListener::from)
+    }
+
+    /// Takes the one listening TCP socket of the set, whatever its name:
+    /// `Ok(None)` when there is none. For a program that serves on one
+    /// port, whoever started it: systemfd names no socket, a previous
+    /// generation ([`restart`](crate::restart)) names it as it was told.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] when the set holds more than one
+    /// listening TCP socket (the message names them): take one by name
+    /// with [`index_of`](ListenFds::index_of) and
+    /// [`take_tcp_listener`](ListenFds::take_tcp_listener). The error of
+    /// `getsockopt` for a socket that cannot be examined.
+    pub fn take_only_tcp_listener(&mut self) -> io::Result<Option<TcpListener>> {
+        let mut found = Vec::new();
+        for (i, socket) in self.sockets.iter().enumerate() {
+            if let Some(socket) = socket {
+                if is_tcp_listener(&sys::socket_kind(socket.as_socket())?) {
+                    found.push(i);
+                }
+            }
+        }
+        match found[..] {
+            [] => Ok(None),
+            [i] => self.take_tcp_listener(i).map(Some),
+            _ => {
+                let names: Vec<String> = found
+                    .iter()
+                    .map(|&i| format!("{:?} (index {i})", self.name(i).unwrap_or("unknown")))
+                    .collect();
+                Err(io::Error::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "{} inherited sockets are listening TCP sockets: {}; take one by its name",
+                        found.len(),
+                        names.join(", ")
+                    ),
+                ))
+            }
+        }
     }
 
     /// Takes socket `index` as a UDP socket, checking that it is an IPv4
@@ -355,6 +403,10 @@ impl ListenFds {
     }
 }
 
+fn is_tcp_listener(kind: &sys::SocketKind) -> bool {
+    kind.stream && kind.listening && kind.inet
+}
+
 /// What a socket is, in words.
 fn describe(kind: sys::SocketKind) -> &'static str {
     match (kind.inet, kind.stream, kind.datagram, kind.listening) {
@@ -363,5 +415,64 @@ fn describe(kind: sys::SocketKind) -> &'static str {
         (true, true, _, false) => "a TCP socket that is not listening",
         (true, _, true, _) => "a UDP socket",
         _ => "an IP socket of another type",
+    }
+}
+
+/// Reads a request from a client of a handover or readiness server, by
+/// `deadline`: up to its newline, or to the end of the stream. `Err` says
+/// why it is refused.
+pub(crate) fn read_request(
+    connection: &mut TcpStream,
+    deadline: Instant,
+) -> Result<Request, String> {
+    connection
+        .set_nonblocking(false)
+        .map_err(|e| format!("a connection that failed: {e}"))?;
+    let mut request = Vec::new();
+    let mut buf = [0u8; systemfd::MAX_REQUEST + 1];
+    while !Request::is_whole_line(&request) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err("a client that sent no whole request in time".to_owned());
+        }
+        let _ = connection.set_read_timeout(Some(left));
+        match connection.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) if request.len() + n > systemfd::MAX_REQUEST => {
+                return Err(format!(
+                    "a request longer than {} bytes",
+                    systemfd::MAX_REQUEST
+                ))
+            }
+            Ok(n) => request.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::Interrupted | ErrorKind::WouldBlock | ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(format!("a connection that failed: {e}")),
+        }
+    }
+    Request::parse(&request)
+}
+
+/// A connection to the non-blocking `listener`, if one comes `within`
+/// that long (`WSAPoll`, then `accept`).
+pub(crate) fn accept_within(
+    listener: &TcpListener,
+    within: Duration,
+) -> io::Result<Option<TcpStream>> {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if !sys::wait_for(listener.as_socket(), sys::READABLE, left)? {
+            return Ok(None);
+        }
+        match listener.accept() {
+            Ok((connection, _)) => return Ok(Some(connection)),
+            // Taken by another thread or process meanwhile, or interrupted.
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
+            Err(e) => return Err(e),
+        }
     }
 }

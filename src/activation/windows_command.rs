@@ -3,27 +3,23 @@
 //! sockets, duplicated for its pid with `WSADuplicateSocketW`.
 
 use std::ffi::{OsStr, OsString};
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::windows::io::{AsHandle, AsSocket, BorrowedSocket, OwnedHandle, OwnedSocket};
 use std::process::ExitStatus;
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::systemfd::{self, Ask, Request, Secret};
+use super::systemfd::{self, Ask, Secret};
 use crate::sys;
 
 /// How long the handover server waits, unless told otherwise: for the
 /// program to ask for its sockets, and for each connection's request.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The most connections the server answers at once; more are closed
 /// unanswered, so that a flood of idle connections holds no more threads.
 const MOST_AT_ONCE: usize = 8;
-
-/// How long the server waits for the connection table to name a
-/// request's process.
-const PEER_LOOKUP: Duration = Duration::from_secs(2);
 
 /// The most refusals kept for [`Child::wait_handover`]'s error.
 const MOST_REFUSALS: usize = 8;
@@ -125,8 +121,8 @@ impl<'a> Command<'a> {
     }
 
     /// How long the handover server waits for the program to ask for its
-    /// sockets, and for any one connection's request ([`DEFAULT_TIMEOUT`]
-    /// unless set).
+    /// sockets, and for any one connection's request (30 seconds unless
+    /// set).
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Command<'a> {
         self.timeout = timeout;
@@ -182,7 +178,7 @@ impl<'a> Command<'a> {
                 .env("LISTEN_FDS", self.sockets.len().to_string())
                 .env("LISTEN_FDNAMES", self.names.join(":"));
         }
-        let child = command.spawn().map_err(|e| {
+        let mut child = command.spawn().map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("cannot start {}: {e}", self.program.to_string_lossy()),
@@ -191,7 +187,16 @@ impl<'a> Command<'a> {
         let outcome = Arc::new(Outcome::default());
         match handover {
             Some(server) => {
-                let process = sys::duplicate(child.as_handle())?;
+                // The server watches the program's process for its exit;
+                // without a handle to it, the program runs no longer.
+                let process = match sys::duplicate(child.as_handle()) {
+                    Ok(process) => process,
+                    Err(e) => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        return Err(e);
+                    }
+                };
                 server.start(child.id(), process, Arc::clone(&outcome));
             }
             None => outcome.end(Ok(())),
@@ -319,14 +324,7 @@ impl Server {
 
     /// A connection, if one comes within `tick`.
     fn accept(&self, tick: Duration) -> io::Result<Option<TcpStream>> {
-        if !sys::wait_for(self.listener.as_socket(), sys::READABLE, tick)? {
-            return Ok(None);
-        }
-        match self.listener.accept() {
-            Ok((connection, _)) => Ok(Some(connection)),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(None),
-            Err(e) => Err(e),
-        }
+        super::accept_within(&self.listener, tick)
     }
 
     /// Duplicates each socket for the program `pid` and sends the records.
@@ -365,44 +363,8 @@ impl Judge {
 
     /// Reads and judges a request: `Err` says why it is refused.
     fn read_request(&self, connection: &mut TcpStream) -> Result<(), String> {
-        let deadline = Instant::now() + self.timeout;
-        connection
-            .set_nonblocking(false)
-            .map_err(|e| format!("a connection that failed: {e}"))?;
-        let mut request = Vec::new();
-        let mut buf = [0u8; systemfd::MAX_REQUEST + 1];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(format!(
-                    "a client that sent no request within {:?}",
-                    self.timeout
-                ));
-            }
-            let _ = connection.set_read_timeout(Some(left));
-            match connection.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) if request.len() + n > systemfd::MAX_REQUEST => {
-                    return Err(format!(
-                        "a request longer than {} bytes",
-                        systemfd::MAX_REQUEST
-                    ))
-                }
-                Ok(n) => request.extend_from_slice(&buf[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::Interrupted | ErrorKind::WouldBlock | ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => return Err(format!("a connection that failed: {e}")),
-            }
-        }
-        let request = Request::parse(&request)?;
-        // The connection table's owner, where it answers in time (under
-        // Wine it may take longer than the program waits); the records
-        // are made for the pid named, which alone can open them on
-        // Windows.
-        let peer = sys::peer_pid_within(connection.as_socket(), PEER_LOOKUP);
+        let request = super::read_request(connection, Instant::now() + self.timeout)?;
+        let peer = || sys::peer_pid(connection.as_socket());
         systemfd::judge(&request, &self.secret, self.pid, peer)?;
         match request.ask {
             Ask::Sockets => Ok(()),

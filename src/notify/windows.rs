@@ -2,8 +2,9 @@
 //! socket to say it on: the waiting process listens on a loopback TCP
 //! port, named in `NOTIFY_SOCKET` as `tcp:127.0.0.1:PORT`, with a random
 //! secret in `NOTIFY_SOCKET_SECRET`. [`ready`] connects and sends
-//! `SECRET|PID|READY=1` (the request form of the socket handover, see
-//! [`activation`](crate::activation)); the waiting side checks the secret,
+//! `SECRET|PID|READY=1` and a newline (the request form of the socket
+//! handover, see [`activation`](crate::activation)), and keeps the
+//! connection whole until the answer; the waiting side checks the secret,
 //! that the pid is the one it waits for, and that the connection comes
 //! from that pid where Windows can tell (`GetExtendedTcpTable`), and
 //! answers `1`.
@@ -19,13 +20,13 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::windows::io::AsSocket;
 use std::time::{Duration, Instant};
 
-use crate::activation::systemfd::{self, Ask, Request, Secret};
-use crate::activation::{read_server, Server};
+use crate::activation::systemfd::{self, Ask, Secret};
+use crate::activation::{accept_within, read_request, read_server, Server};
 use crate::sys;
 
 pub use crate::names::{check_name, MAX_NAME};
@@ -40,7 +41,6 @@ const TAKEN: &[u8] = b"1";
 
 /// How long one connection to a [`Listener`] may take to say what it
 /// has to say.
-#[allow(dead_code)]
 const PER_CONNECTION: Duration = Duration::from_secs(5);
 
 /// `READY=1`: tells the process waiting for this one (see the [module
@@ -70,7 +70,7 @@ pub fn ready() -> io::Result<bool> {
     };
     let secret = std::env::var_os(SECRET).map(|s| s.to_string_lossy().into_owned());
     let server = read_server((SOCKET, tcp), (SECRET, secret))?;
-    match server.ask(Ask::Ready, TAKEN.len())?.as_slice() {
+    match server.ask(Ask::Ready, true, TAKEN.len())?.as_slice() {
         TAKEN => Ok(true),
         _ => Err(io::Error::new(
             ErrorKind::PermissionDenied,
@@ -85,13 +85,11 @@ pub fn ready() -> io::Result<bool> {
 /// The waiting side of [`ready`]: a loopback port and a secret, given to
 /// the program in [`variables`](Listener::variables).
 #[derive(Debug)]
-#[allow(dead_code)]
 pub(crate) struct Listener {
     listener: TcpListener,
     server: Server,
 }
 
-#[allow(dead_code)]
 impl Listener {
     /// A listener on a loopback port of its own, with a random secret.
     pub(crate) fn new() -> io::Result<Listener> {
@@ -114,27 +112,28 @@ impl Listener {
         ]
     }
 
-    /// Waits up to `timeout` for process `pid` to say `READY=1`: whether
-    /// it did. Messages from anyone else, or of another form, are refused
-    /// and waited past; `refused` hears why.
+    /// Waits up to `timeout` for a connection, and reads what it says by
+    /// `last` at the latest (and within a few seconds): whether process
+    /// `pid` said `READY=1`. Messages from anyone else, or of another form,
+    /// are refused and waited past; `refused` hears why.
     pub(crate) fn wait_ready(
         &self,
         pid: u32,
         timeout: Duration,
+        last: Instant,
         mut refused: impl FnMut(String),
     ) -> io::Result<bool> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || !sys::wait_for(self.listener.as_socket(), sys::READABLE, left)? {
+            let Some(mut connection) = accept_within(&self.listener, left)? else {
                 return Ok(false);
-            }
-            let mut connection = match self.listener.accept() {
-                Ok((connection, _)) => connection,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
             };
-            let bound = left.min(PER_CONNECTION);
+            // Not the slice of the wait for a connection: a client on a
+            // loaded machine may take longer than that to be read.
+            let bound = last
+                .saturating_duration_since(Instant::now())
+                .min(PER_CONNECTION);
             match self.read(&mut connection, pid, bound) {
                 Ok(()) => {
                     let _ = connection.write_all(TAKEN);
@@ -149,27 +148,10 @@ impl Listener {
     /// Reads one readiness message within `bound`: `Err` says why it is
     /// refused.
     fn read(&self, connection: &mut TcpStream, pid: u32, bound: Duration) -> Result<(), String> {
-        connection
-            .set_nonblocking(false)
-            .and_then(|()| connection.set_read_timeout(Some(bound)))
-            .map_err(|e| format!("a connection that failed: {e}"))?;
-        let mut request = Vec::new();
-        let read = Read::take(&mut *connection, systemfd::MAX_REQUEST as u64 + 1)
-            .read_to_end(&mut request);
-        match read {
-            Ok(_) => {}
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return Err(format!("a client that said nothing within {bound:?}"))
-            }
-            Err(e) => return Err(format!("a connection that failed: {e}")),
-        }
-        let request = Request::parse(&request)?;
-        systemfd::judge(
-            &request,
-            &self.server.secret,
-            pid,
-            sys::peer_pid(connection.as_socket()),
-        )?;
+        let request = read_request(connection, Instant::now() + bound)?;
+        systemfd::judge(&request, &self.server.secret, pid, || {
+            sys::peer_pid(connection.as_socket())
+        })?;
         match request.ask {
             Ask::Ready => Ok(()),
             Ask::Sockets => Err("a request for sockets, where readiness is said".to_owned()),

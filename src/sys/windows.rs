@@ -373,29 +373,6 @@ fn tcp_peer_pid(socket: BorrowedSocket<'_>, table: TCP_TABLE_CLASS) -> Option<u3
     )
 }
 
-/// [`peer_pid`], waiting at most `bound` for the connection table: `None`
-/// when it has not answered by then. Under Wine a lookup reads every
-/// connection of the machine and looks for each one's owner among every
-/// process's fds: seconds on a busy machine, tens of them at worst.
-pub(crate) fn peer_pid_within(
-    socket: BorrowedSocket<'_>,
-    bound: std::time::Duration,
-) -> Option<u32> {
-    if let Some(pid) = unix_peer_pid(socket) {
-        return Some(pid);
-    }
-    let here = address(socket, getsockname)?;
-    let there = address(socket, getpeername)?;
-    let (sender, receiver) = std::sync::mpsc::channel();
-    // The lookup cannot be cancelled: a late one ends on its own.
-    std::thread::spawn(move || {
-        let owner = tcp_owner(here, there, TCP_TABLE_OWNER_PID_CONNECTIONS)
-            .or_else(|| tcp_owner(here, there, TCP_TABLE_OWNER_PID_ALL));
-        let _ = sender.send(owner);
-    });
-    receiver.recv_timeout(bound).ok().flatten()
-}
-
 /// The owner of the connection's end at `there` whose other end is
 /// `here`, from the table `table`.
 fn tcp_owner(here: SocketAddr, there: SocketAddr, table: TCP_TABLE_CLASS) -> Option<u32> {
