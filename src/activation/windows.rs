@@ -75,6 +75,10 @@ pub(crate) const VARIABLES: [&str; 4] = [
 /// connect, and for the whole answer.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a server of the handover or of readiness waits for Windows to
+/// name a client's process before it takes the client's word.
+pub(crate) const PEER_LOOKUP: Duration = Duration::from_secs(3);
+
 /// Whether [`ListenFds::take`] has been called in this process.
 static TAKEN: AtomicBool = AtomicBool::new(false);
 

@@ -26,7 +26,7 @@ use std::os::windows::io::AsSocket;
 use std::time::{Duration, Instant};
 
 use crate::activation::systemfd::{self, Ask, Secret};
-use crate::activation::{accept_within, read_request, read_server, Server};
+use crate::activation::{accept_within, read_request, read_server, Server, PEER_LOOKUP};
 use crate::sys;
 
 pub use crate::names::{check_name, MAX_NAME};
@@ -150,7 +150,7 @@ impl Listener {
     fn read(&self, connection: &mut TcpStream, pid: u32, bound: Duration) -> Result<(), String> {
         let request = read_request(connection, Instant::now() + bound)?;
         systemfd::judge(&request, &self.server.secret, pid, || {
-            sys::peer_pid(connection.as_socket())
+            sys::peer_pid_within(connection.as_socket(), PEER_LOOKUP)
         })?;
         match request.ask {
             Ask::Ready => Ok(()),

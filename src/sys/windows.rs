@@ -9,6 +9,7 @@ use std::os::windows::io::{
     FromRawSocket, OwnedHandle, OwnedSocket, RawHandle,
 };
 use std::ptr;
+use std::time::Duration;
 
 use std::net::SocketAddr;
 
@@ -20,8 +21,8 @@ use windows_sys::Win32::Foundation::{
     ERROR_INSUFFICIENT_BUFFER, HANDLE,
 };
 use windows_sys::Win32::NetworkManagement::IpHelper::{
-    GetExtendedTcpTable, MIB_TCP6ROW_OWNER_PID, MIB_TCPROW_OWNER_PID, TCP_TABLE_CLASS,
-    TCP_TABLE_OWNER_PID_ALL, TCP_TABLE_OWNER_PID_CONNECTIONS,
+    GetExtendedTcpTable, MIB_TCP6ROW_OWNER_PID, MIB_TCPROW_OWNER_PID,
+    TCP_TABLE_OWNER_PID_CONNECTIONS,
 };
 use windows_sys::Win32::Networking::WinSock::{
     getpeername, getsockname, getsockopt, recv as ws_recv, WSADuplicateSocketW, WSAGetLastError,
@@ -333,13 +334,33 @@ impl Process {
 /// (`GetExtendedTcpTable`), which lists it only when the peer is on this
 /// machine. `None` where it cannot tell.
 pub(crate) fn peer_pid(socket: BorrowedSocket<'_>) -> Option<u32> {
-    unix_peer_pid(socket)
-        .or_else(|| tcp_peer_pid(socket, TCP_TABLE_OWNER_PID_CONNECTIONS))
-        // Under Wine the connections' table leaves out a connection whose
-        // peer has shut down its side for writing (as a client of
-        // systemfd's protocol does at once); the table of every state,
-        // slower, has it.
-        .or_else(|| tcp_peer_pid(socket, TCP_TABLE_OWNER_PID_ALL))
+    if let Some(pid) = unix_peer_pid(socket) {
+        return Some(pid);
+    }
+    // Under Wine the connections' table leaves out a connection whose peer
+    // has shut down its side for writing (as a client of systemfd's
+    // protocol does at once): such a peer is one Windows cannot name here.
+    let owner = tcp_owner(address(socket, getsockname)?, address(socket, getpeername)?)?;
+    // The table says 0 where it does not know the owner.
+    (owner != 0).then_some(owner)
+}
+
+/// [`peer_pid`], given up after `bound`: Wine reads the connection table
+/// from the host's, in seconds or minutes when the host holds tens of
+/// thousands of closed connections (as after a load test), and a server
+/// must not keep a client waiting that long. The lookup goes on in a
+/// thread of its own, which holds no handle.
+pub(crate) fn peer_pid_within(socket: BorrowedSocket<'_>, bound: Duration) -> Option<u32> {
+    if let Some(pid) = unix_peer_pid(socket) {
+        return Some(pid);
+    }
+    let ends = (address(socket, getsockname)?, address(socket, getpeername)?);
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .spawn(move || send.send(tcp_owner(ends.0, ends.1)))
+        .ok()?;
+    let owner = receive.recv_timeout(bound).ok().flatten()?;
+    (owner != 0).then_some(owner)
 }
 
 fn unix_peer_pid(socket: BorrowedSocket<'_>) -> Option<u32> {
@@ -362,23 +383,14 @@ fn unix_peer_pid(socket: BorrowedSocket<'_>) -> Option<u32> {
     (result == 0 && returned as usize == size_of::<u32>()).then_some(pid)
 }
 
-/// The owner of the other end of a TCP connection, from the connection
-/// table: the row whose local end is this socket's peer and whose remote
-/// end is this socket.
-fn tcp_peer_pid(socket: BorrowedSocket<'_>, table: TCP_TABLE_CLASS) -> Option<u32> {
-    tcp_owner(
-        address(socket, getsockname)?,
-        address(socket, getpeername)?,
-        table,
-    )
-}
-
-/// The owner of the connection's end at `there` whose other end is
-/// `here`, from the table `table`.
-fn tcp_owner(here: SocketAddr, there: SocketAddr, table: TCP_TABLE_CLASS) -> Option<u32> {
+/// The owner of the other end of the TCP connection between `here` (this
+/// side) and `there`, from the connection table: the row whose local end
+/// is `there` and whose remote end is `here`. 0 where the table does not know the owner;
+/// `None` where the connection is not in the table.
+fn tcp_owner(here: SocketAddr, there: SocketAddr) -> Option<u32> {
     let owner = match (here, there) {
         (SocketAddr::V4(here), SocketAddr::V4(there)) => {
-            find_connection(AF_INET, table, |row: &MIB_TCPROW_OWNER_PID| {
+            find_connection(AF_INET, |row: &MIB_TCPROW_OWNER_PID| {
                 (row.dwLocalAddr.to_ne_bytes(), port(row.dwLocalPort))
                     == (there.ip().octets(), there.port())
                     && (row.dwRemoteAddr.to_ne_bytes(), port(row.dwRemotePort))
@@ -387,7 +399,7 @@ fn tcp_owner(here: SocketAddr, there: SocketAddr, table: TCP_TABLE_CLASS) -> Opt
             .dwOwningPid
         }
         (SocketAddr::V6(here), SocketAddr::V6(there)) => {
-            find_connection(AF_INET6, table, |row: &MIB_TCP6ROW_OWNER_PID| {
+            find_connection(AF_INET6, |row: &MIB_TCP6ROW_OWNER_PID| {
                 (row.ucLocalAddr, port(row.dwLocalPort)) == (there.ip().octets(), there.port())
                     && (row.ucRemoteAddr, port(row.dwRemotePort))
                         == (here.ip().octets(), here.port())
@@ -396,8 +408,7 @@ fn tcp_owner(here: SocketAddr, there: SocketAddr, table: TCP_TABLE_CLASS) -> Opt
         }
         _ => return None,
     };
-    // The table says 0 where it does not know the owner.
-    (owner != 0).then_some(owner)
+    Some(owner)
 }
 
 /// A port as the connection table stores it: network order, in a u32.
@@ -437,14 +448,10 @@ fn address(
     }
 }
 
-/// The first of the machine's TCP connections of `family`, in the table
-/// `table_class`, that `wanted` picks, with its owner's pid: a row of a `MIB_TCPTABLE_OWNER_PID` or
+/// The first of the machine's TCP connections of `family` that `wanted`
+/// picks, with its owner's pid: a row of a `MIB_TCPTABLE_OWNER_PID` or
 /// `MIB_TCP6TABLE_OWNER_PID`.
-fn find_connection<Row: Copy>(
-    family: u16,
-    table_class: TCP_TABLE_CLASS,
-    wanted: impl Fn(&Row) -> bool,
-) -> Option<Row> {
+fn find_connection<Row: Copy>(family: u16, wanted: impl Fn(&Row) -> bool) -> Option<Row> {
     let mut size = 0u32;
     let mut table: Vec<u64> = Vec::new();
     // The table may grow between asking its size and reading it.
@@ -456,7 +463,7 @@ fn find_connection<Row: Copy>(
                 &mut size,
                 0,
                 u32::from(family),
-                table_class,
+                TCP_TABLE_OWNER_PID_CONNECTIONS,
                 0,
             )
         };
