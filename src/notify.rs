@@ -30,8 +30,10 @@ use std::os::fd::BorrowedFd;
 
 use crate::sys;
 
+mod handover;
 mod listener;
 
+pub use handover::{Handover, READY_SOCKET};
 pub use listener::{Listener, Notification, MAX_DATAGRAM};
 
 /// The longest fd name systemd takes.
@@ -43,6 +45,13 @@ pub const MAX_NAME: usize = 255;
 /// by `fdpass adopt --stop-old`, tells the process waiting on a
 /// [`Listener`] to go.
 ///
+/// The first call in a process started with [`READY_SOCKET`] set says it
+/// on that socket instead of `$NOTIFY_SOCKET`: the process that waits there
+/// tells the service manager, with `MAINPID=` this process (see
+/// [`Handover`]). Every later call, and every call in a process started
+/// without it, says it on `$NOTIFY_SOCKET`, as does a process that the
+/// service manager started itself.
+///
 /// # Errors
 ///
 /// The error of sending the datagram: the socket named by
@@ -51,7 +60,28 @@ pub const MAX_NAME: usize = 255;
 /// ([`ErrorKind::WouldBlock`]: no call here ever waits for the service
 /// manager), …
 pub fn ready() -> io::Result<bool> {
+    if let Some(waiter) = ready_socket_once() {
+        return waiter
+            .send(&Message::Ready.text()?, &[])
+            .map(|()| true)
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot tell the process that started this one ({READY_SOCKET}): {e}"),
+                )
+            });
+    }
     send(Message::Ready, &[])
+}
+
+/// The socket named by [`READY_SOCKET`] the first time this is called in
+/// this process, `None` afterwards: a process tells the one that started
+/// it once, and its later `READY=1`s are the service manager's.
+fn ready_socket_once() -> Option<Notifier> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static TOLD: AtomicBool = AtomicBool::new(false);
+    let socket = std::env::var_os(READY_SOCKET).filter(|path| !path.is_empty())?;
+    (!TOLD.swap(true, Ordering::SeqCst)).then(|| Notifier::new(socket))
 }
 
 /// `FDSTORE=1` with `FDNAME=name`: asks systemd to keep `fds` under `name`

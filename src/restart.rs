@@ -20,6 +20,35 @@
 //!
 //! `examples/restart.rs` is a TCP server that restarts itself on SIGHUP.
 //!
+//! # Under systemd
+//!
+//! When this process has a service manager (`$NOTIFY_SOCKET` is set, and
+//! the socket is there), a restart is a reload of the service as systemd
+//! sees it, and the next generation becomes the service's main process:
+//!
+//! 1. [`Restart::spawn`] says `RELOADING=1` with `MONOTONIC_USEC=` (what
+//!    `Type=notify-reload` waits for after its SIGHUP);
+//! 2. the next generation keeps systemd's `$NOTIFY_SOCKET`, so that it can
+//!    speak to systemd itself (`STATUS=`, the fd store, and its own
+//!    restarts, which work as this one does), and says its `READY=1` on a
+//!    socket of this call's, named by [`notify::READY_SOCKET`];
+//! 3. once it has, this process sends `MAINPID=` the next generation with
+//!    `READY=1`, before `spawn` returns and so before this process exits:
+//!    systemd follows the new main process, and never sees the service
+//!    end. On any error it sends `READY=1` alone, and goes on as the main
+//!    process.
+//!
+//! The unit needs `NotifyAccess=all` and the default `KillMode=` (or
+//! `mixed`, never `process`), for the reasons [`notify::Handover`] gives:
+//!
+//! ```ini
+//! [Service]
+//! Type=notify
+//! NotifyAccess=all
+//! ExecStart=/usr/local/bin/my-server
+//! ExecReload=/bin/kill -HUP $MAINPID
+//! ```
+//!
 //! # Examples
 //!
 //! ```no_run
@@ -129,9 +158,11 @@ impl<'a> Restart<'a> {
     /// Starts the next generation and waits until it is ready.
     ///
     /// It gets the fds as 3, 4, … with `LISTEN_FDS`, `LISTEN_PID` and
-    /// `LISTEN_FDNAMES` set, and `NOTIFY_SOCKET` naming a socket of this
-    /// call's own (a [`notify::Listener`]), on which it says `READY=1`
-    /// ([`notify::ready`]). It runs in a process group of its own
+    /// `LISTEN_FDNAMES` set, and a socket of this call's own (a
+    /// [`notify::Listener`]) on which it says `READY=1`
+    /// ([`notify::ready`]): named by `NOTIFY_SOCKET`, or under a service
+    /// manager by [`notify::READY_SOCKET`], its `NOTIFY_SOCKET` staying the
+    /// service manager's (see [Under systemd](self#under-systemd)). It runs in a process group of its own
     /// ([`activation::Command::process_group`]), so that a terminal's
     /// Ctrl-C no longer reaches it. Every other variable is this process's;
     /// fds of this process that are not close-on-exec are inherited too, as
@@ -166,16 +197,33 @@ impl<'a> Restart<'a> {
 
     fn spawn_alone(self) -> io::Result<Successor> {
         let notify = notify::Listener::new()?;
-        let pid = self
-            .command
-            .env("NOTIFY_SOCKET", notify.path())
-            .process_group(0)
-            .spawn()?
-            .id();
-        match wait_until_ready(&notify, pid, self.timeout) {
-            Ok(()) => Ok(Successor { pid }),
+        // Under a service manager: the next generation keeps its
+        // `$NOTIFY_SOCKET` and says it is ready on `notify`; see
+        // `notify::Handover`.
+        let manager = notify::Handover::reloading()?;
+        let command = match manager {
+            Some(_) => self.command.env(notify::READY_SOCKET, notify.path()),
+            None => self
+                .command
+                .env("NOTIFY_SOCKET", notify.path())
+                .env(notify::READY_SOCKET, ""),
+        };
+        let started = command.process_group(0).spawn().map(|child| child.id());
+        let handed_over = started.and_then(|pid| {
+            wait_until_ready(&notify, pid, self.timeout)
+                .and_then(|()| manager.as_ref().map_or(Ok(()), |m| m.hand_over(pid)))
+                .map_err(|e| {
+                    sys::kill_group_and_reap(pid);
+                    e
+                })
+                .map(|()| pid)
+        });
+        match handed_over {
+            Ok(pid) => Ok(Successor { pid }),
             Err(e) => {
-                sys::kill_group_and_reap(pid);
+                if let Some(manager) = manager {
+                    manager.stay();
+                }
                 Err(e)
             }
         }
