@@ -20,6 +20,12 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use crate::http::{self, Failure, FailureKind, Tally};
 use crate::TempDir;
 
 /// How long systemd may take to boot, or to halt, on a busy machine.
@@ -101,7 +107,8 @@ impl Machine {
         let shared = TempDir::new("systemd-shared");
         std::fs::write(
             units_dir.join(IDLE_TARGET),
-            "[Unit]\nDescription=Nothing but what a test starts\n",
+            "[Unit]\nDescription=Nothing but what a test starts, and the journal\n\
+             Wants=systemd-journald.service\nAfter=systemd-journald.service\n",
         )
         .unwrap();
         for (name, text) in units {
@@ -310,10 +317,18 @@ impl Machine {
     /// The journal of this boot, for the message of a failure.
     #[must_use]
     pub fn journal(&self) -> String {
-        let out = self.nsenter(&["journalctl", "-b", "--no-pager", "-n", "60", "-o", "short-monotonic"]);
+        let out = self.nsenter(&["journalctl", "-b", "--no-pager", "-o", "short-monotonic"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        // Not the users made at boot: lines of no interest.
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|line| !line.contains("systemd-sysusers"))
+            .collect();
+        let tail = &lines[lines.len().saturating_sub(80)..];
         format!(
-            "journal (last 60 lines):\n{}",
-            String::from_utf8_lossy(&out.stdout)
+            "journal (its last {} lines):\n{}",
+            tail.len(),
+            tail.join("\n")
         )
     }
 
@@ -332,6 +347,167 @@ impl Machine {
             f()
         })
     }
+}
+
+/// What the client has seen: every request counted, and the pids that
+/// answered.
+#[derive(Default)]
+pub struct Seen {
+    /// Every request, failures by kind.
+    pub tally: Tally,
+    /// How many were answered.
+    pub answers: usize,
+    /// The pids that answered.
+    pub by: BTreeSet<u32>,
+    /// The pid that answered last.
+    pub last: Option<u32>,
+}
+
+/// A client in the container's network, making one request after
+/// another until stopped, each answered with the pid that served it
+/// (`served by pid N`, as `examples/restart.rs` answers).
+pub struct Client {
+    seen: Arc<Mutex<Seen>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// One request, one attempt: the pid that answered, or the failure.
+fn request(addr: SocketAddr) -> Result<u32, Failure> {
+    let reply = http::get(addr)?;
+    reply
+        .rsplit_once("served by pid ")
+        .and_then(|(_, pid)| pid.trim().parse().ok())
+        .ok_or_else(|| Failure {
+            kind: FailureKind::Bad,
+            detail: format!("a reply without a pid: {reply:?}"),
+        })
+}
+
+impl Client {
+    /// Starts making requests to 127.0.0.1:`port` in the container: waits
+    /// for the first answer (the one wait that may retry: the service
+    /// starts), then counts every request.
+    pub fn start(machine: &Machine, port: u16) -> Client {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = machine.in_network({
+            let (seen, stop) = (seen.clone(), stop.clone());
+            move || {
+                let _ = http::wait_until_answers(addr);
+                while !stop.load(Ordering::Relaxed) {
+                    let answer = request(addr);
+                    let mut seen = seen.lock().unwrap();
+                    seen.tally.count(&answer);
+                    if let Ok(pid) = answer {
+                        seen.answers += 1;
+                        seen.by.insert(pid);
+                        seen.last = Some(pid);
+                    }
+                }
+            }
+        });
+        Client {
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Waits until `pid` has answered `n` more requests than now.
+    pub fn wait_for_answers_by(&self, pid: u32, n: usize, machine: &Machine) {
+        let mut from = None;
+        crate::wait_until(
+            || {
+                let seen = self.seen.lock().unwrap();
+                if seen.last != Some(pid) {
+                    return false;
+                }
+                let start = *from.get_or_insert(seen.answers);
+                seen.answers >= start + n
+            },
+            || {
+                let seen = self.seen.lock().unwrap();
+                format!(
+                    "pid {pid} did not answer {n} requests: {}; by {:?}\n{}",
+                    seen.tally,
+                    seen.by,
+                    machine.journal()
+                )
+            },
+        );
+    }
+
+    /// Stops the client: what it saw.
+    pub fn stop(mut self) -> Seen {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap();
+        std::mem::take(&mut self.seen.lock().unwrap())
+    }
+
+    /// Stops the client, and checks that no request failed and that the
+    /// answers came from the processes `served_by`, and no other.
+    #[track_caller]
+    pub fn finish(self, served_by: &[u32], machine: &Machine) {
+        let seen = self.stop();
+        seen.tally.assert_none_failed();
+        assert_eq!(
+            seen.by,
+            served_by.iter().copied().collect(),
+            "answers came from pids other than {served_by:?}:\n{}",
+            machine.journal()
+        );
+        println!(
+            "{} answers from {served_by:?}, {}",
+            seen.answers, seen.tally
+        );
+    }
+}
+
+/// Reloads `unit` twice under `client`: each time a new generation
+/// becomes the main process, the old one exits, the unit stays active,
+/// and the new one answers. Returns the generations, the first included;
+/// systemd restarted none of them.
+pub fn reload_twice(machine: &Machine, unit: &str, client: &Client) -> Vec<u32> {
+    machine.wait_state(unit, "active");
+    let mut generations = vec![machine.main_pid(unit)];
+    client.wait_for_answers_by(generations[0], 50, machine);
+    for _ in 0..2 {
+        let old = *generations.last().unwrap();
+        machine.systemctl(&["reload", unit]);
+        crate::wait_until(
+            || {
+                let pid = machine.main_pid(unit);
+                pid != old && pid != 0
+            },
+            || format!("MainPID of {unit} is still {old}:\n{}", machine.journal()),
+        );
+        let next = machine.main_pid(unit);
+        // The old generation exits once it has finished: then systemd
+        // would have stopped the unit, had it not followed the next.
+        crate::wait_until(
+            || {
+                !machine
+                    .nsenter(&["test", "-e", &format!("/proc/{old}")])
+                    .status
+                    .success()
+            },
+            || format!("generation {old} did not exit:\n{}", machine.journal()),
+        );
+        client.wait_for_answers_by(next, 50, machine);
+        assert_eq!(
+            machine.show(unit, "ActiveState"),
+            "active",
+            "{}",
+            machine.journal()
+        );
+        assert_eq!(machine.main_pid(unit), next, "{}", machine.journal());
+        generations.push(next);
+    }
+    assert_eq!(machine.show(unit, "NRestarts"), "0");
+    println!("{unit}: generations {generations:?}");
+    generations
 }
 
 /// Moves the calling thread into the network namespace `netns`.
