@@ -132,6 +132,9 @@ impl Machine {
             .env("SYSTEMD_NSPAWN_UNIFIED_HIERARCHY", "1")
             .args(["-q", "-D", "/", "--volatile=yes", "--register=no"])
             .args(["--keep-unit", "--private-network", "-M", &name])
+            // nspawn's own filter refuses pidfd_getfd, which `fdpass
+            // adopt` takes fds with.
+            .arg("--system-call-filter=pidfd_getfd")
             .arg(format!("--bind={}:/shared", shared.path().display()))
             .arg(format!(
                 "--bind-ro={}:/etc/systemd/system",
