@@ -12,6 +12,10 @@ mod util;
 mod needs_root {
     use std::path::PathBuf;
 
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+
+    use io_fdpass_test_support::http;
     use io_fdpass_test_support::systemd::{as_tested, reload_twice, Client, Machine};
 
     const UNITS: [&str; 3] = [
@@ -20,15 +24,17 @@ mod needs_root {
         "restart-activated.service",
     ];
 
-    /// The example's binary, which `cargo test` builds beside the tests.
-    fn example() -> PathBuf {
+    /// The example `name`'s binary, which `cargo test` builds beside the
+    /// tests.
+    fn example(name: &str) -> PathBuf {
         let exe = std::env::current_exe().unwrap();
         let path = exe
             .parent()
             .unwrap()
             .parent()
             .unwrap()
-            .join("examples/restart");
+            .join("examples")
+            .join(name);
         assert!(
             path.exists(),
             "{} is missing: run the tests with cargo test --features tokio",
@@ -47,7 +53,7 @@ mod needs_root {
     #[ignore = "needs root: boots systemd in a container; .ci/test runs it as root"]
     fn restart_under_systemd_keeps_the_unit_and_every_request() {
         let units: Vec<_> = UNITS.iter().map(|name| unit(name)).collect();
-        let example = example();
+        let example = example("restart");
         let Some(machine) = Machine::boot("restart under systemd", &units, &[&example]) else {
             return;
         };
@@ -77,5 +83,77 @@ mod needs_root {
             "systemd started the service again:\n{}",
             machine.journal()
         );
+    }
+
+    /// What examples/fdstore.rs says the fd store gave it, and its pid.
+    fn fdstore_says(machine: &Machine) -> (String, u32) {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 8090));
+        let reply = machine
+            .in_network(move || http::wait_until_answers(addr))
+            .join()
+            .unwrap();
+        // In the order of systemd's store, which is not the order stored.
+        let mut gave: Vec<&str> = reply
+            .split_once("the fd store gave: ")
+            .and_then(|(_, rest)| rest.lines().next())
+            .unwrap_or_else(|| panic!("{reply:?}"))
+            .split(' ')
+            .collect();
+        gave.sort_unstable();
+        let gave = gave.join(" ");
+        let pid = reply
+            .rsplit_once("served by pid ")
+            .and_then(|(_, pid)| pid.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{reply:?}"));
+        (gave, pid)
+    }
+
+    /// `systemctl kill -s KILL`, then the wait for systemd's new start.
+    fn kill_9(machine: &Machine, unit: &str) {
+        let pid = machine.main_pid(unit);
+        machine.systemctl(&["kill", "-s", "KILL", unit]);
+        io_fdpass_test_support::wait_until(
+            || {
+                let now = machine.main_pid(unit);
+                now != pid && now != 0 && machine.show(unit, "ActiveState") == "active"
+            },
+            || format!("{unit} did not start again:\n{}", machine.journal()),
+        );
+    }
+
+    #[test]
+    #[ignore = "needs root: boots systemd in a container; .ci/test runs it as root"]
+    fn the_fd_store_keeps_fds_across_kill_9_until_removed() {
+        let units = [unit("fdstore.service")];
+        let example = example("fdstore");
+        let Some(machine) = Machine::boot("the fd store under systemd", &units, &[&example]) else {
+            return;
+        };
+        let unit = "fdstore.service";
+        machine.systemctl(&["start", unit]);
+        let (gave, first) = fdstore_says(&machine);
+        assert_eq!(gave, "nothing");
+
+        // store_fds: the socket and both ends of the pipe come back.
+        kill_9(&machine, unit);
+        let (gave, second) = fdstore_says(&machine);
+        assert_ne!(second, first);
+        assert_eq!(gave, "http scratch scratch", "{}", machine.journal());
+
+        // remove_fds: the pipe is gone at the next start, the socket not.
+        let forgot = machine
+            .in_network(|| {
+                let mut stream = TcpStream::connect(("127.0.0.1", 8090)).unwrap();
+                stream.write_all(b"FORGET\n").unwrap();
+                let mut reply = String::new();
+                stream.read_to_string(&mut reply).unwrap();
+                reply
+            })
+            .join()
+            .unwrap();
+        assert!(forgot.ends_with("forgot scratch\n"), "{forgot:?}");
+        kill_9(&machine, unit);
+        let (gave, _) = fdstore_says(&machine);
+        assert_eq!(gave, "http", "{}", machine.journal());
     }
 }
