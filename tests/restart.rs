@@ -396,3 +396,72 @@ fn a_second_restart_at_once_is_busy() {
     drop(listener);
     check.assert_unchanged();
 }
+
+/// The next message on `manager`, which must come from `pid`: its text.
+fn message_from(manager: &io_fdpass::notify::Listener, pid: u32) -> String {
+    let message = manager
+        .recv(Some(io_fdpass_test_support::WAIT_TIMEOUT))
+        .unwrap()
+        .expect("a message to the service manager");
+    assert_eq!(message.pid(), Some(pid), "{message:?}");
+    String::from_utf8(message.bytes().to_vec()).unwrap()
+}
+
+/// Under a service manager (a notify socket of the test's standing in for
+/// systemd's): each restart says `RELOADING=1` with `MONOTONIC_USEC=`, then
+/// `MAINPID=` the next generation with `READY=1`, both from the generation
+/// that restarts, and nothing else. The next generation keeps the
+/// manager's `NOTIFY_SOCKET`, so the second restart, from generation 2,
+/// goes as the first did.
+#[test]
+fn under_a_service_manager_mainpid_follows_each_generation() {
+    let check = NoLeak::start();
+    let manager = io_fdpass::notify::Listener::new().unwrap();
+    // SAFETY: prctl with integer arguments only.
+    assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) }, 0);
+    let mut first = Command::new(example());
+    first
+        .arg("127.0.0.1:0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .process_group(0)
+        .env("NOTIFY_SOCKET", manager.path())
+        .env_remove(io_fdpass::notify::READY_SOCKET);
+    for name in ["LISTEN_PID", "LISTEN_PIDFDID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        first.env_remove(name);
+    }
+    let first = first.spawn().unwrap();
+    let mut main = first.id();
+    let mut generations = Generations(vec![Pid::from_raw(main as i32).unwrap()]);
+    assert_eq!(message_from(&manager, main), "READY=1");
+    for _ in 0..2 {
+        let asked = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        let asked = asked.tv_sec as u64 * 1_000_000 + asked.tv_nsec as u64 / 1_000;
+        kill_process(Pid::from_raw(main as i32).unwrap(), Signal::HUP).unwrap();
+        let reloading = message_from(&manager, main);
+        let usec: u64 = reloading
+            .strip_prefix("RELOADING=1\nMONOTONIC_USEC=")
+            .unwrap_or_else(|| panic!("{reloading:?}"))
+            .parse()
+            .unwrap();
+        assert!(usec >= asked, "MONOTONIC_USEC={usec} is before the SIGHUP");
+        let handover = message_from(&manager, main);
+        let next: u32 = handover
+            .strip_prefix("MAINPID=")
+            .and_then(|rest| rest.strip_suffix("\nREADY=1"))
+            .unwrap_or_else(|| panic!("{handover:?}"))
+            .parse()
+            .unwrap();
+        assert_ne!(next, main);
+        generations.0.push(Pid::from_raw(next as i32).unwrap());
+        wait_for_exit(main);
+        main = next;
+    }
+    // The generations said nothing more: the next one's READY=1 went to
+    // the generation that started it, not here.
+    assert_eq!(manager.recv(Some(Duration::ZERO)).unwrap(), None);
+    kill_process(Pid::from_raw(main as i32).unwrap(), Signal::TERM).unwrap();
+    wait_for_exit(main);
+    drop((first, manager));
+    check.assert_unchanged();
+}
