@@ -427,7 +427,12 @@ fn under_a_service_manager_mainpid_follows_each_generation() {
         .process_group(0)
         .env("NOTIFY_SOCKET", manager.path())
         .env_remove(io_fdpass::notify::READY_SOCKET);
-    for name in ["LISTEN_PID", "LISTEN_PIDFDID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+    for name in [
+        "LISTEN_PID",
+        "LISTEN_PIDFDID",
+        "LISTEN_FDS",
+        "LISTEN_FDNAMES",
+    ] {
         first.env_remove(name);
     }
     let first = first.spawn().unwrap();

@@ -98,6 +98,11 @@ pub enum Command {
     /// COMMAND has `NOTIFY_SOCKET` set to a socket of fdpass's, and PID is
     /// sent SIGTERM once COMMAND sends READY=1 there (`sd_notify`), or once
     /// --ready-after has passed; if COMMAND exits first, PID is left alone.
+    /// Run by systemd (`NOTIFY_SOCKET` set), COMMAND keeps systemd's
+    /// `NOTIFY_SOCKET`, and fdpass's socket is named by
+    /// `IO_FDPASS_READY_SOCKET` instead; once COMMAND is ready, fdpass tells
+    /// systemd `READY=1` and `MAINPID=` COMMAND (the unit needs
+    /// `NotifyAccess=all`).
     #[command(after_help = "Examples:
   fdpass fds 4242
   fdpass adopt 4242 tcp:127.0.0.1:8080 --stop-old -- python3 server.py
