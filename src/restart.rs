@@ -208,25 +208,17 @@ impl<'a> Restart<'a> {
                 .env("NOTIFY_SOCKET", notify.path())
                 .env(notify::READY_SOCKET, ""),
         };
-        let started = command.process_group(0).spawn().map(|child| child.id());
-        let handed_over = started.and_then(|pid| {
+        let result = command.process_group(0).spawn().and_then(|child| {
+            let pid = child.id();
             wait_until_ready(&notify, pid, self.timeout)
                 .and_then(|()| manager.as_ref().map_or(Ok(()), |m| m.hand_over(pid)))
-                .map_err(|e| {
-                    sys::kill_group_and_reap(pid);
-                    e
-                })
-                .map(|()| pid)
+                .map(|()| Successor { pid })
+                .inspect_err(|_| sys::kill_group_and_reap(pid))
         });
-        match handed_over {
-            Ok(pid) => Ok(Successor { pid }),
-            Err(e) => {
-                if let Some(manager) = manager {
-                    manager.stay();
-                }
-                Err(e)
-            }
+        if let (Err(_), Some(manager)) = (&result, &manager) {
+            manager.stay();
         }
+        result
     }
 }
 

@@ -256,6 +256,7 @@ impl Machine {
     /// Runs `args` in the container, and panics unless it succeeds; its
     /// standard output.
     #[track_caller]
+    #[allow(clippy::must_use_candidate)] // most callers want only the success
     pub fn run(&self, args: &[&str]) -> String {
         let out = self.nsenter(args);
         assert!(
@@ -271,6 +272,7 @@ impl Machine {
 
     /// `systemctl ARGS` in the container, which must succeed.
     #[track_caller]
+    #[allow(clippy::must_use_candidate)] // most callers want only the success
     pub fn systemctl(&self, args: &[&str]) -> String {
         let mut all = vec!["systemctl"];
         all.extend_from_slice(args);
@@ -391,6 +393,7 @@ impl Client {
     /// Starts making requests to 127.0.0.1:`port` in the container: waits
     /// for the first answer (the one wait that may retry: the service
     /// starts), then counts every request.
+    #[must_use]
     pub fn start(machine: &Machine, port: u16) -> Client {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let seen = Arc::new(Mutex::new(Seen::default()));
@@ -443,6 +446,7 @@ impl Client {
     }
 
     /// Stops the client: what it saw.
+    #[must_use]
     pub fn stop(mut self) -> Seen {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.take().unwrap().join().unwrap();
@@ -472,6 +476,7 @@ impl Client {
 /// becomes the main process, the old one exits, the unit stays active,
 /// and the new one answers. Returns the generations, the first included;
 /// systemd restarted none of them.
+#[must_use]
 pub fn reload_twice(machine: &Machine, unit: &str, client: &Client) -> Vec<u32> {
     machine.wait_state(unit, "active");
     let mut generations = vec![machine.main_pid(unit)];
