@@ -131,6 +131,12 @@ pub(crate) enum Message<'a> {
     Store(&'a str),
     /// `FDSTOREREMOVE=1` with `FDNAME=` the name.
     Remove(&'a str),
+    /// `RELOADING=1` with `MONOTONIC_USEC=` the time the reload began, in
+    /// microseconds of `CLOCK_MONOTONIC`.
+    Reloading(u64),
+    /// `MAINPID=` the pid with `READY=1`: that process is the service's
+    /// main process now, and ready.
+    MainPid(u32),
 }
 
 impl Message<'_> {
@@ -148,6 +154,8 @@ impl Message<'_> {
                 check_name(name)?;
                 format!("FDSTOREREMOVE=1\nFDNAME={name}")
             }
+            Message::Reloading(usec) => format!("RELOADING=1\nMONOTONIC_USEC={usec}"),
+            Message::MainPid(pid) => format!("MAINPID={pid}\nREADY=1"),
         })
     }
 }
@@ -290,6 +298,15 @@ mod tests {
         assert_eq!(
             read(Message::Remove("web")),
             [pair("FDSTOREREMOVE", "1"), pair("FDNAME", "web")]
+        );
+        assert_eq!(
+            read(Message::Reloading(1_234_567)),
+            [pair("RELOADING", "1"), pair("MONOTONIC_USEC", "1234567")]
+        );
+        // One datagram: systemd moves the main pid, then takes READY=1.
+        assert_eq!(
+            read(Message::MainPid(42)),
+            [pair("MAINPID", "42"), pair("READY", "1")]
         );
         let e = Message::Store("x\nREADY=1").text().unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput);

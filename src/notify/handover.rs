@@ -36,7 +36,7 @@
 
 use std::io::{self, ErrorKind};
 
-use super::Notifier;
+use super::{Message, Notifier};
 
 /// The variable that names, in the environment of a process started to
 /// take over a service, the socket on which the process that started it
@@ -76,8 +76,7 @@ impl Handover {
         let Some(manager) = Notifier::from_env() else {
             return Ok(None);
         };
-        let text = format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec());
-        match manager.send(&text, &[]) {
+        match manager.send(&Message::Reloading(monotonic_usec()).text()?, &[]) {
             Ok(()) => Ok(Some(Handover { manager })),
             Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) => {
                 Ok(None)
@@ -112,7 +111,7 @@ impl Handover {
     /// The error of sending it ([`Notifier::send`]): the service manager
     /// was not told, and would stop the service when this process exits.
     pub fn hand_over(&self, pid: u32) -> io::Result<()> {
-        self.manager.send(&format!("MAINPID={pid}\nREADY=1"), &[])
+        self.manager.send(&Message::MainPid(pid).text()?, &[])
     }
 
     /// Tells the service manager that the service goes on as it was, with
@@ -121,12 +120,14 @@ impl Handover {
     /// service manager that cannot be told keeps the unit "reloading" until
     /// its timeout, and the service serves all the same.
     pub fn stay(&self) {
-        let _ = self.manager.send("READY=1", &[]);
+        if let Ok(text) = Message::Ready.text() {
+            let _ = self.manager.send(&text, &[]);
+        }
     }
 }
 
 /// `CLOCK_MONOTONIC` now in microseconds, the clock of `MONOTONIC_USEC=`.
-fn monotonic_usec() -> u128 {
+fn monotonic_usec() -> u64 {
     let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    now.tv_sec as u128 * 1_000_000 + now.tv_nsec as u128 / 1_000
+    now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000
 }
