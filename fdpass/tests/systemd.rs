@@ -5,6 +5,8 @@
 //! socket from the holder and restarts itself; `fdpass adopt` replacing a
 //! legacy unit's server; and `fdpass listen` as a unit's `ExecStart`.
 
+#![cfg(target_os = "linux")]
+
 mod util;
 
 /// Needs root, for systemd-nspawn: run by `.ci/test` as root.

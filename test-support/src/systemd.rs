@@ -7,23 +7,27 @@
 //! (`--private-network`), the unit files of [`Machine::units`] as
 //! `/etc/systemd/system`, and the directory [`Machine::shared`] as
 //! `/shared`: the binaries under test go there. It boots into an idle
-//! target, so that nothing runs but what a test starts.
+//! target that starts only the journal, so that nothing runs but what a
+//! test starts. nspawn's filter of system calls lets `pidfd_getfd` through,
+//! which `fdpass adopt` needs.
+//!
+//! [`Client`] makes requests from inside the container's network, each one
+//! counted, and [`reload_twice`] reloads a unit under it and follows its
+//! main process.
 //!
 //! Where nspawn cannot run (no root, no `systemd-nspawn`, no namespaces),
 //! [`Machine::boot`] says why on stderr and returns `None`, and the test
 //! says it was skipped: it never passes silently.
 
-use std::io;
+use std::collections::BTreeSet;
+use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
-
-use std::collections::BTreeSet;
-use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::http::{self, Failure, FailureKind, Tally};
 use crate::TempDir;
@@ -100,7 +104,12 @@ impl Machine {
                 std::env::var_os("CI").is_none() || !why.contains("missing"),
                 "under CI the tests of real systemd must run: {why}"
             );
-            eprintln!("skipped: {test}: systemd cannot run here: {why}");
+            // Past the test harness's capture of `eprintln!`, so that the
+            // skip shows even when the test is reported as passed.
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipped: {test}: systemd cannot run here: {why}"
+            );
             return None;
         }
         let units_dir = TempDir::new("systemd-units");
