@@ -10,6 +10,11 @@
 //! ```
 //!
 //! Each answer names the pid that served it. SIGTERM stops the server.
+//!
+//! Under systemd, `examples/systemd/restart.service` runs it, and
+//! `restart-activated.socket` with `restart-activated.service` runs it on a
+//! socket systemd opens; `systemctl reload` restarts it, and systemd
+//! follows each generation as the service's main process.
 
 #[cfg(unix)]
 fn main() -> std::process::ExitCode {

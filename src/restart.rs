@@ -161,8 +161,9 @@ impl<'a> Restart<'a> {
     /// `LISTEN_FDNAMES` set, and a socket of this call's own (a
     /// [`notify::Listener`]) on which it says `READY=1`
     /// ([`notify::ready`]): named by `NOTIFY_SOCKET`, or under a service
-    /// manager by [`notify::READY_SOCKET`], its `NOTIFY_SOCKET` staying the
-    /// service manager's (see [Under systemd](self#under-systemd)). It runs in a process group of its own
+    /// manager by [`notify::READY_SOCKET`], its `NOTIFY_SOCKET` staying
+    /// the service manager's (see [Under systemd](self#under-systemd)). It
+    /// runs in a process group of its own
     /// ([`activation::Command::process_group`]), so that a terminal's
     /// Ctrl-C no longer reaches it. Every other variable is this process's;
     /// fds of this process that are not close-on-exec are inherited too, as
@@ -182,7 +183,10 @@ impl<'a> Restart<'a> {
     ///   killed;
     /// - [`ErrorKind::Other`]: it exited before it was ready (the message
     ///   gives its status);
-    /// - [`ErrorKind::NotFound`] and the like: it could not be started.
+    /// - [`ErrorKind::NotFound`] and the like: it could not be started;
+    /// - under a service manager, the error of telling it `RELOADING=1`
+    ///   (nothing was started) or `MAINPID=` (the next generation, ready,
+    ///   was killed, since systemd would not follow it).
     pub fn spawn(self) -> io::Result<Successor> {
         if RUNNING.swap(true, Ordering::SeqCst) {
             return Err(io::Error::new(

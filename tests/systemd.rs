@@ -63,6 +63,10 @@ mod needs_root {
         let client = Client::start(&machine, 8080);
         let generations = reload_twice(&machine, "restart.service", &client);
         client.finish(&generations, &machine);
+        // systemd watches the last generation, which it did not start: a
+        // crash of it is a crash of the service (Restart=on-failure).
+        kill_9(&machine, "restart.service");
+        assert_eq!(machine.show("restart.service", "NRestarts"), "1");
         machine.systemctl(&["stop", "restart.service"]);
         assert_eq!(machine.show("restart.service", "ActiveState"), "inactive");
         assert_eq!(machine.show("restart.service", "Result"), "success");

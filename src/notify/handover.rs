@@ -93,14 +93,6 @@ impl Handover {
         Notifier::from_env().map(|manager| Handover { manager })
     }
 
-    /// The variables to set for the process that takes over, waited for
-    /// on the socket at `ready_socket`: [`READY_SOCKET`], with
-    /// `$NOTIFY_SOCKET` left as it is, systemd's.
-    #[must_use]
-    pub fn env(ready_socket: &std::path::Path) -> [(&'static str, &std::ffi::OsStr); 1] {
-        [(READY_SOCKET, ready_socket.as_os_str())]
-    }
-
     /// Tells the service manager that process `pid` is the service's main
     /// process now, and that it is ready: `MAINPID=pid` and `READY=1` in
     /// one datagram, sent before this process exits, so that systemd
