@@ -1,7 +1,10 @@
 //! systemd's notify protocol: telling the service manager that this
 //! service is ready, and keeping fds in its fd store, over the datagram
 //! socket named by `$NOTIFY_SOCKET`; and its other end, a [`Listener`] for
-//! a program that starts another and waits until it is ready.
+//! a program that starts another and waits until it is ready. Under
+//! systemd, [`Handover`] makes the process so started the service's main
+//! process (`MAINPID=`), as [`restart`](crate::restart) and `fdpass adopt`
+//! do.
 //!
 //! systemd hands what a service put in its fd store back to the next start
 //! of the service as `LISTEN_FDS`, with the names given here in

@@ -1,38 +1,5 @@
-//! A service handed from one process to another under a service manager
-//! such as systemd: the running process starts the next with
-//! `$NOTIFY_SOCKET` unchanged, hears its `READY=1` on a socket of its own
-//! named by [`READY_SOCKET`], and then tells the service manager that the
-//! next process is the service's main process (`MAINPID=`), before it
-//! exits itself.
-//!
-//! Without the move of `MAINPID=`, systemd sees the service's main process
-//! exit once the next one has taken over, stops the unit and kills the
-//! next process with it. And with a private `$NOTIFY_SOCKET` instead of
-//! systemd's, the next process could not speak to systemd itself: no
-//! `STATUS=`, no fd store, no restart of its own.
-//!
-//! # What a unit needs
-//!
-//! - `NotifyAccess=all`. Until `MAINPID=` has moved, the next process is
-//!   not the main process, and with `NotifyAccess=main` (the default of
-//!   `Type=notify`) systemd drops what it says: its `STATUS=`, and the fds
-//!   it stores in the fd store before it is ready. The waiting side's own
-//!   messages are sent by the main process (a restart) or by a process of
-//!   the unit that is not its main one (`fdpass adopt --stop-old`'s
-//!   watcher), so only `all` lets every step through.
-//! - `KillMode=control-group` (the default) or `mixed`. During a restart
-//!   the unit has two generations for a while, and after it the old one
-//!   may still be finishing its requests; both are in the unit's control
-//!   group, and a stop must reach both. With `KillMode=process` a stop
-//!   signals only the main process, and leaves the other generation
-//!   running, outside any unit's control. `mixed` sends SIGTERM to the
-//!   main process only and SIGKILL to the rest once it has exited, so an
-//!   old generation still finishing is killed at a stop rather than asked;
-//!   `control-group` asks every process with SIGTERM first.
-//! - `Type=notify`, or `Type=notify-reload` (systemd 253 and later), where
-//!   systemd sends SIGHUP itself and waits for `RELOADING=1` and then
-//!   `READY=1`, which a restart sends. With `Type=notify`, reload by
-//!   `ExecReload=/bin/kill -HUP $MAINPID`.
+//! [`Handover`]: a service handed from one process to another under a
+//! service manager, and [`READY_SOCKET`].
 
 use std::io::{self, ErrorKind};
 
@@ -51,6 +18,42 @@ pub const READY_SOCKET: &str = "IO_FDPASS_READY_SOCKET";
 
 /// The service manager of this process, as a process that hands the
 /// service over to another sees it: the socket named by `$NOTIFY_SOCKET`.
+///
+/// A service handed from one process to another under a service manager
+/// such as systemd: the running process starts the next with
+/// `$NOTIFY_SOCKET` unchanged, hears its `READY=1` on a socket of its own
+/// named by [`READY_SOCKET`], and then tells the service manager that the
+/// next process is the service's main process (`MAINPID=`), before it
+/// exits itself.
+///
+/// Without the move of `MAINPID=`, systemd sees the service's main process
+/// exit once the next one has taken over, stops the unit and kills the
+/// next process with it. And with a private `$NOTIFY_SOCKET` instead of
+/// systemd's, the next process could not speak to systemd itself: no
+/// `STATUS=`, no fd store, no restart of its own.
+///
+/// # What a unit needs
+///
+/// - `NotifyAccess=all`. Until `MAINPID=` has moved, the next process is
+///   not the main process, and with `NotifyAccess=main` (the default of
+///   `Type=notify`) systemd drops what it says: its `STATUS=`, and the fds
+///   it stores in the fd store before it is ready. The waiting side's own
+///   messages are sent by the main process (a restart) or by a process of
+///   the unit that is not its main one (`fdpass adopt --stop-old`'s
+///   watcher), so only `all` lets every step through.
+/// - `KillMode=control-group` (the default) or `mixed`. During a restart
+///   the unit has two generations for a while, and after it the old one
+///   may still be finishing its requests; both are in the unit's control
+///   group, and a stop must reach both. With `KillMode=process` a stop
+///   signals only the main process, and leaves the other generation
+///   running, outside any unit's control. `mixed` sends SIGTERM to the
+///   main process only and SIGKILL to the rest once it has exited, so an
+///   old generation still finishing is killed at a stop rather than asked;
+///   `control-group` asks every process with SIGTERM first.
+/// - `Type=notify`, or `Type=notify-reload` (systemd 253 and later), where
+///   systemd sends SIGHUP itself and waits for `RELOADING=1` and then
+///   `READY=1`, which a restart sends. With `Type=notify`, reload by
+///   `ExecReload=/bin/kill -HUP $MAINPID`.
 #[derive(Debug, Clone)]
 pub struct Handover {
     manager: Notifier,
