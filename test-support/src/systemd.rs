@@ -481,6 +481,13 @@ impl Client {
     }
 }
 
+impl Drop for Client {
+    /// Stops the requests of a client that a failed test left running.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Reloads `unit` twice under `client`: each time a new generation
 /// becomes the main process, the old one exits, the unit stays active,
 /// and the new one answers. Returns the generations, the first included;
