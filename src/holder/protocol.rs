@@ -433,6 +433,20 @@ impl Entry {
         }
     }
 
+    /// How long it has left at `now` (since the Unix epoch), in whole
+    /// seconds rounded down; `None` if no time drops it.
+    ///
+    /// The holder rounds [`expires_at`](Entry::expires_at) up to a whole
+    /// second, so that nothing goes before its time; rounding what is
+    /// left down is the other half. A `--ttl 4s` stored at 100.3 s
+    /// expires at 105 s and has 4 s left at 100.4 s: never more than was
+    /// asked, however far into its second the store and the `list` fall.
+    #[must_use]
+    pub fn expires_in(&self, now: Duration) -> Option<Duration> {
+        let left = Duration::from_secs(self.expires_at?).saturating_sub(now);
+        Some(Duration::from_secs(left.as_secs()))
+    }
+
     /// Its line in a `list` answer, newline included.
     #[must_use]
     pub fn line(&self) -> String {
