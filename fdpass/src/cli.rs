@@ -36,8 +36,11 @@ static DEFAULT_TIMEOUT: LazyLock<String> =
     disable_help_subcommand = true
 )]
 pub struct Cli {
-    /// Log each transfer on stderr.
-    #[arg(short, long, global = true)]
+    /// `-v` before the subcommand, as earlier versions took it (and as a
+    /// holder started so re-executes itself on upgrade): the same as the
+    /// subcommand's own `-v`, and hidden, as it is offered only by the
+    /// subcommands that log.
+    #[arg(short, long, hide = true)]
     pub verbose: bool,
 
     #[command(subcommand)]
@@ -228,6 +231,8 @@ pub struct SendArgs {
     /// Give up after this long (e.g. 500ms, 5s, 1m).
     #[arg(long, value_name = "DURATION", default_value = DEFAULT_TIMEOUT.as_str(), value_parser = parse_timeout)]
     pub timeout: Duration,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 // The arguments of `fdpass recv` (not a doc comment, which clap
@@ -252,6 +257,8 @@ pub struct RecvArgs {
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     pub command: Vec<OsString>,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 // The arguments of `fdpass listen` (not a doc comment, which clap
@@ -268,6 +275,8 @@ pub struct ListenArgs {
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     pub command: Vec<OsString>,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 // The arguments of `fdpass fds` (not a doc comment, which clap
@@ -301,6 +310,8 @@ pub struct StoreArgs {
     /// Drop it when process PID exits.
     #[arg(long, value_name = "PID")]
     pub until_exit: Option<u32>,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 // The arguments of `fdpass fetch` (not a doc comment, which clap
@@ -343,6 +354,8 @@ pub struct DropArgs {
     /// The name whose fd to close.
     #[arg(value_parser = parse_name)]
     pub name: String,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 // The arguments of `fdpass completions` (not a doc comment, which clap
@@ -386,6 +399,15 @@ pub struct HolderArgs {
     pub holder_uids: Vec<u32>,
 }
 
+// `-v`, on the subcommands that have something to log. (Not a doc
+// comment, as above.)
+#[derive(Args, Debug, Default)]
+pub struct LogArgs {
+    /// Log each step on stderr.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
 // The arguments of `fdpass hold` (not a doc comment, which clap would
 // show instead of the command's own about).
 #[derive(Args, Debug)]
@@ -416,6 +438,8 @@ pub struct HoldArgs {
     /// How long a client has for its whole request and answer.
     #[arg(long, value_name = "DURATION", default_value = DEFAULT_TIMEOUT.as_str(), value_parser = parse_timeout)]
     pub client_timeout: Duration,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 // The arguments of `fdpass adopt` (not a doc comment, as above).
@@ -449,6 +473,8 @@ pub struct AdoptArgs {
         conflicts_with = "store"
     )]
     pub command: Vec<OsString>,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 /// Checks a name for an fd: what `LISTEN_FDNAMES` and systemd's fd store

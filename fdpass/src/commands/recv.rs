@@ -21,6 +21,7 @@ pub fn run(args: RecvArgs, log: Log) -> Result<()> {
         allow_uids,
         timeout,
         command,
+        log: _,
     } = args;
     let count = usize::from(count);
     let names = exec::fd_names(names, count, |_| "unknown")?;

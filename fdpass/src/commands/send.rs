@@ -20,6 +20,7 @@ pub fn run(args: &SendArgs, log: Log) -> Result<()> {
         batch,
         receiver_uids,
         timeout,
+        log: _,
     } = args;
     let (batch, timeout) = (*batch, *timeout);
     let inherited = fds
