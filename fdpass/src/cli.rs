@@ -110,10 +110,10 @@ pub enum Command {
 
     /// Show the fds process PID holds, one per line.
     ///
-    /// Each line has the fd number and what it is: a file and its path, a
-    /// pipe, a socket with its family, type, address and whether it
-    /// listens (from /proc/PID/fd and /proc/PID/net). The kernel shows them
-    /// to a process of PID's user, or to root.
+    /// Each line has the fd number and what it is: a file or a device and
+    /// its path, a pipe, a socket with its family, type, address and
+    /// whether it listens (from /proc/PID/fd and /proc/PID/net). The kernel
+    /// shows them to a process of PID's user, or to root.
     #[command(after_help = "Examples:
   fdpass fds 4242
   fdpass fds --json $(pgrep -o nginx)")]
@@ -286,8 +286,8 @@ pub struct FdsArgs {
     /// The process whose fds to show.
     pub pid: u32,
     /// A JSON array, one object per fd: fd, kind (file, directory,
-    /// pipe, socket, other), description, and path; family, type,
-    /// listening and local; or name.
+    /// pipe, socket, character device, block device, other),
+    /// description, and path; family, type, listening and local; or name.
     #[arg(long)]
     pub json: bool,
 }

@@ -149,7 +149,11 @@ fn verbose_is_offered_only_where_it_logs() {
     }
     assert!(!success(fdpass().arg("--help")).contains("--verbose"));
     fails(fdpass().args(["man", "-v"]), 64, "'-v'");
-    fails(fdpass().args(["completions", "bash", "--verbose"]), 64, "'--verbose'");
+    fails(
+        fdpass().args(["completions", "bash", "--verbose"]),
+        64,
+        "'--verbose'",
+    );
     // Before the subcommand, as earlier versions took it (and a holder
     // started so runs itself again on upgrade), -v is still understood.
     fails(
@@ -157,4 +161,27 @@ fn verbose_is_offered_only_where_it_logs() {
         69,
         "/nonexistent/h.sock",
     );
+}
+
+#[test]
+fn dev_null_is_a_character_device() {
+    let mut child = std::process::Command::new("sleep")
+        .arg("600")
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let lines = util::output(fdpass().args(["fds", &pid]));
+    let json = util::output(fdpass().args(["fds", "--json", &pid]));
+    util::terminate(&mut child);
+    let lines = util::stdout(&lines);
+    assert!(
+        lines
+            .lines()
+            .any(|l| l == "0 the character device /dev/null"),
+        "{lines}"
+    );
+    let json = util::stdout(&json);
+    let null = r#"{"fd":0,"kind":"character device","path":"/dev/null","description":"the character device /dev/null"}"#;
+    assert!(json.contains(null), "{json}");
 }
