@@ -58,8 +58,11 @@ pub enum Command {
     ///
     /// One `IO::FDPass` message per fd (the byte 0 with the fd attached), or
     /// all in one message with --batch. The receiver must run as this user
-    /// or root, or one named with --receiver-uid. An fdpass holder is not a
-    /// receiver: use `fdpass store`.
+    /// or root, or one named with --receiver-uid. Waits, up to --timeout,
+    /// until the receiver has read what was sent, or has said why not: an
+    /// `fdpass recv` that turns this user away says so, and the send fails
+    /// with its reason (77). An fdpass holder is not a receiver: use
+    /// `fdpass store`.
     #[command(after_help = "Examples:
   fdpass send /run/app.sock 3 3<data.txt
   fdpass send @app 0 1      # this terminal's stdin and stdout")]
@@ -70,9 +73,9 @@ pub enum Command {
     /// Listens at SOCKET (a stale socket file is replaced; anything else at
     /// the path is refused), accepts a connection from a sender of this
     /// user, root, or a uid named with --allow-uid (others are turned
-    /// away), receives N fds in `IO::FDPass` messages (one or several per
-    /// message) and runs COMMAND. Gives up, removing SOCKET, after
-    /// --timeout.
+    /// away, told why in a line that `fdpass send` shows), receives N fds
+    /// in `IO::FDPass` messages (one or several per message) and runs
+    /// COMMAND. Gives up, removing SOCKET, after --timeout.
     #[command(after_help = "Examples:
   fdpass recv /tmp/in.sock -- sh -c 'cat <&3'
   fdpass recv @web -n 2 --name http --name https -- ./server")]
