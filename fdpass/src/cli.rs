@@ -10,7 +10,7 @@ use crate::address::{ListenAddr, SocketName, What};
 use crate::fail;
 
 /// How long a client command waits by default, for the whole exchange:
-/// the library's [`io_fdpass::holder::DEFAULT_TIMEOUT`], written as
+/// the library's `io_fdpass::holder::DEFAULT_TIMEOUT`, written as
 /// `--timeout` takes it, for clap's default and the help. Made only when
 /// clap builds a command that has it.
 static DEFAULT_TIMEOUT: LazyLock<String> =
@@ -525,7 +525,7 @@ pub fn parse_timeout(text: &str) -> Result<Duration, String> {
 
 /// Parses a lifetime for a held fd: longer than zero, which would drop it
 /// at once, and at most what a holder keeps
-/// ([`Lifetime::MAX_TTL`](io_fdpass::holder::protocol::Lifetime::MAX_TTL)).
+/// (`io_fdpass::holder::protocol::Lifetime::MAX_TTL`).
 pub fn parse_ttl(text: &str) -> Result<Duration, String> {
     use io_fdpass::holder::protocol::Lifetime;
     match parse_duration(text)? {

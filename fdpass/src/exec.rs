@@ -90,7 +90,7 @@ pub fn fd_names(
 }
 
 /// Finds the program `name` names, as the shell does
-/// ([`io_fdpass::activation::find_program`]): 127 when there is none, 126
+/// (`io_fdpass::activation::find_program`): 127 when there is none, 126
 /// when it cannot be run.
 pub fn find(name: &OsStr) -> Result<PathBuf> {
     find_program(name).map_err(|err| match err.kind() {
@@ -111,7 +111,7 @@ pub fn find(name: &OsStr) -> Result<PathBuf> {
 /// Replaces this process with `command`, giving it `fds` as fds 3, 4, …
 /// with `LISTEN_FDS`, `LISTEN_PID` and `LISTEN_FDNAMES` set (the systemd
 /// socket-activation convention, laid out by
-/// [`io_fdpass::activation::Command::exec`]), and the variables of `env`.
+/// `io_fdpass::activation::Command::exec`), and the variables of `env`.
 /// The command inherits no other fd but 0–2, and not those of 0–2 that the
 /// shell had closed. `fds` must be all that the caller still holds above
 /// 2: the numbers 3, 4, … are taken over whatever they hold. Returns only

@@ -34,7 +34,7 @@ pub fn run(args: &FdsArgs) -> Result<()> {
 
 /// One fd as a JSON object: `fd`, `kind` (`file`, `directory`, `pipe`,
 /// `socket`, `character device`, `block device`, `other`: the library's
-/// [`FdKind::word`]), `description` (the line's text), and for a file,
+/// `FdKind::word`), `description` (the line's text), and for a file,
 /// directory or device `path`, for a socket `family`, `type`, `listening`
 /// and `local`, for anything else `name`. Paths that are not UTF-8 are
 /// shown lossily.
