@@ -284,7 +284,7 @@ fn this_process_is_described_the_same_way() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let null = std::fs::File::open("/dev/null").unwrap();
     let dir = std::fs::File::open("/").unwrap();
-    let (pipe, _w) = rustix::pipe::pipe().unwrap();
+    let (pipe, write) = rustix::pipe::pipe().unwrap();
     let eventfd = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap();
     let me = Process::open(std::process::id()).unwrap();
     let listed = me.fds().unwrap();
@@ -305,7 +305,7 @@ fn this_process_is_described_the_same_way() {
     assert!(
         matches!(FdKind::of(&eventfd).unwrap(), FdKind::Other(Some(name)) if name.contains("eventfd"))
     );
-    drop((me, listener, null, dir, pipe, _w, eventfd));
+    drop((me, listener, null, dir, pipe, write, eventfd));
     check.assert_unchanged();
 }
 
