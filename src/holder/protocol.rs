@@ -441,6 +441,19 @@ impl Entry {
     /// left down is the other half. A `--ttl 4s` stored at 100.3 s
     /// expires at 105 s and has 4 s left at 100.4 s: never more than was
     /// asked, however far into its second the store and the `list` fall.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use io_fdpass::holder::protocol::Entry;
+    ///
+    /// // A `--ttl 4s` stored at 100.3 s, listed a tenth of a second later.
+    /// let entry = Entry::parse("web kind=tcp stored=100 expires=105")?;
+    /// let now = Duration::from_millis(100_400);
+    /// assert_eq!(entry.expires_in(now), Some(Duration::from_secs(4)));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     #[must_use]
     pub fn expires_in(&self, now: Duration) -> Option<Duration> {
         let left = Duration::from_secs(self.expires_at?).saturating_sub(now);
