@@ -65,7 +65,7 @@ mod needs_root {
         client.finish(&generations, &machine);
         // systemd watches the last generation, which it did not start: a
         // crash of it is a crash of the service (Restart=on-failure).
-        kill_9(&machine, "restart.service");
+        machine.kill_9("restart.service");
         assert_eq!(machine.show("restart.service", "NRestarts"), "1");
         machine.systemctl(&["stop", "restart.service"]);
         assert_eq!(machine.show("restart.service", "ActiveState"), "inactive");
@@ -112,19 +112,6 @@ mod needs_root {
         (gave, pid)
     }
 
-    /// `systemctl kill -s KILL`, then the wait for systemd's new start.
-    fn kill_9(machine: &Machine, unit: &str) {
-        let pid = machine.main_pid(unit);
-        machine.systemctl(&["kill", "-s", "KILL", unit]);
-        io_fdpass_test_support::wait_until(
-            || {
-                let now = machine.main_pid(unit);
-                now != pid && now != 0 && machine.show(unit, "ActiveState") == "active"
-            },
-            || format!("{unit} did not start again:\n{}", machine.journal()),
-        );
-    }
-
     #[test]
     #[ignore = "needs root: boots systemd in a container; .ci/test runs it as root"]
     fn the_fd_store_keeps_fds_across_kill_9_until_removed() {
@@ -139,7 +126,7 @@ mod needs_root {
         assert_eq!(gave, "nothing");
 
         // store_fds: the socket and both ends of the pipe come back.
-        kill_9(&machine, unit);
+        machine.kill_9(unit);
         let (gave, second) = fdstore_says(&machine);
         assert_ne!(second, first);
         assert_eq!(gave, "http scratch scratch", "{}", machine.journal());
@@ -156,7 +143,7 @@ mod needs_root {
             .join()
             .unwrap();
         assert!(forgot.ends_with("forgot scratch\n"), "{forgot:?}");
-        kill_9(&machine, unit);
+        machine.kill_9(unit);
         let (gave, _) = fdstore_says(&machine);
         assert_eq!(gave, "http", "{}", machine.journal());
     }

@@ -328,6 +328,21 @@ impl Machine {
         );
     }
 
+    /// `systemctl kill -s KILL UNIT`, then the wait until systemd has
+    /// started it again (`Restart=`): a new `MainPID`, and active.
+    #[track_caller]
+    pub fn kill_9(&self, unit: &str) {
+        let pid = self.main_pid(unit);
+        self.systemctl(&["kill", "-s", "KILL", unit]);
+        crate::wait_until(
+            || {
+                let now = self.main_pid(unit);
+                now != pid && now != 0 && self.show(unit, "ActiveState") == "active"
+            },
+            || format!("{unit} did not start again:\n{}", self.journal()),
+        );
+    }
+
     /// The journal of this boot, for the message of a failure.
     #[must_use]
     pub fn journal(&self) -> String {
