@@ -89,6 +89,23 @@ impl NoLeak {
         }
     }
 
+    /// The check, with the count taken after `setup` has run: for what a
+    /// test opens first and keeps to its end (a runtime's own handles).
+    /// The setup runs while no other test that opens fds runs, as the
+    /// count does.
+    ///
+    /// # Panics
+    ///
+    /// As [`NoLeak::start`].
+    #[track_caller]
+    pub fn after<T>(setup: impl FnOnce() -> T) -> (Self, T) {
+        let mut check = NoLeak::start();
+        let made = setup();
+        check.before = sys::open_count();
+        check.open_before = sys::what_is_open();
+        (check, made)
+    }
+
     /// Asserts the count now equals the count at `start` plus `extra`.
     #[track_caller]
     pub fn assert_plus(&self, extra: usize) {
