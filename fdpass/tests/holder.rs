@@ -882,6 +882,7 @@ mod needs_root {
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
+        let _stop = util::KillOnPanic(squatter.id());
         let client = Client::new(&name);
         util::wait_until(
             || io_fdpass::connect_unix(&name).is_ok(),

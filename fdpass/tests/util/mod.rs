@@ -106,6 +106,19 @@ pub fn terminate(child: &mut Child) -> std::process::ExitStatus {
     child.wait().unwrap()
 }
 
+/// Kills the process with this pid when a failed test unwinds past it,
+/// so that no process a test started outlives it.
+pub struct KillOnPanic(pub u32);
+
+impl Drop for KillOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let pid = rustix::process::Pid::from_raw(i32::try_from(self.0).unwrap()).unwrap();
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
 /// An `fdpass hold` running at a socket in `dir`; stopped by SIGTERM when
 /// dropped.
 pub struct Holder {
