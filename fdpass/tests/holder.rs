@@ -551,7 +551,7 @@ fn sighup_upgrades_in_place_under_a_client_that_never_pauses() {
         // A newer binary installed at the same path, as a package upgrade
         // does: a new file renamed over the old.
         let fresh = dir.join("fdpass.new");
-        std::fs::copy(&binary, &fresh).unwrap();
+        util::copy_executable(&binary, &fresh);
         std::fs::rename(&fresh, &binary).unwrap();
         let served = answered();
         rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
