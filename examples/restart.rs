@@ -9,7 +9,11 @@
 //! kill -HUP %1                    # a new pid serves from now on
 //! ```
 //!
-//! Each answer names the pid that served it. SIGTERM stops the server.
+//! Each answer names the pid that served it. `GET /hold` is a long
+//! request, as a download or a stream would be: its answer begins at once
+//! and ends when the client shuts down its side, and the generation that
+//! took it finishes it before it exits, however many restarts come
+//! meanwhile. SIGTERM stops the server.
 //!
 //! Under systemd, `examples/systemd/restart.service` runs it, and
 //! `restart-activated.socket` with `restart-activated.service` runs it on a
@@ -39,16 +43,19 @@ mod unix {
     use io_fdpass::activation::ListenFds;
     use io_fdpass::notify;
     use io_fdpass::restart::Restart;
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     use tokio::net::{TcpListener, TcpStream};
     use tokio::signal::unix::{signal, SignalKind};
     use tokio::task::JoinSet;
 
     pub fn main() -> io::Result<()> {
-        // Before any thread starts: the adoption changes the environment.
+        // Before any thread starts: the adoption marks the fds close-on-exec.
         let mut inherited = ListenFds::take()?;
-        let (listener, first) = match inherited.index_of("http") {
-            Some(i) => (inherited.take_tcp_listener(i)?, false),
+        // Whatever the listener is called: `fdpass listen` names it by its
+        // scheme, systemd-socket-activate and systemfd `unknown`, and the
+        // previous generation `http`.
+        let (listener, first) = match inherited.take_only_tcp_listener()? {
+            Some(listener) => (listener, false),
             None => {
                 let addr = std::env::args().nth(1).unwrap_or("127.0.0.1:8080".into());
                 (std::net::TcpListener::bind(addr)?, true)
@@ -62,12 +69,12 @@ mod unix {
 
     async fn serve(std_listener: std::net::TcpListener, first: bool) -> io::Result<()> {
         std_listener.set_nonblocking(true)?;
-        let listener = TcpListener::from_std(std_listener.try_clone()?)?;
+        let listener = TcpListener::from_std(std_listener)?;
         let mut hangup = signal(SignalKind::hangup())?;
         let mut terminate = signal(SignalKind::terminate())?;
         // Ready only now that SIGHUP restarts rather than kills.
         if first {
-            println!("listening on {}", std_listener.local_addr()?);
+            println!("listening on {}", listener.local_addr()?);
         }
         notify::ready()?;
 
@@ -80,18 +87,17 @@ mod unix {
                     requests.spawn(answer(connection));
                 }
                 _ = hangup.recv(), if restarting.is_none() => {
-                    // The wait for the next generation blocks: off the
-                    // runtime, which goes on serving meanwhile.
-                    let fd = std_listener.try_clone()?;
-                    restarting = Some(tokio::task::spawn_blocking(move || {
-                        Restart::new()?.fd("http", &fd)?.spawn()
-                    }));
+                    // The restart owns a copy of the listener, and its
+                    // future waits without blocking: the runtime goes on
+                    // serving meanwhile.
+                    let next = Restart::new()?.fd("http", &listener)?.spawn_async();
+                    restarting = Some(Box::pin(next));
                 }
                 done = async { restarting.as_mut().expect("guarded").await },
                     if restarting.is_some() =>
                 {
                     restarting = None;
-                    match done.map_err(io::Error::other).and_then(|next| next) {
+                    match done {
                         Ok(next) => {
                             eprintln!("restart: pid {} serves now", next.pid());
                             break;
@@ -105,7 +111,7 @@ mod unix {
         }
         // Stop accepting; the next generation takes what is queued. Finish
         // the requests in hand, then go.
-        drop((listener, std_listener));
+        drop(listener);
         while requests.join_next().await.is_some() {}
         Ok(())
     }
@@ -114,8 +120,13 @@ mod unix {
     async fn answer(connection: TcpStream) {
         let mut connection = BufReader::new(connection);
         let mut line = String::new();
+        let mut hold = false;
         while connection.read_line(&mut line).await.is_ok_and(|n| n > 2) {
+            hold |= line.starts_with("GET /hold ");
             line.clear();
+        }
+        if hold {
+            return answer_held(connection).await;
         }
         let body = format!("served by pid {}\n", std::process::id());
         let reply = format!(
@@ -123,5 +134,25 @@ mod unix {
             body.len()
         );
         let _ = connection.get_mut().write_all(reply.as_bytes()).await;
+    }
+
+    /// A long request: its answer begins at once and ends when the client
+    /// has shut down its side, however many restarts come meanwhile. A
+    /// generation finishes it before it exits.
+    async fn answer_held(mut connection: BufReader<TcpStream>) {
+        let pid = std::process::id();
+        let head = format!("HTTP/1.0 200 OK\r\n\r\nheld by pid {pid}\n");
+        if connection
+            .get_mut()
+            .write_all(head.as_bytes())
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let mut discard = [0; 1024];
+        while connection.read(&mut discard).await.is_ok_and(|n| n > 0) {}
+        let end = format!("served by pid {pid}\n");
+        let _ = connection.get_mut().write_all(end.as_bytes()).await;
     }
 }
