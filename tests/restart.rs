@@ -874,6 +874,168 @@ fn under_a_service_manager_mainpid_follows_each_generation() {
     check.assert_unchanged();
 }
 
+/// The test that runs the restart itself under a stand-in service manager.
+const MANAGED: &str = "a_restart_by_spawn_or_spawn_async_tells_the_service_manager";
+
+/// In the child of [`MANAGED`]: as `ROLE` says, the generation that
+/// restarts, or a next generation.
+fn managed_child() {
+    if std::env::var("ROLE").unwrap() == "next" {
+        // The manager's socket stays; READY=1 goes to the restart's own.
+        let manager = std::env::var_os("MANAGER").unwrap();
+        assert_eq!(std::env::var_os("NOTIFY_SOCKET"), Some(manager.clone()));
+        let ready = std::env::var_os(io_fdpass::notify::READY_SOCKET).unwrap();
+        assert!(!ready.is_empty() && ready != manager, "{ready:?}");
+        io_fdpass::notify::ready().unwrap();
+        let seen = std::env::var_os("SEEN").unwrap();
+        util::wait_until(
+            || std::path::Path::new(&seen).exists(),
+            || "the restart never saw this generation ready".into(),
+        );
+        return;
+    }
+    let seen = util::temp_path("seen");
+    let next = || {
+        Restart::command(std::env::current_exe().unwrap(), util::child_args(MANAGED))
+            .env(util::CHILD_ENV, MANAGED)
+            .env("ROLE", "next")
+            .env("SEEN", &seen)
+            .timeout(Duration::from_secs(120))
+    };
+    // A ready next generation: its pid for the test, then it may go.
+    let pids = std::env::var_os("PIDS").unwrap();
+    let let_go = |pid: u32| {
+        let mut told = std::fs::read_to_string(&pids).unwrap_or_default();
+        told.push_str(&format!("{pid}\n"));
+        std::fs::write(&pids, told).unwrap();
+        std::fs::write(&seen, "").unwrap();
+        let (_, status) = waitpid(
+            Some(Pid::from_raw(pid as i32).unwrap()),
+            WaitOptions::empty(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(status.exit_status(), Some(0), "the next generation failed");
+        std::fs::remove_file(&seen).unwrap();
+    };
+    let_go(next().spawn().unwrap().pid());
+    let e = Restart::command("sh", ["-c", "exit 3"])
+        .spawn()
+        .unwrap_err();
+    assert!(e.to_string().contains("exited with status 3"), "{e}");
+    let e = Restart::command("/nonexistent/io-fdpass", [""; 0])
+        .spawn()
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    // Refused before anything is said.
+    let e = next()
+        .env(io_fdpass::notify::READY_SOCKET, "/elsewhere")
+        .spawn()
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let_go(next().spawn_async().await.unwrap().pid());
+        let e = Restart::command("sh", ["-c", "exit 3"])
+            .spawn_async()
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("exited with status 3"), "{e}");
+        // Dropped while it waits: the next generation is killed, and the
+        // manager hears that this one goes on.
+        let restart = Restart::command("sleep", ["1000"]).spawn_async();
+        let waited = tokio::time::timeout(Duration::from_millis(200), restart).await;
+        assert!(waited.is_err(), "a sleep is never ready");
+    });
+    // Its end waits for the kill on the blocking threads, and what follows.
+    drop(runtime);
+}
+
+/// `Restart::spawn` and `Restart::spawn_async` under a service manager (a
+/// notify socket of the test's standing in for systemd's), run by a child
+/// of this test: each restart says `RELOADING=1`, then `MAINPID=` the next
+/// generation with `READY=1` when it is ready, or `READY=1` alone when it
+/// fails in any way (it exits, cannot be started, the future is dropped).
+/// The next generation keeps the manager's `NOTIFY_SOCKET` and says its
+/// `READY=1` elsewhere.
+#[test]
+fn a_restart_by_spawn_or_spawn_async_tells_the_service_manager() {
+    if util::is_child(MANAGED) {
+        return managed_child();
+    }
+    let check = NoLeak::start();
+    let manager = io_fdpass::notify::Listener::new().unwrap();
+    let pids = util::temp_path("pids");
+    let mut restarter = Command::new(std::env::current_exe().unwrap());
+    restarter
+        .args(util::child_args(MANAGED))
+        .env(util::CHILD_ENV, MANAGED)
+        .env("ROLE", "restarter")
+        .env("NOTIFY_SOCKET", manager.path())
+        .env("MANAGER", manager.path())
+        .env("PIDS", &pids)
+        .env_remove(io_fdpass::notify::READY_SOCKET)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for name in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        restarter.env_remove(name);
+    }
+    let restarter = restarter.spawn().unwrap();
+    let pid = restarter.id();
+    let output = std::thread::spawn(move || restarter.wait_with_output().unwrap());
+    // Read as they come: the socket queues only a few datagrams.
+    let mut said = Vec::new();
+    loop {
+        let done = output.is_finished();
+        match manager.recv(Some(Duration::from_millis(100))).unwrap() {
+            Some(message) => {
+                assert_eq!(message.pid(), Some(pid), "{message:?}");
+                said.push(String::from_utf8(message.bytes().to_vec()).unwrap());
+            }
+            None if done => break,
+            None => {}
+        }
+    }
+    let output = output.join().unwrap();
+    util::assert_child_succeeded(MANAGED, &output);
+    let next: Vec<u32> = std::fs::read_to_string(&pids)
+        .unwrap()
+        .lines()
+        .map(|pid| pid.parse().unwrap())
+        .collect();
+    std::fs::remove_file(&pids).unwrap();
+    let [first, second] = next[..] else {
+        panic!("two ready next generations, not {next:?}")
+    };
+    let reloading = "RELOADING=1\nMONOTONIC_USEC=";
+    let want = [
+        format!("MAINPID={first}\nREADY=1"),
+        "READY=1".into(),
+        "READY=1".into(),
+        format!("MAINPID={second}\nREADY=1"),
+        "READY=1".into(),
+        "READY=1".into(),
+    ];
+    assert_eq!(said.len(), 2 * want.len(), "{said:#?}");
+    let mut since = 0;
+    for (pair, want) in said.chunks(2).zip(&want) {
+        let usec: u64 = pair[0]
+            .strip_prefix(reloading)
+            .and_then(|usec| usec.parse().ok())
+            .unwrap_or_else(|| panic!("{said:#?}"));
+        assert!(usec >= since, "{said:#?}");
+        since = usec;
+        assert_eq!(&pair[1], want, "{said:#?}");
+    }
+    drop(manager);
+    check.assert_unchanged();
+}
+
 /// The `fdpass` binary, which `cargo test --workspace` builds beside the
 /// tests.
 fn fdpass_binary() -> PathBuf {
