@@ -23,7 +23,7 @@
 //! - **any fd** ([`Restart::fd`]).
 //!
 //! [`Restart`] owns duplicates of what it hands over, so it is `Send` and
-//! `'static`; with the `tokio` feature, [`Restart::spawn_async`] waits for
+//! `'static`; with the `tokio` feature, `Restart::spawn_async` waits for
 //! the next generation without blocking the runtime.
 //!
 //! The next generation runs in a process group of its own, and "killed"
@@ -47,7 +47,7 @@
 //! the socket is there), a restart is a reload of the service as systemd
 //! sees it, and the next generation becomes the service's main process:
 //!
-//! 1. [`Restart::spawn`] and [`Restart::spawn_async`] say `RELOADING=1`
+//! 1. [`Restart::spawn`] and `Restart::spawn_async` say `RELOADING=1`
 //!    with `MONOTONIC_USEC=` (what `Type=notify-reload` waits for after its
 //!    SIGHUP);
 //! 2. the next generation keeps systemd's `$NOTIFY_SOCKET`, so that it can
@@ -397,8 +397,8 @@ impl Restart {
     /// in hand and exit: the next generation serves.
     ///
     /// This blocks the calling thread for as long as the next generation
-    /// takes to be ready; under tokio, use
-    /// [`spawn_async`](Restart::spawn_async).
+    /// takes to be ready; under tokio, use `spawn_async` (feature
+    /// `tokio`).
     ///
     /// # Errors
     ///

@@ -885,7 +885,7 @@ fn managed_child() {
         let manager = std::env::var_os("MANAGER").unwrap();
         assert_eq!(std::env::var_os("NOTIFY_SOCKET"), Some(manager.clone()));
         let ready = std::env::var_os(io_fdpass::notify::READY_SOCKET).unwrap();
-        assert!(!ready.is_empty() && ready != manager, "{ready:?}");
+        assert!(!ready.is_empty() && ready != manager, "{}", ready.display());
         io_fdpass::notify::ready().unwrap();
         let seen = std::env::var_os("SEEN").unwrap();
         util::wait_until(
