@@ -22,26 +22,7 @@ use std::time::Duration;
 use io_fdpass::restart::Restart;
 use rustix::process::{kill_process, waitpid, Pid, Signal, WaitOptions};
 use util::http::{self, Failure, FailureKind, Tally};
-use util::NoLeak;
-
-/// The binary of the example `name`, which `cargo test` builds beside the
-/// tests.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with cargo test --features tokio, which builds the examples",
-        path.display()
-    );
-    path
-}
+use util::{assert_no_child, example, NoLeak};
 
 /// What the client has seen: answers by pid, and every request counted,
 /// failures by kind.
@@ -49,18 +30,6 @@ fn example(name: &str) -> PathBuf {
 struct Seen {
     by_pid: BTreeMap<u32, usize>,
     tally: Tally,
-}
-
-/// One request, one attempt: the pid that answered it, or the failure.
-fn request(addr: SocketAddr) -> Result<u32, Failure> {
-    let reply = http::get(addr)?;
-    reply
-        .rsplit_once("served by pid ")
-        .and_then(|(_, pid)| pid.trim().parse().ok())
-        .ok_or_else(|| Failure {
-            kind: FailureKind::Bad,
-            detail: format!("a reply without a pid: {reply:?}"),
-        })
 }
 
 /// Waits for `pid`, a child or an orphan this process reaps, to exit. An
@@ -191,7 +160,7 @@ impl Load {
             let (seen, stop) = (seen.clone(), stop.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    let answer = request(addr);
+                    let answer = http::get_pid(addr);
                     let mut seen = seen.lock().unwrap();
                     seen.tally.count(&answer);
                     if let Ok(pid) = answer {
@@ -604,15 +573,6 @@ fn connections_and_their_counts_stay_through_five_restarts() {
     }
     eprintln!("{CLIENTS} connections through 5 restarts: {answered} answers, 0 failed");
     check.assert_unchanged();
-}
-
-/// Asserts that this process has no child left, running or unreaped.
-#[track_caller]
-fn assert_no_child() {
-    match waitpid(None, WaitOptions::NOHANG) {
-        Err(rustix::io::Errno::CHILD) => {}
-        other => panic!("a child is left behind: {other:?}"),
-    }
 }
 
 /// The pid an error's message names ("(pid N)").
@@ -1093,7 +1053,7 @@ fn restart_the_restart_example(addr: SocketAddr, serving: u32, tally: &mut Tally
     let mut next = serving;
     util::wait_until(
         || {
-            let answer = request(addr);
+            let answer = http::get_pid(addr);
             tally.count(&answer);
             next = answer.unwrap_or(serving);
             next != serving
