@@ -219,6 +219,23 @@ impl Drop for Load {
     }
 }
 
+/// Shows what the client saw through `restarts`, and asserts that no
+/// request failed and that each of the `generations` served.
+#[track_caller]
+fn assert_every_generation_served(seen: &Seen, restarts: &str, generations: usize) {
+    eprintln!(
+        "through {restarts}: {}; by pid: {:?}",
+        seen.tally, seen.by_pid
+    );
+    seen.tally.assert_none_failed();
+    assert_eq!(
+        seen.by_pid.len(),
+        generations,
+        "every generation serves: {:?}",
+        seen.by_pid
+    );
+}
+
 /// Stops the last generation `serving`, and waits for the first
 /// generation's output to end.
 fn stop_last(
@@ -251,19 +268,7 @@ fn five_restarts_under_load_fail_no_request() {
     // The last generation goes on serving alone.
     let seen = load.finish_after(serving);
     stop_last(serving, first, drain);
-
-    let seen = seen.lock().unwrap();
-    eprintln!(
-        "through 5 restarts: {}; by pid: {:?}",
-        seen.tally, seen.by_pid
-    );
-    seen.tally.assert_none_failed();
-    assert_eq!(
-        seen.by_pid.len(),
-        6,
-        "every generation serves: {:?}",
-        seen.by_pid
-    );
+    assert_every_generation_served(&seen.lock().unwrap(), "5 restarts", 6);
     check.assert_unchanged();
 }
 
@@ -354,19 +359,8 @@ fn three_restarts_100_ms_apart_while_old_generations_drain() {
     }
     let seen = load.finish_after(serving);
     stop_last(serving, first, drain);
-
     let seen = seen.lock().unwrap();
-    eprintln!(
-        "through 3 restarts 100 ms apart: {}; by pid: {:?}",
-        seen.tally, seen.by_pid
-    );
-    seen.tally.assert_none_failed();
-    assert_eq!(
-        seen.by_pid.len(),
-        4,
-        "every generation serves: {:?}",
-        seen.by_pid
-    );
+    assert_every_generation_served(&seen, "3 restarts 100 ms apart", 4);
     check.assert_unchanged();
 }
 
