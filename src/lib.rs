@@ -41,7 +41,10 @@
   [`MAX_HANDLES`] handles in one record, received into caller storage
   with no allocation, and any truncation reported in [`Received`].
 - [`send_confirmed`] / [`recv_confirmed`] and [`send_socket`] /
-  [`recv_socket`]: the safer Windows modes (see [Windows](#windows))."
+  [`recv_socket`]: the safer Windows modes (see [Windows](#windows)).
+- [`activation`], [`notify`] and [`restart`]: hand listening sockets to
+  a program by systemfd's protocol, with their names, hear that it is
+  ready, and restart a server without refusing a connection."
 )]
 //! - Received fds are close-on-exec; sends never raise `SIGPIPE`; `EINTR` is
 //!   retried; non-blocking sockets give [`WouldBlock`] and lose nothing.
@@ -144,7 +147,7 @@
 #![deny(missing_docs, unsafe_op_in_unsafe_fn)]
 #![warn(rust_2018_idioms, clippy::undocumented_unsafe_blocks)]
 
-#[cfg(unix)]
+#[cfg_attr(windows, path = "activation/windows.rs")]
 pub mod activation;
 #[cfg(unix)]
 mod anonymous;
@@ -161,7 +164,8 @@ pub mod fuzzing;
 pub mod holder;
 #[cfg(unix)]
 mod many;
-#[cfg(unix)]
+mod names;
+#[cfg_attr(windows, path = "notify/windows.rs")]
 pub mod notify;
 #[cfg(unix)]
 mod peer;
@@ -173,7 +177,7 @@ mod procfs;
 mod received;
 #[cfg(any(windows, test, fuzzing))]
 mod record;
-#[cfg(unix)]
+#[cfg_attr(windows, path = "restart/windows.rs")]
 pub mod restart;
 mod slots;
 mod sys;
