@@ -36,8 +36,8 @@ use crate::sys;
 mod handover;
 mod listener;
 
-pub use handover::{Handover, READY_SOCKET};
 pub use crate::names::{check_name, MAX_NAME};
+pub use handover::{Handover, READY_SOCKET};
 pub use listener::{Listener, Notification, MAX_DATAGRAM};
 
 /// `READY=1`: the service has started, and is ready to serve. It is also
