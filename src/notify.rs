@@ -36,11 +36,9 @@ use crate::sys;
 mod handover;
 mod listener;
 
+pub use crate::names::{check_name, MAX_NAME};
 pub use handover::{Handover, READY_SOCKET};
 pub use listener::{Listener, Notification, MAX_DATAGRAM};
-
-/// The longest fd name systemd takes.
-pub const MAX_NAME: usize = 255;
 
 /// `READY=1`: the service has started, and is ready to serve. It is also
 /// how the next generation of a server started by
@@ -178,37 +176,6 @@ pub(crate) fn says_ready(datagram: &[u8]) -> bool {
     assignments(datagram).any(|assignment| assignment == (b"READY", b"1"))
 }
 
-/// Checks `name` as a name for fds: systemd's rules for fd names, 1 to
-/// [`MAX_NAME`] printable ASCII characters, none of them `:`, which
-/// separates the names in `LISTEN_FDNAMES`; and no space, so that every
-/// name io-fdpass gives out can be held by the holder, where a name is a
-/// word of its protocol. The one rule for every name in the crate:
-/// [`activation::Command::fd`](crate::activation::Command::fd),
-/// [`restart`](crate::restart), the fd store, and the holder.
-///
-/// # Errors
-///
-/// [`ErrorKind::InvalidInput`], saying which rule the name breaks.
-pub fn check_name(name: &str) -> io::Result<()> {
-    let why = if name.is_empty() {
-        "it is empty"
-    } else if name.len() > MAX_NAME {
-        "it is longer than 255 characters"
-    } else if name.contains(':') {
-        "it contains ':', which separates names in LISTEN_FDNAMES"
-    } else if name.contains(' ') {
-        "it contains a space: a name is one word"
-    } else if !name.bytes().all(|b| b.is_ascii_graphic()) {
-        "it has a character that is not printable ASCII"
-    } else {
-        return Ok(());
-    };
-    Err(io::Error::new(
-        ErrorKind::InvalidInput,
-        format!("{name:?} cannot name fds: {why}"),
-    ))
-}
-
 /// A notify socket: where `$NOTIFY_SOCKET` points, or any other.
 #[derive(Debug, Clone)]
 pub struct Notifier {
@@ -313,25 +280,5 @@ mod tests {
         );
         let e = Message::Store("x\nREADY=1").text().unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
-    }
-
-    #[test]
-    fn names_follow_systemds_rules() {
-        for good in ["http", "fdpass-hold", "web-1.socket_A", &"x".repeat(255)] {
-            assert!(check_name(good).is_ok(), "{good}");
-        }
-        let long = "x".repeat(256);
-        for (bad, why) in [
-            ("", "empty"),
-            (long.as_str(), "longer"),
-            ("a:b", "':'"),
-            ("a b", "space"),
-            ("tab\there", "printable"),
-            ("é", "printable"),
-        ] {
-            let e = check_name(bad).unwrap_err();
-            assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
-            assert!(e.to_string().contains(why), "{bad:?}: {e}");
-        }
     }
 }

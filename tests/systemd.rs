@@ -10,38 +10,19 @@ mod util;
 
 /// Needs root, for systemd-nspawn: run by `.ci/test` as root.
 mod needs_root {
-    use std::path::PathBuf;
-
     use std::io::{Read, Write};
     use std::net::{SocketAddr, TcpStream};
 
     use io_fdpass_test_support::http;
     use io_fdpass_test_support::systemd::{as_tested, reload_twice, Client, Machine};
 
+    use crate::util::example;
+
     const UNITS: [&str; 3] = [
         "restart.service",
         "restart-activated.socket",
         "restart-activated.service",
     ];
-
-    /// The example `name`'s binary, which `cargo test` builds beside the
-    /// tests.
-    fn example(name: &str) -> PathBuf {
-        let exe = std::env::current_exe().unwrap();
-        let path = exe
-            .parent()
-            .unwrap()
-            .parent()
-            .unwrap()
-            .join("examples")
-            .join(name);
-        assert!(
-            path.exists(),
-            "{} is missing: run the tests with cargo test --features tokio",
-            path.display()
-        );
-        path
-    }
 
     /// The shipped unit `name`, as the test runs it.
     fn unit(name: &str) -> (&str, String) {

@@ -125,6 +125,25 @@ pub fn get(addr: SocketAddr) -> Result<String, Failure> {
     Ok(answer)
 }
 
+/// One [`get`] of a server that names in its answer the pid that served
+/// it (`served by pid N`, as `examples/restart.rs` and the other restart
+/// examples answer): that pid.
+///
+/// # Errors
+///
+/// The [`Failure`] of the request, or [`FailureKind::Bad`] for an answer
+/// without a pid.
+pub fn get_pid(addr: SocketAddr) -> Result<u32, Failure> {
+    let reply = get(addr)?;
+    reply
+        .rsplit_once("served by pid ")
+        .and_then(|(_, pid)| pid.trim().parse().ok())
+        .ok_or_else(|| Failure {
+            kind: FailureKind::Bad,
+            detail: format!("a reply without a pid: {reply:?}"),
+        })
+}
+
 /// Waits for a server at `addr` that is starting: retries [`get`] while the
 /// connection is refused (not listening yet) or reset (seen rarely, under
 /// load, from a server that has just started), for up to
@@ -145,6 +164,23 @@ pub fn wait_until_answers(addr: SocketAddr) -> String {
                 std::thread::sleep(Duration::from_millis(20));
             }
             Err(e) => panic!("the server at {addr} never answered: {e}"),
+        }
+    }
+}
+
+/// Connects to a server at `addr` that is starting, retrying while the
+/// connection is refused, for up to [`START_TIMEOUT`]: the same one wait
+/// as [`wait_until_answers`], for a server that speaks something else.
+#[must_use]
+pub fn wait_until_connects(addr: SocketAddr) -> TcpStream {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        match TcpStream::connect_timeout(&addr, REQUEST_TIMEOUT) {
+            Ok(stream) => return stream,
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("the server at {addr} never took a connection: {e}"),
         }
     }
 }

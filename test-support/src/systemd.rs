@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::http::{self, Failure, FailureKind, Tally};
+use crate::http::{self, Tally};
 use crate::TempDir;
 
 /// How long systemd may take to boot, or to halt, on a busy machine.
@@ -401,18 +401,6 @@ pub struct Client {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// One request, one attempt: the pid that answered, or the failure.
-fn request(addr: SocketAddr) -> Result<u32, Failure> {
-    let reply = http::get(addr)?;
-    reply
-        .rsplit_once("served by pid ")
-        .and_then(|(_, pid)| pid.trim().parse().ok())
-        .ok_or_else(|| Failure {
-            kind: FailureKind::Bad,
-            detail: format!("a reply without a pid: {reply:?}"),
-        })
-}
-
 impl Client {
     /// Starts making requests to 127.0.0.1:`port` in the container: waits
     /// for the first answer (the one wait that may retry: the service
@@ -427,7 +415,7 @@ impl Client {
             move || {
                 let _ = http::wait_until_answers(addr);
                 while !stop.load(Ordering::Relaxed) {
-                    let answer = request(addr);
+                    let answer = http::get_pid(addr);
                     let mut seen = seen.lock().unwrap();
                     seen.tally.count(&answer);
                     if let Ok(pid) = answer {
