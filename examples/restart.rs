@@ -22,6 +22,11 @@
 //! and ends when the client shuts down its side, and the generation that
 //! took it finishes it before it exits, however many restarts come
 //! meanwhile.
+//!
+//! Under systemd, `examples/systemd/restart.service` runs it, and
+//! `restart-activated.socket` with `restart-activated.service` runs it on a
+//! socket systemd opens; `systemctl reload` restarts it, and systemd
+//! follows each generation as the service's main process.
 
 fn main() -> std::process::ExitCode {
     match run() {

@@ -30,7 +30,9 @@
 - [`peer_credentials`]: who is at the other end of a unix socket, and
   [`PeerTrust`]: whether to trust them.
 - [`connect_unix_retrying`]: connect by a [`Deadline`], never blocked by
-  the listener, with a grace period for one still starting."
+  the listener, with a grace period for one still starting.
+- [`anonymous_file`]: a file with no name (a memfd), for bytes that go to
+  another process through an fd."
 )]
 #![cfg_attr(
     windows,
@@ -148,6 +150,8 @@
 #[cfg_attr(windows, path = "activation/windows.rs")]
 pub mod activation;
 #[cfg(unix)]
+mod anonymous;
+#[cfg(unix)]
 mod connect;
 #[cfg(unix)]
 mod deadline;
@@ -187,6 +191,8 @@ mod windows;
 #[cfg(unix)]
 mod wire;
 
+#[cfg(unix)]
+pub use anonymous::anonymous_file;
 #[cfg(unix)]
 pub use connect::{connect_unix, connect_unix_retrying};
 #[cfg(unix)]

@@ -16,7 +16,7 @@ use io_fdpass::{
     recv_confirmed, recv_handle, recv_handles, recv_socket, send_confirmed, send_handle,
     send_handles, send_socket, MAX_HANDLES,
 };
-use io_fdpass_test_support::{handle_count, temp_path, NoLeak};
+use io_fdpass_test_support::{handle_count, temp_path, NoLeak, OpensFds};
 use windows_sys::Win32::System::Threading::GetCurrentProcess;
 
 /// The role a re-run of this test binary plays, and the port it connects to.
@@ -561,6 +561,7 @@ fn a_non_blocking_receive_that_meets_a_split_record_gets_it_whole() {
 #[test]
 fn received_handles_are_not_inheritable() {
     use windows_sys::Win32::Foundation::{GetHandleInformation, HANDLE_FLAG_INHERIT};
+    let _handles = OpensFds::start();
     let (a, b) = pair();
     let (file, path) = file_with("x");
     send_handle(&a, &file).unwrap();
@@ -622,10 +623,8 @@ mod with_tokio {
 
     #[test]
     fn every_call_works_as_a_future() {
-        let (file, path) = file_with("async");
         // Made before the count: a runtime's own handles stay.
-        let runtimes = runtimes();
-        let check = NoLeak::start();
+        let (check, ((file, path), runtimes)) = NoLeak::after(|| (file_with("async"), runtimes()));
         for (name, rt) in &runtimes {
             rt.block_on(async {
                 let (a, b) = async_pair().await;
@@ -760,10 +759,11 @@ mod with_tokio {
 
     #[test]
     fn a_half_sent_record_holds_up_no_other_task() {
-        let (file, path) = file_with("half");
         // Made before the count: a runtime's own handles stay.
-        let rt = Builder::new_current_thread().enable_all().build().unwrap();
-        let check = NoLeak::start();
+        let (check, ((file, path), rt)) = NoLeak::after(|| {
+            let rt = Builder::new_current_thread().enable_all().build();
+            (file_with("half"), rt.unwrap())
+        });
         let me = std::process::id();
 
         // IO::FDPass's record, cut after its pid.
@@ -820,10 +820,11 @@ mod with_tokio {
     fn a_send_into_a_full_socket_holds_up_no_other_task() {
         use std::os::windows::io::{FromRawHandle, RawHandle};
         const DATA: usize = 8 << 20;
-        let (file, path) = file_with("full");
         // Made before the count: a runtime's own handles stay.
-        let rt = Builder::new_current_thread().enable_all().build().unwrap();
-        let check = NoLeak::start();
+        let (check, ((file, path), rt)) = NoLeak::after(|| {
+            let rt = Builder::new_current_thread().enable_all().build();
+            (file_with("full"), rt.unwrap())
+        });
         let (a, mut b) = pair();
         a.set_nonblocking(true).unwrap();
         let mut filled = 0;
@@ -878,9 +879,10 @@ mod with_tokio {
     #[test]
     fn a_recv_dropped_while_pending_never_loses_a_handle() {
         const HANDLES: usize = 10;
-        let files: Vec<_> = (0..HANDLES).map(|i| file_with(&i.to_string())).collect();
-        let runtimes = runtimes();
-        let check = NoLeak::start();
+        let (check, (files, runtimes)) = NoLeak::after(|| {
+            let files: Vec<_> = (0..HANDLES).map(|i| file_with(&i.to_string())).collect();
+            (files, runtimes())
+        });
         for (name, rt) in &runtimes {
             let (a, b) = pair();
             b.set_nonblocking(true).unwrap();

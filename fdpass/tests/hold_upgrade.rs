@@ -110,18 +110,6 @@ fn store_many(client: &Client, file: &Path, count: usize) -> Vec<String> {
     names
 }
 
-/// Kills the process when a failed test unwinds past it.
-struct KillOnPanic(u32);
-
-impl Drop for KillOnPanic {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let pid = rustix::process::Pid::from_raw(i32::try_from(self.0).unwrap()).unwrap();
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-        }
-    }
-}
-
 fn hup(pid: u32) {
     let pid = rustix::process::Pid::from_raw(i32::try_from(pid).unwrap()).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
@@ -243,7 +231,7 @@ fn a_new_binary_that_fails_at_start_loses_nothing() {
         || format!("no holder took over: {:?}", holder.log.lock().unwrap()),
     );
     let next = next.unwrap();
-    let _stop = KillOnPanic(next);
+    let _stop = util::KillOnPanic(next);
     assert_eq!(holder.names(), names, "names lost in the failed upgrade");
     let shown = util::success(util::fdpass().args(["fetch", s(&socket), "fd3", "--", "cat"]));
     assert_eq!(shown, "");

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use io_fdpass::holder::Client;
-use io_fdpass_test_support::NoLeak;
+use io_fdpass_test_support::{NoLeak, OpensFds};
 use util::http::{Failure, Tally};
 use util::{fails, fdpass, output, s, stderr, success, with_files, Holder, TempDir};
 
@@ -51,6 +51,7 @@ fn field<'a>(object: &'a str, key: &str) -> &'a str {
 
 #[test]
 fn store_fetch_take_list_and_drop() {
+    let _fds = OpensFds::start();
     let dir = TempDir::new("holder");
     let holder = Holder::start(&dir, &["--max-names", "3"]);
     let data = file(&dir, "data", "held text");
@@ -150,6 +151,7 @@ fn idle_clients(socket: &Path, count: usize) -> Vec<UnixStream> {
 
 #[test]
 fn a_thousand_silent_and_slow_clients_hold_up_no_one() {
+    let _fds = OpensFds::start();
     let dir = TempDir::new("silent");
     let holder = Holder::start(&dir, &["--client-timeout", "10m"]);
     let data = file(&dir, "data", "x");
@@ -231,6 +233,7 @@ fn assert_cut_off_unanswered(stream: &UnixStream) {
 
 #[test]
 fn a_stalled_client_is_cut_off_and_holds_up_no_one() {
+    let _fds = OpensFds::start();
     let dir = TempDir::new("stalled");
     let holder = Holder::start(&dir, &["--client-timeout", "3s"]);
     let before = holder.fd_count();
@@ -258,6 +261,7 @@ fn a_stalled_client_is_cut_off_and_holds_up_no_one() {
 /// its line; it must get no answer.
 #[test]
 fn a_trickling_client_cannot_extend_its_deadline() {
+    let _fds = OpensFds::start();
     let dir = TempDir::new("trickle");
     let holder = Holder::start(&dir, &["--client-timeout", "1s"]);
     let before = holder.fd_count();
@@ -289,6 +293,7 @@ fn a_trickling_client_cannot_extend_its_deadline() {
 
 #[test]
 fn the_holder_survives_misbehaving_clients() {
+    let _fds = OpensFds::start();
     let dir = TempDir::new("misbehave");
     let holder = Holder::start(&dir, &[]);
     let data = file(&dir, "data", "x");
@@ -343,6 +348,7 @@ fn the_holder_survives_misbehaving_clients() {
 
 #[test]
 fn lifetimes_end_by_time_and_by_exit() {
+    let _fds = OpensFds::start();
     let dir = TempDir::new("lifetimes");
     let holder = Holder::start(&dir, &[]);
     let data = file(&dir, "data", "x");
@@ -413,6 +419,7 @@ fn lifetimes_end_by_time_and_by_exit() {
 
 #[test]
 fn from_takes_over_every_fd_of_a_running_holder() {
+    let _fds = OpensFds::start();
     let dir = TempDir::new("from");
     let old = Holder::start(&dir, &[]);
     let data = file(&dir, "data", "carried over");
@@ -443,6 +450,7 @@ fn from_takes_over_every_fd_of_a_running_holder() {
 
 #[test]
 fn the_socket_file_is_removed_only_while_it_is_the_holders() {
+    let _fds = OpensFds::start();
     let dir = TempDir::new("ownfile");
     let mut holder = Holder::start(&dir, &[]);
     util::terminate(&mut holder.child);
@@ -507,6 +515,7 @@ fn logged_holder(
 
 #[test]
 fn sighup_upgrades_in_place_under_a_client_that_never_pauses() {
+    let _fds = OpensFds::start();
     let dir = TempDir::new("upgrade");
     let binary = util::fdpass_for_anyone(&dir);
     let socket = dir.join("h.sock");
@@ -543,7 +552,7 @@ fn sighup_upgrades_in_place_under_a_client_that_never_pauses() {
         // A newer binary installed at the same path, as a package upgrade
         // does: a new file renamed over the old.
         let fresh = dir.join("fdpass.new");
-        std::fs::copy(&binary, &fresh).unwrap();
+        util::copy_executable(&binary, &fresh);
         std::fs::rename(&fresh, &binary).unwrap();
         let served = answered();
         rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
@@ -732,6 +741,7 @@ fn start_with_fds(
 
 #[test]
 fn kill_9_under_an_fd_store_loses_nothing_and_refuses_no_one() {
+    let _fds = OpensFds::start();
     let dir = TempDir::new("fdstore");
     let store = FdStore::start(&dir);
     let socket = dir.join("h.sock");
@@ -808,6 +818,7 @@ fn kill_9_under_an_fd_store_loses_nothing_and_refuses_no_one() {
 
 #[test]
 fn recv_gives_up_in_time() {
+    let _fds = OpensFds::start();
     let dir = TempDir::new("recv-timeout");
     let sock = dir.join("in.sock");
     fails(
@@ -820,6 +831,7 @@ fn recv_gives_up_in_time() {
 
 #[test]
 fn the_example_unit_keeps_every_fd_in_the_fd_store() {
+    let _fds = OpensFds::start();
     let unit = include_str!("../examples/fdpass-hold.service");
     let setting = |key: &str| {
         unit.lines()
@@ -860,6 +872,9 @@ mod needs_root {
     #[test]
     #[ignore = "needs root: runs a holder as another user; .ci/test runs it as root"]
     fn a_squatter_of_another_uid_gets_nothing() {
+        // Held from the start: the fds that starting processes opens here
+        // for a moment would upset a count taken by another test meanwhile.
+        let guard = NoLeak::start();
         util::assert_root();
         let dir = TempDir::new("squat");
         let binary = util::fdpass_for_anyone(&dir);
@@ -868,6 +883,7 @@ mod needs_root {
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
+        let _stop = util::KillOnPanic(squatter.id());
         let client = Client::new(&name);
         util::wait_until(
             || io_fdpass::connect_unix(&name).is_ok(),
@@ -885,7 +901,6 @@ mod needs_root {
             "uid 65534",
         );
         fails(fdpass().args(["send", &name, "0"]), 77, "uid 65534");
-        let guard = NoLeak::start();
         let denied = client.store("secret", std::io::stdin()).unwrap_err();
         assert_eq!(denied.kind(), std::io::ErrorKind::PermissionDenied);
         assert!(denied.to_string().contains("nothing was sent"), "{denied}");
@@ -901,6 +916,7 @@ mod needs_root {
     #[test]
     #[ignore = "needs root: runs clients as other users; .ci/test runs it as root"]
     fn strangers_are_turned_away_and_allowed_users_need_no_chmod() {
+        let _fds = OpensFds::start();
         util::assert_root();
         use std::os::unix::fs::PermissionsExt;
         let dir = TempDir::new("access");
@@ -981,6 +997,7 @@ mod needs_root {
     #[test]
     #[ignore = "needs root: runs a sender as another user; .ci/test runs it as root"]
     fn recv_takes_fds_only_from_trusted_senders() {
+        let _fds = OpensFds::start();
         util::assert_root();
         let dir = TempDir::new("recv-trust");
         let sock = dir.join("in.sock");
@@ -1008,12 +1025,23 @@ mod needs_root {
         // nobody's send is turned away ...
         let mut stranger = Command::new("sh");
         stranger
-            .args(["-c", r#"exec "$0" send --receiver-uid 0 "$1" 3 3<"$2""#])
+            .args(["-c", r#"exec "$0" send --timeout 60s "$1" 3 3<"$2""#])
             .arg(&binary)
             .arg(&sock)
             .arg(&theirs);
         as_nobody(&mut stranger);
-        let _ = output(&mut stranger);
+        // ... and told why, not "Broken pipe".
+        let out = output(&mut stranger);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(77), "{err}");
+        assert!(
+            err.contains(&format!(
+                "the receiver at {} refused the fds: it takes fds only from root, \
+                 and this sender runs as uid 65534 (its --allow-uid 65534 would take them)",
+                s(&sock)
+            )),
+            "{err}"
+        );
         // ... and root's is taken.
         let ours = file(&dir, "ours", "from root");
         success(&mut with_files(&["send", s(&sock), "3"], &[&ours]));

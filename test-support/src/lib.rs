@@ -1,5 +1,5 @@
-//! What the tests of io-fdpass and of fdpass share: the leak check that
-//! serialises the tests holding it, fresh temporary paths, the peers
+//! What the tests of io-fdpass and of fdpass share: the leak check, kept
+//! apart from the other tests that open fds, fresh temporary paths, the peers
 //! written elsewhere that the interop tests talk to, the wait for an event,
 //! and the HTTP requests of the restart tests, each counted.
 //!
@@ -8,12 +8,15 @@
 
 #![warn(missing_docs, rust_2018_idioms, clippy::undocumented_unsafe_blocks)]
 
+use std::cell::Cell;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 pub mod http;
 pub mod peers;
+#[cfg(target_os = "linux")]
+pub mod systemd;
 
 #[cfg(unix)]
 #[path = "unix.rs"]
@@ -31,31 +34,76 @@ pub use sys::set_pass_pidfd;
 #[cfg(unix)]
 pub use sys::{fd_count, fd_count_of, open_fds, open_fds_of};
 
-static SERIAL: Mutex<()> = Mutex::new(());
+/// The fd table (on Windows, the handle table) is the process's, shared by
+/// the tests of a binary, which libtest runs on parallel threads: a count
+/// means something only while no other test opens or closes one. Each
+/// [`NoLeak`] holds this exclusively, each [`OpensFds`] shared.
+static FDS: RwLock<()> = RwLock::new(());
+
+thread_local! {
+    /// Whether this thread holds [`FDS`]: taking it again would deadlock.
+    static HOLDING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Notes that this thread now holds [`FDS`], failing the test, rather than
+/// deadlocking it, when it held it already.
+#[track_caller]
+fn hold() {
+    assert!(
+        !HOLDING.replace(true),
+        "this test holds a NoLeak or an OpensFds already: drop it before taking another"
+    );
+}
 
 /// Checks that the process's count of open fds (on Windows, handles) is
-/// the same at the end of a test as at its start. Tests in one binary run
-/// on parallel threads, so every test that holds one is serialised with the
-/// others through a lock.
+/// the same at the end of a test as at its start.
+///
+/// Tests in one binary run on parallel threads and share the fd table, so
+/// the count is taken while no other test runs that opens fds: the tests
+/// holding a `NoLeak` run one at a time, and in a binary where any test
+/// holds one, every other test holds an [`OpensFds`] for the whole of its
+/// run, its setup included.
 pub struct NoLeak {
     before: usize,
     open_before: String,
-    _serial: MutexGuard<'static, ()>,
+    _serial: RwLockWriteGuard<'static, ()>,
 }
 
 impl NoLeak {
-    /// Waits for the other tests holding one to end, then notes the count.
+    /// Waits for the other tests holding a `NoLeak` or an [`OpensFds`] to
+    /// end, then notes the count.
+    ///
+    /// # Panics
+    ///
+    /// When this thread holds a `NoLeak` or an [`OpensFds`] already.
+    #[track_caller]
     pub fn start() -> Self {
+        hold();
         // A test that failed while holding the lock left nothing behind
         // that the next one depends on.
-        let serial = SERIAL
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let serial = FDS.write().unwrap_or_else(PoisonError::into_inner);
         NoLeak {
             before: sys::open_count(),
             open_before: sys::what_is_open(),
             _serial: serial,
         }
+    }
+
+    /// The check, with the count taken after `setup` has run: for what a
+    /// test opens first and keeps to its end (a runtime's own handles).
+    /// The setup runs while no other test that opens fds runs, as the
+    /// count does.
+    ///
+    /// # Panics
+    ///
+    /// As [`NoLeak::start`].
+    #[track_caller]
+    pub fn after<T>(setup: impl FnOnce() -> T) -> (Self, T) {
+        let mut check = NoLeak::start();
+        let made = setup();
+        check.before = sys::open_count();
+        check.open_before = sys::what_is_open();
+        (check, made)
     }
 
     /// Asserts the count now equals the count at `start` plus `extra`.
@@ -76,6 +124,45 @@ impl NoLeak {
     #[track_caller]
     pub fn assert_unchanged(&self) {
         self.assert_plus(0);
+    }
+}
+
+impl Drop for NoLeak {
+    fn drop(&mut self) {
+        HOLDING.set(false);
+    }
+}
+
+/// Held for the whole run of a test that opens fds (on Windows, handles)
+/// without counting them, in a binary where another test counts them with
+/// a [`NoLeak`]: that count waits until this test has ended, and this test
+/// waits for the count. Tests holding one run side by side.
+///
+/// Spawning a process opens fds too (`/dev/null`, pipes), and so does every
+/// connection, listener and file: take it on the test's first line.
+pub struct OpensFds {
+    _shared: RwLockReadGuard<'static, ()>,
+}
+
+impl OpensFds {
+    /// Waits until no test holds a [`NoLeak`].
+    ///
+    /// # Panics
+    ///
+    /// When this thread holds a [`NoLeak`] or an `OpensFds` already.
+    #[track_caller]
+    #[must_use = "the test is kept apart from fd counts only while this is held"]
+    pub fn start() -> Self {
+        hold();
+        OpensFds {
+            _shared: FDS.read().unwrap_or_else(PoisonError::into_inner),
+        }
+    }
+}
+
+impl Drop for OpensFds {
+    fn drop(&mut self) {
+        HOLDING.set(false);
     }
 }
 
@@ -116,6 +203,12 @@ impl TempDir {
         let dir = temp_path(what);
         std::fs::create_dir_all(&dir).expect("create a temp directory");
         TempDir(dir)
+    }
+
+    /// The directory's path.
+    #[must_use]
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
     }
 
     /// The path of `name` in the directory.

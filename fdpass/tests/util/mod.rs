@@ -106,6 +106,19 @@ pub fn terminate(child: &mut Child) -> std::process::ExitStatus {
     child.wait().unwrap()
 }
 
+/// Kills the process with this pid when a failed test unwinds past it,
+/// so that no process a test started outlives it.
+pub struct KillOnPanic(pub u32);
+
+impl Drop for KillOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let pid = rustix::process::Pid::from_raw(i32::try_from(self.0).unwrap()).unwrap();
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
 /// An `fdpass hold` running at a socket in `dir`; stopped by SIGTERM when
 /// dropped.
 pub struct Holder {
@@ -210,15 +223,32 @@ pub fn fdpass_for_anyone(dir: &TempDir) -> PathBuf {
     let anyone = std::fs::Permissions::from_mode(0o755);
     std::fs::set_permissions(dir.join(""), anyone.clone()).unwrap();
     let binary = dir.join("fdpass");
-    // A hard link, not a copy, where the two share a filesystem: a copy is
-    // open for writing for a moment, and a process another test forks
-    // meanwhile keeps it open until it execs, so that running the copy
-    // fails with "Text file busy".
+    // A hard link where the two share a filesystem, and otherwise a copy
+    // written by another process (see copy_executable).
     if std::fs::hard_link(env!("CARGO_BIN_EXE_fdpass"), &binary).is_err() {
-        std::fs::copy(env!("CARGO_BIN_EXE_fdpass"), &binary).unwrap();
+        copy_executable(Path::new(env!("CARGO_BIN_EXE_fdpass")), &binary);
     }
     std::fs::set_permissions(&binary, anyone).unwrap();
     binary
+}
+
+/// Copies the executable `from` to a new file `to` with `cp`, so that no fd
+/// of this process is ever open for writing on it: a process another test
+/// forks while a copy is written here would keep that fd until it execs,
+/// and running the copy meanwhile fails with "Text file busy".
+pub fn copy_executable(from: &Path, to: &Path) {
+    let status = Command::new("cp")
+        .arg(from)
+        .arg(to)
+        .stdin(Stdio::null())
+        .status()
+        .expect("run cp");
+    assert!(
+        status.success(),
+        "cp {} {}: {status:?}",
+        from.display(),
+        to.display()
+    );
 }
 
 /// The first `count` shell blocks of the README section under `heading`.
