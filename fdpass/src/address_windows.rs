@@ -13,7 +13,7 @@ use crate::fail::{self, Failure, Result};
 pub const STARTUP_GRACE: Duration = Duration::from_secs(1);
 
 /// Where a holder listens: loopback TCP, the rule of
-/// [`io_fdpass::holder::address`].
+/// `io_fdpass::holder::address`.
 #[derive(Clone, Debug)]
 pub struct SocketName(SocketAddr);
 
