@@ -42,8 +42,11 @@ mod unix {
     pub fn main() -> io::Result<()> {
         // Before any thread starts: the adoption changes the environment.
         let mut inherited = ListenFds::take()?;
-        let (listener, first) = match inherited.index_of("http") {
-            Some(i) => (inherited.take_tcp_listener(i)?, false),
+        // Whatever the listener is called: `fdpass listen` names it by its
+        // scheme, systemd-socket-activate and systemfd `unknown`, and the
+        // previous generation `http`.
+        let (listener, first) = match inherited.take_only_tcp_listener()? {
+            Some(listener) => (listener, false),
             None => {
                 let addr = std::env::args().nth(1).unwrap_or("127.0.0.1:8080".into());
                 (std::net::TcpListener::bind(addr)?, true)
@@ -75,18 +78,17 @@ mod unix {
                     requests.spawn(answer(connection));
                 }
                 _ = hangup.recv(), if restarting.is_none() => {
-                    // The wait for the next generation blocks: off the
-                    // runtime, which goes on serving meanwhile.
-                    let fd = std_listener.try_clone()?;
-                    restarting = Some(tokio::task::spawn_blocking(move || {
-                        Restart::new()?.fd("http", &fd)?.spawn()
-                    }));
+                    // The restart owns a copy of the listener, and its
+                    // future waits without blocking: the runtime goes on
+                    // serving meanwhile.
+                    let next = Restart::new()?.fd("http", &std_listener)?.spawn_async();
+                    restarting = Some(Box::pin(next));
                 }
                 done = async { restarting.as_mut().expect("guarded").await },
                     if restarting.is_some() =>
                 {
                     restarting = None;
-                    match done.map_err(io::Error::other).and_then(|next| next) {
+                    match done {
                         Ok(next) => {
                             eprintln!("restart: pid {} serves now", next.pid());
                             break;

@@ -54,9 +54,9 @@
 //! ```
 
 use std::io::{self, ErrorKind};
-use std::net::{TcpListener, UdpSocket};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::{sys, FdKind};
@@ -89,13 +89,20 @@ static TAKEN: AtomicBool = AtomicBool::new(false);
 /// convention, owned, with their names.
 ///
 /// Each fd is taken out once, by index: raw with [`take_fd`], or checked
-/// and typed with [`take_tcp_listener`], [`take_unix_listener`] or
-/// [`take_udp_socket`]. The fds not taken are closed when this is dropped.
+/// and typed with [`take_tcp_listener`], [`take_unix_listener`],
+/// [`take_udp_socket`], [`take_tcp_stream`] or [`take_unix_stream`]. A
+/// program given one listener, whatever its name, takes it with
+/// [`take_only_tcp_listener`] or [`take_only_unix_listener`]. The fds not
+/// taken are closed when this is dropped.
 ///
 /// [`take_fd`]: ListenFds::take_fd
 /// [`take_tcp_listener`]: ListenFds::take_tcp_listener
 /// [`take_unix_listener`]: ListenFds::take_unix_listener
 /// [`take_udp_socket`]: ListenFds::take_udp_socket
+/// [`take_tcp_stream`]: ListenFds::take_tcp_stream
+/// [`take_unix_stream`]: ListenFds::take_unix_stream
+/// [`take_only_tcp_listener`]: ListenFds::take_only_tcp_listener
+/// [`take_only_unix_listener`]: ListenFds::take_only_unix_listener
 #[derive(Debug, Default)]
 pub struct ListenFds {
     /// The fds, by index; `None` once taken.
@@ -375,6 +382,112 @@ impl ListenFds {
         self.take_as(index, Want::UdpSocket).map(UdpSocket::from)
     }
 
+    /// Takes fd `index` as a connected TCP stream, checking that it is an
+    /// IPv4 or IPv6 stream socket that does not listen: a connection
+    /// accepted by the previous generation, say
+    /// ([`restart::take_tcp_connection`](crate::restart::take_tcp_connection)
+    /// takes it with the bytes it had read).
+    ///
+    /// # Errors
+    ///
+    /// As [`take_tcp_listener`](ListenFds::take_tcp_listener).
+    pub fn take_tcp_stream(&mut self, index: usize) -> io::Result<TcpStream> {
+        self.take_as(index, Want::TcpStream).map(TcpStream::from)
+    }
+
+    /// Takes fd `index` as a connected unix stream socket, checking that it
+    /// is a unix stream socket that does not listen.
+    ///
+    /// # Errors
+    ///
+    /// As [`take_tcp_listener`](ListenFds::take_tcp_listener).
+    pub fn take_unix_stream(&mut self, index: usize) -> io::Result<UnixStream> {
+        self.take_as(index, Want::UnixStream).map(UnixStream::from)
+    }
+
+    /// Takes the one listening TCP socket of the set, whatever its name:
+    /// `Ok(None)` when there is none, so that the program binds its own.
+    ///
+    /// For a program that listens on one address, this adopts its socket
+    /// from every starter alike: `fdpass listen` (which names it by its
+    /// scheme, `tcp` or `http`, unless told a name), `systemd-socket-activate`
+    /// and `systemfd` (which name it `unknown`), a systemd socket unit (its
+    /// `FileDescriptorName=`, or the unit's name), or a previous generation
+    /// ([`restart`](crate::restart)). Fds of other kinds in the set (a
+    /// connection, a state) are left where they are.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] when the set holds more than one
+    /// listening TCP socket (the message names them): take one by name
+    /// with [`index_of`](ListenFds::index_of) and
+    /// [`take_tcp_listener`](ListenFds::take_tcp_listener). The error of
+    /// `getsockopt` for an fd that cannot be examined.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use io_fdpass::activation::ListenFds;
+    ///
+    /// let mut inherited = ListenFds::take()?;
+    /// let listener = match inherited.take_only_tcp_listener()? {
+    ///     Some(listener) => listener,
+    ///     None => std::net::TcpListener::bind("127.0.0.1:8080")?,
+    /// };
+    /// # drop(listener);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn take_only_tcp_listener(&mut self) -> io::Result<Option<TcpListener>> {
+        let index = self.only(Want::TcpListener)?;
+        index
+            .map(|i| self.take_tcp_listener(i))
+            .transpose()
+    }
+
+    /// Takes the one listening unix stream socket of the set, whatever its
+    /// name: `Ok(None)` when there is none.
+    ///
+    /// # Errors
+    ///
+    /// As [`take_only_tcp_listener`](ListenFds::take_only_tcp_listener).
+    pub fn take_only_unix_listener(&mut self) -> io::Result<Option<UnixListener>> {
+        let index = self.only(Want::UnixListener)?;
+        index
+            .map(|i| self.take_unix_listener(i))
+            .transpose()
+    }
+
+    /// The index of the one fd left in the set that is what `want` says.
+    fn only(&self, want: Want) -> io::Result<Option<usize>> {
+        let mut found = Vec::new();
+        for (i, fd) in self.fds.iter().enumerate() {
+            if let Some(fd) = fd {
+                if want.accepts(&FdKind::of(fd)?) {
+                    found.push(i);
+                }
+            }
+        }
+        match found[..] {
+            [] => Ok(None),
+            [i] => Ok(Some(i)),
+            _ => {
+                let names: Vec<String> = found
+                    .iter()
+                    .map(|&i| format!("{:?} (index {i})", self.name(i).unwrap_or("unknown")))
+                    .collect();
+                Err(io::Error::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "{} inherited fds are {}: {}; take one by its name",
+                        found.len(),
+                        want.plural(),
+                        names.join(", ")
+                    ),
+                ))
+            }
+        }
+    }
+
     /// Takes fd `index` if it is what `want` says.
     fn take_as(&mut self, index: usize, want: Want) -> io::Result<OwnedFd> {
         let name = self.name(index).unwrap_or("unknown").to_owned();
@@ -411,6 +524,8 @@ enum Want {
     TcpListener,
     UnixListener,
     UdpSocket,
+    TcpStream,
+    UnixStream,
 }
 
 impl Want {
@@ -419,6 +534,8 @@ impl Want {
             Want::TcpListener => socket.is_tcp_listener(),
             Want::UnixListener => socket.is_unix_listener(),
             Want::UdpSocket => socket.is_udp(),
+            Want::TcpStream => socket.is_tcp_stream(),
+            Want::UnixStream => socket.is_unix_stream(),
         })
     }
 
@@ -427,6 +544,18 @@ impl Want {
             Want::TcpListener => "a listening TCP socket",
             Want::UnixListener => "a listening unix stream socket",
             Want::UdpSocket => "a UDP socket",
+            Want::TcpStream => "a TCP stream that does not listen",
+            Want::UnixStream => "a unix stream socket that does not listen",
+        }
+    }
+
+    fn plural(self) -> &'static str {
+        match self {
+            Want::TcpListener => "listening TCP sockets",
+            Want::UnixListener => "listening unix stream sockets",
+            Want::UdpSocket => "UDP sockets",
+            Want::TcpStream => "TCP streams",
+            Want::UnixStream => "unix streams",
         }
     }
 }

@@ -222,6 +222,43 @@ impl SocketInfo {
             && self.listening
     }
 
+    /// Whether this is a TCP stream (IPv4 or IPv6) that does not listen:
+    /// one end of a connection, or a socket not yet connected.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use io_fdpass::FdKind;
+    ///
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let stream = std::net::TcpStream::connect(listener.local_addr()?)?;
+    /// assert!(FdKind::of(&stream)?.socket().unwrap().is_tcp_stream());
+    /// assert!(!FdKind::of(&listener)?.socket().unwrap().is_tcp_stream());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use]
+    pub fn is_tcp_stream(&self) -> bool {
+        self.is_inet() && self.socket_type == SocketType::Stream && !self.listening
+    }
+
+    /// Whether this is a unix stream socket that does not listen.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use io_fdpass::FdKind;
+    ///
+    /// let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+    /// assert!(FdKind::of(&a)?.socket().unwrap().is_unix_stream());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use]
+    pub fn is_unix_stream(&self) -> bool {
+        self.family == SocketFamily::Unix
+            && self.socket_type == SocketType::Stream
+            && !self.listening
+    }
+
     /// Whether this is a UDP socket (IPv4 or IPv6).
     ///
     /// # Examples

@@ -25,6 +25,8 @@
 //!   `SCM_CREDENTIALS`); every fd that came with it is closed.
 //! - `connect_unix(address)`, `send_datagram(address, data, fds)`: sockets
 //!   the crate makes itself, close-on-exec.
+//! - `anonymous_file(name) -> io::Result<OwnedFd>`: a close-on-exec file
+//!   no path names (a memfd, or an unlinked temporary file).
 //! - `Launch::new(program, argv, env, fds, names)`, then `spawn()` (fork
 //!   and exec, only async-signal-safe calls between them) or `exec()`: a
 //!   program with `fds` at 3, 4, … and the `LISTEN_*` variables, in the

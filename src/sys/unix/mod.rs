@@ -2,14 +2,15 @@
 //! message with `SCM_RIGHTS`, `burst.rs` many (`sendmmsg`/`recvmmsg`),
 //! `socket.rs` makes the sockets this crate connects or sends from,
 //! `describe.rs` says what an fd of this process is, `cred.rs` who a peer
-//! or this process is, and `spawn.rs` starts a program with fds laid out by
-//! the socket-activation convention. Sends go through rustix; receives call
-//! libc's `recvmsg`/`recvmmsg`, whose control data rustix then parses (see
-//! `msg.rs` for why).
+//! or this process is, `anon.rs` makes files with no name, and `spawn.rs`
+//! starts a program with fds laid out by the socket-activation convention.
+//! Sends go through rustix; receives call libc's `recvmsg`/`recvmmsg`,
+//! whose control data rustix then parses (see `msg.rs` for why).
 
 use std::io;
 use std::os::fd::{BorrowedFd, RawFd};
 
+mod anon;
 mod burst;
 mod cred;
 mod datagram;
@@ -18,6 +19,7 @@ mod msg;
 mod socket;
 mod spawn;
 
+pub(crate) use self::anon::*;
 pub(crate) use self::burst::*;
 pub(crate) use self::cred::*;
 pub(crate) use self::datagram::*;

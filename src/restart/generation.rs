@@ -1,0 +1,122 @@
+//! The next generation as a process, the part of a restart that a port to
+//! another OS family replaces: start it with its fds and a notify socket of
+//! its own, see whether it has said `READY=1` or exited, and kill it.
+//!
+//! The contract the portable code in `restart.rs` relies on:
+//! - `Starting::start(program, args, fds, timeout)`: the program running,
+//!   with the fds laid out for it and a way to say it is ready;
+//! - `Starting::ended()`: an error once it has exited or the timeout has
+//!   passed, else the time left;
+//! - `Starting::take_ready()`: whether it has said it is ready, without
+//!   waiting; `Starting::wait_ready(slice)`: the same, waiting up to
+//!   `slice`; `Starting::socket()`: what an event loop waits on to know
+//!   when to call `take_ready` again;
+//! - `Starting::ready()`: the started process, which is left to run;
+//! - dropping a `Starting` that is not ready kills it, with whatever it
+//!   forked, and reaps it.
+
+use std::ffi::OsString;
+use std::io::{self, ErrorKind};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use crate::{activation, notify, sys};
+
+/// A next generation started, not yet ready.
+pub(super) struct Starting {
+    notify: notify::Listener,
+    pid: u32,
+    deadline: Instant,
+    timeout: Duration,
+    /// Whether dropping it kills it: until it is ready.
+    armed: bool,
+}
+
+impl Starting {
+    /// Starts `program` with `args` and `fds` (name and fd) by the
+    /// socket-activation convention, in a process group of its own, with
+    /// `NOTIFY_SOCKET` naming a socket of this call's own.
+    pub(super) fn start(
+        program: &OsString,
+        args: &[OsString],
+        fds: &[(String, OwnedFd)],
+        timeout: Duration,
+    ) -> io::Result<Starting> {
+        let notify = notify::Listener::new()?;
+        let mut command = activation::Command::new(program)
+            .args(args)
+            .env("NOTIFY_SOCKET", notify.path())
+            .process_group(0);
+        for (name, fd) in fds {
+            command = command.fd(name, fd)?;
+        }
+        let pid = command.spawn()?.id();
+        Ok(Starting {
+            notify,
+            pid,
+            deadline: Instant::now() + timeout,
+            timeout,
+            armed: true,
+        })
+    }
+
+    /// An error once it has exited or the timeout has passed; else how long
+    /// is left.
+    pub(super) fn ended(&self) -> io::Result<Duration> {
+        let pid = self.pid;
+        if let Some(status) = sys::exit_status(pid)? {
+            return Err(io::Error::other(format!(
+                "the next generation (pid {pid}) {status} before it was ready"
+            )));
+        }
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                ErrorKind::TimedOut,
+                format!(
+                    "the next generation (pid {pid}) was not ready within {:?}; it was killed",
+                    self.timeout
+                ),
+            ));
+        }
+        Ok(left)
+    }
+
+    /// Whether it has said `READY=1`, reading every message that has come
+    /// and waiting for none. As in systemd, any process of this user that
+    /// can reach the socket may say it;
+    /// [`notify::Notification::pid`] would tell who did.
+    pub(super) fn take_ready(&self) -> io::Result<bool> {
+        while let Some(message) = self.notify.recv(Some(Duration::ZERO))? {
+            if message.says_ready() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Whether it says `READY=1` within `slice`.
+    pub(super) fn wait_ready(&self, slice: Duration) -> io::Result<bool> {
+        Ok(self.notify.wait_ready(Some(slice))?.is_some())
+    }
+
+    /// The socket it says `READY=1` on, readable when a message has come.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(super) fn socket(&self) -> BorrowedFd<'_> {
+        self.notify.as_fd()
+    }
+
+    /// It is ready: left to run, its pid.
+    pub(super) fn ready(mut self) -> u32 {
+        self.armed = false;
+        self.pid
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if self.armed {
+            sys::kill_group_and_reap(self.pid);
+        }
+    }
+}
