@@ -126,13 +126,17 @@ pub fn start(
     dir: &Path,
 ) -> io::Result<(Box<dyn Server>, SocketAddr)> {
     let addr = free_addr()?;
-    let server = programs.server(mode).to_owned();
+    let server = Example {
+        program: programs.server(mode).to_owned(),
+        addr,
+        log: dir.join("server.log"),
+    };
     let started: Box<dyn Server> = match kind {
-        Kind::Restart => Box::new(SelfRestart::start(server, addr)?),
-        Kind::Holder => Box::new(Held::start(server, &programs.fdpass, addr, dir)?),
-        Kind::Naive => Box::new(Rebind::start(server, addr, false)?),
-        Kind::Control => Box::new(Rebind::start(server, addr, true)?),
-        Kind::ReusePort => Box::new(ReusePort::start(server, addr)?),
+        Kind::Restart => Box::new(SelfRestart::start(server)?),
+        Kind::Holder => Box::new(Held::start(server, &programs.fdpass, dir)?),
+        Kind::Naive => Box::new(Rebind::start(server, false)?),
+        Kind::Control => Box::new(Rebind::start(server, true)?),
+        Kind::ReusePort => Box::new(ReusePort::start(server)?),
         Kind::Haproxy => Box::new(Haproxy::start(addr, dir)?),
         Kind::Nginx => Box::new(Nginx::start(addr, dir)?),
     };
@@ -223,19 +227,36 @@ fn stop_all(pids: &[u32], sig: Signal) {
     }
 }
 
-/// One generation of an io-fdpass example server, its output discarded:
-/// bound to `addr` itself, or given `listener`; started with a
-/// `NOTIFY_SOCKET` of this process, on which it says when it is ready.
-fn spawn_example(
-    server: &Path,
+/// An io-fdpass example server to start at an address.
+struct Example {
+    program: PathBuf,
     addr: SocketAddr,
-    listener: Option<&OwnedFd>,
-) -> io::Result<u32> {
+    log: PathBuf,
+}
+
+impl Example {
+    /// The error `e`, with what the servers wrote last.
+    fn with_log(&self, e: io::Error) -> io::Error {
+        let log = fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(3).collect();
+        if tail.is_empty() {
+            return e;
+        }
+        io::Error::new(e.kind(), format!("{e} (the servers wrote: {})", tail.join(" | ")))
+    }
+}
+
+/// One generation of an io-fdpass example server, its standard error
+/// appended to `log`: bound to `addr` itself, or given `listener`; started
+/// with a `NOTIFY_SOCKET` of this process, on which it says when it is
+/// ready.
+fn spawn_example(example: &Example, listener: Option<&OwnedFd>) -> io::Result<u32> {
     let notify = notify::Listener::new()?;
     let mut command = activation::Command::new("/bin/sh")
-        .args(["-c", "exec \"$0\" \"$@\" >/dev/null 2>&1"])
-        .arg(server)
-        .arg(addr.to_string())
+        .args(["-c", "exec \"$0\" \"$1\" >/dev/null 2>>\"$2\""])
+        .arg(&example.program)
+        .arg(example.addr.to_string())
+        .arg(&example.log)
         .env("NOTIFY_SOCKET", notify.path())
         .process_group(0);
     if let Some(listener) = listener {
@@ -272,14 +293,14 @@ fn wait_ready(notify: &notify::Listener, pid: u32) -> io::Result<()> {
 /// `io_fdpass::restart`, driven as its users drive it: SIGHUP to the
 /// generation serving.
 struct SelfRestart {
+    example: Example,
     current: u32,
 }
 
 impl SelfRestart {
-    fn start(server: PathBuf, addr: SocketAddr) -> io::Result<SelfRestart> {
-        Ok(SelfRestart {
-            current: spawn_example(&server, addr, None)?,
-        })
+    fn start(example: Example) -> io::Result<SelfRestart> {
+        let current = spawn_example(&example, None)?;
+        Ok(SelfRestart { example, current })
     }
 }
 
@@ -288,14 +309,19 @@ impl Server for SelfRestart {
         let old = self.current;
         signal(old, Signal::HUP)?;
         // The next generation is the old one's child until the old one
-        // exits, once the next is ready and it has finished its work.
+        // exits, once the next is ready and it has finished its work; then
+        // it is this process's.
         let mut next = None;
         settle("the next generation", || {
             if next.is_none() {
                 next = children_of(old).first().copied();
             }
+            if next.is_none() && !alive(old) {
+                next = children_of(std::process::id()).first().copied();
+            }
             next.is_some() && !alive(old)
-        })?;
+        })
+        .map_err(|e| self.example.with_log(e))?;
         self.current = next.expect("settled");
         Ok(())
     }
@@ -308,18 +334,16 @@ impl Server for SelfRestart {
 /// A server stopped and started again: either naively (stop, then bind)
 /// or never (the control).
 struct Rebind {
-    server: PathBuf,
-    addr: SocketAddr,
+    example: Example,
     current: u32,
     never: bool,
 }
 
 impl Rebind {
-    fn start(server: PathBuf, addr: SocketAddr, never: bool) -> io::Result<Rebind> {
-        let current = spawn_example(&server, addr, None)?;
+    fn start(example: Example, never: bool) -> io::Result<Rebind> {
+        let current = spawn_example(&example, None)?;
         Ok(Rebind {
-            server,
-            addr,
+            example,
             current,
             never,
         })
@@ -334,7 +358,7 @@ impl Server for Rebind {
         let old = self.current;
         signal(old, Signal::TERM)?;
         settle("the old server's exit", || !alive(old))?;
-        self.current = spawn_example(&self.server, self.addr, None)?;
+        self.current = spawn_example(&self.example, None)?;
         Ok(())
     }
 
@@ -345,8 +369,7 @@ impl Server for Rebind {
 
 /// Each generation on a socket of its own in one `SO_REUSEPORT` group.
 struct ReusePort {
-    server: PathBuf,
-    addr: SocketAddr,
+    example: Example,
     current: u32,
     old: Vec<u32>,
 }
@@ -362,12 +385,11 @@ fn reuseport_listener(addr: SocketAddr) -> io::Result<OwnedFd> {
 }
 
 impl ReusePort {
-    fn start(server: PathBuf, addr: SocketAddr) -> io::Result<ReusePort> {
-        let listener = reuseport_listener(addr)?;
-        let current = spawn_example(&server, addr, Some(&listener))?;
+    fn start(example: Example) -> io::Result<ReusePort> {
+        let listener = reuseport_listener(example.addr)?;
+        let current = spawn_example(&example, Some(&listener))?;
         Ok(ReusePort {
-            server,
-            addr,
+            example,
             current,
             old: Vec::new(),
         })
@@ -376,8 +398,8 @@ impl ReusePort {
 
 impl Server for ReusePort {
     fn restart(&mut self) -> io::Result<()> {
-        let listener = reuseport_listener(self.addr)?;
-        let next = spawn_example(&self.server, self.addr, Some(&listener))?;
+        let listener = reuseport_listener(self.example.addr)?;
+        let next = spawn_example(&self.example, Some(&listener))?;
         drop(listener);
         let old = std::mem::replace(&mut self.current, next);
         signal(old, Signal::TERM)?;
@@ -394,7 +416,7 @@ impl Server for ReusePort {
 
 /// `fdpass hold` with the listener, each generation under `fdpass fetch`.
 struct Held {
-    server: PathBuf,
+    example: Example,
     fdpass: PathBuf,
     socket: PathBuf,
     hold: u32,
@@ -403,7 +425,8 @@ struct Held {
 }
 
 impl Held {
-    fn start(server: PathBuf, fdpass: &Path, addr: SocketAddr, dir: &Path) -> io::Result<Held> {
+    fn start(example: Example, fdpass: &Path, dir: &Path) -> io::Result<Held> {
+        let addr = example.addr;
         let socket = dir.join("fds.sock");
         let hold = Command::new(fdpass)
             .arg("hold")
@@ -415,7 +438,7 @@ impl Held {
             .spawn()?
             .id();
         let mut held = Held {
-            server,
+            example,
             fdpass: fdpass.to_owned(),
             socket,
             hold,
@@ -450,11 +473,11 @@ impl Held {
             .arg("fetch")
             .arg(&self.socket)
             .args(["http", "--"])
-            .arg(&self.server)
+            .arg(&self.example.program)
             .env("NOTIFY_SOCKET", notify.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(fs::OpenOptions::new().create(true).append(true).open(&self.example.log)?)
             .process_group(0)
             .spawn()?
             .id();
