@@ -605,7 +605,9 @@ impl Nginx {
                 dir = dir.display(),
             ),
         )?;
-        let status = Command::new("nginx")
+        // The upgrade starts the binary the master was started as, by
+        // that path: an absolute one.
+        let status = Command::new(activation::find_program("nginx")?)
             .arg("-p")
             .arg(dir)
             .arg("-c")
@@ -644,10 +646,14 @@ impl Server for Nginx {
             next = self.read_pid().filter(|&pid| pid != old);
             next.is_some_and(|pid| !children_of(pid).is_empty())
         })?;
+        let next = next.expect("settled");
         signal(old, Signal::WINCH)?;
-        settle("the old workers' exit", || children_of(old).is_empty())?;
+        // The new master is the old one's child too.
+        settle("the old workers' exit", || {
+            children_of(old).iter().all(|&pid| pid == next)
+        })?;
         signal(old, Signal::QUIT)?;
-        self.master = next.expect("settled");
+        self.master = next;
         Ok(())
     }
 
