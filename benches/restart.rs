@@ -174,8 +174,21 @@ restart benchmark: cargo bench --all-features --bench restart -- [OPTIONS]
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args(["build", "--release", "--quiet", "--features", "io-fdpass/tokio"])
-            .args(["-p", "io-fdpass", "--example", "restart", "--example", "hyper_restart"])
+            .args([
+                "build",
+                "--release",
+                "--quiet",
+                "--features",
+                "io-fdpass/tokio",
+            ])
+            .args([
+                "-p",
+                "io-fdpass",
+                "--example",
+                "restart",
+                "--example",
+                "hyper_restart",
+            ])
             .args(["-p", "fdpass", "--bin", "fdpass"])
             .status()
             .expect("run cargo build");
@@ -237,7 +250,11 @@ restart benchmark: cargo bench --all-features --bench restart -- [OPTIONS]
                         options.runs,
                         kind.name(),
                         run.seen.records.len(),
-                        run.seen.records.iter().filter(|r| r.outcome.is_err()).count()
+                        run.seen
+                            .records
+                            .iter()
+                            .filter(|r| r.outcome.is_err())
+                            .count()
                     );
                     runs.push(run);
                 }

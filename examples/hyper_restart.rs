@@ -183,7 +183,10 @@ mod unix {
     /// Starts the next generation with the listener and the connections
     /// parked, and waits, without blocking the runtime, until it is
     /// ready: its pid. Those beyond [`MOVED_AT_MOST`] are closed.
-    async fn restart(listener: &std::net::TcpListener, parked: &mut Vec<Parked>) -> io::Result<u32> {
+    async fn restart(
+        listener: &std::net::TcpListener,
+        parked: &mut Vec<Parked>,
+    ) -> io::Result<u32> {
         parked.truncate(MOVED_AT_MOST);
         let mut next = Restart::new()?.fd("http", listener)?;
         for one in parked.iter() {
@@ -217,10 +220,13 @@ mod unix {
             read: 0,
             gate: gate.clone(),
         });
-        let mut conn = http1::Builder::new().serve_connection(io, service_fn({
-            let gate = gate.clone();
-            move |request| answer(request, Busy::enter(&gate))
-        }));
+        let mut conn = http1::Builder::new().serve_connection(
+            io,
+            service_fn({
+                let gate = gate.clone();
+                move |request| answer(request, Busy::enter(&gate))
+            }),
+        );
         let mut told = pin!(orders.wait_for(|order| *order != Order::Serve));
         let mut order = Order::Serve;
         let done = std::future::poll_fn(|cx| {
@@ -332,7 +338,8 @@ mod unix {
             buf: &mut ReadBuf<'_>,
         ) -> Poll<io::Result<()>> {
             let this = &mut *self;
-            if this.gate.stopping.load(Ordering::SeqCst) && this.gate.busy.load(Ordering::SeqCst) == 0
+            if this.gate.stopping.load(Ordering::SeqCst)
+                && this.gate.busy.load(Ordering::SeqCst) == 0
             {
                 // Whatever comes now is the next generation's to read.
                 this.gate.parked.store(true, Ordering::SeqCst);

@@ -141,7 +141,12 @@ fn kept_connections_move_through_five_restarts_without_a_close() {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .process_group(0);
-    for name in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET"] {
+    for name in [
+        "LISTEN_PID",
+        "LISTEN_FDS",
+        "LISTEN_FDNAMES",
+        "NOTIFY_SOCKET",
+    ] {
         first.env_remove(name);
     }
     let mut first = first.spawn().unwrap();
@@ -158,8 +163,9 @@ fn kept_connections_move_through_five_restarts_without_a_close() {
     let drain = std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
 
     let stop = Arc::new(AtomicBool::new(false));
-    let kept: Arc<Mutex<Vec<Kept>>> =
-        Arc::new(Mutex::new((0..CONNECTIONS).map(|_| Kept::default()).collect()));
+    let kept: Arc<Mutex<Vec<Kept>>> = Arc::new(Mutex::new(
+        (0..CONNECTIONS).map(|_| Kept::default()).collect(),
+    ));
     let clients: Vec<_> = (0..CONNECTIONS)
         .map(|i| {
             let (stop, kept) = (stop.clone(), kept.clone());
@@ -190,11 +196,15 @@ fn kept_connections_move_through_five_restarts_without_a_close() {
 
     let seen_by_all = |pid: u32| {
         let kept = kept.lock().unwrap();
-        kept.iter().all(|k| k.pids.iter().any(|&(p, _)| p == pid)) || kept.iter().any(|k| k.ended.is_some())
+        kept.iter().all(|k| k.pids.iter().any(|&(p, _)| p == pid))
+            || kept.iter().any(|k| k.ended.is_some())
     };
     let mut serving = first.id();
     assert_eq!(first_pid, serving);
-    util::wait_until(|| seen_by_all(serving), || format!("{:?}", kept.lock().unwrap()));
+    util::wait_until(
+        || seen_by_all(serving),
+        || format!("{:?}", kept.lock().unwrap()),
+    );
     for generation in 1..=5 {
         let before: Vec<u32> = generations.0.clone();
         kill_process(Pid::from_raw(serving as i32).unwrap(), Signal::HUP).unwrap();
@@ -210,11 +220,19 @@ fn kept_connections_move_through_five_restarts_without_a_close() {
                     .filter(|pid| !before.contains(pid));
                 next.is_some() || kept.iter().any(|k| k.ended.is_some())
             },
-            || format!("generation {generation} never served: {:?}", kept.lock().unwrap()),
+            || {
+                format!(
+                    "generation {generation} never served: {:?}",
+                    kept.lock().unwrap()
+                )
+            },
         );
         let Some(next) = next else { break };
         generations.0.push(next);
-        util::wait_until(|| seen_by_all(next), || format!("{:?}", kept.lock().unwrap()));
+        util::wait_until(
+            || seen_by_all(next),
+            || format!("{:?}", kept.lock().unwrap()),
+        );
         wait_for_exit(serving);
         serving = next;
     }

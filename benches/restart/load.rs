@@ -104,7 +104,12 @@ impl Load {
 }
 
 /// A request every `period`, each on a connection of its own.
-async fn close_mode(addr: SocketAddr, period: Duration, t0: Instant, stop: Arc<AtomicBool>) -> Seen {
+async fn close_mode(
+    addr: SocketAddr,
+    period: Duration,
+    t0: Instant,
+    stop: Arc<AtomicBool>,
+) -> Seen {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut next = tokio::time::Instant::now();
     while !stop.load(Ordering::Relaxed) {
@@ -373,7 +378,10 @@ async fn get_keeping(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(u32, 
     };
     let head = Head::parse(&buf[..head_end])?;
     let Some(length) = head.length else {
-        return Err(bad("a kept-alive answer without a length", &buf[..head_end]));
+        return Err(bad(
+            "a kept-alive answer without a length",
+            &buf[..head_end],
+        ));
     };
     let body_start = head_end + 4;
     while buf.len() < body_start + length {

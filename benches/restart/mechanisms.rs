@@ -188,7 +188,9 @@ fn children_of(parent: u32) -> Vec<u32> {
                 stat.rsplit_once(") ")
                     .and_then(|(_, rest)| rest.split(' ').nth(1)?.parse::<u32>().ok())
                     == Some(parent)
-                    && !stat.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z'))
+                    && !stat
+                        .rsplit_once(") ")
+                        .is_some_and(|(_, r)| r.starts_with('Z'))
             })
         })
         .collect()
@@ -242,7 +244,10 @@ impl Example {
         if tail.is_empty() {
             return e;
         }
-        io::Error::new(e.kind(), format!("{e} (the servers wrote: {})", tail.join(" | ")))
+        io::Error::new(
+            e.kind(),
+            format!("{e} (the servers wrote: {})", tail.join(" | ")),
+        )
     }
 }
 
@@ -458,9 +463,7 @@ impl Held {
             .status()?;
         if !stored.success() {
             held.stop();
-            return Err(io::Error::other(format!(
-                "fdpass listen … store: {stored}"
-            )));
+            return Err(io::Error::other(format!("fdpass listen … store: {stored}")));
         }
         held.current = held.fetch()?;
         Ok(held)
@@ -477,7 +480,12 @@ impl Held {
             .env("NOTIFY_SOCKET", notify.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(fs::OpenOptions::new().create(true).append(true).open(&self.example.log)?)
+            .stderr(
+                fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.example.log)?,
+            )
             .process_group(0)
             .spawn()?
             .id();
