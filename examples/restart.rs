@@ -9,7 +9,11 @@
 //! kill -HUP %1                    # a new pid serves from now on
 //! ```
 //!
-//! Each answer names the pid that served it. SIGTERM stops the server.
+//! Each answer names the pid that served it. `GET /hold` is a long
+//! request, as a download or a stream would be: its answer begins at once
+//! and ends when the client shuts down its side, and the generation that
+//! took it finishes it before it exits, however many restarts come
+//! meanwhile. SIGTERM stops the server.
 
 #[cfg(unix)]
 fn main() -> std::process::ExitCode {
@@ -34,13 +38,13 @@ mod unix {
     use io_fdpass::activation::ListenFds;
     use io_fdpass::notify;
     use io_fdpass::restart::Restart;
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     use tokio::net::{TcpListener, TcpStream};
     use tokio::signal::unix::{signal, SignalKind};
     use tokio::task::JoinSet;
 
     pub fn main() -> io::Result<()> {
-        // Before any thread starts: the adoption changes the environment.
+        // Before any thread starts: the adoption marks the fds close-on-exec.
         let mut inherited = ListenFds::take()?;
         // Whatever the listener is called: `fdpass listen` names it by its
         // scheme, systemd-socket-activate and systemfd `unknown`, and the
@@ -60,12 +64,12 @@ mod unix {
 
     async fn serve(std_listener: std::net::TcpListener, first: bool) -> io::Result<()> {
         std_listener.set_nonblocking(true)?;
-        let listener = TcpListener::from_std(std_listener.try_clone()?)?;
+        let listener = TcpListener::from_std(std_listener)?;
         let mut hangup = signal(SignalKind::hangup())?;
         let mut terminate = signal(SignalKind::terminate())?;
         // Ready only now that SIGHUP restarts rather than kills.
         if first {
-            println!("listening on {}", std_listener.local_addr()?);
+            println!("listening on {}", listener.local_addr()?);
         }
         notify::ready()?;
 
@@ -81,7 +85,7 @@ mod unix {
                     // The restart owns a copy of the listener, and its
                     // future waits without blocking: the runtime goes on
                     // serving meanwhile.
-                    let next = Restart::new()?.fd("http", &std_listener)?.spawn_async();
+                    let next = Restart::new()?.fd("http", &listener)?.spawn_async();
                     restarting = Some(Box::pin(next));
                 }
                 done = async { restarting.as_mut().expect("guarded").await },
@@ -102,7 +106,7 @@ mod unix {
         }
         // Stop accepting; the next generation takes what is queued. Finish
         // the requests in hand, then go.
-        drop((listener, std_listener));
+        drop(listener);
         while requests.join_next().await.is_some() {}
         Ok(())
     }
@@ -111,8 +115,13 @@ mod unix {
     async fn answer(connection: TcpStream) {
         let mut connection = BufReader::new(connection);
         let mut line = String::new();
+        let mut hold = false;
         while connection.read_line(&mut line).await.is_ok_and(|n| n > 2) {
+            hold |= line.starts_with("GET /hold ");
             line.clear();
+        }
+        if hold {
+            return answer_held(connection).await;
         }
         let body = format!("served by pid {}\n", std::process::id());
         let reply = format!(
@@ -120,5 +129,25 @@ mod unix {
             body.len()
         );
         let _ = connection.get_mut().write_all(reply.as_bytes()).await;
+    }
+
+    /// A long request: its answer begins at once and ends when the client
+    /// has shut down its side, however many restarts come meanwhile. A
+    /// generation finishes it before it exits.
+    async fn answer_held(mut connection: BufReader<TcpStream>) {
+        let pid = std::process::id();
+        let head = format!("HTTP/1.0 200 OK\r\n\r\nheld by pid {pid}\n");
+        if connection
+            .get_mut()
+            .write_all(head.as_bytes())
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let mut discard = [0; 1024];
+        while connection.read(&mut discard).await.is_ok_and(|n| n > 0) {}
+        let end = format!("served by pid {pid}\n");
+        let _ = connection.get_mut().write_all(end.as_bytes()).await;
     }
 }

@@ -439,9 +439,7 @@ impl ListenFds {
     /// ```
     pub fn take_only_tcp_listener(&mut self) -> io::Result<Option<TcpListener>> {
         let index = self.only(Want::TcpListener)?;
-        index
-            .map(|i| self.take_tcp_listener(i))
-            .transpose()
+        index.map(|i| self.take_tcp_listener(i)).transpose()
     }
 
     /// Takes the one listening unix stream socket of the set, whatever its
@@ -452,9 +450,7 @@ impl ListenFds {
     /// As [`take_only_tcp_listener`](ListenFds::take_only_tcp_listener).
     pub fn take_only_unix_listener(&mut self) -> io::Result<Option<UnixListener>> {
         let index = self.only(Want::UnixListener)?;
-        index
-            .map(|i| self.take_unix_listener(i))
-            .transpose()
+        index.map(|i| self.take_unix_listener(i)).transpose()
     }
 
     /// The index of the one fd left in the set that is what `want` says.

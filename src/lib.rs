@@ -20,6 +20,10 @@
   from systemd, `systemd-socket-activate`, `fdpass` or `systemfd`), checked
   and typed.
 - [`notify`]: systemd's notify protocol, its readiness and its fd store.
+- [`restart`]: restart a server with no connection refused: its
+  listeners, its state and its established connections go to the next
+  generation, which the old one waits for (blocking, or as a tokio
+  future).
 - [`process`]: copy an fd out of another process that knows nothing of
   fd passing (`pidfd_getfd`, Linux and Android), and list what its fds
   are; [`FdKind`] says what an fd is, in this process or another.

@@ -6,10 +6,25 @@
 //!
 //! The next generation gets the sockets by the socket-activation
 //! convention (`LISTEN_FDS`, `LISTEN_PID`, `LISTEN_FDNAMES`), so it adopts
-//! them with [`ListenFds::take`](crate::activation::ListenFds::take), and
-//! says it is ready with [`notify::ready`] once it serves. If it does not within the
-//! timeout, or exits first, it is killed and [`Restart::spawn`] returns an
-//! error: the old generation keeps serving as if nothing had happened.
+//! them with [`ListenFds::take`], and says it is ready with
+//! [`notify::ready`] once it serves. If it does not within the timeout
+//! ([`DEFAULT_TIMEOUT`], 30 seconds), or exits first, it is killed and
+//! [`Restart::spawn`] returns an error: the old generation keeps serving
+//! as if nothing had happened.
+//!
+//! Beyond listeners, a generation can hand the next:
+//! - **state**, up to [`MAX_STATE`] bytes ([`Restart::state`], read once
+//!   with [`take_state`]), through a file with no name, never the
+//!   environment or the arguments, and checked on arrival;
+//! - **established connections**, with the bytes each had read and not
+//!   handled ([`Restart::connection`], taken with [`take_tcp_connection`]
+//!   or [`take_unix_connection`]), so that its clients stay connected and
+//!   lose nothing;
+//! - **any fd** ([`Restart::fd`]).
+//!
+//! [`Restart`] owns duplicates of what it hands over, so it is `Send` and
+//! `'static`; with the `tokio` feature, [`Restart::spawn_async`] waits for
+//! the next generation without blocking the runtime.
 //!
 //! The next generation runs in a process group of its own, and "killed"
 //! means the whole group: a worker it forked before the error is killed
@@ -18,21 +33,71 @@
 //! double fork into a new session) before it is ready. Once it is ready,
 //! nothing of it is killed: it serves on its own.
 //!
-//! `examples/restart.rs` is a TCP server that restarts itself on SIGHUP.
+//! A restart may begin while an earlier generation still finishes its
+//! work: each generation is a process of its own, and only one restart at
+//! a time is under way *in one process* ([`ErrorKind::ResourceBusy`]).
+//!
+//! `examples/restart.rs` is a TCP server that restarts itself on SIGHUP;
+//! `examples/keep_connections.rs` keeps its clients connected through its
+//! restarts, each with its own count.
 //!
 //! # Examples
 //!
+//! A tokio server that restarts on SIGHUP, serving on while the next
+//! generation starts:
+//!
+//! ```no_run
+//! # #[cfg(feature = "tokio")]
+//! # async fn serve() -> std::io::Result<()> {
+//! use io_fdpass::activation::ListenFds;
+//! use io_fdpass::restart::Restart;
+//! use tokio::signal::unix::{signal, SignalKind};
+//!
+//! // Whatever started this, and whatever it named the socket.
+//! let mut inherited = ListenFds::take()?;
+//! let listener = match inherited.take_only_tcp_listener()? {
+//!     Some(listener) => listener,
+//!     None => std::net::TcpListener::bind("127.0.0.1:8080")?,
+//! };
+//! listener.set_nonblocking(true)?;
+//! let listener = tokio::net::TcpListener::from_std(listener)?;
+//! io_fdpass::notify::ready()?; // tells the previous generation, if any, to go
+//!
+//! let mut hangup = signal(SignalKind::hangup())?;
+//! loop {
+//!     tokio::select! {
+//!         accepted = listener.accept() => {
+//!             let (connection, _) = accepted?;
+//!             tokio::spawn(async move { drop(connection) /* serve it */ });
+//!         }
+//!         _ = hangup.recv() => {
+//!             // Connections queue meanwhile; examples/restart.rs goes on
+//!             // accepting while it waits.
+//!             match Restart::new()?.fd("http", &listener)?.spawn_async().await {
+//!                 Ok(next) => break println!("pid {} serves now", next.pid()),
+//!                 Err(e) => eprintln!("still serving, the restart failed: {e}"),
+//!             }
+//!         }
+//!     }
+//! }
+//! // Stop accepting, finish the connections in hand, and exit.
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Without tokio, [`Restart::spawn`] blocks the calling thread until the
+//! next generation is ready:
+//!
 //! ```no_run
 //! use io_fdpass::activation::ListenFds;
-//! use io_fdpass::notify;
 //! use io_fdpass::restart::Restart;
 //!
 //! let mut inherited = ListenFds::take()?;
-//! let listener = match inherited.index_of("http") {
-//!     Some(i) => inherited.take_tcp_listener(i)?,
+//! let listener = match inherited.take_only_tcp_listener()? {
+//!     Some(listener) => listener,
 //!     None => std::net::TcpListener::bind("127.0.0.1:8080")?,
 //! };
-//! notify::ready()?; // tells the previous generation, if any, to go
+//! io_fdpass::notify::ready()?;
 //!
 //! // ... serve, and when it is time to restart:
 //! match Restart::new()?.fd("http", &listener)?.spawn() {
@@ -95,6 +160,7 @@ static RUNNING: AtomicBool = AtomicBool::new(false);
 pub struct Restart {
     program: OsString,
     args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
     fds: Vec<(String, OwnedFd)>,
     timeout: Duration,
 }
@@ -136,6 +202,7 @@ impl Restart {
         Restart {
             program: program.as_ref().to_owned(),
             args: args.into_iter().map(Into::into).collect(),
+            env: Vec::new(),
             fds: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
         }
@@ -224,9 +291,13 @@ impl Restart {
     /// The bytes travel in a file that no path names (a memfd on Linux,
     /// Android and FreeBSD, an unlinked temporary file elsewhere), as one
     /// more fd, named [`STATE_NAME`], never in the environment or the
-    /// arguments. A header with a magic number, the length and a checksum
-    /// goes before them, so that the next generation gets them whole or an
-    /// error. A second call replaces the first's bytes.
+    /// arguments. A header goes before them, so that the next generation
+    /// gets them whole or an error: the 8 bytes `IOFDPHO1`, then the kind
+    /// (1 for a state, 2 for a connection's pending bytes), the length of
+    /// the bytes and their checksum, each a little-endian `u64`. A second
+    /// call replaces the first's bytes.
+    ///
+    /// The bytes are copied into the file now, in the calling thread.
     ///
     /// # Errors
     ///
@@ -254,6 +325,18 @@ impl Restart {
         }
         self.fds.push((name.to_owned(), fd));
         Ok(self)
+    }
+
+    /// Sets the variable `key` for the next generation, over this
+    /// process's value: a flag, say, that tells it it is not the first.
+    /// The variables of the socket-activation convention and
+    /// `NOTIFY_SOCKET` are the restart's own: [`spawn`](Restart::spawn)
+    /// refuses them.
+    #[must_use]
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Restart {
+        self.env
+            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
     }
 
     /// How long to wait for the next generation to say it is ready
@@ -293,10 +376,12 @@ impl Restart {
     ///   killed;
     /// - [`ErrorKind::Other`]: it exited before it was ready (the message
     ///   gives its status);
+    /// - [`ErrorKind::InvalidInput`]: a variable of [`env`](Restart::env)
+    ///   is the restart's own, or holds a NUL byte;
     /// - [`ErrorKind::NotFound`] and the like: it could not be started.
     pub fn spawn(self) -> io::Result<Successor> {
         let _running = Running::claim()?;
-        let starting = Starting::start(&self.program, &self.args, &self.fds, self.timeout)?;
+        let starting = Starting::start(&self)?;
         // The copies of the fds are the next generation's now.
         drop(self);
         loop {
@@ -380,7 +465,7 @@ impl Restart {
         use tokio::io::Interest;
 
         let _running = Running::claim()?;
-        let starting = Starting::start(&self.program, &self.args, &self.fds, self.timeout)?;
+        let starting = Starting::start(&self)?;
         drop(self);
         let starting = Reaped(Some(starting));
         let result = async {
@@ -398,11 +483,10 @@ impl Restart {
                     readable = socket.readable() => {
                         let mut guard = readable?;
                         // Clears the readiness unless a message came since.
-                        if !starting.take_ready()? {
-                            guard.clear_ready();
-                        } else {
+                        if starting.take_ready()? {
                             return Ok(());
                         }
+                        guard.clear_ready();
                     }
                     () = tokio::time::sleep(left.min(SLICE)) => {}
                 }

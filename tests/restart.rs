@@ -1,13 +1,17 @@
 //! `examples/restart.rs`, restarted five times by SIGHUP under a client
-//! that never pauses: no request fails, and every generation serves. And
-//! each way a restart fails leaves no child and no fd behind.
+//! that never pauses, and three times 100 ms apart while earlier
+//! generations still finish long requests: no request fails, and every
+//! generation serves. `examples/keep_connections.rs`, restarted five times
+//! under clients that keep their connections: none is closed, no byte is
+//! lost, and every count goes on. And each way a restart fails leaves no
+//! child and no fd behind.
 #![cfg(all(target_os = "linux", feature = "tokio"))]
 
 mod util;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, ErrorKind};
-use std::net::SocketAddr;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -20,15 +24,17 @@ use rustix::process::{kill_process, waitpid, Pid, Signal, WaitOptions};
 use util::http::{self, Failure, FailureKind, Tally};
 use util::NoLeak;
 
-/// The example's binary, which `cargo test` builds beside the tests.
-fn example() -> PathBuf {
+/// The binary of the example `name`, which `cargo test` builds beside the
+/// tests.
+fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let path = exe
         .parent()
         .unwrap()
         .parent()
         .unwrap()
-        .join("examples/restart");
+        .join("examples")
+        .join(name);
     assert!(
         path.exists(),
         "{} is missing: run the tests with cargo test --features tokio, which builds the examples",
@@ -57,27 +63,60 @@ fn request(addr: SocketAddr) -> Result<u32, Failure> {
         })
 }
 
-/// Waits for `pid`, a child or an orphan this process reaps, to exit.
+/// Waits for `pid`, a child or an orphan this process reaps, to exit. An
+/// orphan whose parent has not exited yet is not this process's child
+/// yet: the wait goes on.
 fn wait_for_exit(pid: u32) {
     let pid = Pid::from_raw(pid as i32);
     util::wait_until(
-        || waitpid(pid, WaitOptions::NOHANG).unwrap().is_some(),
+        || match waitpid(pid, WaitOptions::NOHANG) {
+            Ok(reaped) => reaped.is_some(),
+            Err(rustix::io::Errno::CHILD) => false,
+            Err(e) => panic!("waitpid: {e}"),
+        },
         || format!("generation {pid:?} did not exit"),
     );
 }
 
 /// Kills every generation of the example, each the leader of a process
 /// group of its own, when the test ends, so that none is left behind by a
-/// failure.
+/// failure: those known, and those a failure left unknown, which are
+/// children of a known one, or orphans of this process once it is killed.
 struct Generations(Vec<Pid>);
 
 impl Drop for Generations {
     fn drop(&mut self) {
-        for &group in &self.0 {
-            let _ = rustix::process::kill_process_group(group, Signal::KILL);
+        let mut groups = self.0.clone();
+        for _ in 0..1000 {
+            for &group in &groups {
+                let _ = rustix::process::kill_process_group(group, Signal::KILL);
+                let _ = waitpid(Some(group), WaitOptions::NOHANG);
+            }
+            groups = children();
+            if groups.is_empty() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
-        while waitpid(None, WaitOptions::NOHANG).is_ok_and(|reaped| reaped.is_some()) {}
     }
+}
+
+/// The processes whose parent is this one.
+fn children() -> Vec<Pid> {
+    let me = std::process::id().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // "pid (comm) state ppid ...": the name may hold anything.
+            let ppid = stat.rsplit_once(") ")?.1.split(' ').nth(1)?;
+            (ppid == me).then(|| Pid::from_raw(pid)).flatten()
+        })
+        .collect()
 }
 
 /// Waits until `ready` holds of what the client has seen.
@@ -91,16 +130,23 @@ fn wait_for(seen: &Mutex<Seen>, what: &str, ready: impl Fn(&Seen) -> bool) {
     );
 }
 
-/// The first generation of the example, in a process group of its own,
-/// started by no one waiting for it.
-fn first_generation() -> std::process::Child {
-    let mut first = Command::new(example());
+/// The first generation of the example `name`, in a process group of its
+/// own, started by no one waiting for it; its address; and the thread
+/// that reads what the generations write, which ends when the last one
+/// exits.
+fn first_generation(
+    name: &str,
+) -> (
+    std::process::Child,
+    SocketAddr,
+    std::thread::JoinHandle<std::io::Result<u64>>,
+) {
+    let mut first = Command::new(example(name));
     first
         .arg("127.0.0.1:0")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .process_group(0);
-    // The first generation is started by no one waiting for it.
     for name in [
         "LISTEN_PID",
         "LISTEN_PIDFDID",
@@ -111,17 +157,10 @@ fn first_generation() -> std::process::Child {
     ] {
         first.env_remove(name);
     }
-    first.spawn().unwrap()
-}
-
-#[test]
-fn five_restarts_under_load_fail_no_request() {
-    let check = NoLeak::start();
     // Orphaned generations come to this process, which reaps them.
     // SAFETY: prctl with integer arguments only.
     assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) }, 0);
-    let mut first = first_generation();
-    let mut generations = Generations(vec![Pid::from_raw(first.id() as i32).unwrap()]);
+    let mut first = first.spawn().unwrap();
     let mut stdout = BufReader::new(first.stdout.take().unwrap());
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
@@ -129,37 +168,55 @@ fn five_restarts_under_load_fail_no_request() {
         .trim()
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("not an address: {line:?}"))
-        .to_owned();
+        .parse()
+        .unwrap();
     // Whatever else a generation writes is read, so that none meets a
-    // closed pipe; the reading ends when the last generation exits.
+    // closed pipe.
     let drain = std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-    let addr: SocketAddr = addr.parse().unwrap();
+    (first, addr, drain)
+}
 
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let client = {
-        let (seen, stop) = (seen.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                let answer = request(addr);
-                let mut seen = seen.lock().unwrap();
-                seen.tally.count(&answer);
-                if let Ok(pid) = answer {
-                    *seen.by_pid.entry(pid).or_default() += 1;
+/// A client that never pauses, one request after another, each counted.
+struct Load {
+    seen: Arc<Mutex<Seen>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(addr: SocketAddr) -> Load {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (seen, stop) = (seen.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let answer = request(addr);
+                    let mut seen = seen.lock().unwrap();
+                    seen.tally.count(&answer);
+                    if let Ok(pid) = answer {
+                        *seen.by_pid.entry(pid).or_default() += 1;
+                    }
                 }
-            }
-        })
-    };
+            })
+        };
+        Load {
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
 
-    let mut serving = first.id();
-    // Each SIGHUP goes to a generation that has served already.
-    wait_for(&seen, "the first generation never served", |seen| {
-        seen.by_pid.contains_key(&serving)
-    });
-    for generation in 1..=5 {
-        let before: Vec<u32> = seen.lock().unwrap().by_pid.keys().copied().collect();
+    /// Waits until `pid` has served.
+    fn wait_served_by(&self, pid: u32, what: &str) {
+        wait_for(&self.seen, what, |seen| seen.by_pid.contains_key(&pid));
+    }
+
+    /// Sends SIGHUP to `serving`, and returns the pid of the next
+    /// generation once it has served.
+    fn restart(&self, serving: u32, generation: usize) -> u32 {
+        let before: Vec<u32> = self.seen.lock().unwrap().by_pid.keys().copied().collect();
         kill_process(Pid::from_raw(serving as i32).unwrap(), Signal::HUP).unwrap();
-        // The next generation has served once the client meets a new pid.
         let new = |seen: &Seen| {
             seen.by_pid
                 .keys()
@@ -167,26 +224,64 @@ fn five_restarts_under_load_fail_no_request() {
                 .find(|pid| !before.contains(pid))
         };
         wait_for(
-            &seen,
+            &self.seen,
             &format!("generation {generation} never served"),
             |seen| new(seen).is_some(),
         );
-        let next = new(&seen.lock().unwrap()).unwrap();
+        let next = new(&self.seen.lock().unwrap()).unwrap();
+        next
+    }
+
+    /// Stops the client, once `pid` has served a few more requests.
+    fn finish_after(mut self, pid: u32) -> Arc<Mutex<Seen>> {
+        let served = self.seen.lock().unwrap().by_pid[&pid];
+        wait_for(&self.seen, "the last generation stopped serving", |seen| {
+            seen.by_pid[&pid] > served + 10
+        });
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap();
+        self.seen.clone()
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Stops the last generation `serving`, and waits for the first
+/// generation's output to end.
+fn stop_last(
+    serving: u32,
+    first: std::process::Child,
+    drain: std::thread::JoinHandle<std::io::Result<u64>>,
+) {
+    kill_process(Pid::from_raw(serving as i32).unwrap(), Signal::TERM).unwrap();
+    wait_for_exit(serving);
+    drop(first);
+    drain.join().unwrap().unwrap();
+}
+
+#[test]
+fn five_restarts_under_load_fail_no_request() {
+    let check = NoLeak::start();
+    let (first, addr, drain) = first_generation("restart");
+    let mut generations = Generations(vec![Pid::from_raw(first.id() as i32).unwrap()]);
+    let load = Load::start(addr);
+
+    let mut serving = first.id();
+    // Each SIGHUP goes to a generation that has served already.
+    load.wait_served_by(serving, "the first generation never served");
+    for generation in 1..=5 {
+        let next = load.restart(serving, generation);
         generations.0.push(Pid::from_raw(next as i32).unwrap());
         wait_for_exit(serving);
         serving = next;
     }
     // The last generation goes on serving alone.
-    let served = seen.lock().unwrap().by_pid[&serving];
-    wait_for(&seen, "the last generation stopped serving", |seen| {
-        seen.by_pid[&serving] > served + 10
-    });
-    stop.store(true, Ordering::Relaxed);
-    client.join().unwrap();
-    kill_process(Pid::from_raw(serving as i32).unwrap(), Signal::TERM).unwrap();
-    wait_for_exit(serving);
-    drop(first);
-    drain.join().unwrap().unwrap();
+    let seen = load.finish_after(serving);
+    stop_last(serving, first, drain);
 
     let seen = seen.lock().unwrap();
     eprintln!(
@@ -200,6 +295,314 @@ fn five_restarts_under_load_fail_no_request() {
         "every generation serves: {:?}",
         seen.by_pid
     );
+    check.assert_unchanged();
+}
+
+/// A long request to `examples/restart.rs` (`GET /hold`): its answer
+/// begins at once, naming the generation that holds it, and ends once this
+/// side has shut down its writing.
+struct Held {
+    reader: BufReader<TcpStream>,
+    held_by: u32,
+}
+
+impl Held {
+    fn open(addr: SocketAddr) -> Held {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(http::REQUEST_TIMEOUT))
+            .unwrap();
+        stream.write_all(b"GET /hold HTTP/1.0\r\n\r\n").unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut head = String::new();
+        while !head.ends_with("\r\n\r\n") {
+            assert!(reader.read_line(&mut head).unwrap() > 0, "{head:?}");
+        }
+        assert!(head.starts_with("HTTP/1.0 200 "), "{head:?}");
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let held_by = line
+            .strip_prefix("held by pid ")
+            .and_then(|pid| pid.trim().parse().ok())
+            .unwrap_or_else(|| panic!("not held: {line:?}"));
+        Held { reader, held_by }
+    }
+
+    /// Ends the request; the pid that answered it to the end.
+    fn finish(mut self) -> u32 {
+        self.reader
+            .get_ref()
+            .shutdown(std::net::Shutdown::Write)
+            .unwrap();
+        let mut rest = String::new();
+        self.reader.read_to_string(&mut rest).unwrap();
+        rest.strip_prefix("served by pid ")
+            .and_then(|pid| pid.trim().parse().ok())
+            .unwrap_or_else(|| panic!("held by {}, then: {rest:?}", self.held_by))
+    }
+}
+
+#[test]
+fn three_restarts_100_ms_apart_while_old_generations_drain() {
+    let check = NoLeak::start();
+    let (first, addr, drain) = first_generation("restart");
+    let mut generations = Generations(vec![Pid::from_raw(first.id() as i32).unwrap()]);
+    let load = Load::start(addr);
+    let mut serving = first.id();
+    load.wait_served_by(serving, "the first generation never served");
+    // Before each restart, a request that the generation serving then must
+    // finish before it may exit: the first is the first generation's, the
+    // only one there is, and it stays until the end.
+    let mut held = Vec::new();
+    for generation in 1..=3 {
+        held.push(Held::open(addr));
+        let next = load.restart(serving, generation);
+        generations.0.push(Pid::from_raw(next as i32).unwrap());
+        serving = next;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(held[0].held_by, first.id());
+    assert!(
+        !gone(first.id()),
+        "the first generation drains through every restart"
+    );
+    let alive: Vec<u32> = generations
+        .0
+        .iter()
+        .map(|pid| pid.as_raw_nonzero().get() as u32)
+        .filter(|&pid| !gone(pid))
+        .collect();
+    eprintln!("generations running at once after the third restart: {alive:?}");
+    // Each long request ends whole, answered by the generation that held
+    // it, though later restarts came and went meanwhile.
+    for request in held {
+        let held_by = request.held_by;
+        assert_eq!(request.finish(), held_by);
+    }
+    // Every generation but the last exits, oldest first.
+    for pid in &generations.0[..3] {
+        wait_for_exit(pid.as_raw_nonzero().get() as u32);
+    }
+    let seen = load.finish_after(serving);
+    stop_last(serving, first, drain);
+
+    let seen = seen.lock().unwrap();
+    eprintln!(
+        "through 3 restarts 100 ms apart: {}; by pid: {:?}",
+        seen.tally, seen.by_pid
+    );
+    seen.tally.assert_none_failed();
+    assert_eq!(
+        seen.by_pid.len(),
+        4,
+        "every generation serves: {:?}",
+        seen.by_pid
+    );
+    check.assert_unchanged();
+}
+
+/// What one client of `examples/keep_connections.rs` has seen: its
+/// count, every pid that answered it, and its failures.
+#[derive(Default)]
+struct Conversation {
+    count: u64,
+    pids: Vec<u32>,
+    tally: Tally,
+}
+
+/// Reads one answer, "N: LINE (pid P)", and checks that N follows `count`
+/// and LINE is `sent`: a byte lost, added or moved shows.
+fn answer(reader: &mut BufReader<TcpStream>, count: u64, sent: &str) -> Result<u32, Failure> {
+    let mut line = String::new();
+    match reader.read_line(&mut line) {
+        Ok(0) => {
+            return Err(Failure {
+                kind: FailureKind::Empty,
+                detail: format!("the server closed the connection after {count} answers"),
+            })
+        }
+        Ok(_) => {}
+        Err(e) => return Err(Failure::io("read", &e)),
+    }
+    let bad = || Failure {
+        kind: FailureKind::Bad,
+        detail: format!("after {count} answers to {sent:?}: {line:?}"),
+    };
+    let (n, rest) = line.trim_end().split_once(": ").ok_or_else(bad)?;
+    let (echo, pid) = rest.rsplit_once(" (pid ").ok_or_else(bad)?;
+    let pid = pid.strip_suffix(')').and_then(|pid| pid.parse().ok());
+    match (n.parse::<u64>(), pid) {
+        (Ok(n), Some(pid)) if n == count + 1 && echo == sent => Ok(pid),
+        _ => Err(bad()),
+    }
+}
+
+/// One connection to `examples/keep_connections.rs`, kept until `stop`:
+/// a line at a time, two lines in one write, and a line in two writes,
+/// each answer checked. The first failure ends it.
+fn converse(addr: SocketAddr, stop: &AtomicBool, seen: &Mutex<Conversation>) {
+    let fail = |failure: Failure| seen.lock().unwrap().tally.fail(&failure);
+    let stream = match TcpStream::connect_timeout(&addr, http::REQUEST_TIMEOUT) {
+        Ok(stream) => stream,
+        Err(e) => return fail(Failure::io("connect", &e)),
+    };
+    stream
+        .set_read_timeout(Some(http::REQUEST_TIMEOUT))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut turn = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        turn += 1;
+        let (one, two) = (format!("line {turn}"), format!("and line {turn}b"));
+        let (sent, lines) = match turn % 3 {
+            0 => (writer.write_all(format!("{one}\n").as_bytes()), vec![one]),
+            1 => (
+                writer.write_all(format!("{one}\n{two}\n").as_bytes()),
+                vec![one, two],
+            ),
+            _ => (
+                writer.write_all(b"line ").and_then(|()| {
+                    std::thread::sleep(Duration::from_millis(1));
+                    writer.write_all(format!("{turn}\n").as_bytes())
+                }),
+                vec![one],
+            ),
+        };
+        if let Err(e) = sent {
+            return fail(Failure::io("send", &e));
+        }
+        for line in lines {
+            let count = seen.lock().unwrap().count;
+            match answer(&mut reader, count, &line) {
+                Ok(pid) => {
+                    let mut seen = seen.lock().unwrap();
+                    seen.count += 1;
+                    seen.tally.answered += 1;
+                    if !seen.pids.contains(&pid) {
+                        seen.pids.push(pid);
+                    }
+                }
+                Err(failure) => return fail(failure),
+            }
+        }
+    }
+}
+
+/// Clients of `examples/keep_connections.rs`, each on a thread of its own
+/// with one connection, until told to stop.
+struct Clients {
+    conversations: Arc<Vec<Mutex<Conversation>>>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Clients {
+    fn start(addr: SocketAddr, count: usize) -> Clients {
+        let stop = Arc::new(AtomicBool::new(false));
+        let conversations: Arc<Vec<Mutex<Conversation>>> =
+            Arc::new((0..count).map(|_| Mutex::default()).collect());
+        let threads = (0..count)
+            .map(|i| {
+                let (stop, conversations) = (stop.clone(), conversations.clone());
+                std::thread::spawn(move || converse(addr, &stop, &conversations[i]))
+            })
+            .collect();
+        Clients {
+            conversations,
+            stop,
+            threads,
+        }
+    }
+
+    fn failed(&self) -> bool {
+        self.conversations
+            .iter()
+            .any(|c| c.lock().unwrap().tally.failed() > 0)
+    }
+
+    /// Waits until every client has been answered by `pid`, or one failed.
+    fn wait_all_served_by(&self, pid: u32, what: &str) {
+        util::wait_until(
+            || {
+                self.conversations.iter().all(|c| {
+                    let c = c.lock().unwrap();
+                    c.pids.contains(&pid) || c.tally.failed() > 0
+                })
+            },
+            || what.to_owned(),
+        );
+    }
+
+    /// The first pid a client meets that is not `known`, once one does;
+    /// `None` if a client failed first.
+    fn next_pid(&self, known: &[u32], what: &str) -> Option<u32> {
+        let new = || {
+            self.conversations.iter().find_map(|c| {
+                let c = c.lock().unwrap();
+                c.pids.iter().copied().find(|pid| !known.contains(pid))
+            })
+        };
+        util::wait_until(|| new().is_some() || self.failed(), || what.to_owned());
+        new()
+    }
+}
+
+#[test]
+fn connections_and_their_counts_stay_through_five_restarts() {
+    const CLIENTS: usize = 8;
+    let check = NoLeak::start();
+    let (first, addr, drain) = first_generation("keep_connections");
+    let mut generations = Generations(vec![Pid::from_raw(first.id() as i32).unwrap()]);
+    let clients = Clients::start(addr, CLIENTS);
+    let mut serving = first.id();
+    clients.wait_all_served_by(serving, "not every client was answered");
+    for generation in 1..=5 {
+        kill_process(Pid::from_raw(serving as i32).unwrap(), Signal::HUP).unwrap();
+        let known: Vec<u32> = generations
+            .0
+            .iter()
+            .map(|pid| pid.as_raw_nonzero().get() as u32)
+            .collect();
+        // A failure ends the restarts; the counts below show it.
+        let what = format!("generation {generation} never answered");
+        let Some(next) = clients.next_pid(&known, &what) else {
+            break;
+        };
+        generations.0.push(Pid::from_raw(next as i32).unwrap());
+        // Every connection moved: each client is answered by the next.
+        let what = format!("not every client moved to generation {generation}");
+        clients.wait_all_served_by(next, &what);
+        if clients.failed() {
+            break;
+        }
+        wait_for_exit(serving);
+        serving = next;
+    }
+    clients.stop.store(true, Ordering::Relaxed);
+    if !clients.failed() {
+        for thread in clients.threads {
+            thread.join().unwrap();
+        }
+        stop_last(serving, first, drain);
+    }
+
+    let mut answered = 0;
+    for (i, conversation) in clients.conversations.iter().enumerate() {
+        let c = conversation.lock().unwrap();
+        eprintln!(
+            "client {i}: count {}, pids {:?}: {}",
+            c.count, c.pids, c.tally
+        );
+        c.tally.assert_none_failed();
+        assert_eq!(
+            c.pids.len(),
+            6,
+            "client {i} was answered by every generation"
+        );
+        answered += c.count;
+    }
+    eprintln!("{CLIENTS} connections through 5 restarts: {answered} answers, 0 failed");
     check.assert_unchanged();
 }
 
@@ -394,5 +797,160 @@ fn a_second_restart_at_once_is_busy() {
     assert_no_child();
     std::fs::remove_dir_all(&dir).unwrap();
     drop(listener);
+    check.assert_unchanged();
+}
+
+/// The `fdpass` binary, which `cargo test --workspace` builds beside the
+/// tests.
+fn fdpass_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().unwrap().parent().unwrap().join("fdpass");
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with cargo test --workspace, which builds fdpass",
+        path.display()
+    );
+    path
+}
+
+/// A command that listens on `addr` and starts what follows with the
+/// socket, as each starter names it: `fdpass listen` by its scheme
+/// (`tcp`), `systemd-socket-activate` and `systemfd` `unknown`.
+fn starter(name: &str, addr: SocketAddr) -> Command {
+    match name {
+        "fdpass listen" => {
+            let mut command = Command::new(fdpass_binary());
+            command.args(["listen", &format!("tcp:{addr}"), "--"]);
+            command
+        }
+        "systemd-socket-activate" => {
+            let mut command = util::peers::require(name, &["--version"], "systemd");
+            command.args(["-l", &addr.to_string()]);
+            command
+        }
+        "systemfd" => {
+            let mut command =
+                util::peers::require(name, &["--version"], "systemfd (cargo install systemfd)");
+            command.args(["-s", &format!("tcp::{addr}"), "--"]);
+            command
+        }
+        other => panic!("no starter {other}"),
+    }
+}
+
+/// The pid in an answer of `examples/restart.rs`, once it answers on
+/// `addr`: the one wait that retries, while the starter starts it.
+fn restart_example_answers(addr: SocketAddr, tally: &mut Tally) -> u32 {
+    let answer = http::wait_until_answers(addr);
+    tally.answered += 1;
+    answer
+        .rsplit_once("served by pid ")
+        .and_then(|(_, pid)| pid.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{answer:?}"))
+}
+
+/// Restarts the generation `serving` of `examples/restart.rs` and returns
+/// the next one's pid, once it answers: each request in the meantime is
+/// counted.
+fn restart_the_restart_example(addr: SocketAddr, serving: u32, tally: &mut Tally) -> u32 {
+    kill_process(Pid::from_raw(serving as i32).unwrap(), Signal::HUP).unwrap();
+    let mut next = serving;
+    util::wait_until(
+        || {
+            let answer = request(addr);
+            tally.count(&answer);
+            next = answer.unwrap_or(serving);
+            next != serving
+        },
+        || format!("no generation after {serving}"),
+    );
+    next
+}
+
+/// Restarts the generation `serving` of `examples/keep_connections.rs`,
+/// talking on `connection` meanwhile: the pid of the next one to answer,
+/// and every answer checked.
+fn restart_keep_connections(
+    connection: &mut BufReader<TcpStream>,
+    serving: u32,
+    count: &mut u64,
+    tally: &mut Tally,
+) -> u32 {
+    kill_process(Pid::from_raw(serving as i32).unwrap(), Signal::HUP).unwrap();
+    let mut next = serving;
+    util::wait_until(
+        || {
+            let line = format!("line {}", *count + 1);
+            let sent = connection
+                .get_mut()
+                .write_all(format!("{line}\n").as_bytes());
+            let answer = sent
+                .map_err(|e| Failure::io("send", &e))
+                .and_then(|()| answer(connection, *count, &line));
+            tally.count(&answer);
+            match answer {
+                Ok(pid) => {
+                    *count += 1;
+                    next = pid;
+                    next != serving
+                }
+                Err(failure) => panic!("through the restart of {serving}: {failure}"),
+            }
+        },
+        || format!("no generation after {serving}"),
+    );
+    next
+}
+
+#[test]
+fn the_examples_adopt_their_listener_from_every_starter() {
+    let check = NoLeak::start();
+    for name in ["systemd-socket-activate", "fdpass listen", "systemfd"] {
+        for example_name in ["restart", "keep_connections"] {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            // Orphaned generations come to this process, which reaps them.
+            // SAFETY: prctl with integer arguments only.
+            assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) }, 0);
+            // No address: an example that did not adopt the socket would
+            // bind one of its own elsewhere, and never answer on `addr`.
+            let started = starter(name, addr)
+                .arg(example(example_name))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .process_group(0)
+                .spawn()
+                .unwrap();
+            let mut generations = Generations(vec![Pid::from_raw(started.id() as i32).unwrap()]);
+            let mut tally = Tally::default();
+            let (first, last) = if example_name == "restart" {
+                let first = restart_example_answers(addr, &mut tally);
+                generations.0.push(Pid::from_raw(first as i32).unwrap());
+                (first, restart_the_restart_example(addr, first, &mut tally))
+            } else {
+                let stream = http::wait_until_connects(addr);
+                stream
+                    .set_read_timeout(Some(http::REQUEST_TIMEOUT))
+                    .unwrap();
+                let mut connection = BufReader::new(stream);
+                connection.get_mut().write_all(b"line 1\n").unwrap();
+                let first = answer(&mut connection, 0, "line 1").unwrap();
+                tally.answered += 1;
+                generations.0.push(Pid::from_raw(first as i32).unwrap());
+                let mut count = 1;
+                let last = restart_keep_connections(&mut connection, first, &mut count, &mut tally);
+                (first, last)
+            };
+            generations.0.push(Pid::from_raw(last as i32).unwrap());
+            eprintln!("{example_name} under {name}: pid {first}, then {last}: {tally}");
+            tally.assert_none_failed();
+            kill_process(Pid::from_raw(last as i32).unwrap(), Signal::TERM).unwrap();
+            drop((started, generations));
+        }
+    }
     check.assert_unchanged();
 }

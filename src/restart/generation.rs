@@ -3,8 +3,8 @@
 //! its own, see whether it has said `READY=1` or exited, and kill it.
 //!
 //! The contract the portable code in `restart.rs` relies on:
-//! - `Starting::start(program, args, fds, timeout)`: the program running,
-//!   with the fds laid out for it and a way to say it is ready;
+//! - `Starting::start(restart)`: the program of a [`Restart`] running,
+//!   with its fds laid out for it and a way to say it is ready;
 //! - `Starting::ended()`: an error once it has exited or the timeout has
 //!   passed, else the time left;
 //! - `Starting::take_ready()`: whether it has said it is ready, without
@@ -15,11 +15,11 @@
 //! - dropping a `Starting` that is not ready kills it, with whatever it
 //!   forked, and reaps it.
 
-use std::ffi::OsString;
 use std::io::{self, ErrorKind};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
+use super::Restart;
 use crate::{activation, notify, sys};
 
 /// A next generation started, not yet ready.
@@ -33,29 +33,36 @@ pub(super) struct Starting {
 }
 
 impl Starting {
-    /// Starts `program` with `args` and `fds` (name and fd) by the
-    /// socket-activation convention, in a process group of its own, with
-    /// `NOTIFY_SOCKET` naming a socket of this call's own.
-    pub(super) fn start(
-        program: &OsString,
-        args: &[OsString],
-        fds: &[(String, OwnedFd)],
-        timeout: Duration,
-    ) -> io::Result<Starting> {
+    /// Starts the program of `restart` with its arguments, variables and
+    /// fds by the socket-activation convention, in a process group of its
+    /// own, with `NOTIFY_SOCKET` naming a socket of this call's own.
+    pub(super) fn start(restart: &Restart) -> io::Result<Starting> {
+        if let Some((key, _)) = restart.env.iter().find(|(key, _)| key == "NOTIFY_SOCKET") {
+            return Err(io::Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "{} is the restart's own: the next generation says on it that it is ready",
+                    key.to_string_lossy()
+                ),
+            ));
+        }
         let notify = notify::Listener::new()?;
-        let mut command = activation::Command::new(program)
-            .args(args)
-            .env("NOTIFY_SOCKET", notify.path())
+        let mut command = activation::Command::new(&restart.program)
+            .args(&restart.args)
             .process_group(0);
-        for (name, fd) in fds {
+        for (key, value) in &restart.env {
+            command = command.env(key, value);
+        }
+        command = command.env("NOTIFY_SOCKET", notify.path());
+        for (name, fd) in &restart.fds {
             command = command.fd(name, fd)?;
         }
         let pid = command.spawn()?.id();
         Ok(Starting {
             notify,
             pid,
-            deadline: Instant::now() + timeout,
-            timeout,
+            deadline: Instant::now() + restart.timeout,
+            timeout: restart.timeout,
             armed: true,
         })
     }
@@ -65,8 +72,13 @@ impl Starting {
     pub(super) fn ended(&self) -> io::Result<Duration> {
         let pid = self.pid;
         if let Some(status) = sys::exit_status(pid)? {
+            // Gone, whatever it said: this generation must serve on.
+            let when = match self.take_ready() {
+                Ok(true) => "right after it said it was ready",
+                _ => "before it was ready",
+            };
             return Err(io::Error::other(format!(
-                "the next generation (pid {pid}) {status} before it was ready"
+                "the next generation (pid {pid}) {status} {when}"
             )));
         }
         let left = self.deadline.saturating_duration_since(Instant::now());

@@ -149,6 +149,23 @@ pub fn wait_until_answers(addr: SocketAddr) -> String {
     }
 }
 
+/// Connects to a server at `addr` that is starting, retrying while the
+/// connection is refused, for up to [`START_TIMEOUT`]: the same one wait
+/// as [`wait_until_answers`], for a server that speaks something else.
+#[must_use]
+pub fn wait_until_connects(addr: SocketAddr) -> TcpStream {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        match TcpStream::connect_timeout(&addr, REQUEST_TIMEOUT) {
+            Ok(stream) => return stream,
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("the server at {addr} never took a connection: {e}"),
+        }
+    }
+}
+
 /// What a client under load has seen: how many answers, and every failure
 /// counted by its kind, with the first of each kind.
 #[derive(Debug, Default, Clone)]

@@ -138,3 +138,22 @@ pub fn accept(listener: &std::os::unix::net::UnixListener, secs: u64) -> io::Res
         }
     }
 }
+
+/// The leak check, after a first runtime has made the fds that tokio
+/// keeps for the process (its signal pipe, with the `signal` feature the
+/// tests turn on). The first runtime is made under the check's lock, so
+/// that no other test is counting meanwhile.
+pub fn no_leak_after_tokio() -> NoLeak {
+    static WARM: std::sync::Once = std::sync::Once::new();
+    let serial = NoLeak::start();
+    WARM.call_once(|| {
+        drop(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+        );
+    });
+    drop(serial);
+    NoLeak::start()
+}
