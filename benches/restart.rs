@@ -1,6 +1,6 @@
 //! Restarting an HTTP server under load, side by side: `io_fdpass::restart`,
 //! `fdpass hold` with `fetch`, a naive rebind, an `SO_REUSEPORT` overlap,
-//! HAProxy's master-worker reload, nginx's binary upgrade, and a server
+//! `HAProxy`'s master-worker reload, nginx's binary upgrade, and a server
 //! never restarted, in one run on one machine.
 //!
 //! The load runs on 127.0.0.1 at a fixed request rate: with a new
@@ -22,7 +22,7 @@
 //! `cargo bench --all-features --bench restart` (`-- --quick` for a short
 //! run; `-- --help` for the other knobs). It builds the servers it runs
 //! (`examples/restart.rs`, `examples/hyper_restart.rs` and `fdpass`) with
-//! `cargo build --release` first. HAProxy and nginx come from the system
+//! `cargo build --release` first. `HAProxy` and nginx come from the system
 //! (`apt-get install haproxy nginx-light`); without them their rows say
 //! so. It prints figures and asserts nothing.
 
@@ -272,6 +272,10 @@ restart benchmark: cargo bench --all-features --bench restart -- [OPTIONS]
             print!(
                 "{}",
                 report::table(&title, matches!(mode, Mode::KeepAlive(_)), &results)
+            );
+            print!(
+                "\n{}",
+                report::targets(matches!(mode, Mode::KeepAlive(_)), &results)
             );
             let failures = report::failures(&results);
             if !failures.is_empty() {

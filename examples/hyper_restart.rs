@@ -265,11 +265,11 @@ mod unix {
         Some(Parked { stream, pending })
     }
 
+    /// An answer to come.
+    type Answer = Pin<Box<dyn Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send>>;
+
     /// Answers a request, its body read whole, with this process's pid.
-    fn answer(
-        request: Request<Incoming>,
-        busy: Busy,
-    ) -> Pin<Box<dyn Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send>> {
+    fn answer(request: Request<Incoming>, busy: Busy) -> Answer {
         Box::pin(async move {
             // A body that cannot be read leaves the request answered all
             // the same.

@@ -7,7 +7,6 @@
 
 mod util;
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -130,11 +129,14 @@ impl Drop for Generations {
     }
 }
 
-#[test]
-fn kept_connections_move_through_five_restarts_without_a_close() {
-    // Orphaned generations come to this process, which reaps them.
-    // SAFETY: prctl with integer arguments only.
-    assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) }, 0);
+/// The first generation, in a process group of its own, started by no
+/// one waiting for it: its child, its address, and the thread that reads
+/// what the generations write.
+fn first_generation() -> (
+    std::process::Child,
+    SocketAddr,
+    std::thread::JoinHandle<std::io::Result<u64>>,
+) {
     let mut first = Command::new(example());
     first
         .arg("127.0.0.1:0")
@@ -150,7 +152,6 @@ fn kept_connections_move_through_five_restarts_without_a_close() {
         first.env_remove(name);
     }
     let mut first = first.spawn().unwrap();
-    let mut generations = Generations(vec![first.id()]);
     let mut stdout = BufReader::new(first.stdout.take().unwrap());
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
@@ -161,12 +162,18 @@ fn kept_connections_move_through_five_restarts_without_a_close() {
         .parse()
         .unwrap();
     let drain = std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    (first, addr, drain)
+}
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let kept: Arc<Mutex<Vec<Kept>>> = Arc::new(Mutex::new(
-        (0..CONNECTIONS).map(|_| Kept::default()).collect(),
-    ));
-    let clients: Vec<_> = (0..CONNECTIONS)
+/// The clients: one thread per kept connection, each sending request
+/// after request without pause until `stop`, and noting what it sees in
+/// `kept`.
+fn clients(
+    addr: SocketAddr,
+    stop: &Arc<AtomicBool>,
+    kept: &Arc<Mutex<Vec<Kept>>>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    (0..CONNECTIONS)
         .map(|i| {
             let (stop, kept) = (stop.clone(), kept.clone());
             let mut stream = connect(addr);
@@ -188,19 +195,19 @@ fn kept_connections_move_through_five_restarts_without_a_close() {
                 }
             })
         })
-        .collect();
-    // A request sent in part before a restart, and finished after it.
-    let mut half = connect(addr);
-    let first_pid = get(&mut half).unwrap();
-    half.get_mut().write_all(b"GET / HTTP/1.1\r\nHo").unwrap();
+        .collect()
+}
 
+/// Restarts the serving generation five times, each once every kept
+/// connection has been answered by it, and waits for each old one to
+/// exit; stops early if a connection ends. The last generation.
+fn restart_five_times(kept: &Mutex<Vec<Kept>>, generations: &mut Generations) -> u32 {
     let seen_by_all = |pid: u32| {
         let kept = kept.lock().unwrap();
         kept.iter().all(|k| k.pids.iter().any(|&(p, _)| p == pid))
             || kept.iter().any(|k| k.ended.is_some())
     };
-    let mut serving = first.id();
-    assert_eq!(first_pid, serving);
+    let mut serving = generations.0[0];
     util::wait_until(
         || seen_by_all(serving),
         || format!("{:?}", kept.lock().unwrap()),
@@ -236,6 +243,29 @@ fn kept_connections_move_through_five_restarts_without_a_close() {
         wait_for_exit(serving);
         serving = next;
     }
+    serving
+}
+
+#[test]
+fn kept_connections_move_through_five_restarts_without_a_close() {
+    // Orphaned generations come to this process, which reaps them.
+    // SAFETY: prctl with integer arguments only.
+    assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) }, 0);
+    let (first, addr, drain) = first_generation();
+    let mut generations = Generations(vec![first.id()]);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let kept: Arc<Mutex<Vec<Kept>>> = Arc::new(Mutex::new(
+        (0..CONNECTIONS).map(|_| Kept::default()).collect(),
+    ));
+    let clients = clients(addr, &stop, &kept);
+    // A request sent in part before a restart, and finished after it.
+    let mut half = connect(addr);
+    let first_pid = get(&mut half).unwrap();
+    half.get_mut().write_all(b"GET / HTTP/1.1\r\nHo").unwrap();
+
+    assert_eq!(first_pid, first.id());
+    let serving = restart_five_times(&kept, &mut generations);
     stop.store(true, Ordering::Relaxed);
     for client in clients {
         client.join().unwrap();

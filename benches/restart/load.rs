@@ -352,14 +352,9 @@ async fn connection_loop(
 /// new connection instead.
 fn closed_while_idle(stream: &TcpStream) -> bool {
     let mut byte = [0u8; 1];
-    match stream.try_read(&mut byte) {
-        Ok(0) => true,
-        // Bytes no request asked for, or an error: nothing good comes of
-        // this connection any more.
-        Ok(_) => true,
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
-        Err(_) => true,
-    }
+    // Its end, bytes no request asked for, or an error: nothing good
+    // comes of this connection any more.
+    !matches!(stream.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 
 /// One GET on a kept connection: the pid that answered, and whether the

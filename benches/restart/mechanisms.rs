@@ -41,7 +41,7 @@ pub enum Kind {
     /// Start the next server on a socket of its own bound with
     /// `SO_REUSEPORT`, then stop the previous one.
     ReusePort,
-    /// HAProxy in master-worker mode, reloaded by SIGUSR2 to the master,
+    /// `HAProxy` in master-worker mode, reloaded by SIGUSR2 to the master,
     /// its listeners passed to the new worker (`expose-fd listeners`).
     Haproxy,
     /// nginx's binary upgrade: USR2 to the master, WINCH and QUIT to the
@@ -519,7 +519,7 @@ fn wait_until_answers(addr: SocketAddr) -> io::Result<()> {
     })
 }
 
-/// HAProxy in master-worker mode, answering by itself.
+/// `HAProxy` in master-worker mode, answering by itself.
 struct Haproxy {
     master: u32,
 }
