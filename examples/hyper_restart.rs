@@ -44,6 +44,7 @@ mod unix {
     use std::convert::Infallible;
     use std::future::Future;
     use std::io;
+    use std::os::fd::AsFd;
     use std::pin::{pin, Pin};
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
@@ -57,21 +58,20 @@ mod unix {
     use hyper_util::rt::TokioIo;
     use io_fdpass::activation::ListenFds;
     use io_fdpass::notify;
-    use io_fdpass::restart::{take_tcp_connection, Restart};
-    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-    use tokio::net::{TcpListener, TcpStream};
+    use io_fdpass::restart::{Restart, Successor};
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+    use tokio::net::{TcpListener, TcpStream, UnixStream};
     use tokio::signal::unix::{signal, SignalKind};
-    use tokio::sync::watch;
+    use tokio::sync::{mpsc, watch};
     use tokio::task::JoinSet;
 
-    /// The name under which each connection goes to the next generation.
-    const CONNECTION: &str = "connection";
+    /// The name of the socket on which the previous generation sends its
+    /// connections, once this one is ready.
+    const HANDOFF: &str = "handoff";
 
-    /// At most this many connections move: each takes an fd, and its
-    /// pending bytes another, within the fds one start may pass. The others
-    /// are closed, between two requests, as a server closes idle
-    /// keep-alive connections.
-    const MOVED_AT_MOST: usize = (io_fdpass::MAX_FDS - 1) / 2;
+    /// The most bytes a connection may carry that hyper had read and not
+    /// parsed: more than any request head hyper accepts.
+    const MAX_PENDING: usize = 1 << 20;
 
     pub fn main() -> io::Result<()> {
         // Before any thread starts: the adoption changes the environment.
@@ -83,21 +83,14 @@ mod unix {
                 (std::net::TcpListener::bind(addr)?, true)
             }
         };
-        let mut moved = Vec::new();
-        for i in 0..inherited.len() {
-            if inherited.name(i) == Some(CONNECTION) {
-                // A connection whose bytes were damaged on the way is
-                // closed, and the others served.
-                match take_tcp_connection(&mut inherited, i) {
-                    Ok(connection) => moved.push(connection),
-                    Err(e) => eprintln!("hyper_restart: a connection is lost: {e}"),
-                }
-            }
-        }
+        let handoff = match inherited.index_of(HANDOFF) {
+            Some(i) => Some(inherited.take_unix_stream(i)?),
+            None => None,
+        };
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
-            .block_on(serve(listener, moved, first))
+            .block_on(serve(listener, handoff, first))
     }
 
     /// A connection taken out of hyper between two requests, and the bytes
@@ -107,44 +100,82 @@ mod unix {
         pending: Vec<u8>,
     }
 
+    /// A restart under way: the next generation starting, and this end of
+    /// the socket on which it will get the connections.
+    type Restarting = (
+        Pin<Box<dyn Future<Output = io::Result<Successor>> + Send>>,
+        std::os::unix::net::UnixStream,
+    );
+
     async fn serve(
-        std_listener: std::net::TcpListener,
-        moved: Vec<(std::net::TcpStream, Vec<u8>)>,
+        listener: std::net::TcpListener,
+        handoff: Option<std::os::unix::net::UnixStream>,
         first: bool,
     ) -> io::Result<()> {
-        std_listener.set_nonblocking(true)?;
-        let listener = TcpListener::from_std(std_listener.try_clone()?)?;
+        listener.set_nonblocking(true)?;
+        let mut listener = Some(TcpListener::from_std(listener)?);
         let mut hangup = signal(SignalKind::hangup())?;
         let mut terminate = signal(SignalKind::terminate())?;
-        let mut orders = watch::channel(Order::Serve);
+        let orders = watch::channel(Order::Serve);
         let mut connections = JoinSet::new();
-        for (stream, pending) in moved {
-            stream.set_nonblocking(true)?;
-            let stream = TcpStream::from_std(stream)?;
-            connections.spawn(connection(stream, pending, orders.1.clone()));
+        let (moved_tx, mut moved) = mpsc::unbounded_channel();
+        if let Some(handoff) = handoff {
+            handoff.set_nonblocking(true)?;
+            tokio::spawn(receive(UnixStream::from_std(handoff)?, moved_tx));
         }
         // Ready only now that SIGHUP restarts rather than kills.
         if first {
-            println!("listening on {}", std_listener.local_addr()?);
+            let addr = listener.as_ref().map(TcpListener::local_addr).transpose()?;
+            println!("listening on {}", addr.expect("listening"));
         }
         notify::ready()?;
 
-        let mut parked = Vec::new();
+        let mut restarting: Option<Restarting> = None;
+        let mut handing_over: Option<UnixStream> = None;
         loop {
-            let handing = handing_over(&orders.0);
             tokio::select! {
-                accepted = listener.accept(), if !handing => {
+                accepted = async { listener.as_ref().expect("guarded").accept().await },
+                    if listener.is_some() =>
+                {
                     let (stream, _) = accepted?;
                     connections.spawn(connection(stream, Vec::new(), orders.1.clone()));
                 }
-                _ = hangup.recv(), if !handing => {
-                    // New connections wait in the listener's queue for
-                    // the next generation from now on.
-                    orders.0.send_replace(Order::HandOver);
+                Some((stream, pending)) = moved.recv() => {
+                    connections.spawn(connection(stream, pending, orders.1.clone()));
+                }
+                _ = hangup.recv(), if restarting.is_none() && handing_over.is_none() => {
+                    // This generation goes on serving, and accepting,
+                    // while the next one starts.
+                    let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+                    let next = Restart::new()?
+                        .fd("http", listener.as_ref().expect("serving"))?
+                        .fd(HANDOFF, &theirs)?;
+                    drop(theirs);
+                    restarting = Some((Box::pin(next.spawn_async()), ours));
+                }
+                done = async { restarting.as_mut().expect("guarded").0.as_mut().await },
+                    if restarting.is_some() =>
+                {
+                    let (_, ours) = restarting.take().expect("guarded");
+                    match done {
+                        Ok(next) => {
+                            eprintln!("restart: pid {} serves now", next.pid());
+                            // The next generation accepts from now on, and
+                            // each connection goes to it once it owes its
+                            // client nothing.
+                            listener = None;
+                            orders.0.send_replace(Order::HandOver);
+                            ours.set_nonblocking(true)?;
+                            handing_over = Some(UnixStream::from_std(ours)?);
+                        }
+                        Err(e) => eprintln!("restart: still serving, the restart failed: {e}"),
+                    }
                 }
                 Some(ended) = connections.join_next() => {
-                    if let Ok(Some(one)) = ended {
-                        parked.push(one);
+                    if let (Ok(Some(parked)), Some(out)) = (ended, handing_over.as_mut()) {
+                        if let Err(e) = send(out, parked).await {
+                            eprintln!("hyper_restart: a connection is lost: {e}");
+                        }
                     }
                 }
                 _ = terminate.recv() => {
@@ -152,47 +183,77 @@ mod unix {
                     break;
                 }
             }
-            if handing_over(&orders.0) && connections.is_empty() {
-                match restart(&std_listener, &mut parked).await {
-                    Ok(pid) => {
-                        eprintln!("restart: pid {pid} serves now");
-                        return Ok(());
-                    }
-                    Err(e) => {
-                        eprintln!("restart: still serving, the restart failed: {e}");
-                        orders = watch::channel(Order::Serve);
-                        for one in parked.drain(..) {
-                            let stream = TcpStream::from_std(one.stream)?;
-                            connections.spawn(connection(stream, one.pending, orders.1.clone()));
-                        }
-                    }
-                }
+            if handing_over.is_some() && connections.is_empty() {
+                // Every connection went; closing the socket tells the next
+                // generation so.
+                return Ok(());
             }
         }
         // Stop accepting; hyper closes each connection once its answer in
         // hand is sent.
-        drop((listener, std_listener));
+        drop(listener);
         while connections.join_next().await.is_some() {}
         Ok(())
     }
 
-    fn handing_over(orders: &watch::Sender<Order>) -> bool {
-        *orders.borrow() == Order::HandOver
+    /// Sends one connection to the next generation: its fd, with the
+    /// length of its pending bytes and the bytes after it.
+    async fn send(out: &mut UnixStream, parked: Parked) -> io::Result<()> {
+        let mut frame = u32::try_from(parked.pending.len())
+            .map_err(io::Error::other)?
+            .to_le_bytes()
+            .to_vec();
+        frame.extend_from_slice(&parked.pending);
+        let sent = io_fdpass::tokio::send_fds(&*out, &frame, &[parked.stream.as_fd()]).await?;
+        out.write_all(&frame[sent..]).await
     }
 
-    /// Starts the next generation with the listener and the connections
-    /// parked, and waits, without blocking the runtime, until it is
-    /// ready: its pid. Those beyond [`MOVED_AT_MOST`] are closed.
-    async fn restart(
-        listener: &std::net::TcpListener,
-        parked: &mut Vec<Parked>,
-    ) -> io::Result<u32> {
-        parked.truncate(MOVED_AT_MOST);
-        let mut next = Restart::new()?.fd("http", listener)?;
-        for one in parked.iter() {
-            next = next.connection(CONNECTION, &one.stream, &one.pending)?;
+    /// Takes the connections the previous generation sends, until it
+    /// closes the socket, and passes them on to be served.
+    async fn receive(mut handoff: UnixStream, moved: mpsc::UnboundedSender<(TcpStream, Vec<u8>)>) {
+        loop {
+            match receive_one(&mut handoff).await {
+                Ok(Some(connection)) => {
+                    if moved.send(connection).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    eprintln!("hyper_restart: the connections of the previous generation: {e}");
+                    return;
+                }
+            }
         }
-        Ok(next.spawn_async().await?.pid())
+    }
+
+    /// One connection from the previous generation, or `None` at the end.
+    async fn receive_one(handoff: &mut UnixStream) -> io::Result<Option<(TcpStream, Vec<u8>)>> {
+        let mut header = [0u8; 4];
+        let mut fds = [None];
+        let got = io_fdpass::tokio::recv_fds(&*handoff, &mut header, &mut fds).await?;
+        if got.bytes == 0 && got.fds_received == 0 {
+            return Ok(None);
+        }
+        let Some(fd) = fds[0].take() else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a connection's header came without its fd",
+            ));
+        };
+        handoff.read_exact(&mut header[got.bytes..]).await?;
+        let length = u32::from_le_bytes(header) as usize;
+        if length > MAX_PENDING {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a connection with {length} pending bytes, more than {MAX_PENDING}"),
+            ));
+        }
+        let mut pending = vec![0; length];
+        handoff.read_exact(&mut pending).await?;
+        let stream = std::net::TcpStream::from(fd);
+        stream.set_nonblocking(true)?;
+        Ok(Some((TcpStream::from_std(stream)?, pending)))
     }
 
     /// What the connections are told to do.
