@@ -295,23 +295,53 @@ fn wait_ready(notify: &notify::Listener, pid: u32) -> io::Result<()> {
     ))
 }
 
+/// The generations of an io-fdpass server: the one serving, and those
+/// told to go, which may still finish their work.
+struct Pids {
+    current: u32,
+    old: Vec<u32>,
+}
+
+impl Pids {
+    fn new(current: u32) -> Pids {
+        Pids {
+            current,
+            old: Vec::new(),
+        }
+    }
+
+    /// `next` serves now; the one that served is told to go (SIGTERM).
+    fn overlap(&mut self, next: u32) -> io::Result<()> {
+        let old = std::mem::replace(&mut self.current, next);
+        self.old.push(old);
+        signal(old, Signal::TERM)
+    }
+
+    /// Stops every generation.
+    fn stop(&self) {
+        let mut all = self.old.clone();
+        all.push(self.current);
+        stop_all(&all, Signal::TERM);
+    }
+}
+
 /// `io_fdpass::restart`, driven as its users drive it: SIGHUP to the
 /// generation serving.
 struct SelfRestart {
     example: Example,
-    current: u32,
+    pids: Pids,
 }
 
 impl SelfRestart {
     fn start(example: Example) -> io::Result<SelfRestart> {
-        let current = spawn_example(&example, None)?;
-        Ok(SelfRestart { example, current })
+        let pids = Pids::new(spawn_example(&example, None)?);
+        Ok(SelfRestart { example, pids })
     }
 }
 
 impl Server for SelfRestart {
     fn restart(&mut self) -> io::Result<()> {
-        let old = self.current;
+        let old = self.pids.current;
         signal(old, Signal::HUP)?;
         // The next generation is the old one's child until the old one
         // exits, once the next is ready and it has finished its work; then
@@ -327,12 +357,12 @@ impl Server for SelfRestart {
             next.is_some() && !alive(old)
         })
         .map_err(|e| self.example.with_log(e))?;
-        self.current = next.expect("settled");
+        self.pids.current = next.expect("settled");
         Ok(())
     }
 
     fn stop(&mut self) {
-        stop_all(&[self.current], Signal::TERM);
+        self.pids.stop();
     }
 }
 
@@ -340,16 +370,16 @@ impl Server for SelfRestart {
 /// or never (the control).
 struct Rebind {
     example: Example,
-    current: u32,
+    pids: Pids,
     never: bool,
 }
 
 impl Rebind {
     fn start(example: Example, never: bool) -> io::Result<Rebind> {
-        let current = spawn_example(&example, None)?;
+        let pids = Pids::new(spawn_example(&example, None)?);
         Ok(Rebind {
             example,
-            current,
+            pids,
             never,
         })
     }
@@ -360,23 +390,22 @@ impl Server for Rebind {
         if self.never {
             return Ok(());
         }
-        let old = self.current;
+        let old = self.pids.current;
         signal(old, Signal::TERM)?;
         settle("the old server's exit", || !alive(old))?;
-        self.current = spawn_example(&self.example, None)?;
+        self.pids.current = spawn_example(&self.example, None)?;
         Ok(())
     }
 
     fn stop(&mut self) {
-        stop_all(&[self.current], Signal::TERM);
+        self.pids.stop();
     }
 }
 
 /// Each generation on a socket of its own in one `SO_REUSEPORT` group.
 struct ReusePort {
     example: Example,
-    current: u32,
-    old: Vec<u32>,
+    pids: Pids,
 }
 
 /// A listening socket at `addr` that shares the port (`SO_REUSEPORT`).
@@ -392,12 +421,8 @@ fn reuseport_listener(addr: SocketAddr) -> io::Result<OwnedFd> {
 impl ReusePort {
     fn start(example: Example) -> io::Result<ReusePort> {
         let listener = reuseport_listener(example.addr)?;
-        let current = spawn_example(&example, Some(&listener))?;
-        Ok(ReusePort {
-            example,
-            current,
-            old: Vec::new(),
-        })
+        let pids = Pids::new(spawn_example(&example, Some(&listener))?);
+        Ok(ReusePort { example, pids })
     }
 }
 
@@ -406,16 +431,11 @@ impl Server for ReusePort {
         let listener = reuseport_listener(self.example.addr)?;
         let next = spawn_example(&self.example, Some(&listener))?;
         drop(listener);
-        let old = std::mem::replace(&mut self.current, next);
-        signal(old, Signal::TERM)?;
-        self.old.push(old);
-        Ok(())
+        self.pids.overlap(next)
     }
 
     fn stop(&mut self) {
-        let mut all = self.old.clone();
-        all.push(self.current);
-        stop_all(&all, Signal::TERM);
+        self.pids.stop();
     }
 }
 
@@ -425,8 +445,8 @@ struct Held {
     fdpass: PathBuf,
     socket: PathBuf,
     hold: u32,
-    current: u32,
-    old: Vec<u32>,
+    /// None until the first generation serves.
+    pids: Option<Pids>,
 }
 
 impl Held {
@@ -447,8 +467,7 @@ impl Held {
             fdpass: fdpass.to_owned(),
             socket,
             hold,
-            current: 0,
-            old: Vec::new(),
+            pids: None,
         };
         settle("the holder's socket", || held.socket.exists())?;
         let stored = Command::new(&held.fdpass)
@@ -465,7 +484,13 @@ impl Held {
             held.stop();
             return Err(io::Error::other(format!("fdpass listen … store: {stored}")));
         }
-        held.current = held.fetch()?;
+        match held.fetch() {
+            Ok(pid) => held.pids = Some(Pids::new(pid)),
+            Err(e) => {
+                held.stop();
+                return Err(held.example.with_log(e));
+            }
+        }
         Ok(held)
     }
 
@@ -497,16 +522,13 @@ impl Held {
 impl Server for Held {
     fn restart(&mut self) -> io::Result<()> {
         let next = self.fetch()?;
-        let old = std::mem::replace(&mut self.current, next);
-        signal(old, Signal::TERM)?;
-        self.old.push(old);
-        Ok(())
+        self.pids.as_mut().expect("started").overlap(next)
     }
 
     fn stop(&mut self) {
-        let mut all = self.old.clone();
-        all.extend([self.current].into_iter().filter(|&pid| pid != 0));
-        stop_all(&all, Signal::TERM);
+        if let Some(pids) = &self.pids {
+            pids.stop();
+        }
         stop_all(&[self.hold], Signal::TERM);
     }
 }
