@@ -62,8 +62,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::{sys, FdKind};
 
 mod command;
+// The Windows protocol's rules are pure, and tested here too; the parsers
+// of the variables serve both.
+#[allow(dead_code)]
+mod systemfd;
 
 pub use self::command::{find_program, room_for, Child, Command};
+use self::systemfd::{malformed, number};
 
 /// The variables of the convention, which [`Command`] never passes on
 /// from this process's environment.
@@ -166,45 +171,12 @@ pub(crate) fn layout(
             "too high for the count of fds",
         ));
     }
-    let names = match var("LISTEN_FDNAMES") {
-        Some(value) => {
-            // As systemd reads it, the empty string names no fd at all.
-            let names: Vec<String> = match value.as_str() {
-                "" => Vec::new(),
-                _ => value.split(':').map(str::to_owned).collect(),
-            };
-            if names.len() != count {
-                return Err(malformed(
-                    "LISTEN_FDNAMES",
-                    &value,
-                    &format!("{} names for {count} fds", names.len()),
-                ));
-            }
-            names
-        }
-        None => Vec::new(),
-    };
+    let names = systemfd::names(var("LISTEN_FDNAMES").as_deref(), count)?;
     Ok(Some(Layout {
         first,
         count,
         names,
     }))
-}
-
-/// Parses a number of the variable `name`.
-fn number<T: std::str::FromStr>(name: &str, value: &str) -> io::Result<T> {
-    // `FromStr` takes a leading `+`, which no starter writes.
-    match value.parse() {
-        Ok(n) if !value.starts_with('+') => Ok(n),
-        _ => Err(malformed(name, value, "not a number")),
-    }
-}
-
-fn malformed(name: &str, value: &str, why: &str) -> io::Error {
-    io::Error::new(
-        ErrorKind::InvalidData,
-        format!("the environment variable {name} is malformed ({why}): {value:?}"),
-    )
 }
 
 impl ListenFds {

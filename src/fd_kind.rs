@@ -1,4 +1,4 @@
-//! What an fd is: a file, a pipe, a socket and its address. One
+//! What an fd is: a file, a pipe, a device, a socket and its address. One
 //! description for the fds of this process ([`FdKind::of`]) and for those
 //! of another ([`Process::fds`](crate::process::Process::fds)), with one
 //! wording for messages.
@@ -6,7 +6,7 @@
 use std::fmt;
 use std::io;
 use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::sys;
 
@@ -37,9 +37,14 @@ pub enum FdKind {
     Pipe,
     /// A socket.
     Socket(SocketInfo),
-    /// Anything else: a terminal or another device, an eventfd, a pidfd…,
-    /// with what the system calls it where it tells (`/dev/null`,
-    /// `anon_inode:[eventfd]`).
+    /// A character device (`/dev/null`, a terminal, `/dev/urandom`…), with
+    /// its path where the system tells it.
+    CharDevice(Option<PathBuf>),
+    /// A block device (a disk, a partition, a loop device), with its path
+    /// where the system tells it.
+    BlockDevice(Option<PathBuf>),
+    /// Anything else: an eventfd, a pidfd, an epoll instance…, with what
+    /// the system calls it where it tells (`anon_inode:[eventfd]`).
     Other(Option<String>),
 }
 
@@ -167,6 +172,57 @@ impl FdKind {
         sys::describe(fd.as_fd())
     }
 
+    /// What it is, in a word or two: `file`, `directory`, `pipe`,
+    /// `socket`, `character device`, `block device` or `other`, as
+    /// `fdpass fds --json` says it (and a holder's
+    /// [`Entry::kind`](crate::holder::protocol::Entry::kind), for all but a
+    /// socket). More words may come with more variants: a reader of them
+    /// takes one it does not know as `other`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use io_fdpass::FdKind;
+    ///
+    /// let null = std::fs::File::open("/dev/null")?;
+    /// assert_eq!(FdKind::of(&null)?.word(), "character device");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use]
+    pub fn word(&self) -> &'static str {
+        match self {
+            FdKind::File(_) => "file",
+            FdKind::Directory(_) => "directory",
+            FdKind::Pipe => "pipe",
+            FdKind::Socket(_) => "socket",
+            FdKind::CharDevice(_) => "character device",
+            FdKind::BlockDevice(_) => "block device",
+            FdKind::Other(_) => "other",
+        }
+    }
+
+    /// The path of a file, directory or device, where the system tells it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use io_fdpass::FdKind;
+    ///
+    /// let kind = FdKind::CharDevice(Some("/dev/null".into()));
+    /// assert_eq!(kind.path(), Some(std::path::Path::new("/dev/null")));
+    /// assert_eq!(FdKind::Pipe.path(), None);
+    /// ```
+    #[must_use]
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            FdKind::File(path)
+            | FdKind::Directory(path)
+            | FdKind::CharDevice(path)
+            | FdKind::BlockDevice(path) => path.as_deref(),
+            FdKind::Pipe | FdKind::Socket(_) | FdKind::Other(_) => None,
+        }
+    }
+
     /// The socket, if this is one.
     ///
     /// # Examples
@@ -291,10 +347,14 @@ impl fmt::Display for FdKind {
             FdKind::Directory(None) => f.write_str("a directory"),
             FdKind::Pipe => f.write_str("a pipe"),
             FdKind::Socket(socket) => socket.fmt(f),
+            FdKind::CharDevice(Some(path)) => write!(f, "the character device {}", path.display()),
+            FdKind::CharDevice(None) => f.write_str("a character device"),
+            FdKind::BlockDevice(Some(path)) => write!(f, "the block device {}", path.display()),
+            FdKind::BlockDevice(None) => f.write_str("a block device"),
             FdKind::Other(Some(what)) => {
-                write!(f, "{what} (neither a file, a pipe nor a socket)")
+                write!(f, "{what} (neither a file, a pipe, a device nor a socket)")
             }
-            FdKind::Other(None) => f.write_str("neither a file, a pipe nor a socket"),
+            FdKind::Other(None) => f.write_str("neither a file, a pipe, a device nor a socket"),
         }
     }
 }
@@ -387,8 +447,13 @@ mod tests {
             (FdKind::File(Some("/a b".into())), "the regular file /a b"),
             (FdKind::Pipe, "a pipe"),
             (
-                FdKind::Other(Some("/dev/null".into())),
-                "/dev/null (neither a file, a pipe nor a socket)",
+                FdKind::CharDevice(Some("/dev/null".into())),
+                "the character device /dev/null",
+            ),
+            (FdKind::BlockDevice(None), "a block device"),
+            (
+                FdKind::Other(Some("anon_inode:[eventfd]".into())),
+                "anon_inode:[eventfd] (neither a file, a pipe, a device nor a socket)",
             ),
         ] {
             assert_eq!(kind.to_string(), text);

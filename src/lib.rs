@@ -30,7 +30,9 @@
 - [`peer_credentials`]: who is at the other end of a unix socket, and
   [`PeerTrust`]: whether to trust them.
 - [`connect_unix_retrying`]: connect by a [`Deadline`], never blocked by
-  the listener, with a grace period for one still starting."
+  the listener, with a grace period for one still starting.
+- [`anonymous_file`]: a file with no name (a memfd), for bytes that go to
+  another process through an fd."
 )]
 #![cfg_attr(
     windows,
@@ -39,7 +41,10 @@
   [`MAX_HANDLES`] handles in one record, received into caller storage
   with no allocation, and any truncation reported in [`Received`].
 - [`send_confirmed`] / [`recv_confirmed`] and [`send_socket`] /
-  [`recv_socket`]: the safer Windows modes (see [Windows](#windows))."
+  [`recv_socket`]: the safer Windows modes (see [Windows](#windows)).
+- [`activation`], [`notify`] and [`restart`]: hand listening sockets to
+  a program by systemfd's protocol, with their names, hear that it is
+  ready, and restart a server without refusing a connection."
 )]
 //! - Received fds are close-on-exec; sends never raise `SIGPIPE`; `EINTR` is
 //!   retried; non-blocking sockets give [`WouldBlock`] and lose nothing.
@@ -142,8 +147,10 @@
 #![deny(missing_docs, unsafe_op_in_unsafe_fn)]
 #![warn(rust_2018_idioms, clippy::undocumented_unsafe_blocks)]
 
-#[cfg(unix)]
+#[cfg_attr(windows, path = "activation/windows.rs")]
 pub mod activation;
+#[cfg(unix)]
+mod anonymous;
 #[cfg(unix)]
 mod connect;
 #[cfg(unix)]
@@ -157,7 +164,8 @@ pub mod fuzzing;
 pub mod holder;
 #[cfg(unix)]
 mod many;
-#[cfg(unix)]
+mod names;
+#[cfg_attr(windows, path = "notify/windows.rs")]
 pub mod notify;
 #[cfg(unix)]
 mod peer;
@@ -169,7 +177,7 @@ mod procfs;
 mod received;
 #[cfg(any(windows, test, fuzzing))]
 mod record;
-#[cfg(unix)]
+#[cfg_attr(windows, path = "restart/windows.rs")]
 pub mod restart;
 mod slots;
 mod sys;
@@ -184,6 +192,8 @@ mod windows;
 #[cfg(unix)]
 mod wire;
 
+#[cfg(unix)]
+pub use anonymous::anonymous_file;
 #[cfg(unix)]
 pub use connect::{connect_unix, connect_unix_retrying};
 #[cfg(unix)]

@@ -1,7 +1,10 @@
 //! systemd's notify protocol: telling the service manager that this
 //! service is ready, and keeping fds in its fd store, over the datagram
 //! socket named by `$NOTIFY_SOCKET`; and its other end, a [`Listener`] for
-//! a program that starts another and waits until it is ready.
+//! a program that starts another and waits until it is ready. Under
+//! systemd, [`Handover`] makes the process so started the service's main
+//! process (`MAINPID=`), as [`restart`](crate::restart) and `fdpass adopt`
+//! do.
 //!
 //! systemd hands what a service put in its fd store back to the next start
 //! of the service as `LISTEN_FDS`, with the names given here in
@@ -30,18 +33,25 @@ use std::os::fd::BorrowedFd;
 
 use crate::sys;
 
+mod handover;
 mod listener;
 
+pub use crate::names::{check_name, MAX_NAME};
+pub use handover::{Handover, READY_SOCKET};
 pub use listener::{Listener, Notification, MAX_DATAGRAM};
-
-/// The longest fd name systemd takes.
-pub const MAX_NAME: usize = 255;
 
 /// `READY=1`: the service has started, and is ready to serve. It is also
 /// how the next generation of a server started by
 /// [`Restart::spawn`](crate::restart::Restart::spawn), or a command started
 /// by `fdpass adopt --stop-old`, tells the process waiting on a
 /// [`Listener`] to go.
+///
+/// The first call in a process started with [`READY_SOCKET`] set says it
+/// on that socket instead of `$NOTIFY_SOCKET`: the process that waits there
+/// tells the service manager, with `MAINPID=` this process (see
+/// [`Handover`]). Every later call, and every call in a process started
+/// without it, says it on `$NOTIFY_SOCKET`, as does a process that the
+/// service manager started itself.
 ///
 /// # Errors
 ///
@@ -51,7 +61,28 @@ pub const MAX_NAME: usize = 255;
 /// ([`ErrorKind::WouldBlock`]: no call here ever waits for the service
 /// manager), …
 pub fn ready() -> io::Result<bool> {
+    if let Some(waiter) = ready_socket_once() {
+        return waiter
+            .send(&Message::Ready.text()?, &[])
+            .map(|()| true)
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot tell the process that started this one ({READY_SOCKET}): {e}"),
+                )
+            });
+    }
     send(Message::Ready, &[])
+}
+
+/// The socket named by [`READY_SOCKET`] the first time this is called in
+/// this process, `None` afterwards: a process tells the one that started
+/// it once, and its later `READY=1`s are the service manager's.
+fn ready_socket_once() -> Option<Notifier> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static TOLD: AtomicBool = AtomicBool::new(false);
+    let socket = std::env::var_os(READY_SOCKET).filter(|path| !path.is_empty())?;
+    (!TOLD.swap(true, Ordering::SeqCst)).then(|| Notifier::new(socket))
 }
 
 /// `FDSTORE=1` with `FDNAME=name`: asks systemd to keep `fds` under `name`
@@ -101,6 +132,12 @@ pub(crate) enum Message<'a> {
     Store(&'a str),
     /// `FDSTOREREMOVE=1` with `FDNAME=` the name.
     Remove(&'a str),
+    /// `RELOADING=1` with `MONOTONIC_USEC=` the time the reload began, in
+    /// microseconds of `CLOCK_MONOTONIC`.
+    Reloading(u64),
+    /// `MAINPID=` the pid with `READY=1`: that process is the service's
+    /// main process now, and ready.
+    MainPid(u32),
 }
 
 impl Message<'_> {
@@ -118,6 +155,8 @@ impl Message<'_> {
                 check_name(name)?;
                 format!("FDSTOREREMOVE=1\nFDNAME={name}")
             }
+            Message::Reloading(usec) => format!("RELOADING=1\nMONOTONIC_USEC={usec}"),
+            Message::MainPid(pid) => format!("MAINPID={pid}\nREADY=1"),
         })
     }
 }
@@ -135,37 +174,6 @@ pub(crate) fn assignments(datagram: &[u8]) -> impl Iterator<Item = (&[u8], &[u8]
 /// Whether a notify datagram says `READY=1`.
 pub(crate) fn says_ready(datagram: &[u8]) -> bool {
     assignments(datagram).any(|assignment| assignment == (b"READY", b"1"))
-}
-
-/// Checks `name` as a name for fds: systemd's rules for fd names, 1 to
-/// [`MAX_NAME`] printable ASCII characters, none of them `:`, which
-/// separates the names in `LISTEN_FDNAMES`; and no space, so that every
-/// name io-fdpass gives out can be held by the holder, where a name is a
-/// word of its protocol. The one rule for every name in the crate:
-/// [`activation::Command::fd`](crate::activation::Command::fd),
-/// [`restart`](crate::restart), the fd store, and the holder.
-///
-/// # Errors
-///
-/// [`ErrorKind::InvalidInput`], saying which rule the name breaks.
-pub fn check_name(name: &str) -> io::Result<()> {
-    let why = if name.is_empty() {
-        "it is empty"
-    } else if name.len() > MAX_NAME {
-        "it is longer than 255 characters"
-    } else if name.contains(':') {
-        "it contains ':', which separates names in LISTEN_FDNAMES"
-    } else if name.contains(' ') {
-        "it contains a space: a name is one word"
-    } else if !name.bytes().all(|b| b.is_ascii_graphic()) {
-        "it has a character that is not printable ASCII"
-    } else {
-        return Ok(());
-    };
-    Err(io::Error::new(
-        ErrorKind::InvalidInput,
-        format!("{name:?} cannot name fds: {why}"),
-    ))
 }
 
 /// A notify socket: where `$NOTIFY_SOCKET` points, or any other.
@@ -261,27 +269,16 @@ mod tests {
             read(Message::Remove("web")),
             [pair("FDSTOREREMOVE", "1"), pair("FDNAME", "web")]
         );
+        assert_eq!(
+            read(Message::Reloading(1_234_567)),
+            [pair("RELOADING", "1"), pair("MONOTONIC_USEC", "1234567")]
+        );
+        // One datagram: systemd moves the main pid, then takes READY=1.
+        assert_eq!(
+            read(Message::MainPid(42)),
+            [pair("MAINPID", "42"), pair("READY", "1")]
+        );
         let e = Message::Store("x\nREADY=1").text().unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
-    }
-
-    #[test]
-    fn names_follow_systemds_rules() {
-        for good in ["http", "fdpass-hold", "web-1.socket_A", &"x".repeat(255)] {
-            assert!(check_name(good).is_ok(), "{good}");
-        }
-        let long = "x".repeat(256);
-        for (bad, why) in [
-            ("", "empty"),
-            (long.as_str(), "longer"),
-            ("a:b", "':'"),
-            ("a b", "space"),
-            ("tab\there", "printable"),
-            ("é", "printable"),
-        ] {
-            let e = check_name(bad).unwrap_err();
-            assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
-            assert!(e.to_string().contains(why), "{bad:?}: {e}");
-        }
     }
 }

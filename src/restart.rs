@@ -23,7 +23,7 @@
 //! - **any fd** ([`Restart::fd`]).
 //!
 //! [`Restart`] owns duplicates of what it hands over, so it is `Send` and
-//! `'static`; with the `tokio` feature, [`Restart::spawn_async`] waits for
+//! `'static`; with the `tokio` feature, `Restart::spawn_async` waits for
 //! the next generation without blocking the runtime.
 //!
 //! The next generation runs in a process group of its own, and "killed"
@@ -40,6 +40,39 @@
 //! `examples/restart.rs` is a TCP server that restarts itself on SIGHUP;
 //! `examples/keep_connections.rs` keeps its clients connected through its
 //! restarts, each with its own count.
+//!
+//! # Under systemd
+//!
+//! When this process has a service manager (`$NOTIFY_SOCKET` is set, and
+//! the socket is there), a restart is a reload of the service as systemd
+//! sees it, and the next generation becomes the service's main process:
+//!
+//! 1. [`Restart::spawn`] and `Restart::spawn_async` say `RELOADING=1`
+//!    with `MONOTONIC_USEC=` (what `Type=notify-reload` waits for after its
+//!    SIGHUP);
+//! 2. the next generation keeps systemd's `$NOTIFY_SOCKET`, so that it can
+//!    speak to systemd itself (`STATUS=`, the fd store, and its own
+//!    restarts, which work as this one does), and says its `READY=1` on a
+//!    socket of this call's, named by [`notify::READY_SOCKET`];
+//! 3. once it has, this process sends `MAINPID=` the next generation with
+//!    `READY=1`, before the restart returns and so before this process
+//!    exits: systemd follows the new main process, and never sees the
+//!    service end. On any error it sends `READY=1` alone, and goes on as
+//!    the main process.
+//!
+//! Each of these is a datagram sent without waiting, so `spawn_async`
+//! never blocks the runtime on the service manager.
+//!
+//! The unit needs `NotifyAccess=all` and the default `KillMode=` (or
+//! `mixed`, never `process`), for the reasons [`notify::Handover`] gives:
+//!
+//! ```ini
+//! [Service]
+//! Type=notify
+//! NotifyAccess=all
+//! ExecStart=/usr/local/bin/my-server
+//! ExecReload=/bin/kill -HUP $MAINPID
+//! ```
 //!
 //! # Examples
 //!
@@ -329,9 +362,9 @@ impl Restart {
 
     /// Sets the variable `key` for the next generation, over this
     /// process's value: a flag, say, that tells it it is not the first.
-    /// The variables of the socket-activation convention and
-    /// `NOTIFY_SOCKET` are the restart's own: [`spawn`](Restart::spawn)
-    /// refuses them.
+    /// The variables of the socket-activation convention, `NOTIFY_SOCKET`
+    /// and [`notify::READY_SOCKET`] are the restart's own:
+    /// [`spawn`](Restart::spawn) refuses them.
     #[must_use]
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Restart {
         self.env
@@ -350,9 +383,12 @@ impl Restart {
     /// Starts the next generation and waits until it is ready.
     ///
     /// It gets the fds as 3, 4, … with `LISTEN_FDS`, `LISTEN_PID` and
-    /// `LISTEN_FDNAMES` set, and `NOTIFY_SOCKET` naming a socket of this
-    /// call's own (a [`notify::Listener`]), on which it says `READY=1`
-    /// ([`notify::ready`]). It runs in a process group of its own
+    /// `LISTEN_FDNAMES` set, and a socket of this call's own (a
+    /// [`notify::Listener`]) on which it says `READY=1`
+    /// ([`notify::ready`]): named by `NOTIFY_SOCKET`, or under a service
+    /// manager by [`notify::READY_SOCKET`], its `NOTIFY_SOCKET` staying
+    /// the service manager's (see [Under systemd](self#under-systemd)). It
+    /// runs in a process group of its own
     /// ([`activation::Command::process_group`](crate::activation::Command::process_group)),
     /// so that a terminal's Ctrl-C no longer reaches it. Every other
     /// variable is this process's; fds of this process that are not
@@ -361,8 +397,8 @@ impl Restart {
     /// in hand and exit: the next generation serves.
     ///
     /// This blocks the calling thread for as long as the next generation
-    /// takes to be ready; under tokio, use
-    /// [`spawn_async`](Restart::spawn_async).
+    /// takes to be ready; under tokio, use `spawn_async` (feature
+    /// `tokio`).
     ///
     /// # Errors
     ///
@@ -378,17 +414,20 @@ impl Restart {
     ///   gives its status);
     /// - [`ErrorKind::InvalidInput`]: a variable of [`env`](Restart::env)
     ///   is the restart's own, or holds a NUL byte;
-    /// - [`ErrorKind::NotFound`] and the like: it could not be started.
+    /// - [`ErrorKind::NotFound`] and the like: it could not be started;
+    /// - under a service manager, the error of telling it `RELOADING=1`
+    ///   (nothing was started) or `MAINPID=` (the next generation, ready,
+    ///   was killed, since systemd would not follow it).
     pub fn spawn(self) -> io::Result<Successor> {
         let _running = Running::claim()?;
-        let starting = Starting::start(&self)?;
+        let mut starting = Starting::start(&self)?;
         // The copies of the fds are the next generation's now.
         drop(self);
         loop {
             let left = starting.ended()?;
             if starting.wait_ready(left.min(SLICE))? {
                 return Ok(Successor {
-                    pid: starting.ready(),
+                    pid: starting.ready()?,
                 });
             }
         }
@@ -508,11 +547,9 @@ impl Reaped {
     /// The successor once ready, or the error once the next generation is
     /// gone.
     async fn finish(mut self, result: io::Result<()>) -> io::Result<Successor> {
-        let starting = self.0.take().expect("finished once");
-        match result {
-            Ok(()) => Ok(Successor {
-                pid: starting.ready(),
-            }),
+        let mut starting = self.0.take().expect("finished once");
+        match result.and_then(|()| starting.ready()) {
+            Ok(pid) => Ok(Successor { pid }),
             Err(e) => {
                 // A panic of the drop, which kills and reaps, cannot be
                 // told apart from its end; either way it is over.

@@ -17,7 +17,7 @@ use io_fdpass::activation::{self, ListenFds};
 use io_fdpass::notify;
 use io_fdpass::restart::{self, Restart, STATE_NAME};
 use rustix::process::{waitpid, Pid, WaitOptions};
-use util::{child_args, is_child, NoLeak, CHILD_ENV};
+use util::{assert_no_child, child_args, is_child, NoLeak, CHILD_ENV};
 
 /// The bytes of a state `len` long: no two neighbours alike in a way that
 /// a lost, doubled or moved byte would keep.
@@ -529,14 +529,5 @@ mod not_blocking {
         drop(runtime);
         assert_no_child();
         check.assert_unchanged();
-    }
-
-    /// Asserts that this process has no child left, running or unreaped.
-    #[track_caller]
-    fn assert_no_child() {
-        match waitpid(None, WaitOptions::NOHANG) {
-            Err(rustix::io::Errno::CHILD) => {}
-            other => panic!("a child is left behind: {other:?}"),
-        }
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use io_fdpass::holder::protocol::Lifetime;
 use io_fdpass::holder::{Client, Holder, Server, System};
 use tokio::sync::oneshot;
-use util::{file_with, read_all, temp_path, NoLeak};
+use util::{file_with, no_leak_after_tokio, read_all, temp_path};
 
 /// Runs a holder at `socket` on a runtime of its own, in a thread, until
 /// the returned sender is dropped; the thread ends with the runtime, and
@@ -54,25 +54,9 @@ impl Drop for Running {
     }
 }
 
-/// The leak check, after a first runtime has made the fds that tokio
-/// keeps for the process (its signal pipe, with the `signal` feature the
-/// tests turn on).
-fn start() -> NoLeak {
-    static WARM: std::sync::Once = std::sync::Once::new();
-    WARM.call_once(|| {
-        drop(
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap(),
-        );
-    });
-    NoLeak::start()
-}
-
 #[test]
 fn store_fetch_take_list_and_drop() {
-    let check = start();
+    let check = no_leak_after_tokio();
     {
         let socket = temp_path("holder-lib");
         let _holder = serve(&socket, |server| server);
@@ -116,7 +100,7 @@ fn store_fetch_take_list_and_drop() {
 
 #[test]
 fn limits_and_lifetimes_are_kept() {
-    let check = start();
+    let check = no_leak_after_tokio();
     {
         let socket = temp_path("holder-lib-limits");
         let _holder = serve(&socket, |server| server.with_holder(Holder::new(System, 1)));
@@ -151,7 +135,7 @@ fn limits_and_lifetimes_are_kept() {
 
 #[test]
 fn a_silent_client_is_dropped_and_others_are_served() {
-    let check = start();
+    let check = no_leak_after_tokio();
     {
         let socket = temp_path("holder-lib-silent");
         let _holder = serve(&socket, |server| {

@@ -10,29 +10,11 @@ mod util;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rustix::process::{kill_process, waitpid, Pid, Signal, WaitOptions};
-
-/// The example's binary, which `cargo test` builds beside the tests.
-fn example() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/hyper_restart");
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with cargo test --features tokio, which builds the examples",
-        path.display()
-    );
-    path
-}
 
 /// How many connections the clients keep.
 const CONNECTIONS: usize = 4;
@@ -137,7 +119,7 @@ fn first_generation() -> (
     SocketAddr,
     std::thread::JoinHandle<std::io::Result<u64>>,
 ) {
-    let mut first = Command::new(example());
+    let mut first = Command::new(util::example("hyper_restart"));
     first
         .arg("127.0.0.1:0")
         .stdin(Stdio::null())

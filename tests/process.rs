@@ -26,7 +26,8 @@ hidden = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); hidden.bind("\0" 
 connected, _ = socket.socketpair()
 r, w = os.pipe(); os.write(w, b"from python")
 f = open(sys.argv[3])
-print(json.dumps(dict(tcp=tcp.fileno(), port=tcp.getsockname()[1], tcp6=tcp6.fileno(),
+null = open("/dev/null")
+print(json.dumps(dict(null=null.fileno(), tcp=tcp.fileno(), port=tcp.getsockname()[1], tcp6=tcp6.fileno(),
   port6=tcp6.getsockname()[1], udp=udp.fileno(), udp_port=udp.getsockname()[1],
   unix=unix.fileno(), hidden=hidden.fileno(), connected=connected.fileno(), pipe=r,
   file=f.fileno())), flush=True)
@@ -153,6 +154,8 @@ fn lists_what_another_process_holds() {
 
     assert_eq!(kind("pipe"), FdKind::Pipe);
     assert_eq!(kind("file"), FdKind::File(Some(holder.file.clone())));
+    assert_eq!(kind("null"), FdKind::CharDevice(Some("/dev/null".into())));
+    assert_eq!(kind("null").to_string(), "the character device /dev/null");
     // Sorted by number, each once.
     assert!(fds.windows(2).all(|w| w[0].fd < w[1].fd), "{fds:?}");
     drop(holder);
@@ -279,15 +282,30 @@ fn terminate_stops_that_process() {
 fn this_process_is_described_the_same_way() {
     let check = NoLeak::start();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let null = std::fs::File::open("/dev/null").unwrap();
+    let dir = std::fs::File::open("/").unwrap();
+    let (pipe, write) = rustix::pipe::pipe().unwrap();
+    let eventfd = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap();
     let me = Process::open(std::process::id()).unwrap();
-    let listed = me
-        .fds()
-        .unwrap()
-        .into_iter()
-        .find(|fd| fd.fd == listener.as_raw_fd())
-        .unwrap();
-    assert_eq!(listed.kind, FdKind::of(&listener).unwrap());
-    drop((me, listener));
+    let listed = me.fds().unwrap();
+    let fds = [
+        listener.as_fd(),
+        null.as_fd(),
+        dir.as_fd(),
+        pipe.as_fd(),
+        eventfd.as_fd(),
+        me.as_fd(),
+    ];
+    for fd in fds {
+        let kind = FdKind::of(fd).unwrap();
+        let found = listed.iter().find(|l| l.fd == fd.as_raw_fd()).unwrap();
+        assert_eq!(found.kind, kind, "fd {}", fd.as_raw_fd());
+    }
+    assert_eq!(FdKind::of(&null).unwrap().word(), "character device");
+    assert!(
+        matches!(FdKind::of(&eventfd).unwrap(), FdKind::Other(Some(name)) if name.contains("eventfd"))
+    );
+    drop((me, listener, null, dir, pipe, write, eventfd));
     check.assert_unchanged();
 }
 

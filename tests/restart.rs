@@ -22,26 +22,7 @@ use std::time::Duration;
 use io_fdpass::restart::Restart;
 use rustix::process::{kill_process, waitpid, Pid, Signal, WaitOptions};
 use util::http::{self, Failure, FailureKind, Tally};
-use util::NoLeak;
-
-/// The binary of the example `name`, which `cargo test` builds beside the
-/// tests.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with cargo test --features tokio, which builds the examples",
-        path.display()
-    );
-    path
-}
+use util::{assert_no_child, example, NoLeak};
 
 /// What the client has seen: answers by pid, and every request counted,
 /// failures by kind.
@@ -49,18 +30,6 @@ fn example(name: &str) -> PathBuf {
 struct Seen {
     by_pid: BTreeMap<u32, usize>,
     tally: Tally,
-}
-
-/// One request, one attempt: the pid that answered it, or the failure.
-fn request(addr: SocketAddr) -> Result<u32, Failure> {
-    let reply = http::get(addr)?;
-    reply
-        .rsplit_once("served by pid ")
-        .and_then(|(_, pid)| pid.trim().parse().ok())
-        .ok_or_else(|| Failure {
-            kind: FailureKind::Bad,
-            detail: format!("a reply without a pid: {reply:?}"),
-        })
 }
 
 /// Waits for `pid`, a child or an orphan this process reaps, to exit. An
@@ -191,7 +160,7 @@ impl Load {
             let (seen, stop) = (seen.clone(), stop.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    let answer = request(addr);
+                    let answer = http::get_pid(addr);
                     let mut seen = seen.lock().unwrap();
                     seen.tally.count(&answer);
                     if let Ok(pid) = answer {
@@ -250,6 +219,23 @@ impl Drop for Load {
     }
 }
 
+/// Shows what the client saw through `restarts`, and asserts that no
+/// request failed and that each of the `generations` served.
+#[track_caller]
+fn assert_every_generation_served(seen: &Seen, restarts: &str, generations: usize) {
+    eprintln!(
+        "through {restarts}: {}; by pid: {:?}",
+        seen.tally, seen.by_pid
+    );
+    seen.tally.assert_none_failed();
+    assert_eq!(
+        seen.by_pid.len(),
+        generations,
+        "every generation serves: {:?}",
+        seen.by_pid
+    );
+}
+
 /// Stops the last generation `serving`, and waits for the first
 /// generation's output to end.
 fn stop_last(
@@ -282,19 +268,7 @@ fn five_restarts_under_load_fail_no_request() {
     // The last generation goes on serving alone.
     let seen = load.finish_after(serving);
     stop_last(serving, first, drain);
-
-    let seen = seen.lock().unwrap();
-    eprintln!(
-        "through 5 restarts: {}; by pid: {:?}",
-        seen.tally, seen.by_pid
-    );
-    seen.tally.assert_none_failed();
-    assert_eq!(
-        seen.by_pid.len(),
-        6,
-        "every generation serves: {:?}",
-        seen.by_pid
-    );
+    assert_every_generation_served(&seen.lock().unwrap(), "5 restarts", 6);
     check.assert_unchanged();
 }
 
@@ -385,19 +359,8 @@ fn three_restarts_100_ms_apart_while_old_generations_drain() {
     }
     let seen = load.finish_after(serving);
     stop_last(serving, first, drain);
-
     let seen = seen.lock().unwrap();
-    eprintln!(
-        "through 3 restarts 100 ms apart: {}; by pid: {:?}",
-        seen.tally, seen.by_pid
-    );
-    seen.tally.assert_none_failed();
-    assert_eq!(
-        seen.by_pid.len(),
-        4,
-        "every generation serves: {:?}",
-        seen.by_pid
-    );
+    assert_every_generation_served(&seen, "3 restarts 100 ms apart", 4);
     check.assert_unchanged();
 }
 
@@ -606,15 +569,6 @@ fn connections_and_their_counts_stay_through_five_restarts() {
     check.assert_unchanged();
 }
 
-/// Asserts that this process has no child left, running or unreaped.
-#[track_caller]
-fn assert_no_child() {
-    match waitpid(None, WaitOptions::NOHANG) {
-        Err(rustix::io::Errno::CHILD) => {}
-        other => panic!("a child is left behind: {other:?}"),
-    }
-}
-
 /// The pid an error's message names ("(pid N)").
 fn pid_in(e: &std::io::Error) -> u32 {
     let text = e.to_string();
@@ -800,6 +754,242 @@ fn a_second_restart_at_once_is_busy() {
     check.assert_unchanged();
 }
 
+/// The next message on `manager`, which must come from `pid`: its text.
+fn message_from(manager: &io_fdpass::notify::Listener, pid: u32) -> String {
+    let message = manager
+        .recv(Some(io_fdpass_test_support::WAIT_TIMEOUT))
+        .unwrap()
+        .expect("a message to the service manager");
+    assert_eq!(message.pid(), Some(pid), "{message:?}");
+    String::from_utf8(message.bytes().to_vec()).unwrap()
+}
+
+/// Under a service manager (a notify socket of the test's standing in for
+/// systemd's): each restart says `RELOADING=1` with `MONOTONIC_USEC=`, then
+/// `MAINPID=` the next generation with `READY=1`, both from the generation
+/// that restarts, and nothing else. The next generation keeps the
+/// manager's `NOTIFY_SOCKET`, so the second restart, from generation 2,
+/// goes as the first did.
+#[test]
+fn under_a_service_manager_mainpid_follows_each_generation() {
+    let check = NoLeak::start();
+    let manager = io_fdpass::notify::Listener::new().unwrap();
+    // SAFETY: prctl with integer arguments only.
+    assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) }, 0);
+    let mut first = Command::new(example("restart"));
+    first
+        .arg("127.0.0.1:0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .process_group(0)
+        .env("NOTIFY_SOCKET", manager.path())
+        .env_remove(io_fdpass::notify::READY_SOCKET);
+    for name in [
+        "LISTEN_PID",
+        "LISTEN_PIDFDID",
+        "LISTEN_FDS",
+        "LISTEN_FDNAMES",
+    ] {
+        first.env_remove(name);
+    }
+    let first = first.spawn().unwrap();
+    let mut main = first.id();
+    let mut generations = Generations(vec![Pid::from_raw(main as i32).unwrap()]);
+    assert_eq!(message_from(&manager, main), "READY=1");
+    for _ in 0..2 {
+        let asked = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        let asked = asked.tv_sec as u64 * 1_000_000 + asked.tv_nsec as u64 / 1_000;
+        kill_process(Pid::from_raw(main as i32).unwrap(), Signal::HUP).unwrap();
+        let reloading = message_from(&manager, main);
+        let usec: u64 = reloading
+            .strip_prefix("RELOADING=1\nMONOTONIC_USEC=")
+            .unwrap_or_else(|| panic!("{reloading:?}"))
+            .parse()
+            .unwrap();
+        assert!(usec >= asked, "MONOTONIC_USEC={usec} is before the SIGHUP");
+        let handover = message_from(&manager, main);
+        let next: u32 = handover
+            .strip_prefix("MAINPID=")
+            .and_then(|rest| rest.strip_suffix("\nREADY=1"))
+            .unwrap_or_else(|| panic!("{handover:?}"))
+            .parse()
+            .unwrap();
+        assert_ne!(next, main);
+        generations.0.push(Pid::from_raw(next as i32).unwrap());
+        wait_for_exit(main);
+        main = next;
+    }
+    // The generations said nothing more: the next one's READY=1 went to
+    // the generation that started it, not here.
+    assert_eq!(manager.recv(Some(Duration::ZERO)).unwrap(), None);
+    kill_process(Pid::from_raw(main as i32).unwrap(), Signal::TERM).unwrap();
+    wait_for_exit(main);
+    drop((first, manager));
+    check.assert_unchanged();
+}
+
+/// The test that runs the restart itself under a stand-in service manager.
+const MANAGED: &str = "a_restart_by_spawn_or_spawn_async_tells_the_service_manager";
+
+/// In the child of [`MANAGED`]: as `ROLE` says, the generation that
+/// restarts, or a next generation.
+fn managed_child() {
+    if std::env::var("ROLE").unwrap() == "next" {
+        // The manager's socket stays; READY=1 goes to the restart's own.
+        let manager = std::env::var_os("MANAGER").unwrap();
+        assert_eq!(std::env::var_os("NOTIFY_SOCKET"), Some(manager.clone()));
+        let ready = std::env::var_os(io_fdpass::notify::READY_SOCKET).unwrap();
+        assert!(!ready.is_empty() && ready != manager, "{}", ready.display());
+        io_fdpass::notify::ready().unwrap();
+        let seen = std::env::var_os("SEEN").unwrap();
+        util::wait_until(
+            || std::path::Path::new(&seen).exists(),
+            || "the restart never saw this generation ready".into(),
+        );
+        return;
+    }
+    let seen = util::temp_path("seen");
+    let next = || {
+        Restart::command(std::env::current_exe().unwrap(), util::child_args(MANAGED))
+            .env(util::CHILD_ENV, MANAGED)
+            .env("ROLE", "next")
+            .env("SEEN", &seen)
+            .timeout(Duration::from_secs(120))
+    };
+    // A ready next generation: its pid for the test, then it may go.
+    let pids = std::env::var_os("PIDS").unwrap();
+    let let_go = |pid: u32| {
+        let mut told = std::fs::read_to_string(&pids).unwrap_or_default();
+        told.push_str(&format!("{pid}\n"));
+        std::fs::write(&pids, told).unwrap();
+        std::fs::write(&seen, "").unwrap();
+        let (_, status) = waitpid(
+            Some(Pid::from_raw(pid as i32).unwrap()),
+            WaitOptions::empty(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(status.exit_status(), Some(0), "the next generation failed");
+        std::fs::remove_file(&seen).unwrap();
+    };
+    let_go(next().spawn().unwrap().pid());
+    let e = Restart::command("sh", ["-c", "exit 3"])
+        .spawn()
+        .unwrap_err();
+    assert!(e.to_string().contains("exited with status 3"), "{e}");
+    let e = Restart::command("/nonexistent/io-fdpass", [""; 0])
+        .spawn()
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    // Refused before anything is said.
+    let e = next()
+        .env(io_fdpass::notify::READY_SOCKET, "/elsewhere")
+        .spawn()
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let_go(next().spawn_async().await.unwrap().pid());
+        let e = Restart::command("sh", ["-c", "exit 3"])
+            .spawn_async()
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("exited with status 3"), "{e}");
+        // Dropped while it waits: the next generation is killed, and the
+        // manager hears that this one goes on.
+        let restart = Restart::command("sleep", ["1000"]).spawn_async();
+        let waited = tokio::time::timeout(Duration::from_millis(200), restart).await;
+        assert!(waited.is_err(), "a sleep is never ready");
+    });
+    // Its end waits for the kill on the blocking threads, and what follows.
+    drop(runtime);
+}
+
+/// `Restart::spawn` and `Restart::spawn_async` under a service manager (a
+/// notify socket of the test's standing in for systemd's), run by a child
+/// of this test: each restart says `RELOADING=1`, then `MAINPID=` the next
+/// generation with `READY=1` when it is ready, or `READY=1` alone when it
+/// fails in any way (it exits, cannot be started, the future is dropped).
+/// The next generation keeps the manager's `NOTIFY_SOCKET` and says its
+/// `READY=1` elsewhere.
+#[test]
+fn a_restart_by_spawn_or_spawn_async_tells_the_service_manager() {
+    if util::is_child(MANAGED) {
+        return managed_child();
+    }
+    let check = NoLeak::start();
+    let manager = io_fdpass::notify::Listener::new().unwrap();
+    let pids = util::temp_path("pids");
+    let mut restarter = Command::new(std::env::current_exe().unwrap());
+    restarter
+        .args(util::child_args(MANAGED))
+        .env(util::CHILD_ENV, MANAGED)
+        .env("ROLE", "restarter")
+        .env("NOTIFY_SOCKET", manager.path())
+        .env("MANAGER", manager.path())
+        .env("PIDS", &pids)
+        .env_remove(io_fdpass::notify::READY_SOCKET)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for name in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        restarter.env_remove(name);
+    }
+    let restarter = restarter.spawn().unwrap();
+    let pid = restarter.id();
+    let output = std::thread::spawn(move || restarter.wait_with_output().unwrap());
+    // Read as they come: the socket queues only a few datagrams.
+    let mut said = Vec::new();
+    loop {
+        let done = output.is_finished();
+        match manager.recv(Some(Duration::from_millis(100))).unwrap() {
+            Some(message) => {
+                assert_eq!(message.pid(), Some(pid), "{message:?}");
+                said.push(String::from_utf8(message.bytes().to_vec()).unwrap());
+            }
+            None if done => break,
+            None => {}
+        }
+    }
+    let output = output.join().unwrap();
+    util::assert_child_succeeded(MANAGED, &output);
+    let next: Vec<u32> = std::fs::read_to_string(&pids)
+        .unwrap()
+        .lines()
+        .map(|pid| pid.parse().unwrap())
+        .collect();
+    std::fs::remove_file(&pids).unwrap();
+    let [first, second] = next[..] else {
+        panic!("two ready next generations, not {next:?}")
+    };
+    let reloading = "RELOADING=1\nMONOTONIC_USEC=";
+    let want = [
+        format!("MAINPID={first}\nREADY=1"),
+        "READY=1".into(),
+        "READY=1".into(),
+        format!("MAINPID={second}\nREADY=1"),
+        "READY=1".into(),
+        "READY=1".into(),
+    ];
+    assert_eq!(said.len(), 2 * want.len(), "{said:#?}");
+    let mut since = 0;
+    for (pair, want) in said.chunks(2).zip(&want) {
+        let usec: u64 = pair[0]
+            .strip_prefix(reloading)
+            .and_then(|usec| usec.parse().ok())
+            .unwrap_or_else(|| panic!("{said:#?}"));
+        assert!(usec >= since, "{said:#?}");
+        since = usec;
+        assert_eq!(&pair[1], want, "{said:#?}");
+    }
+    drop(manager);
+    check.assert_unchanged();
+}
+
 /// The `fdpass` binary, which `cargo test --workspace` builds beside the
 /// tests.
 fn fdpass_binary() -> PathBuf {
@@ -857,7 +1047,7 @@ fn restart_the_restart_example(addr: SocketAddr, serving: u32, tally: &mut Tally
     let mut next = serving;
     util::wait_until(
         || {
-            let answer = request(addr);
+            let answer = http::get_pid(addr);
             tally.count(&answer);
             next = answer.unwrap_or(serving);
             next != serving

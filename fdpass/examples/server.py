@@ -1,7 +1,9 @@
 """A tiny HTTP server that adopts its listening socket by the systemd
 socket-activation convention (fd 3, LISTEN_FDS=1, LISTEN_PID), as started
 by `fdpass fetch SOCKET NAME -- python3 server.py`, `fdpass listen` or
-`fdpass adopt`, and says READY=1 on $NOTIFY_SOCKET once it serves.
+`fdpass adopt`, and says READY=1 once it serves: on $IO_FDPASS_READY_SOCKET
+when set (where `fdpass adopt --stop-old` run by systemd waits, and tells
+systemd), otherwise on $NOTIFY_SOCKET.
 
 On SIGTERM it finishes the request in hand and exits; connections that are
 waiting stay queued on the socket for the next generation.
@@ -51,7 +53,7 @@ signal.signal(signal.SIGTERM, stop)
 
 # Ready to serve: say so where fdpass adopt --stop-old (or systemd) asks.
 # As with sd_notify, a notification that cannot be sent is no reason to stop.
-notify = os.environ.get("NOTIFY_SOCKET")
+notify = os.environ.get("IO_FDPASS_READY_SOCKET") or os.environ.get("NOTIFY_SOCKET")
 if notify:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as ready:

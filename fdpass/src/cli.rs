@@ -10,7 +10,7 @@ use crate::address::{ListenAddr, SocketName, What};
 use crate::fail;
 
 /// How long a client command waits by default, for the whole exchange:
-/// the library's [`io_fdpass::holder::DEFAULT_TIMEOUT`], written as
+/// the library's `io_fdpass::holder::DEFAULT_TIMEOUT`, written as
 /// `--timeout` takes it, for clap's default and the help. Made only when
 /// clap builds a command that has it.
 static DEFAULT_TIMEOUT: LazyLock<String> =
@@ -36,8 +36,11 @@ static DEFAULT_TIMEOUT: LazyLock<String> =
     disable_help_subcommand = true
 )]
 pub struct Cli {
-    /// Log each transfer on stderr.
-    #[arg(short, long, global = true)]
+    /// `-v` before the subcommand, as earlier versions took it (and as a
+    /// holder started so re-executes itself on upgrade): the same as the
+    /// subcommand's own `-v`, and hidden, as it is offered only by the
+    /// subcommands that log.
+    #[arg(short, long, hide = true)]
     pub verbose: bool,
 
     #[command(subcommand)]
@@ -55,8 +58,11 @@ pub enum Command {
     ///
     /// One `IO::FDPass` message per fd (the byte 0 with the fd attached), or
     /// all in one message with --batch. The receiver must run as this user
-    /// or root, or one named with --receiver-uid. An fdpass holder is not a
-    /// receiver: use `fdpass store`.
+    /// or root, or one named with --receiver-uid. Waits, up to --timeout,
+    /// until the receiver has read what was sent, or has said why not: an
+    /// `fdpass recv` that turns this user away says so, and the send fails
+    /// with its reason (77). An fdpass holder is not a receiver: use
+    /// `fdpass store`.
     #[command(after_help = "Examples:
   fdpass send /run/app.sock 3 3<data.txt
   fdpass send @app 0 1      # this terminal's stdin and stdout")]
@@ -67,9 +73,9 @@ pub enum Command {
     /// Listens at SOCKET (a stale socket file is replaced; anything else at
     /// the path is refused), accepts a connection from a sender of this
     /// user, root, or a uid named with --allow-uid (others are turned
-    /// away), receives N fds in `IO::FDPass` messages (one or several per
-    /// message) and runs COMMAND. Gives up, removing SOCKET, after
-    /// --timeout.
+    /// away, told why in a line that `fdpass send` shows), receives N fds
+    /// in `IO::FDPass` messages (one or several per message) and runs
+    /// COMMAND. Gives up, removing SOCKET, after --timeout.
     #[command(after_help = "Examples:
   fdpass recv /tmp/in.sock -- sh -c 'cat <&3'
   fdpass recv @web -n 2 --name http --name https -- ./server")]
@@ -98,6 +104,11 @@ pub enum Command {
     /// COMMAND has `NOTIFY_SOCKET` set to a socket of fdpass's, and PID is
     /// sent SIGTERM once COMMAND sends READY=1 there (`sd_notify`), or once
     /// --ready-after has passed; if COMMAND exits first, PID is left alone.
+    /// Run by systemd (`NOTIFY_SOCKET` set), COMMAND keeps systemd's
+    /// `NOTIFY_SOCKET`, and fdpass's socket is named by
+    /// `IO_FDPASS_READY_SOCKET` instead; once COMMAND is ready, fdpass tells
+    /// systemd `READY=1` and `MAINPID=` COMMAND (the unit needs
+    /// `NotifyAccess=all`).
     #[command(after_help = "Examples:
   fdpass fds 4242
   fdpass adopt 4242 tcp:127.0.0.1:8080 --stop-old -- python3 server.py
@@ -107,10 +118,10 @@ pub enum Command {
 
     /// Show the fds process PID holds, one per line.
     ///
-    /// Each line has the fd number and what it is: a file and its path, a
-    /// pipe, a socket with its family, type, address and whether it
-    /// listens (from /proc/PID/fd and /proc/PID/net). The kernel shows them
-    /// to a process of PID's user, or to root.
+    /// Each line has the fd number and what it is: a file or a device and
+    /// its path, a pipe, a socket with its family, type, address and
+    /// whether it listens (from /proc/PID/fd and /proc/PID/net). The kernel
+    /// shows them to a process of PID's user, or to root.
     #[command(after_help = "Examples:
   fdpass fds 4242
   fdpass fds --json $(pgrep -o nginx)")]
@@ -228,6 +239,8 @@ pub struct SendArgs {
     /// Give up after this long (e.g. 500ms, 5s, 1m).
     #[arg(long, value_name = "DURATION", default_value = DEFAULT_TIMEOUT.as_str(), value_parser = parse_timeout)]
     pub timeout: Duration,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 // The arguments of `fdpass recv` (not a doc comment, which clap
@@ -252,6 +265,8 @@ pub struct RecvArgs {
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     pub command: Vec<OsString>,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 // The arguments of `fdpass listen` (not a doc comment, which clap
@@ -268,6 +283,8 @@ pub struct ListenArgs {
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     pub command: Vec<OsString>,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 // The arguments of `fdpass fds` (not a doc comment, which clap
@@ -277,8 +294,8 @@ pub struct FdsArgs {
     /// The process whose fds to show.
     pub pid: u32,
     /// A JSON array, one object per fd: fd, kind (file, directory,
-    /// pipe, socket, other), description, and path; family, type,
-    /// listening and local; or name.
+    /// pipe, socket, character device, block device, other),
+    /// description, and path; family, type, listening and local; or name.
     #[arg(long)]
     pub json: bool,
 }
@@ -301,6 +318,8 @@ pub struct StoreArgs {
     /// Drop it when process PID exits.
     #[arg(long, value_name = "PID")]
     pub until_exit: Option<u32>,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 // The arguments of `fdpass fetch` (not a doc comment, which clap
@@ -343,6 +362,8 @@ pub struct DropArgs {
     /// The name whose fd to close.
     #[arg(value_parser = parse_name)]
     pub name: String,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 // The arguments of `fdpass completions` (not a doc comment, which clap
@@ -386,6 +407,15 @@ pub struct HolderArgs {
     pub holder_uids: Vec<u32>,
 }
 
+// `-v`, on the subcommands that have something to log. (Not a doc
+// comment, as above.)
+#[derive(Args, Debug, Default)]
+pub struct LogArgs {
+    /// Log each step on stderr.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
 // The arguments of `fdpass hold` (not a doc comment, which clap would
 // show instead of the command's own about).
 #[derive(Args, Debug)]
@@ -416,6 +446,8 @@ pub struct HoldArgs {
     /// How long a client has for its whole request and answer.
     #[arg(long, value_name = "DURATION", default_value = DEFAULT_TIMEOUT.as_str(), value_parser = parse_timeout)]
     pub client_timeout: Duration,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 // The arguments of `fdpass adopt` (not a doc comment, as above).
@@ -449,6 +481,8 @@ pub struct AdoptArgs {
         conflicts_with = "store"
     )]
     pub command: Vec<OsString>,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 /// Checks a name for an fd: what `LISTEN_FDNAMES` and systemd's fd store
@@ -496,7 +530,7 @@ pub fn parse_timeout(text: &str) -> Result<Duration, String> {
 
 /// Parses a lifetime for a held fd: longer than zero, which would drop it
 /// at once, and at most what a holder keeps
-/// ([`Lifetime::MAX_TTL`](io_fdpass::holder::protocol::Lifetime::MAX_TTL)).
+/// (`io_fdpass::holder::protocol::Lifetime::MAX_TTL`).
 pub fn parse_ttl(text: &str) -> Result<Duration, String> {
     use io_fdpass::holder::protocol::Lifetime;
     match parse_duration(text)? {

@@ -90,7 +90,7 @@ pub fn fd_names(
 }
 
 /// Finds the program `name` names, as the shell does
-/// ([`io_fdpass::activation::find_program`]): 127 when there is none, 126
+/// (`io_fdpass::activation::find_program`): 127 when there is none, 126
 /// when it cannot be run.
 pub fn find(name: &OsStr) -> Result<PathBuf> {
     find_program(name).map_err(|err| match err.kind() {
@@ -111,7 +111,7 @@ pub fn find(name: &OsStr) -> Result<PathBuf> {
 /// Replaces this process with `command`, giving it `fds` as fds 3, 4, …
 /// with `LISTEN_FDS`, `LISTEN_PID` and `LISTEN_FDNAMES` set (the systemd
 /// socket-activation convention, laid out by
-/// [`io_fdpass::activation::Command::exec`]), and the variables of `env`.
+/// `io_fdpass::activation::Command::exec`), and the variables of `env`.
 /// The command inherits no other fd but 0–2, and not those of 0–2 that the
 /// shell had closed. `fds` must be all that the caller still holds above
 /// 2: the numbers 3, 4, … are taken over whatever they hold. Returns only
@@ -141,10 +141,9 @@ pub fn exec_with_fds(
 }
 
 /// Checks what can be checked before [`exec_with_fds`] runs `command`
-/// with `fds`, where nothing is lost yet: the names, and that this process
-/// has room to lay the fds out. Laying them out copies each first above
-/// the numbers 3, 4, … it goes to, so it needs as many free fds there as
-/// there are fds; they are made here, and closed again.
+/// with `fds`, where nothing is lost yet: the names, the program, and that
+/// this process has room to lay the fds out by the library's rule
+/// (`io_fdpass::activation::Command::check`, the rule its `exec` keeps).
 pub fn check_with_fds(
     fds: &[OwnedFd],
     names: &[String],
@@ -152,22 +151,17 @@ pub fn check_with_fds(
     command: &[OsString],
     env: &[(&str, &OsStr)],
 ) -> Result<()> {
-    command_with_fds(fds, names, program, command, env)?;
-    let above = 3 + RawFd::try_from(fds.len()).unwrap_or(RawFd::MAX - 3);
-    let mut copies = Vec::with_capacity(fds.len());
-    for fd in fds {
-        let copy = rustix::io::fcntl_dupfd_cloexec(fd, above).map_err(|err| {
-            Failure::os(
-                format!(
-                    "no room to lay out {} fd(s) for the command: this process is at its open-file limit (RLIMIT_NOFILE)",
-                    fds.len()
-                ),
-                err.into(),
-            )
-        })?;
-        copies.push(copy);
-    }
-    Ok(())
+    let run = command_with_fds(fds, names, program, command, env)?;
+    run.check().map_err(|err| match err.kind() {
+        ErrorKind::NotFound => Failure::new(fail::NOT_FOUND, err.to_string()),
+        ErrorKind::PermissionDenied => Failure::new(fail::CANNOT_EXECUTE, err.to_string()),
+        // The room for the fds (its message names the open-file limit),
+        // or an argument the exec could not pass.
+        _ => Failure::new(
+            fail::OS,
+            format!("cannot run the command with the fds: {err}"),
+        ),
+    })
 }
 
 /// `command` with `fds` named by `names`, and the variables of `env`.

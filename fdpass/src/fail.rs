@@ -29,8 +29,8 @@ pub const TIMED_OUT: u8 = 75;
 /// version.
 pub const PROTOCOL: u8 = 76;
 /// Not permitted: a peer of a user not trusted, a refusal by the holder
-/// (another user, or a limit reached), or by the kernel: another
-/// process's fds.
+/// (another user, or a limit reached) or by `fdpass recv` (another user),
+/// or by the kernel: another process's fds.
 pub const NO_PERMISSION: u8 = 77;
 /// The command was found but could not be run.
 pub const CANNOT_EXECUTE: u8 = 126;
@@ -54,9 +54,9 @@ Exit status:
   76   the peer broke the protocol: it is not an fdpass holder, or answered
        with something this version does not know
   77   not permitted: the peer runs as a user not trusted (nothing was
-       sent), or the holder refused (another user, or a limit reached);
-       for adopt and fds, not permitted to take or list another process's
-       fds
+       sent), the holder refused (another user, or a limit reached), or
+       for send, the receiver refused this user; for adopt and fds, not
+       permitted to take or list another process's fds
   126  the command could not be run
   127  the command was not found";
 

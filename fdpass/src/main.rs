@@ -35,7 +35,7 @@ use std::ffi::OsString;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, LogArgs};
 use crate::fail::Result;
 use crate::output::Log;
 
@@ -81,22 +81,29 @@ fn refused(err: &clap::Error, args: &[OsString]) -> u8 {
 
 /// Runs the subcommand the command line names.
 fn run(cli: Cli) -> Result<()> {
-    let log = Log {
-        verbose: cli.verbose,
+    // `-v` before the subcommand counts for any that logs.
+    let log = |args: &LogArgs| Log {
+        verbose: cli.verbose || args.verbose,
     };
     match cli.command {
-        Command::Send(args) => commands::send::run(&args, log),
-        Command::Recv(args) => commands::recv::run(args, log),
-        Command::Listen(args) => commands::listen::run(args, log),
-        Command::Adopt(args) => commands::adopt::run(&args, log),
+        Command::Send(args) => commands::send::run(&args, log(&args.log)),
+        Command::Recv(args) => {
+            let log = log(&args.log);
+            commands::recv::run(args, log)
+        }
+        Command::Listen(args) => {
+            let log = log(&args.log);
+            commands::listen::run(args, log)
+        }
+        Command::Adopt(args) => commands::adopt::run(&args, log(&args.log)),
         Command::Fds(args) => commands::fds::run(&args),
-        Command::Hold(args) => commands::hold::run(&args, log),
-        Command::Store(args) => commands::store::run(&args, log),
+        Command::Hold(args) => commands::hold::run(&args, log(&args.log)),
+        Command::Store(args) => commands::store::run(&args, log(&args.log)),
         Command::Fetch(args) => commands::fetch::run(&args),
         Command::List(args) => commands::list::run(&args),
-        Command::Drop(args) => commands::drop::run(&args, log),
+        Command::Drop(args) => commands::drop::run(&args, log(&args.log)),
         Command::Completions(args) => commands::completions::run(&args),
-        Command::Man(args) => commands::man::run(&args, log),
+        Command::Man(args) => commands::man::run(&args),
         Command::Help(args) => commands::help::run(&args),
     }
 }

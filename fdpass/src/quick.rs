@@ -2,7 +2,7 @@
 
 use std::ffi::OsString;
 
-use crate::cli::{parse_name, Cli, Command, DropArgs, FetchArgs, HolderArgs, StoreArgs};
+use crate::cli::{parse_name, Cli, Command, DropArgs, FetchArgs, HolderArgs, LogArgs, StoreArgs};
 
 /// The holder's hot commands, `store SOCKET NAME FD`, `fetch SOCKET
 /// NAME... -- COMMAND...` and `drop SOCKET NAME`, with no flags, read
@@ -40,6 +40,7 @@ pub fn quick(args: &[OsString]) -> Option<Cli> {
                 fd: fd.parse().ok()?,
                 ttl: None,
                 until_exit: None,
+                log: LogArgs::default(),
             })
         }
         "drop" => {
@@ -47,7 +48,11 @@ pub fn quick(args: &[OsString]) -> Option<Cli> {
             if words.next().is_some() {
                 return None;
             }
-            Command::Drop(DropArgs { holder, name })
+            Command::Drop(DropArgs {
+                holder,
+                name,
+                log: LogArgs::default(),
+            })
         }
         "fetch" => {
             let names: Vec<String> = words

@@ -1007,12 +1007,23 @@ mod needs_root {
         // nobody's send is turned away ...
         let mut stranger = Command::new("sh");
         stranger
-            .args(["-c", r#"exec "$0" send --receiver-uid 0 "$1" 3 3<"$2""#])
+            .args(["-c", r#"exec "$0" send --timeout 60s "$1" 3 3<"$2""#])
             .arg(&binary)
             .arg(&sock)
             .arg(&theirs);
         as_nobody(&mut stranger);
-        let _ = output(&mut stranger);
+        // ... and told why, not "Broken pipe".
+        let out = output(&mut stranger);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(77), "{err}");
+        assert!(
+            err.contains(&format!(
+                "the receiver at {} refused the fds: it takes fds only from root, \
+                 and this sender runs as uid 65534 (its --allow-uid 65534 would take them)",
+                s(&sock)
+            )),
+            "{err}"
+        );
         // ... and root's is taken.
         let ours = file(&dir, "ours", "from root");
         success(&mut with_files(&["send", s(&sock), "3"], &[&ours]));

@@ -134,3 +134,54 @@ fn a_name_with_a_space_is_refused_without_speaking_of_a_holder() {
         assert!(!err.contains("holder") && !err.contains("held"), "{err}");
     }
 }
+
+#[test]
+fn verbose_is_offered_only_where_it_logs() {
+    let logs = ["send", "recv", "listen", "adopt", "hold", "store", "drop"];
+    let quiet = ["fds", "fetch", "list", "completions", "man", "help"];
+    for command in logs.iter().chain(&quiet) {
+        let help = success(fdpass().args([command, "--help"]));
+        assert_eq!(
+            help.contains("-v, --verbose"),
+            logs.contains(command),
+            "fdpass {command} --help:\n{help}"
+        );
+    }
+    assert!(!success(fdpass().arg("--help")).contains("--verbose"));
+    fails(fdpass().args(["man", "-v"]), 64, "'-v'");
+    fails(
+        fdpass().args(["completions", "bash", "--verbose"]),
+        64,
+        "'--verbose'",
+    );
+    // Before the subcommand, as earlier versions took it (and a holder
+    // started so runs itself again on upgrade), -v is still understood.
+    fails(
+        fdpass().args(["-v", "drop", "/nonexistent/h.sock", "web"]),
+        69,
+        "/nonexistent/h.sock",
+    );
+}
+
+#[test]
+fn dev_null_is_a_character_device() {
+    let mut child = std::process::Command::new("sleep")
+        .arg("600")
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let lines = util::output(fdpass().args(["fds", &pid]));
+    let json = util::output(fdpass().args(["fds", "--json", &pid]));
+    util::terminate(&mut child);
+    let lines = util::stdout(&lines);
+    assert!(
+        lines
+            .lines()
+            .any(|l| l == "0 the character device /dev/null"),
+        "{lines}"
+    );
+    let json = util::stdout(&json);
+    let null = r#"{"fd":0,"kind":"character device","path":"/dev/null","description":"the character device /dev/null"}"#;
+    assert!(json.contains(null), "{json}");
+}

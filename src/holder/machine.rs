@@ -2,7 +2,7 @@
 //! no clock.
 //!
 //! A [`Holder`] keeps fds under names. The side that owns the sockets (the
-//! tokio [`Server`](super::Server), or `fdpass hold`) feeds it each request
+//! tokio `holder::Server`, or `fdpass hold`) feeds it each request
 //! with the time, and gets back a [`Decision`]: the [`Answer`] to send and
 //! the [`Effect`]s to carry out (a name to bring up to date in systemd's fd
 //! store, the state file to rewrite, a process whose exit to watch, the

@@ -375,7 +375,9 @@ pub struct Entry {
     /// Its name.
     pub name: String,
     /// What it is, in a word or three: `tcp listener`, `unix stream`,
-    /// `udp`, `pipe`, `file`, … (see [`Entry::describe`]).
+    /// `udp`, `pipe`, `file`, `character device`, … (see
+    /// [`Entry::describe`]). Free text: a holder newer than its client may
+    /// name a kind the client has not heard of, which it shows as it is.
     pub kind: String,
     /// A socket's local address: `127.0.0.1:8080`, `/run/app.sock`.
     pub address: Option<String>,
@@ -401,9 +403,6 @@ impl Entry {
     pub fn describe(name: &str, kind: &FdKind) -> Entry {
         let lossy = |path: &std::path::Path| path.to_string_lossy().into_owned();
         let (kind, address, path) = match kind {
-            FdKind::File(path) => ("file".to_owned(), None, path.as_deref().map(lossy)),
-            FdKind::Directory(path) => ("directory".to_owned(), None, path.as_deref().map(lossy)),
-            FdKind::Pipe => ("pipe".to_owned(), None, None),
             FdKind::Socket(socket) => {
                 let base = match (socket.family, socket.socket_type) {
                     (SocketFamily::Inet | SocketFamily::Inet6, SocketType::Stream) => {
@@ -422,7 +421,8 @@ impl Entry {
                 };
                 (kind, socket.local.as_ref().map(ToString::to_string), None)
             }
-            FdKind::Other(what) => ("other".to_owned(), None, what.clone()),
+            FdKind::Other(what) => (kind.word().to_owned(), None, what.clone()),
+            _ => (kind.word().to_owned(), None, kind.path().map(lossy)),
         };
         Entry {
             name: name.to_owned(),
@@ -431,6 +431,33 @@ impl Entry {
             path,
             ..Entry::default()
         }
+    }
+
+    /// How long it has left at `now` (since the Unix epoch), in whole
+    /// seconds rounded down; `None` if no time drops it.
+    ///
+    /// The holder rounds [`expires_at`](Entry::expires_at) up to a whole
+    /// second, so that nothing goes before its time; rounding what is
+    /// left down is the other half. A `--ttl 4s` stored at 100.3 s
+    /// expires at 105 s and has 4 s left at 100.4 s: never more than was
+    /// asked, however far into its second the store and the `list` fall.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use io_fdpass::holder::protocol::Entry;
+    ///
+    /// // A `--ttl 4s` stored at 100.3 s, listed a tenth of a second later.
+    /// let entry = Entry::parse("web kind=tcp stored=100 expires=105")?;
+    /// let now = Duration::from_millis(100_400);
+    /// assert_eq!(entry.expires_in(now), Some(Duration::from_secs(4)));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use]
+    pub fn expires_in(&self, now: Duration) -> Option<Duration> {
+        let left = Duration::from_secs(self.expires_at?).saturating_sub(now);
+        Some(Duration::from_secs(left.as_secs()))
     }
 
     /// Its line in a `list` answer, newline included.
@@ -601,6 +628,40 @@ mod tests {
     }
 
     #[test]
+    fn devices_are_described_with_their_path() {
+        for (kind, word, path) in [
+            (
+                FdKind::CharDevice(Some("/dev/null".into())),
+                "character device",
+                Some("/dev/null"),
+            ),
+            (
+                FdKind::BlockDevice(Some("/dev/loop0".into())),
+                "block device",
+                Some("/dev/loop0"),
+            ),
+            (FdKind::CharDevice(None), "character device", None),
+            (
+                FdKind::File(Some("/etc/hosts".into())),
+                "file",
+                Some("/etc/hosts"),
+            ),
+            (FdKind::Pipe, "pipe", None),
+            (
+                FdKind::Other(Some("anon_inode:[eventfd]".into())),
+                "other",
+                Some("anon_inode:[eventfd]"),
+            ),
+        ] {
+            let entry = Entry::describe("d", &kind);
+            assert_eq!(entry.kind, word);
+            assert_eq!(entry.path.as_deref(), path);
+            let line = entry.line();
+            assert_eq!(Entry::parse(line.trim_end()).unwrap(), entry);
+        }
+    }
+
+    #[test]
     fn entries_round_trip() {
         let full = Entry {
             name: name("web"),
@@ -627,6 +688,12 @@ mod tests {
             );
         }
         assert!(Entry::parse("web kind=tcp later=1").is_ok());
+        // A kind from a holder newer than this client is taken as it is.
+        let newer = Entry::parse("w kind=quantum%20entangler path=/dev/q0").unwrap();
+        assert_eq!(
+            (newer.kind.as_str(), newer.path),
+            ("quantum entangler", Some(name("/dev/q0")))
+        );
         for bad in [
             "",
             "a:b kind=x",

@@ -1,5 +1,7 @@
 //! A holder inside a Rust program: a [`Holder`] served on a tokio
 //! [`UnixListener`], the same server side that `fdpass hold` runs.
+//!
+//! [`UnixListener`]: https://docs.rs/tokio/1/tokio/net/struct.UnixListener.html
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;

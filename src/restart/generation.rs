@@ -4,16 +4,25 @@
 //!
 //! The contract the portable code in `restart.rs` relies on:
 //! - `Starting::start(restart)`: the program of a [`Restart`] running,
-//!   with its fds laid out for it and a way to say it is ready;
+//!   with its fds laid out for it and a way to say it is ready; under a
+//!   service manager, which is told `RELOADING=1` first, the next
+//!   generation keeps the manager's notify socket;
 //! - `Starting::ended()`: an error once it has exited or the timeout has
 //!   passed, else the time left;
 //! - `Starting::take_ready()`: whether it has said it is ready, without
 //!   waiting; `Starting::wait_ready(slice)`: the same, waiting up to
 //!   `slice`; `Starting::socket()`: what an event loop waits on to know
 //!   when to call `take_ready` again;
-//! - `Starting::ready()`: the started process, which is left to run;
+//! - `Starting::ready()`: the started process, which is left to run, once
+//!   the service manager, if any, has been told that it is the service's
+//!   main process (`MAINPID=`); an error leaves it a `Starting`;
 //! - dropping a `Starting` that is not ready kills it, with whatever it
-//!   forked, and reaps it.
+//!   forked, and reaps it; then a service manager hears `READY=1` alone:
+//!   this process goes on as the main one.
+//!
+//! Every message to the service manager is a datagram sent without
+//! waiting ([`notify::Notifier::send`]), so none of this blocks an async
+//! caller beyond the `fork` and `exec`.
 
 use std::io::{self, ErrorKind};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -25,6 +34,8 @@ use crate::{activation, notify, sys};
 /// A next generation started, not yet ready.
 pub(super) struct Starting {
     notify: notify::Listener,
+    /// The service manager, told that a reload began; `None` without one.
+    manager: Option<notify::Handover>,
     pid: u32,
     deadline: Instant,
     timeout: Duration,
@@ -35,9 +46,16 @@ pub(super) struct Starting {
 impl Starting {
     /// Starts the program of `restart` with its arguments, variables and
     /// fds by the socket-activation convention, in a process group of its
-    /// own, with `NOTIFY_SOCKET` naming a socket of this call's own.
+    /// own, saying `READY=1` on a socket of this call's own: named by
+    /// `NOTIFY_SOCKET`, or under a service manager (told `RELOADING=1`
+    /// here) by [`notify::READY_SOCKET`], `NOTIFY_SOCKET` staying the
+    /// manager's.
     pub(super) fn start(restart: &Restart) -> io::Result<Starting> {
-        if let Some((key, _)) = restart.env.iter().find(|(key, _)| key == "NOTIFY_SOCKET") {
+        if let Some((key, _)) = restart
+            .env
+            .iter()
+            .find(|(key, _)| key == "NOTIFY_SOCKET" || key == notify::READY_SOCKET)
+        {
             return Err(io::Error::new(
                 ErrorKind::InvalidInput,
                 format!(
@@ -47,19 +65,15 @@ impl Starting {
             ));
         }
         let notify = notify::Listener::new()?;
-        let mut command = activation::Command::new(&restart.program)
-            .args(&restart.args)
-            .process_group(0);
-        for (key, value) in &restart.env {
-            command = command.env(key, value);
-        }
-        command = command.env("NOTIFY_SOCKET", notify.path());
-        for (name, fd) in &restart.fds {
-            command = command.fd(name, fd)?;
-        }
-        let pid = command.spawn()?.id();
+        let manager = notify::Handover::reloading()?;
+        let pid = spawn(restart, &notify, manager.is_some()).inspect_err(|_| {
+            if let Some(manager) = &manager {
+                manager.stay();
+            }
+        })?;
         Ok(Starting {
             notify,
+            manager,
             pid,
             deadline: Instant::now() + restart.timeout,
             timeout: restart.timeout,
@@ -118,10 +132,19 @@ impl Starting {
         self.notify.as_fd()
     }
 
-    /// It is ready: left to run, its pid.
-    pub(super) fn ready(mut self) -> u32 {
+    /// It is ready: the service manager, if any, is told that it is the
+    /// service's main process, and it is left to run; its pid.
+    ///
+    /// # Errors
+    ///
+    /// The error of telling the service manager, which would not follow
+    /// it: it is still armed, and dropping it kills it.
+    pub(super) fn ready(&mut self) -> io::Result<u32> {
+        if let Some(manager) = &self.manager {
+            manager.hand_over(self.pid)?;
+        }
         self.armed = false;
-        self.pid
+        Ok(self.pid)
     }
 }
 
@@ -129,6 +152,34 @@ impl Drop for Starting {
     fn drop(&mut self) {
         if self.armed {
             sys::kill_group_and_reap(self.pid);
+            // Gone: the reload is over, and this process still serves.
+            if let Some(manager) = &self.manager {
+                manager.stay();
+            }
         }
     }
+}
+
+/// Forks and execs the program of `restart`, saying `READY=1` on `notify`:
+/// under a service manager through [`notify::READY_SOCKET`], else through
+/// `NOTIFY_SOCKET` (with `READY_SOCKET` emptied, lest one this process was
+/// given reach it); its pid.
+fn spawn(restart: &Restart, notify: &notify::Listener, managed: bool) -> io::Result<u32> {
+    let mut command = activation::Command::new(&restart.program)
+        .args(&restart.args)
+        .process_group(0);
+    for (key, value) in &restart.env {
+        command = command.env(key, value);
+    }
+    command = if managed {
+        command.env(notify::READY_SOCKET, notify.path())
+    } else {
+        command
+            .env("NOTIFY_SOCKET", notify.path())
+            .env(notify::READY_SOCKET, "")
+    };
+    for (name, fd) in &restart.fds {
+        command = command.fd(name, fd)?;
+    }
+    Ok(command.spawn()?.id())
 }

@@ -5,7 +5,7 @@
 
 use std::io::{self, ErrorKind};
 use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use rustix::io::Errno;
@@ -130,22 +130,13 @@ pub(crate) fn process_fds(pidfd: BorrowedFd<'_>, pid: u32) -> io::Result<Vec<(Ra
             Err(e) => return Err(unreadable(pidfd, pid, e)),
         };
         let link = std::fs::read_link(&path).ok();
-        let path = link.clone().filter(|link| link.is_absolute());
-        let ty = meta.file_type();
-        let kind = if ty.is_socket() {
+        // `mode_t` is 16 bits on some targets: the type bits fit.
+        #[allow(clippy::cast_possible_truncation)]
+        let ty = rustix::fs::FileType::from_raw_mode(meta.mode() as rustix::fs::RawMode);
+        let kind = super::kind_by_type(ty, link).unwrap_or_else(|| {
             sockets.push((fds.len(), meta.ino()));
             FdKind::Socket(procfs::unknown_socket())
-        } else if ty.is_fifo() {
-            FdKind::Pipe
-        } else if ty.is_dir() && path.is_some() {
-            FdKind::Directory(path)
-        } else if ty.is_file() && path.is_some() {
-            FdKind::File(path)
-        } else {
-            // Devices, and anonymous inodes (eventfd, pidfd…), which may
-            // stat as files but have no path.
-            FdKind::Other(link.map(|link| link.display().to_string()))
-        };
+        });
         fds.push((fd, kind));
     }
     // The kernel writes each table a page at a time, and a socket opened

@@ -9,6 +9,7 @@ use std::os::windows::io::{
     OwnedHandle, OwnedSocket, RawHandle,
 };
 use std::ptr;
+use std::time::Duration;
 
 use std::net::SocketAddr;
 
@@ -23,14 +24,17 @@ use windows_sys::Win32::NetworkManagement::IpHelper::{
     TCP_TABLE_OWNER_PID_CONNECTIONS,
 };
 use windows_sys::Win32::Networking::WinSock::{
-    getpeername, getsockname, recv as ws_recv, WSADuplicateSocketW, WSAGetLastError, WSAIoctl,
-    WSAPoll, WSASend, WSASocketW, AF_INET, AF_INET6, FROM_PROTOCOL_INFO, INVALID_SOCKET,
+    getpeername, getsockname, getsockopt, recv as ws_recv, WSADuplicateSocketW, WSAGetLastError,
+    WSAIoctl, WSAPoll, WSASend, WSASocketW, AF_INET, AF_INET6, FROM_PROTOCOL_INFO, INVALID_SOCKET,
     POLLRDNORM, POLLWRNORM, SIO_AF_UNIX_GETPEERPID, SOCKADDR, SOCKADDR_IN, SOCKADDR_IN6,
-    SOCKADDR_STORAGE, SOCKET, SOCKET_ERROR, WSABUF, WSAPOLLFD, WSAPROTOCOL_INFOW,
-    WSA_FLAG_NO_HANDLE_INHERIT, WSA_FLAG_OVERLAPPED,
+    SOCKADDR_STORAGE, SOCKET, SOCKET_ERROR, SOCK_DGRAM, SOCK_STREAM, SOL_SOCKET, SO_ACCEPTCONN,
+    SO_TYPE, WSABUF, WSAPOLLFD, WSAPROTOCOL_INFOW, WSA_FLAG_NO_HANDLE_INHERIT, WSA_FLAG_OVERLAPPED,
+};
+use windows_sys::Win32::Security::Cryptography::{
+    BCryptGenRandom, BCRYPT_USE_SYSTEM_PREFERRED_RNG,
 };
 use windows_sys::Win32::System::Threading::{
-    GetCurrentProcess, GetCurrentProcessId, OpenProcess, PROCESS_DUP_HANDLE,
+    GetCurrentProcess, GetCurrentProcessId, OpenProcess, WaitForSingleObject, PROCESS_DUP_HANDLE,
 };
 
 /// The last Winsock error, read right after the failed call.
@@ -54,6 +58,28 @@ pub(crate) fn wait(socket: BorrowedSocket<'_>, events: i16) -> io::Result<()> {
     match unsafe { WSAPoll(&mut poll, 1, -1) } {
         SOCKET_ERROR => Err(wsa_error()),
         _ => Ok(()),
+    }
+}
+
+/// Waits up to `timeout` until `socket` is ready for `events`: whether it
+/// is.
+pub(crate) fn wait_for(
+    socket: BorrowedSocket<'_>,
+    events: i16,
+    timeout: std::time::Duration,
+) -> io::Result<bool> {
+    let mut poll = WSAPOLLFD {
+        fd: raw(socket),
+        events,
+        revents: 0,
+    };
+    // Rounded up, so that a wait of less than a millisecond still waits.
+    let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+    // SAFETY: one valid WSAPOLLFD, alive for the call.
+    match unsafe { WSAPoll(&mut poll, 1, ms) } {
+        SOCKET_ERROR => Err(wsa_error()),
+        0 => Ok(false),
+        _ => Ok(true),
     }
 }
 
@@ -117,6 +143,74 @@ pub(crate) fn recv(socket: BorrowedSocket<'_>, buf: &mut [u8]) -> io::Result<usi
 pub(crate) fn current_pid() -> u32 {
     // SAFETY: no arguments; it cannot fail.
     unsafe { GetCurrentProcessId() }
+}
+
+/// `N` random bytes from the system's generator (`BCryptGenRandom`).
+pub(crate) fn random_bytes<const N: usize>() -> io::Result<[u8; N]> {
+    let mut bytes = [0u8; N];
+    // SAFETY: `bytes` is writable for its length; no algorithm handle is
+    // needed with BCRYPT_USE_SYSTEM_PREFERRED_RNG.
+    let status = unsafe {
+        BCryptGenRandom(
+            ptr::null_mut(),
+            bytes.as_mut_ptr(),
+            N as u32,
+            BCRYPT_USE_SYSTEM_PREFERRED_RNG,
+        )
+    };
+    if status != 0 {
+        return Err(io::Error::other(format!(
+            "the system's random generator failed (NTSTATUS {status:#x})"
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Whether the process `process` has ended, without waiting.
+pub(crate) fn has_exited(process: BorrowedHandle<'_>) -> bool {
+    // SAFETY: a live process handle; a zero timeout never blocks.
+    unsafe { WaitForSingleObject(process.as_raw_handle(), 0) == 0 }
+}
+
+/// What a socket is, as a typed take checks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SocketKind {
+    /// `SOCK_STREAM`, `SOCK_DGRAM` or another type.
+    pub(crate) stream: bool,
+    pub(crate) datagram: bool,
+    /// Whether it listens (`SO_ACCEPTCONN`).
+    pub(crate) listening: bool,
+    /// Whether it is IPv4 or IPv6.
+    pub(crate) inet: bool,
+}
+
+/// What `socket` is: its type, whether it listens, its family.
+pub(crate) fn socket_kind(socket: BorrowedSocket<'_>) -> io::Result<SocketKind> {
+    let option = |name: i32| -> io::Result<i32> {
+        let mut value = 0i32;
+        let mut len = size_of::<i32>() as i32;
+        // SAFETY: `value` is writable for `len` bytes.
+        let result = unsafe {
+            getsockopt(
+                raw(socket),
+                SOL_SOCKET,
+                name,
+                ptr::from_mut(&mut value).cast(),
+                &mut len,
+            )
+        };
+        match result {
+            SOCKET_ERROR => Err(wsa_error()),
+            _ => Ok(value),
+        }
+    };
+    let kind = option(SO_TYPE)?;
+    Ok(SocketKind {
+        stream: kind == SOCK_STREAM,
+        datagram: kind == SOCK_DGRAM,
+        listening: option(SO_ACCEPTCONN)? != 0,
+        inet: address(socket, getsockname).is_some(),
+    })
 }
 
 /// A duplicate of `handle` in this process: same access, not inheritable.
@@ -236,7 +330,33 @@ impl Process {
 /// (`GetExtendedTcpTable`), which lists it only when the peer is on this
 /// machine. `None` where it cannot tell.
 pub(crate) fn peer_pid(socket: BorrowedSocket<'_>) -> Option<u32> {
-    unix_peer_pid(socket).or_else(|| tcp_peer_pid(socket))
+    if let Some(pid) = unix_peer_pid(socket) {
+        return Some(pid);
+    }
+    // Under Wine the connections' table leaves out a connection whose peer
+    // has shut down its side for writing (as a client of systemfd's
+    // protocol does at once): such a peer is one Windows cannot name here.
+    let owner = tcp_owner(address(socket, getsockname)?, address(socket, getpeername)?)?;
+    // The table says 0 where it does not know the owner.
+    (owner != 0).then_some(owner)
+}
+
+/// [`peer_pid`], given up after `bound`: Wine reads the connection table
+/// from the host's, in seconds or minutes when the host holds tens of
+/// thousands of closed connections (as after a load test), and a server
+/// must not keep a client waiting that long. The lookup goes on in a
+/// thread of its own, which holds no handle.
+pub(crate) fn peer_pid_within(socket: BorrowedSocket<'_>, bound: Duration) -> Option<u32> {
+    if let Some(pid) = unix_peer_pid(socket) {
+        return Some(pid);
+    }
+    let ends = (address(socket, getsockname)?, address(socket, getpeername)?);
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .spawn(move || send.send(tcp_owner(ends.0, ends.1)))
+        .ok()?;
+    let owner = receive.recv_timeout(bound).ok().flatten()?;
+    (owner != 0).then_some(owner)
 }
 
 fn unix_peer_pid(socket: BorrowedSocket<'_>) -> Option<u32> {
@@ -259,12 +379,11 @@ fn unix_peer_pid(socket: BorrowedSocket<'_>) -> Option<u32> {
     (result == 0 && returned as usize == size_of::<u32>()).then_some(pid)
 }
 
-/// The owner of the other end of a TCP connection, from the connection
-/// table: the row whose local end is this socket's peer and whose remote
-/// end is this socket.
-fn tcp_peer_pid(socket: BorrowedSocket<'_>) -> Option<u32> {
-    let here = address(socket, getsockname)?;
-    let there = address(socket, getpeername)?;
+/// The owner of the other end of the TCP connection between `here` (this
+/// side) and `there`, from the connection table: the row whose local end
+/// is `there` and whose remote end is `here`. 0 where the table does not know the owner;
+/// `None` where the connection is not in the table.
+fn tcp_owner(here: SocketAddr, there: SocketAddr) -> Option<u32> {
     let owner = match (here, there) {
         (SocketAddr::V4(here), SocketAddr::V4(there)) => {
             find_connection(AF_INET, |row: &MIB_TCPROW_OWNER_PID| {
@@ -285,8 +404,7 @@ fn tcp_peer_pid(socket: BorrowedSocket<'_>) -> Option<u32> {
         }
         _ => return None,
     };
-    // The table says 0 where it does not know the owner.
-    (owner != 0).then_some(owner)
+    Some(owner)
 }
 
 /// A port as the connection table stores it: network order, in a u32.

@@ -1,13 +1,13 @@
 //! The same calls for tokio's unix sockets, without blocking the runtime.
 //!
 //! Each function waits for readiness through tokio's
-//! [`async_io`](::tokio::net::UnixStream::async_io) and then makes the very
+//! [`async_io`][async_io] and then makes the very
 //! system call of the blocking API, once per readiness: on `WouldBlock`
 //! tokio clears the readiness and the task sleeps until the socket is ready
 //! again, so nothing spins and nothing blocks.
 //!
-//! The functions take a [`tokio::net::UnixStream`]
-//! or a [`tokio::net::UnixDatagram`] (see
+//! The functions take a [`tokio::net::UnixStream`][UnixStream]
+//! or a [`tokio::net::UnixDatagram`][UnixDatagram] (see
 //! [`AsyncUnixSocket`]); their futures are `Send` whenever their arguments
 //! are, so they can run inside `tokio::spawn`.
 //!
@@ -44,6 +44,10 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! [async_io]: https://docs.rs/tokio/1/tokio/net/struct.UnixStream.html#method.async_io
+//! [UnixStream]: https://docs.rs/tokio/1/tokio/net/struct.UnixStream.html
+//! [UnixDatagram]: https://docs.rs/tokio/1/tokio/net/struct.UnixDatagram.html
 
 use std::future::Future;
 use std::io;
@@ -56,6 +60,9 @@ use crate::{Received, ReceivedMany};
 
 /// A tokio unix socket these functions work on: [`UnixStream`] or
 /// [`UnixDatagram`].
+///
+/// [`UnixStream`]: https://docs.rs/tokio/1/tokio/net/struct.UnixStream.html
+/// [`UnixDatagram`]: https://docs.rs/tokio/1/tokio/net/struct.UnixDatagram.html
 ///
 /// This trait is sealed: it exists so that one function serves both types.
 pub trait AsyncUnixSocket: AsFd + Sync + sealed::Sealed {

@@ -55,6 +55,8 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! [`TcpStream`]: https://docs.rs/tokio/1/tokio/net/struct.TcpStream.html
 
 use std::io::{self, ErrorKind};
 use std::os::windows::io::{

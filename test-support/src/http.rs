@@ -125,6 +125,25 @@ pub fn get(addr: SocketAddr) -> Result<String, Failure> {
     Ok(answer)
 }
 
+/// One [`get`] of a server that names in its answer the pid that served
+/// it (`served by pid N`, as `examples/restart.rs` and the other restart
+/// examples answer): that pid.
+///
+/// # Errors
+///
+/// The [`Failure`] of the request, or [`FailureKind::Bad`] for an answer
+/// without a pid.
+pub fn get_pid(addr: SocketAddr) -> Result<u32, Failure> {
+    let reply = get(addr)?;
+    reply
+        .rsplit_once("served by pid ")
+        .and_then(|(_, pid)| pid.trim().parse().ok())
+        .ok_or_else(|| Failure {
+            kind: FailureKind::Bad,
+            detail: format!("a reply without a pid: {reply:?}"),
+        })
+}
+
 /// Waits for a server at `addr` that is starting: retries [`get`] while the
 /// connection is refused (not listening yet) or reset (seen rarely, under
 /// load, from a server that has just started), for up to

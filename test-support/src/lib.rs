@@ -14,6 +14,8 @@ use std::sync::{Mutex, MutexGuard};
 
 pub mod http;
 pub mod peers;
+#[cfg(target_os = "linux")]
+pub mod systemd;
 
 #[cfg(unix)]
 #[path = "unix.rs"]
@@ -116,6 +118,12 @@ impl TempDir {
         let dir = temp_path(what);
         std::fs::create_dir_all(&dir).expect("create a temp directory");
         TempDir(dir)
+    }
+
+    /// The directory's path.
+    #[must_use]
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
     }
 
     /// The path of `name` in the directory.

@@ -74,6 +74,34 @@ pub fn is_cloexec(fd: impl AsFd) -> bool {
         .contains(rustix::io::FdFlags::CLOEXEC)
 }
 
+/// The binary of the example `name`, which `cargo test` builds beside the
+/// tests (those of the `restart` family need `--features tokio`).
+pub fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with cargo test --features tokio, which builds the examples",
+        path.display()
+    );
+    path
+}
+
+/// Asserts that this process has no child left, running or unreaped.
+#[track_caller]
+pub fn assert_no_child() {
+    match rustix::process::waitpid(None, rustix::process::WaitOptions::NOHANG) {
+        Err(rustix::io::Errno::CHILD) => {}
+        other => panic!("a child is left behind: {other:?}"),
+    }
+}
+
 /// Set in a child run of a test binary, to the name of the test to run.
 pub const CHILD_ENV: &str = "IO_FDPASS_TEST_CHILD";
 

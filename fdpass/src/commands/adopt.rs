@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use io_fdpass::holder::protocol::Lifetime;
-use io_fdpass::notify::Listener;
+use io_fdpass::notify::{Handover, Listener, READY_SOCKET};
 use io_fdpass::process::{Process, ProcessFd};
 use io_fdpass::{FdKind, SocketAddress, SocketInfo};
 
@@ -70,11 +70,15 @@ pub fn run(args: &AdoptArgs, log: Log) -> Result<()> {
     let notify =
         Listener::new().map_err(|e| Failure::os("cannot wait for the command's READY=1", e))?;
     let command = Process::open(std::process::id()).map_err(Failure::process)?;
+    // Under a service manager the command keeps its `NOTIFY_SOCKET`, and
+    // the watcher passes its READY=1 on, with MAINPID= the command.
+    let manager = Handover::from_env();
     let watch = Watch {
         old,
         command,
         ready_after: args.ready_after,
         verbose,
+        manager: manager.clone(),
     };
     match start_watcher()? {
         Side::Watcher => {
@@ -87,7 +91,13 @@ pub fn run(args: &AdoptArgs, log: Log) -> Result<()> {
             // The watcher removes the socket once the command is gone.
             let path = notify.keep();
             drop(watch);
-            let env = [("NOTIFY_SOCKET", path.as_os_str())];
+            let env: Vec<(&str, &std::ffi::OsStr)> = match manager {
+                Some(_) => vec![(READY_SOCKET, path.as_os_str())],
+                None => vec![
+                    ("NOTIFY_SOCKET", path.as_os_str()),
+                    (READY_SOCKET, "".as_ref()),
+                ],
+            };
             Err(exec::exec_with_fds(
                 fds,
                 &names,
@@ -293,6 +303,8 @@ struct Watch {
     command: Process,
     ready_after: Option<Duration>,
     verbose: bool,
+    /// The service manager, told once the command is ready.
+    manager: Option<Handover>,
 }
 
 impl Watch {
@@ -341,9 +353,33 @@ impl Watch {
                 return;
             }
             if ready && !stopped {
+                self.tell_manager();
                 stop(&self.old, self.verbose);
                 stopped = true;
                 deadline = None;
+            }
+        }
+    }
+}
+
+impl Watch {
+    /// Tells the service manager, if any, that the command is ready and is
+    /// the service's main process (it is, where fdpass was: the command
+    /// replaced it).
+    fn tell_manager(&self) {
+        let Some(manager) = &self.manager else { return };
+        let pid = self.command.pid();
+        match manager.hand_over(pid) {
+            Ok(()) if self.verbose => {
+                crate::output::message(format_args!(
+                    "told the service manager: READY=1, MAINPID={pid}"
+                ));
+            }
+            Ok(()) => {}
+            Err(e) => {
+                crate::output::message(format_args!(
+                    "cannot tell the service manager that the command is ready: {e}"
+                ));
             }
         }
     }

@@ -1,7 +1,5 @@
 //! `fdpass fds`: what another process's fds are.
 
-use std::path::PathBuf;
-
 use io_fdpass::process::{Process, ProcessFd};
 use io_fdpass::FdKind;
 
@@ -35,34 +33,29 @@ pub fn run(args: &FdsArgs) -> Result<()> {
 }
 
 /// One fd as a JSON object: `fd`, `kind` (`file`, `directory`, `pipe`,
-/// `socket`, `other`), `description` (the line's text), and for a file or
-/// directory `path`, for a socket `family`, `type`, `listening` and
-/// `local`, for anything else `name`. Paths that are not UTF-8 are shown
-/// lossily.
+/// `socket`, `character device`, `block device`, `other`: the library's
+/// `FdKind::word`), `description` (the line's text), and for a file,
+/// directory or device `path`, for a socket `family`, `type`, `listening`
+/// and `local`, for anything else `name`. Paths that are not UTF-8 are
+/// shown lossily.
 fn json_object(fd: &ProcessFd) -> String {
     let text = |s: &str| crate::output::json_string(s);
-    let path = |p: &Option<PathBuf>| {
-        p.as_ref()
-            .map_or("null".into(), |p| text(&p.to_string_lossy()))
-    };
+    let or_null = |s: Option<&str>| s.map_or("null".into(), text);
+    let kind = text(fd.kind.word());
     let fields = match &fd.kind {
-        FdKind::File(p) => format!(r#""kind":"file","path":{}"#, path(p)),
-        FdKind::Directory(p) => format!(r#""kind":"directory","path":{}"#, path(p)),
-        FdKind::Pipe => r#""kind":"pipe""#.into(),
+        FdKind::Pipe => format!(r#""kind":{kind}"#),
         FdKind::Socket(s) => format!(
-            r#""kind":"socket","family":{},"type":{},"listening":{},"local":{}"#,
+            r#""kind":{kind},"family":{},"type":{},"listening":{},"local":{}"#,
             text(&s.family.to_string().to_lowercase()),
             text(&s.socket_type.to_string()),
             s.listening,
-            s.local
-                .as_ref()
-                .map_or("null".into(), |local| text(&local.to_string()))
+            or_null(s.local.as_ref().map(ToString::to_string).as_deref())
         ),
-        FdKind::Other(name) => format!(
-            r#""kind":"other","name":{}"#,
-            name.as_deref().map_or("null".into(), text)
+        FdKind::Other(name) => format!(r#""kind":{kind},"name":{}"#, or_null(name.as_deref())),
+        other => format!(
+            r#""kind":{kind},"path":{}"#,
+            or_null(other.path().map(|p| p.to_string_lossy()).as_deref())
         ),
-        _ => r#""kind":"other","name":null"#.into(),
     };
     format!(
         r#"{{"fd":{},{fields},"description":{}}}"#,

@@ -1,5 +1,7 @@
 //! `fdpass list`: what the holder holds, as lines or JSON.
 
+use std::time::Duration;
+
 use io_fdpass::holder::protocol::Entry;
 
 use crate::cli::ListArgs;
@@ -13,7 +15,7 @@ pub fn run(args: &ListArgs) -> Result<()> {
     let entries = super::holder_client(holder)
         .entries()
         .map_err(|e| client::failure(&holder.socket, &e))?;
-    let now = io_fdpass::holder::unix_now().as_secs();
+    let now = io_fdpass::holder::unix_now();
     let text = if args.json {
         let objects: Vec<String> = entries.iter().map(json_entry).collect();
         if objects.is_empty() {
@@ -30,7 +32,7 @@ pub fn run(args: &ListArgs) -> Result<()> {
 /// One entry as a line: the name first, then what it is, who stored it
 /// and when, and its lifetime. What the holder says is escaped: a path
 /// can hold a newline or an escape sequence.
-fn line(entry: &Entry, now: u64) -> String {
+fn line(entry: &Entry, now: Duration) -> String {
     let mut line = format!("{}  {}", escape(&entry.name), escape(&entry.kind));
     if let Some(at) = entry.address.as_deref().or(entry.path.as_deref()) {
         line.push(' ');
@@ -46,12 +48,8 @@ fn line(entry: &Entry, now: u64) -> String {
         line.push_str(&format!(" at {}", utc(at)));
     }
     let mut lifetime = Vec::new();
-    if let Some(at) = entry.expires_at {
-        lifetime.push(format!(
-            "until {} (in {})",
-            utc(at),
-            span(at.saturating_sub(now))
-        ));
+    if let (Some(at), Some(left)) = (entry.expires_at, entry.expires_in(now)) {
+        lifetime.push(format!("until {} (in {})", utc(at), span(left.as_secs())));
     }
     if let Some(pid) = entry.until_exit {
         lifetime.push(format!("until process {pid} exits"));
@@ -133,11 +131,12 @@ mod tests {
 
     #[test]
     fn lines_start_with_the_name() {
+        // A --ttl 90s stored at 100.3 s, which the holder rounds up to 191.
         let entry = Entry::parse(
-            "web kind=tcp%20listener address=127.0.0.1:8080 uid=1000 pid=42 stored=100 expires=190",
+            "web kind=tcp%20listener address=127.0.0.1:8080 uid=1000 pid=42 stored=100 expires=191",
         )
         .unwrap();
-        let line = line(&entry, 100);
+        let line = line(&entry, Duration::from_millis(100_400));
         assert!(line.starts_with("web "), "{line}");
         assert!(line.contains("tcp listener 127.0.0.1:8080"), "{line}");
         assert!(line.contains("uid 1000 pid 42"), "{line}");
@@ -147,7 +146,7 @@ mod tests {
     #[test]
     fn paths_are_escaped_onto_one_line() {
         let entry = Entry::parse("f kind=file path=/tmp/x%0A%1B[31my uid=0").unwrap();
-        let line = line(&entry, 0);
+        let line = line(&entry, Duration::ZERO);
         assert!(
             line.starts_with("f  file /tmp/x\\n\\e[31my  stored"),
             "{line}"

@@ -12,6 +12,7 @@ pub fn run(args: ListenArgs, log: Log) -> Result<()> {
         addrs,
         names,
         command,
+        log: _,
     } = args;
     let names = exec::fd_names(names, addrs.len(), |i| addrs[i].kind())?;
     let program = exec::find(&command[0])?;

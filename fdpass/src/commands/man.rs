@@ -7,11 +7,11 @@ use clap::CommandFactory;
 
 use crate::cli::{Cli, ManArgs};
 use crate::fail::{Failure, Result};
-use crate::output::{self, Log};
+use crate::output;
 
 /// `fdpass man`: fdpass.1 on stdout, or with `dir`, every page written
 /// there.
-pub fn run(args: &ManArgs, log: Log) -> Result<()> {
+pub fn run(args: &ManArgs) -> Result<()> {
     let dir: Option<&Path> = args.dir.as_deref();
     // `help` says what `--help` says, which the pages say already.
     let mut top = Cli::command().mut_subcommand("help", |help| help.hide(true));
@@ -32,7 +32,6 @@ pub fn run(args: &ManArgs, log: Log) -> Result<()> {
         let text = page(command, i > 0).map_err(not_rendered)?;
         std::fs::write(&path, text)
             .map_err(|err| Failure::os(format_args!("cannot write {}", path.display()), err))?;
-        log.say(format_args!("wrote {}", path.display()));
     }
     Ok(())
 }

@@ -21,6 +21,7 @@ pub fn run(args: RecvArgs, log: Log) -> Result<()> {
         allow_uids,
         timeout,
         command,
+        log: _,
     } = args;
     let count = usize::from(count);
     let names = exec::fd_names(names, count, |_| "unknown")?;
@@ -51,6 +52,14 @@ pub fn run(args: RecvArgs, log: Log) -> Result<()> {
                         "turned away a sender: {err} (--allow-uid {} accepts it)",
                         peer.uid
                     ));
+                    turn_away(
+                        &stream,
+                        &format!(
+                            "it takes fds only from {trust}, and this sender runs as uid {} (its --allow-uid {} would take them)",
+                            peer.uid, peer.uid
+                        ),
+                        deadline,
+                    );
                     continue;
                 }
             }
@@ -58,6 +67,11 @@ pub fn run(args: RecvArgs, log: Log) -> Result<()> {
                 log.say(format_args!(
                     "turned away a sender that cannot be identified: {err}"
                 ));
+                turn_away(
+                    &stream,
+                    &format!("it cannot tell who this sender is ({err})"),
+                    deadline,
+                );
                 continue;
             }
         }
@@ -69,6 +83,27 @@ pub fn run(args: RecvArgs, log: Log) -> Result<()> {
     log.say(format_args!("received {count} fd(s) at {socket}"));
     drop(listening);
     Err(exec::exec_with_fds(fds, &names, &program, &command, &[]))
+}
+
+/// What `fdpass recv` writes to a sender it turns away, before the reason
+/// and a newline, for `fdpass send` to say why. A sender it takes is sent
+/// nothing: the `IO::FDPass` exchange stays the one that Perl's and
+/// Python's peers know, and they ignore a refusal as they ignore any byte
+/// no one asked for.
+pub const REFUSED: &[u8] = b"fdpass-recv refused: ";
+
+/// Tells a sender why it is turned away, in one short write that does not
+/// wait long (by the deadline, and at most a second): a sender that does
+/// not read holds the receiver up no longer than that. What cannot be
+/// written is not said; the connection is closed either way.
+fn turn_away(stream: &UnixStream, reason: &str, deadline: Deadline) {
+    let mut line = REFUSED.to_vec();
+    line.extend_from_slice(reason.as_bytes());
+    line.push(b'\n');
+    let soon = deadline.min(Deadline::after(std::time::Duration::from_secs(1)));
+    if soon.set_on(stream).is_ok() {
+        let _ = io_fdpass::send_fds(stream, &line, &[]);
+    }
 }
 
 /// Waits until `fd` is readable, or the deadline; false at the deadline.

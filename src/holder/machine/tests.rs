@@ -305,6 +305,41 @@ fn list_says_what_is_held_in_order() {
 }
 
 #[test]
+fn a_fresh_ttl_is_listed_as_what_was_asked() {
+    for ttl in [1, 4, 600, 86_400] {
+        let ttl = Duration::from_secs(ttl);
+        for into_second in [0, 1, 300, 999] {
+            let mut h = holder(10);
+            let at = NOW + Duration::from_millis(into_second);
+            let lifetime = Lifetime::forever().ttl(ttl);
+            let request = Request::Store {
+                name: "a".to_owned(),
+                lifetime,
+            };
+            h.handle(request, Some(Fake(1)), caller(), at);
+            let entry = h.entries().next().unwrap().clone();
+            // Listed in the second it was stored: what was asked (a store
+            // on the very start of a second has less the moment after).
+            assert_eq!(entry.expires_in(at), Some(ttl));
+            if into_second > 0 {
+                let same_second = NOW + Duration::from_millis(999);
+                assert_eq!(entry.expires_in(same_second), Some(ttl), "{into_second}");
+            }
+            // Later: never more than what was asked, less than a second
+            // short of what is truly left, and down to zero.
+            for later in [1, 500, 1000, 1001] {
+                let later = Duration::from_millis(later);
+                let left = entry.expires_in(at + later).unwrap();
+                assert!(left <= ttl, "{left:?} {later:?}");
+                assert!(left + later + Duration::from_secs(1) > ttl, "{left:?}");
+            }
+            assert_eq!(entry.expires_in(at + ttl + ttl), Some(Duration::ZERO));
+        }
+    }
+    assert_eq!(Entry::parse("a kind=x").unwrap().expires_in(NOW), None);
+}
+
+#[test]
 fn a_ttl_expires_at_its_time_and_not_before() {
     let mut h = holder(10);
     let stored = store(

@@ -2,6 +2,7 @@
 
 use std::io;
 use std::os::fd::BorrowedFd;
+use std::path::PathBuf;
 
 use rustix::net::SocketType;
 
@@ -10,26 +11,44 @@ use crate::{FdKind, SocketAddress, SocketFamily, SocketInfo};
 /// Describes an fd of this process (`fstat`, and for a socket
 /// `getsockname`, `SO_TYPE` and `SO_ACCEPTCONN`).
 pub(crate) fn describe(fd: BorrowedFd<'_>) -> io::Result<FdKind> {
-    use rustix::fs::FileType;
     let stat = rustix::fs::fstat(fd)?;
-    Ok(match FileType::from_raw_mode(stat.st_mode) {
-        FileType::RegularFile => FdKind::File(own_path(fd)),
-        FileType::Directory => FdKind::Directory(own_path(fd)),
-        FileType::Fifo => FdKind::Pipe,
-        FileType::Socket => FdKind::Socket(describe_socket(fd)?),
-        _ => FdKind::Other(own_link(fd).map(|link| link.display().to_string())),
-    })
+    let ty = rustix::fs::FileType::from_raw_mode(stat.st_mode);
+    match kind_by_type(ty, own_link(fd)) {
+        Some(kind) => Ok(kind),
+        None => Ok(FdKind::Socket(describe_socket(fd)?)),
+    }
 }
 
-/// The path of a file or directory of this process.
-fn own_path(fd: BorrowedFd<'_>) -> Option<std::path::PathBuf> {
-    // Not a path but a name such as `anon_inode:[eventfd]`.
-    own_link(fd).filter(|link| link.is_absolute())
+/// What an fd is, by the file type its `stat` gives and by what its link
+/// in `/proc/PID/fd` says (`None` where there is no `/proc`): the one rule
+/// for the fds of this process and of another. `None` for a socket, which
+/// each describes its own way (this process asks the socket; another's is
+/// looked up in `/proc/PID/net`).
+///
+/// A link that is not a path names an anonymous inode (`anon_inode:[eventfd]`,
+/// `anon_inode:[pidfd]`), which may stat as a regular file: that is
+/// [`FdKind::Other`], with the link as its name.
+pub(crate) fn kind_by_type(ty: rustix::fs::FileType, link: Option<PathBuf>) -> Option<FdKind> {
+    use rustix::fs::FileType;
+    let path = match link {
+        Some(link) if !link.is_absolute() => Err(link),
+        link => Ok(link),
+    };
+    Some(match (ty, path) {
+        (FileType::Socket, _) => return None,
+        (FileType::Fifo, _) => FdKind::Pipe,
+        (FileType::RegularFile, Ok(path)) => FdKind::File(path),
+        (FileType::Directory, Ok(path)) => FdKind::Directory(path),
+        (FileType::CharacterDevice, Ok(path)) => FdKind::CharDevice(path),
+        (FileType::BlockDevice, Ok(path)) => FdKind::BlockDevice(path),
+        (_, Ok(path)) => FdKind::Other(path.map(|path| path.display().to_string())),
+        (_, Err(name)) => FdKind::Other(Some(name.display().to_string())),
+    })
 }
 
 /// What `/proc/self/fd` says an fd of this process is.
 #[cfg(fdpass_linux_kernel)]
-fn own_link(fd: BorrowedFd<'_>) -> Option<std::path::PathBuf> {
+fn own_link(fd: BorrowedFd<'_>) -> Option<PathBuf> {
     std::fs::read_link(format!(
         "/proc/self/fd/{}",
         std::os::fd::AsRawFd::as_raw_fd(&fd)
@@ -38,7 +57,7 @@ fn own_link(fd: BorrowedFd<'_>) -> Option<std::path::PathBuf> {
 }
 
 #[cfg(not(fdpass_linux_kernel))]
-fn own_link(_fd: BorrowedFd<'_>) -> Option<std::path::PathBuf> {
+fn own_link(_fd: BorrowedFd<'_>) -> Option<PathBuf> {
     None
 }
 

@@ -21,7 +21,7 @@ impl StateFile {
     /// A new, empty state file.
     pub fn new() -> io::Result<StateFile> {
         Ok(StateFile {
-            fd: anonymous_file()?,
+            fd: io_fdpass::anonymous_file(STATE_NAME)?,
         })
     }
 
@@ -53,43 +53,6 @@ impl StateFile {
         }
         state_file::parse(std::str::from_utf8(&bytes).ok()?)
     }
-}
-
-/// A close-on-exec file with no name: a memfd, or where there is none an
-/// unlinked file in the temporary directory.
-#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
-fn anonymous_file() -> io::Result<OwnedFd> {
-    Ok(rustix::fs::memfd_create(
-        STATE_NAME,
-        rustix::fs::MemfdFlags::CLOEXEC,
-    )?)
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
-fn anonymous_file() -> io::Result<OwnedFd> {
-    use std::os::unix::fs::OpenOptionsExt;
-    for attempt in 0..100 {
-        let path =
-            std::env::temp_dir().join(format!(".{STATE_NAME}-{}-{attempt}", std::process::id()));
-        match std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-        {
-            Ok(file) => {
-                std::fs::remove_file(&path)?;
-                return Ok(file.into());
-            }
-            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(err) => return Err(err),
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::AlreadyExists,
-        "no free name for a temporary file",
-    ))
 }
 
 #[cfg(test)]

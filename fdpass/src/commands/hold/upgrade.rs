@@ -6,7 +6,7 @@
 //! fork copies the fd table). The watcher is no child of the next image:
 //! the process in between exits at once, so no one has it to reap. The
 //! next image gets the write end of a pipe as `fdpass-hold-handover`
-//! ([`HANDOVER_NAME`]) and writes one byte to it once it has adopted every
+//! (`HANDOVER_NAME`) and writes one byte to it once it has adopted every
 //! fd and serves; then the watcher exits, touching nothing. If the pipe
 //! closes without that byte (the exec failed, or the new binary died at
 //! start), or none comes within [`HANDOVER_TIMEOUT`] (then the watcher
