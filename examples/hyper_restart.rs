@@ -151,7 +151,11 @@ mod unix {
                         .fd("http", listener.as_ref().expect("serving"))?
                         .fd(HANDOFF, &theirs)?;
                     drop(theirs);
-                    restarting = Some((Box::pin(next.spawn_async()), ours));
+                    // Started off the serving thread: its fork and
+                    // preparation do not hold the requests up.
+                    let started = tokio::task::spawn_blocking(move || next.spawn());
+                    let started = async move { started.await.map_err(io::Error::other)? };
+                    restarting = Some((Box::pin(started), ours));
                 }
                 done = async { restarting.as_mut().expect("guarded").0.as_mut().await },
                     if restarting.is_some() =>
