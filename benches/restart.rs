@@ -1,0 +1,331 @@
+//! Restarting an HTTP server under load, side by side: `io_fdpass::restart`,
+//! `fdpass hold` with `fetch`, a naive rebind, an `SO_REUSEPORT` overlap,
+//! `HAProxy`'s master-worker reload, nginx's binary upgrade, and a server
+//! never restarted, in one run on one machine.
+//!
+//! The load runs on 127.0.0.1 at a fixed request rate: with a new
+//! connection per request, then with keep-alive connections reused without
+//! pause. Every request is tried once and recorded: when it started, how
+//! long it took, and its outcome (answered, or refused, reset, timed out,
+//! cut short, a bad answer). Each mechanism gets the same number of
+//! restarts, spaced apart, in rounds that take the mechanisms in turn, so
+//! that the machine's bursts of noise fall on all of them alike.
+//!
+//! Per mechanism it prints the requests, the failures by kind, in
+//! keep-alive mode the connections closed by the server and those that
+//! moved to another process, how soon after the signal a new process
+//! answered; then p50, p99 and max latency of the requests started in the
+//! first 10 ms after a signal, in the second after it, and in steady state
+//! (more than a second after any), the ratio of p99 after a restart to
+//! steady, and how that ratio spread over the runs.
+//!
+//! `cargo bench --all-features --bench restart` (`-- --quick` for a short
+//! run; `-- --help` for the other knobs). It builds the servers it runs
+//! (`examples/restart.rs`, `examples/hyper_restart.rs` and `fdpass`) with
+//! `cargo build --release` first. `HAProxy` and nginx come from the system
+//! (`apt-get install haproxy nginx-light`); without them their rows say
+//! so. It prints figures and asserts nothing.
+
+#[cfg(all(target_os = "linux", feature = "tokio"))]
+#[path = "restart/load.rs"]
+mod load;
+#[cfg(all(target_os = "linux", feature = "tokio"))]
+#[path = "restart/mechanisms.rs"]
+mod mechanisms;
+#[cfg(all(target_os = "linux", feature = "tokio"))]
+#[path = "restart/report.rs"]
+mod report;
+
+#[cfg(all(target_os = "linux", feature = "tokio"))]
+fn main() {
+    linux::main();
+}
+
+#[cfg(not(all(target_os = "linux", feature = "tokio")))]
+fn main() {
+    eprintln!(
+        "restart: the benchmark runs on Linux with the tokio feature \
+         (cargo bench --all-features --bench restart)"
+    );
+}
+
+#[cfg(all(target_os = "linux", feature = "tokio"))]
+mod linux {
+    use std::path::PathBuf;
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    use io_fdpass_test_support::TempDir;
+
+    use crate::load::{Load, Mode};
+    use crate::mechanisms::{self, Kind, Programs};
+    use crate::report::{self, Run};
+
+    /// What to run.
+    struct Options {
+        rate: u32,
+        connections: usize,
+        restarts: usize,
+        spacing: Duration,
+        runs: usize,
+        modes: Vec<Mode>,
+        kinds: Vec<Kind>,
+    }
+
+    /// The steady time before the first restart.
+    const LEAD: Duration = Duration::from_secs(1);
+
+    const HELP: &str = "\
+restart benchmark: cargo bench --all-features --bench restart -- [OPTIONS]
+  --quick            1 run of 3 restarts 1.5 s apart (for CI)
+  --rate N           requests a second (3000)
+  --connections N    keep-alive connections (64)
+  --restarts N       restarts per run (10)
+  --spacing SECONDS  between restarts (2)
+  --runs N           runs of every mechanism (3)
+  --mode close|keep-alive   one mode only
+  --only NAME,...    these mechanisms only: restart, holder, naive,
+                     reuseport, haproxy, nginx, control";
+
+    fn options() -> Options {
+        let mut options = Options {
+            rate: 3000,
+            connections: 64,
+            restarts: 10,
+            spacing: Duration::from_secs(2),
+            runs: 3,
+            modes: Vec::new(),
+            kinds: Kind::ALL.to_vec(),
+        };
+        let mut mode = None;
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            let mut value = |what: &str| {
+                args.next()
+                    .unwrap_or_else(|| fail(&format!("{arg} needs {what}")))
+            };
+            match arg.as_str() {
+                "--quick" => {
+                    options.restarts = 3;
+                    options.spacing = Duration::from_millis(1500);
+                    options.runs = 1;
+                }
+                "--rate" => options.rate = number(&value("a rate")),
+                "--connections" => options.connections = number(&value("a count")),
+                "--restarts" => options.restarts = number(&value("a count")),
+                "--runs" => options.runs = number(&value("a count")),
+                "--spacing" => {
+                    let seconds: f64 = number(&value("seconds"));
+                    if seconds < 1.1 {
+                        fail("--spacing: at least 1.1 s, so that the second after a restart ends before the next");
+                    }
+                    options.spacing = Duration::from_secs_f64(seconds);
+                }
+                "--mode" => mode = Some(value("close or keep-alive")),
+                "--only" => {
+                    let names = value("names");
+                    options.kinds = names.split(',').map(kind_named).collect();
+                }
+                "--help" | "-h" => {
+                    println!("{HELP}");
+                    std::process::exit(0);
+                }
+                // cargo bench's own flag, and libtest's that it may pass.
+                _ if arg.starts_with("--") => {}
+                _ => fail(&format!("unknown argument {arg:?}")),
+            }
+        }
+        let keep = Mode::KeepAlive(options.connections);
+        options.modes = match mode.as_deref() {
+            None => vec![Mode::Close, keep],
+            Some("close") => vec![Mode::Close],
+            Some("keep-alive") => vec![keep],
+            Some(other) => fail(&format!("--mode {other:?}: close or keep-alive")),
+        };
+        options
+    }
+
+    fn fail(message: &str) -> ! {
+        eprintln!("restart: {message}\n{HELP}");
+        std::process::exit(64);
+    }
+
+    fn number<T: std::str::FromStr>(text: &str) -> T {
+        text.parse()
+            .unwrap_or_else(|_| fail(&format!("{text:?} is not a number")))
+    }
+
+    fn kind_named(name: &str) -> Kind {
+        match name {
+            "restart" => Kind::Restart,
+            "holder" => Kind::Holder,
+            "naive" => Kind::Naive,
+            "reuseport" => Kind::ReusePort,
+            "haproxy" => Kind::Haproxy,
+            "nginx" => Kind::Nginx,
+            "control" => Kind::Control,
+            _ => fail(&format!("no mechanism {name:?}")),
+        }
+    }
+
+    /// Builds the servers with cargo, as `cargo bench` built this program,
+    /// and finds them beside it.
+    fn programs() -> Programs {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args([
+                "build",
+                "--release",
+                "--quiet",
+                "--features",
+                "io-fdpass/tokio",
+            ])
+            .args([
+                "-p",
+                "io-fdpass",
+                "--example",
+                "restart",
+                "--example",
+                "hyper_restart",
+            ])
+            .args(["-p", "fdpass", "--bin", "fdpass"])
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build of the servers: {status}");
+        // This program is target/release/deps/restart-HASH.
+        let exe = std::env::current_exe().expect("this program's path");
+        let release: PathBuf = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .expect("target/release")
+            .to_owned();
+        Programs {
+            restart: release.join("examples/restart"),
+            hyper: release.join("examples/hyper_restart"),
+            fdpass: release.join("fdpass"),
+        }
+    }
+
+    fn installed(program: &str) -> bool {
+        Command::new(program)
+            .arg("-v")
+            .output()
+            .is_ok_and(|out| out.status.success())
+    }
+
+    pub fn main() {
+        let options = options();
+        // Every generation and daemon started comes back to this process
+        // when its parent exits, to be reaped.
+        // SAFETY: prctl with integer arguments only.
+        let set = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
+        assert_eq!(set, 0, "PR_SET_CHILD_SUBREAPER");
+        let programs = programs();
+        let kinds: Vec<Kind> = options
+            .kinds
+            .iter()
+            .copied()
+            .filter(|kind| match kind.needs() {
+                Some(program) if !installed(program) => {
+                    println!("{}: {program} is not installed; left out", kind.name());
+                    false
+                }
+                _ => true,
+            })
+            .collect();
+        for &mode in &options.modes {
+            let mut results: Vec<(Kind, Vec<Run>)> =
+                kinds.iter().map(|&kind| (kind, Vec::new())).collect();
+            for round in 0..options.runs {
+                // Each round in another order, so that none is always
+                // first after the previous one's stop.
+                let n = results.len();
+                for i in 0..n {
+                    let (kind, runs) = &mut results[(i + round) % n];
+                    let run = run_once(*kind, mode, &options, &programs);
+                    eprintln!(
+                        "round {}/{} {}: {} requests, {} failed",
+                        round + 1,
+                        options.runs,
+                        kind.name(),
+                        run.seen.records.len(),
+                        run.seen
+                            .records
+                            .iter()
+                            .filter(|r| r.outcome.is_err())
+                            .count()
+                    );
+                    runs.push(run);
+                }
+            }
+            let title = match mode {
+                Mode::Close => format!(
+                    "A new connection per request, {} requests/s; {} run(s) of {} restarts {:?} apart",
+                    options.rate, options.runs, options.restarts, options.spacing
+                ),
+                Mode::KeepAlive(n) => format!(
+                    "{n} keep-alive connections, {} requests/s in all; {} run(s) of {} restarts {:?} apart",
+                    options.rate, options.runs, options.restarts, options.spacing
+                ),
+            };
+            print!(
+                "{}",
+                report::table(&title, matches!(mode, Mode::KeepAlive(_)), &results)
+            );
+            print!(
+                "\n{}",
+                report::targets(matches!(mode, Mode::KeepAlive(_)), &results)
+            );
+            let failures = report::failures(&results);
+            if !failures.is_empty() {
+                print!("\nthe first failure of each kind:\n{failures}");
+            }
+        }
+        println!(
+            "\n\"serves after\": median time from the signal to the end of the first answer by a \
+             process that had not answered in the second before it."
+        );
+    }
+
+    /// One run of one mechanism: start it, load it, restart it
+    /// `options.restarts` times `options.spacing` apart, stop it.
+    fn run_once(kind: Kind, mode: Mode, options: &Options, programs: &Programs) -> Run {
+        let dir = TempDir::new("bench-restart");
+        let (mut server, addr) = match mechanisms::start(kind, mode, programs, dir.as_ref()) {
+            Ok(started) => started,
+            Err(e) => {
+                return Run {
+                    seen: crate::load::Seen::default(),
+                    signals: Vec::new(),
+                    restart_errors: vec![format!("it did not start: {e}")],
+                }
+            }
+        };
+        let t0 = Instant::now();
+        let load = Load::start(addr, mode, options.rate, t0);
+        let mut signals = Vec::new();
+        let mut restart_errors = Vec::new();
+        for i in 0..options.restarts {
+            sleep_until(t0 + LEAD + options.spacing * i as u32);
+            signals.push(t0.elapsed());
+            if let Err(e) = server.restart() {
+                restart_errors.push(e.to_string());
+            }
+            mechanisms::reap();
+        }
+        sleep_until(t0 + LEAD + options.spacing * options.restarts as u32);
+        let seen = load.finish();
+        server.stop();
+        mechanisms::reap();
+        Run {
+            seen,
+            signals,
+            restart_errors,
+        }
+    }
+
+    fn sleep_until(at: Instant) {
+        std::thread::sleep(at.saturating_duration_since(Instant::now()));
+    }
+}
