@@ -151,11 +151,9 @@ mod unix {
                         .fd("http", listener.as_ref().expect("serving"))?
                         .fd(HANDOFF, &theirs)?;
                     drop(theirs);
-                    // Started off the serving thread: its fork and
-                    // preparation do not hold the requests up.
-                    let started = tokio::task::spawn_blocking(move || next.spawn());
-                    let started = async move { started.await.map_err(io::Error::other)? };
-                    restarting = Some((Box::pin(started), ours));
+                    // `spawn_async` forks on a blocking thread: the
+                    // requests in hand are not held up meanwhile.
+                    restarting = Some((Box::pin(next.spawn_async()), ours));
                 }
                 done = async { restarting.as_mut().expect("guarded").0.as_mut().await },
                     if restarting.is_some() =>

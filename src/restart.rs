@@ -437,12 +437,13 @@ impl Restart {
     /// it never blocks the runtime's thread while it waits, and gives the
     /// same result.
     ///
-    /// The `fork` and `exec` of the next generation happen when it is
-    /// first polled, as with `tokio::process`; the wait for `READY=1` is a
-    /// wait for the notify socket to be readable, in slices of 50 ms that
-    /// look whether the next generation has exited. The next generation's
-    /// killing and reaping, after an error, run on tokio's blocking
-    /// threads. Dropping the future before it is done kills the next
+    /// The `fork` and `exec` of the next generation, and the preparation
+    /// before them, run on tokio's blocking threads once it is first
+    /// polled, so that the runtime's threads serve on meanwhile; the wait
+    /// for `READY=1` is a wait for the notify socket to be readable, in
+    /// slices of 50 ms that look whether the next generation has exited.
+    /// The next generation's killing and reaping, after an error, run on
+    /// tokio's blocking threads too. Dropping the future before it is done kills the next
     /// generation, as an error would.
     ///
     /// # Errors
@@ -503,10 +504,19 @@ impl Restart {
         use tokio::io::unix::AsyncFd;
         use tokio::io::Interest;
 
+        // The fork and the preparation before it take milliseconds; on a
+        // blocking thread they hold up none of the requests this runtime
+        // serves meanwhile. Dropped before it is done, the task still ends,
+        // and dropping what it started kills and reaps it there; a next
+        // generation being killed can no longer be ready, so the claim
+        // goes with the future.
         let _running = Running::claim()?;
-        let starting = Starting::start(&self)?;
-        drop(self);
-        let starting = Reaped(Some(starting));
+        let started = tokio::task::spawn_blocking(move || {
+            let starting = Starting::start(&self);
+            drop(self);
+            starting
+        });
+        let starting = Reaped(Some(started.await.map_err(io::Error::other)??));
         let result = async {
             let starting = starting.0.as_ref().expect("taken only below");
             // SAFETY: the borrowed fd is open for as long as `socket`, which
