@@ -160,14 +160,13 @@ mod fd_kind;
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing;
-#[cfg(unix)]
+#[cfg_attr(windows, path = "holder/windows.rs")]
 pub mod holder;
 #[cfg(unix)]
 mod many;
 mod names;
 #[cfg_attr(windows, path = "notify/windows.rs")]
 pub mod notify;
-#[cfg(unix)]
 mod peer;
 #[cfg(unix)]
 pub mod process;
@@ -202,8 +201,11 @@ pub use deadline::Deadline;
 pub use fd_kind::{FdKind, SocketAddress, SocketFamily, SocketInfo, SocketType};
 #[cfg(unix)]
 pub use many::{recv_many, send_many, ReceivedMany, MAX_BURST};
+#[cfg(windows)]
+pub use peer::current_user;
 #[cfg(unix)]
-pub use peer::{peer_credentials, refuse_fds, PeerCredentials, PeerTrust};
+pub use peer::refuse_fds;
+pub use peer::{peer_credentials, PeerCredentials, PeerTrust};
 pub use received::Received;
 #[cfg(unix)]
 pub use unix::{recv_batch, recv_fd, recv_fds, send_batch, send_fd, send_fds, FdPassExt, MAX_FDS};

@@ -1,16 +1,54 @@
-//! Who is at the other end of a unix socket, whom to trust there, and
-//! refusing fds on one.
+//! Who is at the other end of a unix socket (on Windows, of a local
+//! connection), whom to trust there, and refusing fds on one.
 
 use std::io;
+#[cfg(unix)]
 use std::os::fd::{AsFd, OwnedFd};
+#[cfg(windows)]
+use std::os::windows::io::AsSocket;
 
 use crate::sys;
+
+/// A user, as the OS names one: a uid on Unix, a SID's string form
+/// (`S-1-5-21-…`) on Windows.
+#[cfg(unix)]
+type User = u32;
+#[cfg(windows)]
+type User = String;
+
+/// The user every OS trusts: root, and Windows's `LocalSystem`.
+#[cfg(unix)]
+fn is_superuser(user: &User) -> bool {
+    *user == 0
+}
+#[cfg(windows)]
+fn is_superuser(user: &User) -> bool {
+    user == SYSTEM
+}
+
+/// The SID of Windows's `LocalSystem` account, its root.
+#[cfg(windows)]
+const SYSTEM: &str = "S-1-5-18";
+
+/// A user in words, as a refusal names it.
+#[cfg(unix)]
+fn user_words(user: &User) -> String {
+    format!("uid {user}")
+}
+#[cfg(windows)]
+fn user_words(user: &User) -> String {
+    format!("user {user}")
+}
+
+/// The superuser in words.
+const SUPERUSER: &str = if cfg!(windows) { "SYSTEM" } else { "root" };
 
 /// The credentials of a unix socket's peer, as the kernel recorded them
 /// when the connection was made (or, for a socket pair, created).
 ///
 /// From `SO_PEERCRED` on Linux, `getpeereid` on macOS and the BSDs, and
 /// `getpeerucred` on illumos.
+#[cfg(unix)]
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct PeerCredentials {
@@ -26,6 +64,62 @@ pub struct PeerCredentials {
     /// which names that process and no later one of the same pid. Close-on-
     /// exec.
     pub pidfd: Option<OwnedFd>,
+}
+
+/// The process and user at the other end of a local connection, on
+/// Windows.
+///
+/// The pid comes from `SIO_AF_UNIX_GETPEERPID` on an `AF_UNIX` socket, and
+/// for loopback TCP from the machine's connection table
+/// (`GetExtendedTcpTable`), whose row for the peer's end of this
+/// connection (its local address and port are this socket's remote ones,
+/// and the other way round) names the process that owns it. The user is
+/// that process's token's: `OpenProcess`, `OpenProcessToken`,
+/// `GetTokenInformation(TokenUser)`, as a SID string. Unlike Unix's
+/// credentials these are read when asked, not when the connection was
+/// made: a peer that exits, and whose pid goes to another process, in
+/// between would be taken for that process; a holder checks at once.
+#[cfg(windows)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerCredentials {
+    /// The user the peer process runs as: its SID, `S-1-5-21-…`.
+    pub user: String,
+    /// The peer's process id.
+    pub pid: Option<u32>,
+}
+
+/// Reads the process and user at the other end of `socket`, a connected
+/// socket to a process on this machine (see [`PeerCredentials`]).
+///
+/// # Errors
+///
+/// [`ErrorKind::PermissionDenied`](io::ErrorKind::PermissionDenied) when
+/// no process of this machine owns the other end (a remote peer, or a
+/// connection already gone), and the error of opening that process or its
+/// token.
+#[cfg(windows)]
+pub fn peer_credentials(socket: impl AsSocket) -> io::Result<PeerCredentials> {
+    let Some(pid) = sys::peer_pid(socket.as_socket()) else {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "no process of this machine owns the other end of the connection: the peer cannot be checked",
+        ));
+    };
+    Ok(PeerCredentials {
+        user: sys::process_user(pid)?,
+        pid: Some(pid),
+    })
+}
+
+/// The user this process runs as: its token's SID.
+///
+/// # Errors
+///
+/// The error of opening this process's token.
+#[cfg(windows)]
+pub fn current_user() -> io::Result<String> {
+    sys::process_user(sys::current_pid())
 }
 
 /// Reads the credentials of the peer of `socket`, a connected unix socket.
@@ -45,6 +139,7 @@ pub struct PeerCredentials {
 /// assert_eq!(peer.uid, rustix::process::getuid().as_raw());
 /// # Ok::<(), std::io::Error>(())
 /// ```
+#[cfg(unix)]
 pub fn peer_credentials(socket: impl AsFd) -> io::Result<PeerCredentials> {
     let socket = socket.as_fd();
     let (uid, gid, pid) = sys::peer_credentials(socket)?;
@@ -78,6 +173,7 @@ pub fn peer_credentials(socket: impl AsFd) -> io::Result<PeerCredentials> {
 /// }
 /// # Ok::<(), std::io::Error>(())
 /// ```
+#[cfg(unix)]
 pub fn refuse_fds(socket: impl AsFd) -> io::Result<bool> {
     sys::refuse_fds(socket.as_fd())
 }
@@ -89,13 +185,19 @@ pub fn refuse_fds(socket: impl AsFd) -> io::Result<bool> {
 /// the client that connected.
 ///
 /// A peer is trusted when its uid (from [`peer_credentials`]) is this
-/// process's real uid, 0, or one allowed with [`PeerTrust::allow_uid`], or
-/// its gid is one allowed with [`PeerTrust::allow_gid`]. Its `Display`
+/// process's real uid, 0, or one allowed with `PeerTrust::allow_uid`, or
+/// its gid is one allowed with `PeerTrust::allow_gid`. Its `Display`
 /// says whom it trusts: `uid 1000 and root`.
+///
+/// On Windows the same rule holds of users named by SIDs: a peer is
+/// trusted when its process runs as this process's user, as `LocalSystem`
+/// (`S-1-5-18`, Windows's root), or as one allowed with
+/// `PeerTrust::allow_user`; there are no groups to allow.
 ///
 /// # Examples
 ///
 /// ```
+/// # #[cfg(unix)] {
 /// use std::os::unix::net::UnixStream;
 /// use io_fdpass::{peer_credentials, PeerTrust};
 ///
@@ -106,12 +208,14 @@ pub fn refuse_fds(socket: impl AsFd) -> io::Result<bool> {
 /// // Trust for a service account as well.
 /// let trust = PeerTrust::new().allow_uid(999).allow_gid(33);
 /// assert!(trust.trusts(&peer));
+/// # }
 /// # Ok::<(), std::io::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerTrust {
-    own_uid: u32,
-    uids: Vec<u32>,
+    own: User,
+    users: Vec<User>,
+    #[cfg(unix)]
     gids: Vec<u32>,
 }
 
@@ -122,32 +226,66 @@ impl Default for PeerTrust {
 }
 
 impl PeerTrust {
-    /// Trusts this process's user (its real uid, `getuid(2)`) and root.
+    /// Trusts this process's user (its real uid, `getuid(2)`; on Windows
+    /// its token's SID) and root (on Windows, `LocalSystem`).
     #[must_use]
+    #[cfg(unix)]
     pub fn new() -> PeerTrust {
-        PeerTrust::of_uid(rustix::process::getuid().as_raw())
+        PeerTrust::of_user(rustix::process::getuid().as_raw())
     }
 
-    /// Trusts `uid` and root, as a process of `uid` does.
-    fn of_uid(uid: u32) -> PeerTrust {
+    /// Trusts this process's user (its real uid, `getuid(2)`; on Windows
+    /// its token's SID) and root (on Windows, `LocalSystem`). Where this
+    /// process's token cannot be read, only `LocalSystem`.
+    #[must_use]
+    #[cfg(windows)]
+    pub fn new() -> PeerTrust {
+        PeerTrust::of_user(current_user().unwrap_or_else(|_| SYSTEM.to_owned()))
+    }
+
+    /// Trusts `user` and root, as a process of `user` does.
+    fn of_user(user: User) -> PeerTrust {
         PeerTrust {
-            own_uid: uid,
-            uids: Vec::new(),
+            own: user,
+            users: Vec::new(),
+            #[cfg(unix)]
             gids: Vec::new(),
         }
     }
 
-    /// Also trusts a peer whose effective uid is `uid`.
-    #[must_use]
-    pub fn allow_uid(mut self, uid: u32) -> PeerTrust {
-        if !self.uids.contains(&uid) {
-            self.uids.push(uid);
+    /// Also trusts `user`.
+    fn allow(mut self, user: User) -> PeerTrust {
+        if !self.users.contains(&user) {
+            self.users.push(user);
         }
         self
     }
 
+    /// Also trusts a peer whose effective uid is `uid`.
+    #[must_use]
+    #[cfg(unix)]
+    pub fn allow_uid(self, uid: u32) -> PeerTrust {
+        self.allow(uid)
+    }
+
+    /// Also trusts a peer whose process runs as the user of SID `sid`
+    /// (`S-1-5-21-…`), on Windows.
+    #[must_use]
+    #[cfg(windows)]
+    pub fn allow_user(self, sid: impl Into<String>) -> PeerTrust {
+        self.allow(sid.into())
+    }
+
+    /// Also trusts each of `sids`, on Windows.
+    #[must_use]
+    #[cfg(windows)]
+    pub fn allow_users(self, sids: impl IntoIterator<Item = impl Into<String>>) -> PeerTrust {
+        sids.into_iter().fold(self, PeerTrust::allow_user)
+    }
+
     /// Also trusts a peer whose effective gid is `gid`.
     #[must_use]
+    #[cfg(unix)]
     pub fn allow_gid(mut self, gid: u32) -> PeerTrust {
         if !self.gids.contains(&gid) {
             self.gids.push(gid);
@@ -157,12 +295,14 @@ impl PeerTrust {
 
     /// Also trusts each of `uids`.
     #[must_use]
+    #[cfg(unix)]
     pub fn allow_uids(self, uids: impl IntoIterator<Item = u32>) -> PeerTrust {
         uids.into_iter().fold(self, PeerTrust::allow_uid)
     }
 
     /// Also trusts each of `gids`.
     #[must_use]
+    #[cfg(unix)]
     pub fn allow_gids(self, gids: impl IntoIterator<Item = u32>) -> PeerTrust {
         gids.into_iter().fold(self, PeerTrust::allow_gid)
     }
@@ -170,10 +310,20 @@ impl PeerTrust {
     /// Whether `peer` is trusted.
     #[must_use]
     pub fn trusts(&self, peer: &PeerCredentials) -> bool {
-        peer.uid == self.own_uid
-            || peer.uid == 0
-            || self.uids.contains(&peer.uid)
-            || self.gids.contains(&peer.gid)
+        let user = peer_user(peer);
+        *user == self.own
+            || is_superuser(user)
+            || self.users.contains(user)
+            || self.trusts_group(peer)
+    }
+
+    #[cfg(unix)]
+    fn trusts_group(&self, peer: &PeerCredentials) -> bool {
+        self.gids.contains(&peer.gid)
+    }
+    #[cfg(windows)]
+    fn trusts_group(&self, _: &PeerCredentials) -> bool {
+        false
     }
 
     /// Checks that `peer` is trusted.
@@ -183,7 +333,9 @@ impl PeerTrust {
     /// [`ErrorKind::PermissionDenied`](io::ErrorKind::PermissionDenied)
     /// when it is not, with a message that says who the peer is and whom
     /// this trusts: `the peer runs as uid 65534 (gid 65534), and only uid
-    /// 1000 and root are trusted`.
+    /// 1000 and root are trusted`; on Windows `the peer runs as user
+    /// S-1-5-21-…-1001 (pid 42), and only user S-1-5-21-…-1000 and SYSTEM
+    /// are trusted`.
     ///
     /// # Examples
     ///
@@ -192,36 +344,52 @@ impl PeerTrust {
         if self.trusts(peer) {
             return Ok(());
         }
+        #[cfg(unix)]
         let pid = peer.pid.map_or(String::new(), |pid| format!(", pid {pid}"));
         let verb = if self.described().len() == 1 {
             "is"
         } else {
             "are"
         };
+        #[cfg(unix)]
+        let who = format!("uid {} (gid {}{pid})", peer.uid, peer.gid);
+        #[cfg(windows)]
+        let who = match peer.pid {
+            Some(pid) => format!("user {} (pid {pid})", peer.user),
+            None => format!("user {}", peer.user),
+        };
         Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
-            format!(
-                "the peer runs as uid {} (gid {}{pid}), and only {self} {verb} trusted",
-                peer.uid, peer.gid
-            ),
+            format!("the peer runs as {who}, and only {self} {verb} trusted"),
         ))
     }
 
     /// Each one trusted, in words.
     fn described(&self) -> Vec<String> {
         let mut whom = Vec::new();
-        if self.own_uid != 0 {
-            whom.push(format!("uid {}", self.own_uid));
+        if !is_superuser(&self.own) {
+            whom.push(user_words(&self.own));
         }
-        whom.push("root".to_owned());
+        whom.push(SUPERUSER.to_owned());
         let more = self
-            .uids
+            .users
             .iter()
-            .filter(|&&uid| uid != 0 && uid != self.own_uid);
-        whom.extend(more.map(|uid| format!("uid {uid}")));
+            .filter(|&user| !is_superuser(user) && *user != self.own);
+        whom.extend(more.map(user_words));
+        #[cfg(unix)]
         whom.extend(self.gids.iter().map(|gid| format!("gid {gid}")));
         whom
     }
+}
+
+/// The user of `peer`.
+#[cfg(unix)]
+fn peer_user(peer: &PeerCredentials) -> &User {
+    &peer.uid
+}
+#[cfg(windows)]
+fn peer_user(peer: &PeerCredentials) -> &User {
+    &peer.user
 }
 
 impl std::fmt::Display for PeerTrust {
@@ -235,7 +403,7 @@ impl std::fmt::Display for PeerTrust {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 
@@ -250,7 +418,7 @@ mod tests {
 
     #[test]
     fn own_uid_and_root_are_trusted_and_others_when_allowed() {
-        let trust = PeerTrust::of_uid(1000);
+        let trust = PeerTrust::of_user(1000);
         assert!(trust.trusts(&peer(1000, 1000)));
         assert!(trust.trusts(&peer(0, 0)));
         assert!(!trust.trusts(&peer(1001, 1000)));
@@ -262,7 +430,7 @@ mod tests {
 
     #[test]
     fn a_refusal_says_who_the_peer_is_and_whom_this_trusts() {
-        let err = PeerTrust::of_uid(1000)
+        let err = PeerTrust::of_user(1000)
             .check(&peer(65534, 65533))
             .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
@@ -270,9 +438,9 @@ mod tests {
             err.to_string(),
             "the peer runs as uid 65534 (gid 65533, pid 42), and only uid 1000 and root are trusted"
         );
-        let err = PeerTrust::of_uid(0).check(&peer(7, 7)).unwrap_err();
+        let err = PeerTrust::of_user(0).check(&peer(7, 7)).unwrap_err();
         assert!(err.to_string().ends_with("only root is trusted"), "{err}");
-        let trust = PeerTrust::of_uid(1000)
+        let trust = PeerTrust::of_user(1000)
             .allow_uids([0, 1000, 5, 5])
             .allow_gids([33]);
         assert_eq!(trust.to_string(), "uid 1000, root, uid 5 and gid 33");

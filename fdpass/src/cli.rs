@@ -310,6 +310,7 @@ pub struct StoreArgs {
     #[arg(value_parser = parse_name)]
     pub name: String,
     /// The fd number, open in the shell that runs fdpass.
+    #[cfg(unix)]
     #[arg(value_parser = clap::value_parser!(i32).range(0..))]
     pub fd: i32,
     /// Drop it after this long (90, 90s, 5m, 2h).
@@ -397,14 +398,24 @@ pub struct HelpArgs {
 #[derive(Args, Debug)]
 pub struct HolderArgs {
     /// The holder's socket: a path, or @NAME in the abstract namespace.
+    #[cfg(unix)]
+    pub socket: SocketName,
+    /// The holder's address: tcp:127.0.0.1:PORT.
+    #[cfg(windows)]
     pub socket: SocketName,
     /// Give up after this long (e.g. 500ms, 5s, 1m).
     #[arg(long, value_name = "DURATION", default_value = DEFAULT_TIMEOUT.as_str(), value_parser = parse_timeout)]
     pub timeout: Duration,
     /// Also trust a holder running as this uid (repeatable); by default
     /// only one of this user or root.
+    #[cfg(unix)]
     #[arg(long = "holder-uid", value_name = "UID")]
     pub holder_uids: Vec<u32>,
+    /// Also trust a holder running as the user of this SID (repeatable);
+    /// by default only one of this user or SYSTEM.
+    #[cfg(windows)]
+    #[arg(long = "holder-user", value_name = "SID")]
+    pub holder_users: Vec<String>,
 }
 
 // `-v`, on the subcommands that have something to log. (Not a doc
@@ -421,19 +432,31 @@ pub struct LogArgs {
 #[derive(Args, Debug)]
 pub struct HoldArgs {
     /// Where to listen: a path, or @NAME in the abstract namespace.
+    #[cfg(unix)]
+    pub socket: SocketName,
+    /// Where to listen: tcp:127.0.0.1:PORT.
+    #[cfg(windows)]
     pub socket: SocketName,
     /// Also serve this user id (repeatable).
+    #[cfg(unix)]
     #[arg(long = "allow-uid", value_name = "UID")]
     pub allow_uids: Vec<u32>,
     /// Also serve this group, by name or number (repeatable).
+    #[cfg(unix)]
     #[arg(long = "allow-gid", value_name = "GROUP")]
     pub allow_gids: Vec<String>,
+    /// Also serve the user of this SID (repeatable).
+    #[cfg(windows)]
+    #[arg(long = "allow-user", value_name = "SID")]
+    pub allow_users: Vec<String>,
     /// The socket file's mode, in octal (default 0600, widened for
     /// --allow-uid and --allow-gid).
+    #[cfg(unix)]
     #[arg(long, value_name = "MODE", value_parser = parse_mode)]
     pub mode: Option<u32>,
     /// The socket file's group, by name or number (default: the first
     /// --allow-gid).
+    #[cfg(unix)]
     #[arg(long, value_name = "GROUP")]
     pub group: Option<String>,
     /// The most names held at once.
@@ -441,6 +464,7 @@ pub struct HoldArgs {
     pub max_names: usize,
     /// Take over every fd the holder at `OTHER_SOCKET` holds, with its name
     /// and lifetime, before serving (that holder keeps its copies).
+    #[cfg(unix)]
     #[arg(long, value_name = "OTHER_SOCKET")]
     pub from: Option<SocketName>,
     /// How long a client has for its whole request and answer.
@@ -559,6 +583,7 @@ fn format_duration(duration: Duration) -> String {
 }
 
 /// Parses a file mode in octal: `600`, `0660`, `0o666`.
+#[cfg(unix)]
 fn parse_mode(text: &str) -> Result<u32, String> {
     let digits = text.strip_prefix("0o").unwrap_or(text);
     match u32::from_str_radix(digits, 8) {
@@ -641,6 +666,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(unix)]
     fn modes_are_octal() {
         assert_eq!(parse_mode("600"), Ok(0o600));
         assert_eq!(parse_mode("0660"), Ok(0o660));

@@ -2,7 +2,10 @@
 //! what its errors mean as exit statuses.
 
 use std::io;
+#[cfg(unix)]
 use std::os::fd::BorrowedFd;
+#[cfg(windows)]
+use std::os::windows::io::BorrowedSocket;
 use std::time::Duration;
 
 use io_fdpass::holder::protocol::{Lifetime, Refusal};
@@ -12,20 +15,42 @@ use io_fdpass::PeerTrust;
 use crate::address::{SocketName, STARTUP_GRACE};
 use crate::fail::{self, Failure, Party, Result};
 
-/// The library's client for the holder at `socket`.
+/// The library's client for the holder at `socket`, which trusts a holder
+/// of this user, root, or one of `holder_uids`.
+#[cfg(unix)]
 pub fn client(socket: &SocketName, timeout: Duration, holder_uids: &[u32]) -> Client {
+    let trust = PeerTrust::new().allow_uids(holder_uids.iter().copied());
+    client_trusting(socket, timeout, trust)
+}
+
+/// The library's client for the holder at `socket`, which trusts a holder
+/// of this user, SYSTEM, or one of `holder_users` (SIDs).
+#[cfg(windows)]
+pub fn client(socket: &SocketName, timeout: Duration, holder_users: &[String]) -> Client {
+    let trust = PeerTrust::new().allow_users(holder_users.iter().cloned());
+    client_trusting(socket, timeout, trust)
+}
+
+fn client_trusting(socket: &SocketName, timeout: Duration, trust: PeerTrust) -> Client {
     Client::new(socket.client_path())
         .timeout(timeout)
         .startup_grace(STARTUP_GRACE)
-        .trust(PeerTrust::new().allow_uids(holder_uids.iter().copied()))
+        .trust(trust)
 }
+
+/// What `store` gives the holder: an fd, or on Windows a socket.
+#[cfg(unix)]
+pub type Stored<'a> = BorrowedFd<'a>;
+/// What `store` gives the holder: an fd, or on Windows a socket.
+#[cfg(windows)]
+pub type Stored<'a> = BorrowedSocket<'a>;
 
 /// `fdpass store`.
 pub fn store(
     client: &Client,
     socket: &SocketName,
     name: &str,
-    fd: BorrowedFd<'_>,
+    fd: Stored<'_>,
     lifetime: Lifetime,
 ) -> Result<()> {
     client

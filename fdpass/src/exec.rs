@@ -1,12 +1,18 @@
 //! The fds of this process named on the command line, and running a command
 //! with fds laid out by the socket-activation convention.
 
+#[cfg(unix)]
 use std::ffi::{OsStr, OsString};
+#[cfg(unix)]
 use std::io::ErrorKind;
+#[cfg(unix)]
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+#[cfg(unix)]
 use std::path::{Path, PathBuf};
 
+#[cfg(unix)]
 use io_fdpass::activation::{find_program, Command};
+#[cfg(unix)]
 use rustix::io::{fcntl_setfd, FdFlags};
 
 use crate::fail::{self, Failure, Result};
@@ -15,11 +21,13 @@ use crate::fail::{self, Failure, Result};
 /// inherited from the shell, checked open when it was named. It lends the
 /// fd for no longer than it lives itself, and never closes it: the fd may
 /// be one of 0–2, which the process goes on using.
+#[cfg(unix)]
 #[derive(Debug)]
 pub struct Inherited(RawFd);
 
 /// Checks that fd `fd` of this process is open and inherited, not std's
 /// stand-in for a standard fd the shell had closed.
+#[cfg(unix)]
 pub fn inherited(fd: RawFd) -> Result<Inherited> {
     if fd < 0 {
         return Err(Failure::new(
@@ -48,6 +56,7 @@ pub fn inherited(fd: RawFd) -> Result<Inherited> {
     }
 }
 
+#[cfg(unix)]
 impl AsFd for Inherited {
     fn as_fd(&self) -> BorrowedFd<'_> {
         // SAFETY: `inherited` checked with F_GETFD that the fd was open
@@ -60,6 +69,7 @@ impl AsFd for Inherited {
     }
 }
 
+#[cfg(unix)]
 impl AsRawFd for Inherited {
     fn as_raw_fd(&self) -> RawFd {
         self.0
@@ -92,6 +102,7 @@ pub fn fd_names(
 /// Finds the program `name` names, as the shell does
 /// (`io_fdpass::activation::find_program`): 127 when there is none, 126
 /// when it cannot be run.
+#[cfg(unix)]
 pub fn find(name: &OsStr) -> Result<PathBuf> {
     find_program(name).map_err(|err| match err.kind() {
         ErrorKind::PermissionDenied => Failure::new(
@@ -116,6 +127,7 @@ pub fn find(name: &OsStr) -> Result<PathBuf> {
 /// shell had closed. `fds` must be all that the caller still holds above
 /// 2: the numbers 3, 4, … are taken over whatever they hold. Returns only
 /// on failure.
+#[cfg(unix)]
 pub fn exec_with_fds(
     fds: Vec<OwnedFd>,
     names: &[String],
@@ -144,6 +156,7 @@ pub fn exec_with_fds(
 /// with `fds`, where nothing is lost yet: the names, the program, and that
 /// this process has room to lay the fds out by the library's rule
 /// (`io_fdpass::activation::Command::check`, the rule its `exec` keeps).
+#[cfg(unix)]
 pub fn check_with_fds(
     fds: &[OwnedFd],
     names: &[String],
@@ -165,6 +178,7 @@ pub fn check_with_fds(
 }
 
 /// `command` with `fds` named by `names`, and the variables of `env`.
+#[cfg(unix)]
 fn command_with_fds<'a>(
     fds: &'a [OwnedFd],
     names: &[String],
@@ -187,6 +201,7 @@ fn command_with_fds<'a>(
 /// Marks close-on-exec each of fds 0–2 that the shell had closed, where
 /// std opened /dev/null in its place, so that the command finds it closed
 /// too.
+#[cfg(unix)]
 pub fn close_standard_fds_closed_at_start() -> std::io::Result<()> {
     for fd in (0..=2).filter(|&fd| crate::output::closed_at_start(fd)) {
         // SAFETY: std opened /dev/null at `fd`, which it keeps open for
@@ -194,4 +209,46 @@ pub fn close_standard_fds_closed_at_start() -> std::io::Result<()> {
         fcntl_setfd(unsafe { BorrowedFd::borrow_raw(fd) }, FdFlags::CLOEXEC)?;
     }
     Ok(())
+}
+
+/// Runs `command` with `sockets` named by `names`, handed over by the
+/// protocol of `io_fdpass::activation` on Windows (systemfd's, with
+/// `LISTEN_FDS` and `LISTEN_FDNAMES` beside it), and waits for it: its exit
+/// status, as a [`Failure`] with no message, passed on. Windows has no
+/// exec: fdpass stays, as the command's parent. `handed_over` runs once the
+/// command has its sockets (or has ended without asking for them): a
+/// take's commit; its failure ends the command.
+#[cfg(windows)]
+pub fn run_with_sockets(
+    sockets: &[impl std::os::windows::io::AsSocket],
+    names: &[String],
+    command: &[std::ffi::OsString],
+    handed_over: impl FnOnce(std::io::Result<()>) -> Result<()>,
+) -> Failure {
+    let mut run = io_fdpass::activation::Command::new(&command[0]).args(&command[1..]);
+    for (name, socket) in names.iter().zip(sockets) {
+        run = match run.fd(name, socket) {
+            Ok(run) => run,
+            Err(err) => return Failure::new(fail::USAGE, err.to_string()),
+        };
+    }
+    let mut child = match run.spawn() {
+        Ok(child) => child,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            return Failure::new(fail::NOT_FOUND, format!("command not found: {err}"))
+        }
+        Err(err) => return Failure::new(fail::CANNOT_EXECUTE, err.to_string()),
+    };
+    if let Err(failure) = handed_over(child.wait_handover()) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return failure;
+    }
+    match child.wait() {
+        Ok(status) => Failure::exited(status),
+        Err(err) => Failure::os(
+            format!("cannot wait for {}", command[0].to_string_lossy()),
+            err,
+        ),
+    }
 }

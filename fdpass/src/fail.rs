@@ -17,7 +17,8 @@ pub const DATA: u8 = 65;
 pub const NO_INPUT: u8 = 66;
 /// No peer at the socket: nothing listening, or the holder is not running.
 pub const UNAVAILABLE: u8 = 69;
-/// A system call failed.
+/// A system call failed, or the OS lacks what the command needs (on
+/// Windows: `send`, `recv`, `adopt` and `fds`).
 pub const OS: u8 = 71;
 /// A socket could not be created: its path is taken.
 pub const CANT_CREATE: u8 = 73;
@@ -47,7 +48,7 @@ Exit status:
        and fds, no such process, fd, or socket listening at the address
   69   no peer: nothing listens at the socket, or the holder is not running
   71   a system call failed, or the kernel lacks it (adopt: pidfd_getfd,
-       Linux 5.6)
+       Linux 5.6); on Windows, send, recv, adopt and fds, which it cannot do
   73   the socket path is taken (by a file, or by a live socket)
   74   stdout or stderr could not be written (closed, or full)
   75   timed out: the peer did not answer within --timeout
@@ -63,6 +64,9 @@ Exit status:
 /// Whom an error speaks of, which decides what its kind means for the exit
 /// status: `InvalidData` from a holder is a broken protocol (76), from a
 /// peer that passes fds something malformed (65).
+// On Windows no command reads another process's fds or speaks to a
+// plain peer.
+#[cfg_attr(windows, allow(dead_code))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Party {
     /// This process's own system calls: files, listening sockets, signals.
@@ -111,12 +115,25 @@ pub struct Failure {
     pub message: String,
 }
 
+#[cfg_attr(windows, allow(dead_code))]
 impl Failure {
     pub fn new(code: u8, message: impl Into<String>) -> Self {
         Failure {
             code,
             message: message.into(),
         }
+    }
+
+    /// The exit status of a command that fdpass ran and waited for (on
+    /// Windows, where it cannot take the command's place): passed on as
+    /// it is, with no message, as an exec would; an exit code above 255
+    /// becomes 255.
+    #[cfg(windows)]
+    pub fn exited(status: std::process::ExitStatus) -> Self {
+        let code = status
+            .code()
+            .map_or(255, |code| u8::try_from(code).unwrap_or(255));
+        Failure::new(code, "")
     }
 
     /// An OS error while doing `what`.
@@ -143,6 +160,15 @@ impl fmt::Display for Failure {
 }
 
 pub type Result<T> = std::result::Result<T, Failure>;
+
+/// The refusal of a command that Windows cannot do, and why.
+#[cfg(windows)]
+pub fn not_on_windows(command: &str, why: &str) -> Failure {
+    Failure::new(
+        OS,
+        format!("fdpass {command} does not run on Windows: {why}; listen, hold, store, fetch, list and drop do"),
+    )
+}
 
 #[cfg(test)]
 mod tests {

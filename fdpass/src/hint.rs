@@ -60,6 +60,12 @@ mod tests {
         separator_hint(&args)
     }
 
+    /// A socket as each OS's command line takes it.
+    #[cfg(unix)]
+    const SOCKET: &str = "/tmp/s";
+    #[cfg(windows)]
+    const SOCKET: &str = "tcp:127.0.0.1:7000";
+
     #[test]
     fn the_hint_puts_the_separator_where_the_line_parses() {
         assert_eq!(
@@ -67,22 +73,25 @@ mod tests {
             Some("put `--` before the command to run: fdpass listen tcp:127.0.0.1:8080 -- python3 server.py")
         );
         assert_eq!(
-            hint("fdpass -v recv /tmp/s -n 2 sh -c x=$1").as_deref(),
-            Some("put `--` before the command to run: fdpass -v recv /tmp/s -n 2 -- sh -c 'x=$1'")
+            hint(&format!("fdpass -v recv {SOCKET} -n 2 sh -c x=$1")).as_deref(),
+            Some(format!("put `--` before the command to run: fdpass -v recv {SOCKET} -n 2 -- sh -c 'x=$1'").as_str())
         );
         assert_eq!(
-            hint("fdpass fetch /tmp/s web server").as_deref(),
-            Some("put `--` before the command to run: fdpass fetch /tmp/s web -- server")
+            hint(&format!("fdpass fetch {SOCKET} web server")).as_deref(),
+            Some(
+                format!("put `--` before the command to run: fdpass fetch {SOCKET} web -- server")
+                    .as_str()
+            )
         );
         // No command to run, a separator already there, or a line that
         // no separator mends.
         for line in [
-            "fdpass list /tmp/s extra",
-            "fdpass listen tcp:nohost -- true",
-            "fdpass listen tcp:nohost true",
-            "fdpass frobnicate x",
+            format!("fdpass list {SOCKET} extra"),
+            "fdpass listen tcp:nohost -- true".to_owned(),
+            "fdpass listen tcp:nohost true".to_owned(),
+            "fdpass frobnicate x".to_owned(),
         ] {
-            assert_eq!(hint(line), None, "{line}");
+            assert_eq!(hint(&line), None, "{line}");
         }
     }
 }

@@ -16,9 +16,7 @@
 // The start is fdpass's own there (see `start`).
 #![cfg_attr(all(target_os = "linux", target_env = "gnu", not(test)), no_main)]
 
-#[cfg(not(unix))]
-compile_error!("fdpass passes fds over unix sockets: it runs on Unix only");
-
+#[cfg_attr(windows, path = "address_windows.rs")]
 mod address;
 mod cli;
 mod client;
@@ -27,6 +25,7 @@ mod exec;
 mod fail;
 mod hint;
 mod output;
+#[cfg(unix)]
 mod quick;
 #[cfg(all(target_os = "linux", target_env = "gnu", not(test)))]
 mod start;
@@ -47,12 +46,18 @@ fn main() -> std::process::ExitCode {
 /// The whole command: its exit status.
 fn status() -> u8 {
     let args: Vec<OsString> = std::env::args_os().collect();
-    let cli = match quick::quick(&args).map_or_else(|| Cli::try_parse_from(&args), Ok) {
+    #[cfg(unix)]
+    let parsed = quick::quick(&args).map_or_else(|| Cli::try_parse_from(&args), Ok);
+    #[cfg(windows)]
+    let parsed = Cli::try_parse_from(&args);
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(err) => return refused(&err, &args),
     };
     match run(cli) {
         Ok(()) => fail::OK,
+        // The command run said what it had to: its exit status is passed on.
+        Err(failure) if failure.message.is_empty() => failure.code,
         Err(failure) if output::message(format_args!("{failure}")) => failure.code,
         Err(_) => fail::IO,
     }
@@ -86,17 +91,41 @@ fn run(cli: Cli) -> Result<()> {
         verbose: cli.verbose || args.verbose,
     };
     match cli.command {
+        #[cfg(unix)]
         Command::Send(args) => commands::send::run(&args, log(&args.log)),
+        #[cfg(unix)]
         Command::Recv(args) => {
             let log = log(&args.log);
             commands::recv::run(args, log)
         }
+        #[cfg(unix)]
+        Command::Adopt(args) => commands::adopt::run(&args, log(&args.log)),
+        #[cfg(unix)]
+        Command::Fds(args) => commands::fds::run(&args),
+        #[cfg(windows)]
+        Command::Send(_) => Err(fail::not_on_windows(
+            "send",
+            "it passes fds over a unix socket",
+        )),
+        #[cfg(windows)]
+        Command::Recv(_) => Err(fail::not_on_windows(
+            "recv",
+            "it receives fds over a unix socket",
+        )),
+        #[cfg(windows)]
+        Command::Adopt(_) => Err(fail::not_on_windows(
+            "adopt",
+            "it copies another process's fds (pidfd_getfd), which Windows cannot do for sockets",
+        )),
+        #[cfg(windows)]
+        Command::Fds(_) => Err(fail::not_on_windows(
+            "fds",
+            "it lists a process's fds by number",
+        )),
         Command::Listen(args) => {
             let log = log(&args.log);
             commands::listen::run(args, log)
         }
-        Command::Adopt(args) => commands::adopt::run(&args, log(&args.log)),
-        Command::Fds(args) => commands::fds::run(&args),
         Command::Hold(args) => commands::hold::run(&args, log(&args.log)),
         Command::Store(args) => commands::store::run(&args, log(&args.log)),
         Command::Fetch(args) => commands::fetch::run(&args),

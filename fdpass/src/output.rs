@@ -6,8 +6,13 @@
 //! after which a write to it would pass for a success.
 
 use std::io::{self, Write};
+#[cfg(unix)]
 use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicU8, Ordering};
+
+/// A standard stream's number: 1 for stdout, 2 for stderr.
+#[cfg(windows)]
+type RawFd = i32;
 
 use crate::fail::{self, Failure, Result};
 
@@ -18,11 +23,13 @@ static CLOSED_AT_START: AtomicU8 = AtomicU8::new(0);
 /// Notes which standard fds are closed. Run as the program is loaded,
 /// before std's start-up code, as the C runtime runs constructors before
 /// `main`.
+#[cfg(unix)]
 #[used]
 #[cfg_attr(target_vendor = "apple", link_section = "__DATA,__mod_init_func")]
 #[cfg_attr(not(target_vendor = "apple"), link_section = ".init_array")]
 static NOTE_CLOSED: extern "C" fn() = note_closed;
 
+#[cfg(unix)]
 extern "C" fn note_closed() {
     let closed = (0..=2)
         // SAFETY: the fd is only asked for its flags.

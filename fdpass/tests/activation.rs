@@ -1,6 +1,7 @@
 //! A Rust server that adopts its sockets with `io_fdpass::activation`,
 //! started by `fdpass listen` and by `fdpass fetch` from a holder: this
 //! test binary, run again as the command, is that server.
+#![cfg(unix)]
 
 mod util;
 

@@ -4,6 +4,7 @@
 //! and every error (no such process, fd or address, a process that exits
 //! midway, another user) has its exit code and message, with nothing left
 //! open.
+#![cfg(unix)]
 
 mod util;
 

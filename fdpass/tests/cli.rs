@@ -1,6 +1,7 @@
 //! `fdpass` end to end, with real processes: Perl's `IO::FDPass` and Python's
 //! `socket` module on the other end, socket-activated commands, every bad
 //! input. The holder has tests of its own, in holder.rs.
+#![cfg(unix)]
 
 mod util;
 

@@ -3,6 +3,7 @@
 //! tool's exit statuses against the same fakes. Every test here holds the
 //! fd-count check, so they run one at a time and each proves that the
 //! client closed every fd that came.
+#![cfg(unix)]
 
 mod util;
 

@@ -4,6 +4,7 @@
 //! `list` and `fds`, and a `$NOTIFY_SOCKET` that never reads. After each
 //! hostile case the holder's fd count is back where it was and it still
 //! answers `list`.
+#![cfg(unix)]
 
 mod util;
 

@@ -4,6 +4,7 @@
 //! fds held; a holder at its open-file limit refuses a store as `full`,
 //! and goes on answering `list` and `drop`. After each hostile case the
 //! holder's fd count is back where it was, and it still answers `list`.
+#![cfg(unix)]
 
 mod util;
 

@@ -3,6 +3,7 @@
 //! holder; and of `LISTEN_FDS`, only the fds that were passed, never its
 //! own event loop's. After each hostile case the holder's fd count and its
 //! `list` are checked.
+#![cfg(unix)]
 
 mod util;
 

@@ -1,6 +1,7 @@
 //! `fdpass hold`'s upgrade by SIGHUP loses no fd: not at more than half
 //! the open-file limit, not when the new binary fails at start, and a stop
 //! asked for while the upgrade waits for a client is a stop.
+#![cfg(unix)]
 
 mod util;
 

@@ -3,6 +3,7 @@
 //! and squatters, through restarts by SIGHUP and by `kill -9` under a
 //! stand-in for systemd's fd store, and with slow and silent clients.
 //! After each hostile case the fd counts of holder and client are checked.
+#![cfg(unix)]
 
 mod util;
 

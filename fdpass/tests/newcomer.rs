@@ -1,6 +1,7 @@
 //! What someone new to fdpass meets first: messages for a wrong path, a
 //! zero or endless duration, the help of `help`, and a help text in which
 //! every argument says what it is.
+#![cfg(unix)]
 
 mod util;
 

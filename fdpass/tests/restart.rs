@@ -1,6 +1,7 @@
 //! The README's zero-downtime restart: a holder keeps the listening socket,
 //! and an HTTP server is restarted five times while a client makes requests
 //! without pause. Not one request may be refused or fail.
+#![cfg(unix)]
 
 mod util;
 

@@ -2,6 +2,7 @@
 //! hint for a command not set off with `--`, a plain word on a socket path
 //! too long for the kernel, and exit status 74, never a panic, when stdout
 //! or stderr is closed or full.
+#![cfg(unix)]
 
 mod util;
 

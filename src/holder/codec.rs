@@ -8,9 +8,12 @@
 
 use std::fmt::Write as _;
 use std::io::{self, ErrorKind};
+#[cfg(unix)]
 use std::os::fd::OwnedFd;
 
-use super::protocol::{truncated, Refusal, RefusalKind, Request, MAX_REQUEST};
+use super::protocol::{truncated, Refusal, RefusalKind};
+#[cfg(unix)]
+use super::protocol::{Request, MAX_REQUEST};
 
 /// What the holder sends a client it serves, before reading its request.
 pub const GREETING: &str = "fdpass-hold 1\n";
@@ -59,6 +62,7 @@ pub fn parse_answer<'a>(answer: &'a str, head: &str) -> io::Result<&'a str> {
     ))
 }
 
+#[cfg(unix)]
 /// Reads a request as its bytes and fds arrive, from a client that may
 /// send anything: at most [`MAX_REQUEST`] bytes are kept, and at most one
 /// fd.
@@ -70,6 +74,7 @@ pub struct RequestReader {
     cut_off: bool,
 }
 
+#[cfg(unix)]
 /// What a [`RequestReader`] has made of what it was given so far.
 #[derive(Debug)]
 pub enum Progress {
@@ -81,6 +86,7 @@ pub enum Progress {
     Refused(Refusal),
 }
 
+#[cfg(unix)]
 impl RequestReader {
     /// A reader with nothing read yet.
     #[must_use]
@@ -208,7 +214,7 @@ pub fn unescape(value: &str) -> io::Result<String> {
     String::from_utf8(bytes).map_err(|_| bad())
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 

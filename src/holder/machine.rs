@@ -52,7 +52,7 @@ pub trait Os {
 
     /// What `fd` is, as a `list` entry named `name`, with its
     /// [`kind`](Entry::kind), [`address`](Entry::address) and
-    /// [`path`](Entry::path) (on Unix, from [`FdKind::of`](crate::FdKind::of)).
+    /// [`path`](Entry::path) (on Unix, from `FdKind::of`).
     fn describe(&self, name: &str, fd: &Self::Fd) -> Entry;
 
     /// A copy of `fd` to send, sharing its open file description (`dup`).
@@ -77,13 +77,31 @@ pub struct Caller {
     pub uid: u32,
     /// Its process id, where the OS tells it.
     pub pid: Option<u32>,
+    /// Whether `uid` says who it is: not on Windows, whose users are SIDs.
+    has_uid: bool,
 }
 
 impl Caller {
     /// A caller of user `uid`, in process `pid`.
     #[must_use]
     pub fn new(uid: u32, pid: Option<u32>) -> Caller {
-        Caller { uid, pid }
+        Caller {
+            uid,
+            pid,
+            has_uid: true,
+        }
+    }
+
+    /// A caller in process `pid` whose user is no uid (on Windows, where
+    /// users are SIDs): its [`uid`](Caller::uid) is 0 and means nothing,
+    /// and what it stores has no [`stored_by_uid`](Entry::stored_by_uid).
+    #[must_use]
+    pub fn of_process(pid: u32) -> Caller {
+        Caller {
+            uid: 0,
+            pid: Some(pid),
+            has_uid: false,
+        }
     }
 }
 
@@ -300,7 +318,7 @@ impl<O: Os> Holder<O> {
         }
         let expires = lifetime.ttl.map(|ttl| now.saturating_add(ttl));
         let mut entry = self.os.describe(&name, &fd);
-        entry.stored_by_uid = Some(caller.uid);
+        entry.stored_by_uid = caller.has_uid.then_some(caller.uid);
         entry.stored_by_pid = caller.pid;
         entry.stored_at = Some(now.as_secs());
         entry.expires_at = expires.map(|at| at.as_secs() + u64::from(at.subsec_nanos() > 0));
@@ -616,5 +634,5 @@ fn not_held(name: &str) -> Refusal {
     )
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests;

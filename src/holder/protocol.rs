@@ -36,6 +36,7 @@ use std::io::{self, ErrorKind};
 use std::time::Duration;
 
 use super::codec::{escape, unescape};
+#[cfg(unix)]
 use crate::{FdKind, SocketFamily, SocketType};
 
 /// The longest request line, in bytes, newline included.
@@ -43,7 +44,12 @@ pub const MAX_REQUEST: usize = 64 * 1024;
 
 /// The most names one `fetch` or `take` may ask for: the fds of one
 /// message.
+#[cfg(unix)]
 pub const MAX_FETCH: usize = crate::MAX_FDS;
+/// The most names one `fetch` or `take` may ask for: the sockets of one
+/// answer.
+#[cfg(windows)]
+pub const MAX_FETCH: usize = crate::MAX_HANDLES;
 
 /// How long a held fd is kept. The default is for as long as the holder
 /// runs.
@@ -376,7 +382,7 @@ pub struct Entry {
     pub name: String,
     /// What it is, in a word or three: `tcp listener`, `unix stream`,
     /// `udp`, `pipe`, `file`, `character device`, … (see
-    /// [`Entry::describe`]). Free text: a holder newer than its client may
+    /// `Entry::describe`). Free text: a holder newer than its client may
     /// name a kind the client has not heard of, which it shows as it is.
     pub kind: String,
     /// A socket's local address: `127.0.0.1:8080`, `/run/app.sock`.
@@ -400,6 +406,7 @@ impl Entry {
     /// [`kind`](Entry::kind), [`address`](Entry::address) and
     /// [`path`](Entry::path) filled in and the rest left empty.
     #[must_use]
+    #[cfg(unix)]
     pub fn describe(name: &str, kind: &FdKind) -> Entry {
         let lossy = |path: &std::path::Path| path.to_string_lossy().into_owned();
         let (kind, address, path) = match kind {
@@ -628,6 +635,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(unix)]
     fn devices_are_described_with_their_path() {
         for (kind, word, path) in [
             (

@@ -5,8 +5,8 @@
 use std::io::{self, ErrorKind, IoSlice};
 use std::mem::{size_of, zeroed};
 use std::os::windows::io::{
-    AsRawHandle, AsRawSocket, BorrowedHandle, BorrowedSocket, FromRawHandle, FromRawSocket,
-    OwnedHandle, OwnedSocket, RawHandle,
+    AsHandle, AsRawHandle, AsRawSocket, BorrowedHandle, BorrowedSocket, FromRawHandle,
+    FromRawSocket, OwnedHandle, OwnedSocket, RawHandle,
 };
 use std::ptr;
 use std::time::Duration;
@@ -15,8 +15,9 @@ use std::net::SocketAddr;
 
 use crate::record::HandleValue;
 
+use windows_sys::core::PWSTR;
 use windows_sys::Win32::Foundation::{
-    DuplicateHandle, DUPLICATE_CLOSE_SOURCE, DUPLICATE_SAME_ACCESS, ERROR_ACCESS_DENIED,
+    DuplicateHandle, LocalFree, DUPLICATE_CLOSE_SOURCE, DUPLICATE_SAME_ACCESS, ERROR_ACCESS_DENIED,
     ERROR_INSUFFICIENT_BUFFER, HANDLE,
 };
 use windows_sys::Win32::NetworkManagement::IpHelper::{
@@ -30,11 +31,14 @@ use windows_sys::Win32::Networking::WinSock::{
     SOCKADDR_STORAGE, SOCKET, SOCKET_ERROR, SOCK_DGRAM, SOCK_STREAM, SOL_SOCKET, SO_ACCEPTCONN,
     SO_TYPE, WSABUF, WSAPOLLFD, WSAPROTOCOL_INFOW, WSA_FLAG_NO_HANDLE_INHERIT, WSA_FLAG_OVERLAPPED,
 };
+use windows_sys::Win32::Security::Authorization::ConvertSidToStringSidW;
 use windows_sys::Win32::Security::Cryptography::{
     BCryptGenRandom, BCRYPT_USE_SYSTEM_PREFERRED_RNG,
 };
+use windows_sys::Win32::Security::{GetTokenInformation, TokenUser, PSID, TOKEN_QUERY, TOKEN_USER};
 use windows_sys::Win32::System::Threading::{
-    GetCurrentProcess, GetCurrentProcessId, OpenProcess, WaitForSingleObject, PROCESS_DUP_HANDLE,
+    GetCurrentProcess, GetCurrentProcessId, OpenProcess, OpenProcessToken, WaitForSingleObject,
+    PROCESS_DUP_HANDLE, PROCESS_QUERY_LIMITED_INFORMATION,
 };
 
 /// The last Winsock error, read right after the failed call.
@@ -484,6 +488,11 @@ fn find_connection<Row: Copy>(family: u16, wanted: impl Fn(&Row) -> bool) -> Opt
     None
 }
 
+/// The local address of an IPv4 or IPv6 socket.
+pub(crate) fn local_address(socket: BorrowedSocket<'_>) -> Option<SocketAddr> {
+    address(socket, getsockname)
+}
+
 /// The size of the record `WSADuplicateSocketW` fills.
 pub(crate) const PROTOCOL_INFO_LEN: usize = size_of::<WSAPROTOCOL_INFOW>();
 
@@ -530,4 +539,90 @@ pub(crate) fn socket_from_info(info: &[u8; PROTOCOL_INFO_LEN]) -> io::Result<Own
     }
     // SAFETY: a new socket that only this value owns.
     Ok(unsafe { OwnedSocket::from_raw_socket(socket as _) })
+}
+
+/// A process opened to ask about it (`PROCESS_QUERY_LIMITED_INFORMATION`).
+fn open_to_query(pid: u32) -> io::Result<OwnedHandle> {
+    // SAFETY: OpenProcess takes no pointers; a null result is an error.
+    let handle = unsafe { OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid) };
+    if handle.is_null() {
+        let err = io::Error::last_os_error();
+        return Err(io::Error::new(
+            err.kind(),
+            format!("cannot open process {pid} to learn its user: {err}"),
+        ));
+    }
+    // SAFETY: a new process handle that only this value owns.
+    Ok(unsafe { OwnedHandle::from_raw_handle(handle) })
+}
+
+/// The user that process `pid` runs as: the SID of its token's user
+/// (`OpenProcess`, `OpenProcessToken`, `GetTokenInformation(TokenUser)`),
+/// in its string form, `S-1-5-21-…`.
+pub(crate) fn process_user(pid: u32) -> io::Result<String> {
+    let process = open_to_query(pid)?;
+    let mut token: HANDLE = ptr::null_mut();
+    // SAFETY: a live process handle; `token` receives a new handle.
+    if unsafe { OpenProcessToken(process.as_raw_handle(), TOKEN_QUERY, &mut token) } == 0 {
+        let err = io::Error::last_os_error();
+        return Err(io::Error::new(
+            err.kind(),
+            format!("cannot open the token of process {pid} to learn its user: {err}"),
+        ));
+    }
+    // SAFETY: a new token handle that only this value owns.
+    let token = unsafe { OwnedHandle::from_raw_handle(token) };
+    // A TOKEN_USER is a SID pointer and attributes, followed by the SID
+    // (at most 68 bytes); u64s keep the pointer aligned.
+    let mut buffer = [0u64; 16];
+    let mut len = 0u32;
+    // SAFETY: `buffer` is writable for the size given.
+    let ok = unsafe {
+        GetTokenInformation(
+            token.as_raw_handle(),
+            TokenUser,
+            buffer.as_mut_ptr().cast(),
+            size_of_val(&buffer) as u32,
+            &mut len,
+        )
+    };
+    if ok == 0 {
+        let err = io::Error::last_os_error();
+        return Err(io::Error::new(
+            err.kind(),
+            format!("cannot read the user of process {pid}: {err}"),
+        ));
+    }
+    // SAFETY: the call filled a TOKEN_USER at the buffer's start.
+    let user: TOKEN_USER = unsafe { buffer.as_ptr().cast::<TOKEN_USER>().read() };
+    sid_string(user.User.Sid)
+}
+
+/// A SID in its string form (`ConvertSidToStringSidW`).
+fn sid_string(sid: PSID) -> io::Result<String> {
+    let mut text: PWSTR = ptr::null_mut();
+    // SAFETY: `sid` points into a live TOKEN_USER; `text` receives a
+    // LocalAlloc'd string, freed below.
+    if unsafe { ConvertSidToStringSidW(sid, &mut text) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a NUL-terminated wide string, read up to its NUL.
+    let wide = unsafe {
+        let len = (0..).take_while(|&i| *text.add(i) != 0).count();
+        std::slice::from_raw_parts(text, len)
+    };
+    let string = String::from_utf16_lossy(wide);
+    // SAFETY: allocated by ConvertSidToStringSidW for the caller to free.
+    unsafe { LocalFree(text.cast()) };
+    Ok(string)
+}
+
+/// Whether process `pid` is running: it can be opened and has no exit code
+/// yet.
+pub(crate) fn process_alive(pid: u32) -> bool {
+    match open_to_query(pid) {
+        Ok(process) => !has_exited(process.as_handle()),
+        // A process of another user may refuse to be opened: it exists.
+        Err(err) => err.kind() == ErrorKind::PermissionDenied,
+    }
 }

@@ -41,6 +41,7 @@ fn line(entry: &Entry, now: Duration) -> String {
     let who = match (entry.stored_by_uid, entry.stored_by_pid) {
         (Some(uid), Some(pid)) => format!("uid {uid} pid {pid}"),
         (Some(uid), None) => format!("uid {uid}"),
+        (None, Some(pid)) => format!("pid {pid}"),
         _ => "unknown".to_owned(),
     };
     line.push_str(&format!("  stored by {who}"));

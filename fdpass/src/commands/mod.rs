@@ -2,18 +2,26 @@
 //! above the helpers they share (`address`, `client`, `exec`, `fail`,
 //! `output`) and below `main`, which only parses and dispatches.
 
+#[cfg(unix)]
 pub mod adopt;
 pub mod completions;
 pub mod drop;
+#[cfg(unix)]
 pub mod fds;
+#[cfg_attr(windows, path = "fetch_windows.rs")]
 pub mod fetch;
 pub mod help;
+#[cfg_attr(windows, path = "hold_windows.rs")]
 pub mod hold;
 pub mod list;
+#[cfg_attr(windows, path = "listen_windows.rs")]
 pub mod listen;
 pub mod man;
+#[cfg(unix)]
 pub mod recv;
+#[cfg(unix)]
 pub mod send;
+#[cfg_attr(windows, path = "store_windows.rs")]
 pub mod store;
 
 use io_fdpass::holder::Client;
@@ -23,5 +31,9 @@ use crate::client;
 
 /// The library's client for the holder a command names, as its flags say.
 fn holder_client(args: &HolderArgs) -> Client {
-    client::client(&args.socket, args.timeout, &args.holder_uids)
+    #[cfg(unix)]
+    let trusted = &args.holder_uids;
+    #[cfg(windows)]
+    let trusted = &args.holder_users;
+    client::client(&args.socket, args.timeout, trusted)
 }

@@ -1,0 +1,771 @@
+//! The client side of `fdpass hold`, the holder, on Windows: keep sockets
+//! under names in a process of their own, so that they outlive the
+//! programs that use them.
+//!
+//! The holder listens on loopback TCP, named `tcp:127.0.0.1:PORT` (an
+//! `AF_UNIX` path, which Windows 10 1803 and later have, is not supported
+//! yet). A [`Client`] makes one request per call, on a connection of its
+//! own, and trusts only a holder of the right user: before it sends its
+//! request it has the holder prove its process id (below) and learns the
+//! user that process runs as (its token's SID), which must be this
+//! process's own, `LocalSystem`'s, or one allowed with [`Client::trust`]
+//! (the rule of [`PeerTrust`]). Each call has one
+//! deadline for the whole exchange ([`Client::timeout`]).
+//!
+//! The protocol is Unix's ([`protocol`]), with these changes:
+//! - A socket travels as the `WSAPROTOCOL_INFOW` record that
+//!   `WSADuplicateSocketW` fills for the process that receives it, in place
+//!   of an `SCM_RIGHTS` fd. A store's record follows its request line, made
+//!   for the holder's pid; the records of a fetch or take follow the `ok`
+//!   line, made for the pid of the client that asked, one per name, in
+//!   order.
+//! - The greeting is followed by the line `pid PID`, the holder's process
+//!   id. Then each side proves its pid to the other, before any request:
+//!   the client sends `prove PID` (its own pid, a line) and the record of
+//!   a UDP socket made for the holder's pid alone, to which it has sent a
+//!   random nonce; the holder answers `proved HEX` (the nonce it read from
+//!   that socket, a line) and a challenge of its own, made for the pid the
+//!   client named; the client answers it in turn, once it trusts the
+//!   holder's user, and sends its request. Only the process a record was
+//!   made for can open it (`WSASocketW`).
+//!
+//! Each side learns the other's user from the proved process's token
+//! (`OpenProcess`, `OpenProcessToken`, `GetTokenInformation(TokenUser)`),
+//! and trusts it by [`PeerTrust`]'s rule. The proof takes the place of the
+//! connection table (`GetExtendedTcpTable`), which names the owner of a
+//! connection's end on Windows, but under Wine names none for an accepted
+//! socket, and there costs seconds a lookup on a busy machine.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use io_fdpass::holder::Client;
+//!
+//! let holder = Client::new("tcp:127.0.0.1:7000");
+//! let listener = std::net::TcpListener::bind("127.0.0.1:8080")?;
+//! holder.store("web", &listener)?;
+//!
+//! // Later, in the next generation of the server:
+//! let listener = std::net::TcpListener::from(holder.fetch("web")?);
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+pub(crate) mod codec;
+pub mod machine;
+pub mod protocol;
+#[path = "windows_server.rs"]
+mod server;
+pub mod state_file;
+
+pub use self::machine::{Answer, Caller, Decision, Effect, Holder, Os, Reservation};
+pub use self::server::{
+    Server, System, DEFAULT_CLIENT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_NAMES,
+};
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::os::windows::io::{AsSocket, BorrowedSocket, OwnedSocket};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use self::codec::{parse_answer, GREETING};
+use self::protocol::{Entry, Lifetime, Request};
+use crate::{sys, PeerTrust};
+
+/// The size of one socket's record on the wire: a `WSAPROTOCOL_INFOW`.
+pub const SOCKET_RECORD_LEN: usize = sys::PROTOCOL_INFO_LEN;
+
+/// The time since the Unix epoch: the clock a [`Holder`] is given its
+/// times by, and that its entries' times are written in.
+#[must_use]
+pub fn unix_now() -> Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// How long a call waits for the holder by default, for the whole
+/// exchange; `fdpass`'s default `--timeout` too.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most bytes of an answer read by default.
+pub const DEFAULT_MAX_ANSWER: usize = 16 << 20;
+
+/// The address of a holder on Windows: `tcp:IP:PORT`, on loopback, where
+/// the process at the other end of a connection can be learnt.
+///
+/// # Errors
+///
+/// [`ErrorKind::InvalidInput`] for anything else, with what to write
+/// instead; [`ErrorKind::Unsupported`] for a path (`AF_UNIX`).
+pub fn address(text: &str) -> io::Result<SocketAddr> {
+    let invalid = |why: String| io::Error::new(ErrorKind::InvalidInput, why);
+    let Some(rest) = text.strip_prefix("tcp:") else {
+        return Err(io::Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "{text:?}: on Windows a holder listens on loopback TCP, tcp:127.0.0.1:PORT (AF_UNIX paths are not supported there)"
+            ),
+        ));
+    };
+    let addr: SocketAddr = rest.parse().map_err(|_| {
+        invalid(format!(
+            "{text:?} is not tcp:IP:PORT, e.g. tcp:127.0.0.1:7000"
+        ))
+    })?;
+    if !addr.ip().is_loopback() {
+        return Err(invalid(format!(
+            "{text:?}: a holder listens on loopback only (127.0.0.1 or [::1]), where the process and user of each peer can be learnt"
+        )));
+    }
+    Ok(addr)
+}
+
+/// A client of the holder at one address.
+#[derive(Debug, Clone)]
+pub struct Client {
+    socket: String,
+    timeout: Duration,
+    startup_grace: Duration,
+    max_answer: usize,
+    trust: PeerTrust,
+}
+
+impl Client {
+    /// A client of the holder listening at `socket`: `tcp:127.0.0.1:PORT`
+    /// (see [`address`]), as in `fdpass`. Nothing is connected until a
+    /// call, which fails on an address of another form.
+    pub fn new(socket: impl AsRef<Path>) -> Client {
+        Client {
+            socket: socket.as_ref().to_string_lossy().into_owned(),
+            timeout: DEFAULT_TIMEOUT,
+            startup_grace: Duration::ZERO,
+            max_answer: DEFAULT_MAX_ANSWER,
+            trust: PeerTrust::new(),
+        }
+    }
+
+    /// Gives each call `timeout` in all, from connecting to the end of the
+    /// answer ([`DEFAULT_TIMEOUT`] unless set); a call that runs out of it
+    /// fails with [`ErrorKind::TimedOut`].
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Client {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Tries again, for up to `grace` (none unless set, and never past the
+    /// timeout), while nothing listens at the address.
+    #[must_use]
+    pub fn startup_grace(mut self, grace: Duration) -> Client {
+        self.startup_grace = grace;
+        self
+    }
+
+    /// Reads at most `bytes` of an answer ([`DEFAULT_MAX_ANSWER`] unless
+    /// set); a longer one fails with [`ErrorKind::InvalidData`].
+    #[must_use]
+    pub fn max_answer(mut self, bytes: usize) -> Client {
+        self.max_answer = bytes;
+        self
+    }
+
+    /// Trusts a holder that `trust` trusts ([`PeerTrust::new`], this
+    /// process's user and `LocalSystem`, unless set).
+    #[must_use]
+    pub fn trust(mut self, trust: PeerTrust) -> Client {
+        self.trust = trust;
+        self
+    }
+
+    /// Has the holder keep a copy of `socket` under `name`, for as long as
+    /// it runs, replacing what it held under that name.
+    ///
+    /// # Errors
+    ///
+    /// See [`Client::store_with_lifetime`].
+    pub fn store(&self, name: &str, socket: impl AsSocket) -> io::Result<()> {
+        self.store_with_lifetime(name, socket, Lifetime::forever())
+    }
+
+    /// Has the holder keep a copy of `socket` under `name` for
+    /// `lifetime`, replacing what it held under that name. The copy is
+    /// made for the holder's process (`WSADuplicateSocketW`) once it is
+    /// checked.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] for a name that breaks
+    /// [the rules](crate::notify::check_name), with nothing sent; otherwise as
+    /// every call:
+    /// - [`ErrorKind::ConnectionRefused`] when nothing listens at the
+    ///   address;
+    /// - [`ErrorKind::PermissionDenied`] when the holder runs as a user
+    ///   this client does not trust (nothing is sent), or refuses this
+    ///   one;
+    /// - [`ErrorKind::TimedOut`] when the exchange takes longer than the
+    ///   timeout;
+    /// - [`ErrorKind::InvalidData`] for an answer that breaks the
+    ///   protocol, or is too long;
+    /// - and the holder's refusals, each as its
+    ///   [kind](protocol::RefusalKind::error_kind).
+    pub fn store_with_lifetime(
+        &self,
+        name: &str,
+        socket: impl AsSocket,
+        lifetime: Lifetime,
+    ) -> io::Result<()> {
+        crate::notify::check_name(name)?;
+        let request = Request::Store {
+            name: name.to_owned(),
+            lifetime,
+        };
+        self.exchange(&request, Some(socket.as_socket()), 0)
+            .map(drop)
+    }
+
+    /// A copy of the socket held under `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotFound`] for a name the holder does not hold, and
+    /// otherwise as [`Client::store_with_lifetime`].
+    pub fn fetch(&self, name: &str) -> io::Result<OwnedSocket> {
+        let mut sockets = self.fetch_many(&[name])?;
+        Ok(sockets.remove(0))
+    }
+
+    /// Copies of the sockets held under `names`, in the order of `names`:
+    /// all of them, or none.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::fetch`]; [`ErrorKind::InvalidInput`] for no names or
+    /// more than [`protocol::MAX_FETCH`].
+    pub fn fetch_many(&self, names: &[&str]) -> io::Result<Vec<OwnedSocket>> {
+        let request = Request::Fetch {
+            names: checked_names(names)?,
+            take: false,
+        };
+        self.exchange(&request, None, names.len())
+            .map(|(_, sockets)| sockets)
+    }
+
+    /// The socket held under `name`, which the holder stops holding once
+    /// this process has it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::take_many`].
+    pub fn take(&self, name: &str) -> io::Result<OwnedSocket> {
+        let mut sockets = self.take_many(&[name])?;
+        Ok(sockets.remove(0))
+    }
+
+    /// The sockets held under `names`, which the holder stops holding once
+    /// this process has them, all or none ([`Client::reserve`], then
+    /// [`Reserved::commit`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::fetch_many`].
+    pub fn take_many(&self, names: &[&str]) -> io::Result<Vec<OwnedSocket>> {
+        self.reserve(names)?.commit()
+    }
+
+    /// The first half of a take: copies of the sockets held under
+    /// `names`, which the holder keeps under their names until
+    /// [`Reserved::commit`]. Dropped without a commit, the holder holds
+    /// them as before.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::take_many`]; [`ErrorKind::NotFound`] too while another
+    /// client is taking one of the names.
+    pub fn reserve(&self, names: &[&str]) -> io::Result<Reserved> {
+        let request = Request::Reserve {
+            names: checked_names(names)?,
+        };
+        let deadline = Instant::now() + self.timeout;
+        let (mut stream, _) = self.send_request(&request, None, deadline)?;
+        let mut answer = Vec::new();
+        let sockets = read_answer(&mut stream, &mut answer, names.len(), None, deadline)
+            .map_err(|e| explained(e, &self.socket))?;
+        parse_answer(&String::from_utf8_lossy(&answer), "ok\n")?;
+        Ok(Reserved {
+            stream,
+            deadline,
+            sockets,
+            socket: self.socket.clone(),
+        })
+    }
+
+    /// The names the holder holds, in order.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::store_with_lifetime`].
+    pub fn list(&self) -> io::Result<Vec<String>> {
+        Ok(self.entries()?.into_iter().map(|e| e.name).collect())
+    }
+
+    /// What the holder holds: for each name, what the socket is, who stored
+    /// it and when, and when it will be dropped.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::store_with_lifetime`].
+    pub fn entries(&self) -> io::Result<Vec<Entry>> {
+        let (body, _) = self.exchange(&Request::List, None, 0)?;
+        body.lines().map(Entry::parse).collect()
+    }
+
+    /// Has the holder close the socket it holds under `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotFound`] for a name it does not hold, and otherwise
+    /// as [`Client::store_with_lifetime`].
+    pub fn drop(&self, name: &str) -> io::Result<()> {
+        crate::notify::check_name(name)?;
+        let request = Request::Drop {
+            name: name.to_owned(),
+        };
+        self.exchange(&request, None, 0).map(drop)
+    }
+
+    /// Makes one request: connects, checks the holder, sends the request
+    /// with `socket`'s record, and returns the answer's text after `ok`
+    /// with exactly `want` sockets.
+    fn exchange(
+        &self,
+        request: &Request,
+        socket: Option<BorrowedSocket<'_>>,
+        want: usize,
+    ) -> io::Result<(String, Vec<OwnedSocket>)> {
+        let deadline = Instant::now() + self.timeout;
+        let (mut stream, _) = self.send_request(request, socket, deadline)?;
+        let mut answer = Vec::new();
+        let sockets = read_answer(
+            &mut stream,
+            &mut answer,
+            want,
+            Some(self.max_answer),
+            deadline,
+        )
+        .map_err(|e| explained(e, &self.socket))?;
+        let answer = String::from_utf8(answer).map_err(|_| {
+            io::Error::new(ErrorKind::InvalidData, "the holder's answer is not text")
+        })?;
+        let body = parse_answer(&answer, "ok\n")?;
+        Ok((body.to_owned(), sockets))
+    }
+
+    /// Connects, checks the holder and its greeting, and sends `request`
+    /// with the record of `socket` made for the holder's process; the
+    /// connection and the holder's pid.
+    fn send_request(
+        &self,
+        request: &Request,
+        socket: Option<BorrowedSocket<'_>>,
+        deadline: Instant,
+    ) -> io::Result<(TcpStream, u32)> {
+        let mut stream = self.connect(deadline)?;
+        let explain = |e: io::Error| explained(e, &self.socket);
+        let mut greeting = Vec::new();
+        read_lines(&mut stream, &mut greeting, 2, 1024, deadline).map_err(explain)?;
+        let greeting = String::from_utf8_lossy(&greeting);
+        let rest = parse_answer(&greeting, GREETING)?;
+        let claimed = rest
+            .strip_prefix("pid ")
+            .and_then(|rest| rest.strip_suffix('\n'))
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .ok_or_else(|| {
+                io::Error::new(
+                    ErrorKind::InvalidData,
+                    format!(
+                        "the peer at {} is not an fdpass holder for Windows: it did not say its pid",
+                        self.socket
+                    ),
+                )
+            })?;
+        let pid = self
+            .check_holder(&mut stream, claimed, deadline)
+            .map_err(explain)?;
+        let mut bytes = request.line().into_bytes();
+        if let Some(socket) = socket {
+            bytes.extend_from_slice(&sys::duplicate_socket(socket, pid)?);
+        }
+        set_deadline(&stream, deadline).map_err(explain)?;
+        stream.write_all(&bytes).map_err(explain)?;
+        Ok((stream, pid))
+    }
+
+    /// Connects within the deadline, trying again for the startup grace
+    /// while nothing listens.
+    fn connect(&self, deadline: Instant) -> io::Result<TcpStream> {
+        let addr = address(&self.socket)?;
+        let grace = Instant::now() + self.startup_grace;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    ErrorKind::TimedOut,
+                    format!(
+                        "the holder at {} accepted no connection in time",
+                        self.socket
+                    ),
+                ));
+            }
+            match TcpStream::connect_timeout(&addr, left) {
+                Ok(stream) => return Ok(stream),
+                Err(err)
+                    if err.kind() == ErrorKind::ConnectionRefused && Instant::now() < grace =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(err) if err.kind() == ErrorKind::ConnectionRefused => {
+                    return Err(io::Error::new(
+                        err.kind(),
+                        format!("{}: {err}: is the holder running?", self.socket),
+                    ))
+                }
+                Err(err) if err.kind() == ErrorKind::TimedOut => {
+                    return Err(io::Error::new(
+                        ErrorKind::TimedOut,
+                        format!(
+                            "the holder at {} accepted no connection in time",
+                            self.socket
+                        ),
+                    ))
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// Trusts only a holder that [`Client::trust`] trusts, in the process
+    /// it `claimed`, which it proves it is; proves this process's pid to
+    /// it in turn. Its pid.
+    fn check_holder(
+        &self,
+        stream: &mut TcpStream,
+        claimed: u32,
+        deadline: Instant,
+    ) -> io::Result<u32> {
+        let refused = |err: io::Error| {
+            io::Error::new(
+                err.kind(),
+                format!(
+                    "the process at {} is not a holder this client trusts: {err}; nothing was sent",
+                    self.socket
+                ),
+            )
+        };
+        let proof = prove(stream, claimed, deadline).map_err(refused)?;
+        let peer = crate::PeerCredentials {
+            user: sys::process_user(claimed).map_err(refused)?,
+            pid: Some(claimed),
+        };
+        self.trust.check(&peer).map_err(refused)?;
+        set_deadline(stream, deadline)?;
+        stream.write_all(proof.as_bytes())?;
+        Ok(claimed)
+    }
+}
+
+/// A challenge for process `pid` to prove it is that process: a UDP
+/// socket, a random nonce sent to it, and the socket's record made for
+/// `pid` alone. Only that process can open the record and read the nonce.
+pub(crate) struct Challenge {
+    _socket: UdpSocket,
+    nonce: [u8; 16],
+    pub(crate) record: [u8; SOCKET_RECORD_LEN],
+}
+
+impl Challenge {
+    pub(crate) fn new(pid: u32) -> io::Result<Challenge> {
+        let nonce: [u8; 16] = sys::random_bytes()?;
+        let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+        UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?.send_to(&nonce, socket.local_addr()?)?;
+        let record = sys::duplicate_socket(socket.as_socket(), pid)?;
+        Ok(Challenge {
+            _socket: socket,
+            nonce,
+            record,
+        })
+    }
+
+    /// Whether `line` is the answer: `proved HEX` and its newline.
+    pub(crate) fn answered_by(&self, line: &[u8]) -> bool {
+        line == format!("{PROVED}{}\n", hex(&self.nonce)).as_bytes()
+    }
+}
+
+/// The answer to a challenge whose `record` was made for this process:
+/// the line `proved HEX`, read from the socket it opens, within the
+/// deadline.
+pub(crate) fn answer(record: &[u8; SOCKET_RECORD_LEN], deadline: Instant) -> io::Result<String> {
+    let socket = UdpSocket::from(sys::socket_from_info(record)?);
+    let left = deadline.saturating_duration_since(Instant::now());
+    socket.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+    let mut nonce = [0u8; 64];
+    let got = socket.recv(&mut nonce)?;
+    Ok(format!("{PROVED}{}\n", hex(&nonce[..got])))
+}
+
+/// Has the holder prove that it is process `holder`, and proves that this
+/// is this process: sends `prove PID` and a challenge, checks the answer,
+/// and answers the holder's challenge; the line of that answer, to go
+/// before the request once the holder's user is checked.
+fn prove(stream: &mut TcpStream, holder: u32, deadline: Instant) -> io::Result<String> {
+    let challenge = Challenge::new(holder)?;
+    let mut bytes = format!("{PROVE}{}\n", sys::current_pid()).into_bytes();
+    bytes.extend_from_slice(&challenge.record);
+    set_deadline(stream, deadline)?;
+    stream.write_all(&bytes)?;
+    let mut line = Vec::new();
+    read_line(stream, &mut line, 1024, deadline)?;
+    let end = line
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(line.len(), |i| i + 1);
+    let mut record = line.split_off(end);
+    if !challenge.answered_by(&line) {
+        parse_answer(&String::from_utf8_lossy(&line), PROVED)?;
+        return Err(io::Error::new(
+            ErrorKind::PermissionDenied,
+            format!("it says it is process {holder}, and could not prove it"),
+        ));
+    }
+    let had = record.len().min(SOCKET_RECORD_LEN);
+    record.resize(SOCKET_RECORD_LEN, 0);
+    read_exact(stream, &mut record[had..], deadline)?;
+    let record: [u8; SOCKET_RECORD_LEN] = record
+        .try_into()
+        .map_err(|_| io::Error::from(ErrorKind::InvalidData))?;
+    answer(&record, deadline)
+}
+
+/// What a client sends first, with its pid: `prove PID`, then a challenge
+/// for the holder.
+pub(crate) const PROVE: &str = "prove ";
+
+/// The start of the answer to a challenge.
+pub(crate) const PROVED: &str = "proved ";
+
+/// Bytes in lower-case hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The names of a fetch, checked.
+fn checked_names(names: &[&str]) -> io::Result<Vec<String>> {
+    if names.is_empty() || names.len() > protocol::MAX_FETCH {
+        return Err(io::Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "a fetch asks for 1 to {} names, not {}",
+                protocol::MAX_FETCH,
+                names.len()
+            ),
+        ));
+    }
+    for name in names {
+        crate::notify::check_name(name)?;
+    }
+    Ok(names.iter().map(|&n| n.to_owned()).collect())
+}
+
+/// The sockets of a take that the holder keeps until [`Reserved::commit`]
+/// ([`Client::reserve`]). Dropped without a commit, the take does not
+/// happen: the connection closes, and the holder holds them as before.
+#[derive(Debug)]
+#[must_use = "a take happens only once it is committed"]
+pub struct Reserved {
+    stream: TcpStream,
+    deadline: Instant,
+    sockets: Vec<OwnedSocket>,
+    socket: String,
+}
+
+impl Reserved {
+    /// The sockets, in the order of the names.
+    #[must_use]
+    pub fn sockets(&self) -> &[OwnedSocket] {
+        &self.sockets
+    }
+
+    /// Tells the holder to stop holding the sockets, and returns them once
+    /// it has.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::TimedOut`] past the client's timeout, counted from
+    /// [`Client::reserve`]; [`ErrorKind::UnexpectedEof`] or
+    /// [`ErrorKind::InvalidData`] when the holder did not confirm. The
+    /// sockets are closed.
+    pub fn commit(mut self) -> io::Result<Vec<OwnedSocket>> {
+        let socket = self.socket.clone();
+        let explain = |e: io::Error| explained(e, &socket);
+        set_deadline(&self.stream, self.deadline).map_err(explain)?;
+        self.stream
+            .write_all(codec::COMMIT.as_bytes())
+            .map_err(explain)?;
+        let mut answer = Vec::new();
+        read_line(&mut self.stream, &mut answer, 1024, self.deadline).map_err(explain)?;
+        parse_answer(&String::from_utf8_lossy(&answer), "ok\n")?;
+        Ok(self.sockets)
+    }
+}
+
+/// Reads an answer: its first line into `answer`, then after `ok` the
+/// `want` sockets' records, then with `to_end` (the most bytes) the rest
+/// to the end of the stream.
+fn read_answer(
+    stream: &mut TcpStream,
+    answer: &mut Vec<u8>,
+    want: usize,
+    to_end: Option<usize>,
+    deadline: Instant,
+) -> io::Result<Vec<OwnedSocket>> {
+    read_line(stream, answer, 1024, deadline)?;
+    let end = answer
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(answer.len(), |i| i + 1);
+    let mut rest = answer.split_off(end);
+    if answer.as_slice() != b"ok\n" {
+        return Ok(Vec::new());
+    }
+    let mut sockets = Vec::with_capacity(want);
+    for _ in 0..want {
+        let mut record = [0u8; SOCKET_RECORD_LEN];
+        let from_rest = rest.len().min(SOCKET_RECORD_LEN);
+        record[..from_rest].copy_from_slice(&rest[..from_rest]);
+        rest.drain(..from_rest);
+        read_exact(stream, &mut record[from_rest..], deadline).map_err(|err| {
+            if err.kind() == ErrorKind::UnexpectedEof {
+                io::Error::new(
+                    ErrorKind::InvalidData,
+                    format!(
+                        "the holder sent {} socket(s), not the {want} asked for; all were closed",
+                        sockets.len()
+                    ),
+                )
+            } else {
+                err
+            }
+        })?;
+        sockets.push(sys::socket_from_info(&record)?);
+    }
+    answer.extend_from_slice(&rest);
+    if let Some(max) = to_end {
+        read_to_end(stream, answer, max, deadline)?;
+    }
+    Ok(sockets)
+}
+
+/// Sets the socket's timeouts to what is left until `deadline`.
+fn set_deadline(stream: &TcpStream, deadline: Instant) -> io::Result<()> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(ErrorKind::TimedOut.into());
+    }
+    stream.set_read_timeout(Some(left))?;
+    stream.set_write_timeout(Some(left))
+}
+
+/// One read within the deadline.
+fn read_some(stream: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
+    set_deadline(stream, deadline)?;
+    stream.read(buf)
+}
+
+/// Fills `buf` within the deadline.
+fn read_exact(stream: &mut TcpStream, mut buf: &mut [u8], deadline: Instant) -> io::Result<()> {
+    while !buf.is_empty() {
+        match read_some(stream, buf, deadline)? {
+            0 => return Err(ErrorKind::UnexpectedEof.into()),
+            n => buf = &mut buf[n..],
+        }
+    }
+    Ok(())
+}
+
+/// Reads up to a newline, at most `max` bytes, into `buf`: what follows
+/// the newline in the last read stays in `buf` too.
+fn read_line(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    max: usize,
+    deadline: Instant,
+) -> io::Result<()> {
+    read_lines(stream, buf, 1, max, deadline)
+}
+
+/// Reads `lines` lines (or to the end of the stream), at most `max`
+/// bytes, into `buf`.
+fn read_lines(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    lines: usize,
+    max: usize,
+    deadline: Instant,
+) -> io::Result<()> {
+    let mut chunk = [0; 256];
+    while buf.iter().filter(|&&b| b == b'\n').count() < lines {
+        if buf.len() >= max {
+            return Err(io::Error::new(
+                ErrorKind::InvalidData,
+                "the peer's first line is too long for an fdpass holder's",
+            ));
+        }
+        let n = read_some(stream, &mut chunk[..(max - buf.len()).min(256)], deadline)?;
+        if n == 0 && buf.is_empty() {
+            return Err(ErrorKind::UnexpectedEof.into());
+        } else if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok(())
+}
+
+/// Reads to the end of the stream, failing past `max` bytes in all.
+fn read_to_end(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    max: usize,
+    deadline: Instant,
+) -> io::Result<()> {
+    let mut chunk = [0; 16 * 1024];
+    loop {
+        let n = read_some(stream, &mut chunk, deadline)?;
+        if n == 0 {
+            return Ok(());
+        }
+        if buf.len() + n > max {
+            return Err(io::Error::new(
+                ErrorKind::InvalidData,
+                format!("the holder's answer is longer than {max} bytes; it was cut off"),
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// `err` of an exchange with the holder at `socket`, saying what happened.
+fn explained(err: io::Error, socket: &str) -> io::Error {
+    match err.kind() {
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => io::Error::new(
+            ErrorKind::TimedOut,
+            format!("the holder at {socket} did not answer in time"),
+        ),
+        ErrorKind::UnexpectedEof => io::Error::new(
+            ErrorKind::UnexpectedEof,
+            format!("the holder at {socket} closed the connection before it answered"),
+        ),
+        _ => err,
+    }
+}
