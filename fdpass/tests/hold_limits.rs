@@ -2,8 +2,10 @@
 //! cannot be completed (a client with no room for the fds, a command that
 //! cannot start, a client that goes away before it commits) leaves the
 //! fds held; a holder at its open-file limit refuses a store as `full`,
-//! and goes on answering `list` and `drop`. After each hostile case the
-//! holder's fd count is back where it was, and it still answers `list`.
+//! and goes on answering `list` and `drop`; a holder whose fd table is
+//! full turns each new client away as `full`, and serves again once
+//! clients go. After each hostile case the holder's fd count is back
+//! where it was, and it still answers `list`.
 
 mod util;
 
@@ -261,4 +263,104 @@ fn at_its_fd_limit_a_holder_refuses_stores_as_full_and_answers_the_rest() {
     assert!(store("again").status.success());
     holder.wait_for_fd_count(fds);
     assert_eq!(holder.list().len(), 18);
+}
+
+#[test]
+fn at_a_full_fd_table_a_holder_turns_clients_away_as_full_and_recovers() {
+    let dir = TempDir::new("emfile");
+    let log = dir.join("log");
+    // 24 fds: the holder's own (0-2, its runtime, socket, state file and
+    // spare) take about half, and it serves at least 16 connections at
+    // once, more than the rest has room for: silent clients fill its fd
+    // table before any is dropped to make room, and the next `accept`
+    // fails with EMFILE.
+    let holder = limited_holder(&dir, 24, &["--client-timeout", "300s"], &log);
+    let data = file(&dir, "data", "held text");
+    success(&mut with_files(
+        &["store", holder.sock(), "a", "3"],
+        &[&data],
+    ));
+    let fds = holder.fd_count();
+
+    // Greeted and silent, until one is turned away.
+    let mut silent = Vec::new();
+    let turned_away = loop {
+        assert!(
+            silent.len() < 24,
+            "{} clients were greeted, and none turned away: {:?}",
+            silent.len(),
+            holder.open_fds()
+        );
+        let mut client = UnixStream::connect(&holder.socket).unwrap();
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let first = first_line(&mut client).unwrap_or_else(|err| {
+            panic!(
+                "client {} was neither greeted nor turned away: {err}",
+                silent.len() + 1
+            )
+        });
+        if first != "fdpass-hold 1\n" {
+            break (first, client);
+        }
+        silent.push(client);
+    };
+    let (refusal, mut client) = turned_away;
+    assert_eq!(
+        refusal,
+        "error full the holder is at its open-file limit (RLIMIT_NOFILE): try again when fewer clients are connected\n"
+    );
+    assert_eq!(line(&mut client), "", "the holder closed it");
+    drop(client);
+
+    // Each command is told so, as a refusal (77), not as a holder that
+    // broke the protocol (76) or did not answer (75); a store's fd is not
+    // kept.
+    let full = "the holder refused: the holder is at its open-file limit";
+    fails(fdpass().args(["list", holder.sock()]), 77, full);
+    fails(fdpass().args(["drop", holder.sock(), "a"]), 77, full);
+    fails(
+        &mut with_files(&["store", holder.sock(), "b", "3"], &[&data]),
+        77,
+        full,
+    );
+    fails(
+        fdpass().args(["fetch", holder.sock(), "a", "--", "true"]),
+        77,
+        full,
+    );
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        said.contains("hold: turned away a client: at the open-file limit"),
+        "{said}"
+    );
+
+    // The clients it took are served as before.
+    let mut first = silent.remove(0);
+    first.write_all(b"list\n").unwrap();
+    let mut answer = String::new();
+    first.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("ok\na "), "{answer:?}");
+    drop(first);
+
+    // Once they are gone, its fds are as they were, and it answers.
+    drop(silent);
+    still_holds(&holder, &["a"], fds);
+    success(fdpass().args(["drop", holder.sock(), "a"]));
+    still_holds(&holder, &[], fds - 1);
+}
+
+/// The first line a client is sent, or the error that ended the wait for
+/// it.
+fn first_line(stream: &mut UnixStream) -> std::io::Result<String> {
+    let mut line = Vec::new();
+    let mut byte = [0];
+    while stream.read(&mut byte)? == 1 {
+        line.push(byte[0]);
+        if byte[0] == b'\n' {
+            break;
+        }
+    }
+    Ok(String::from_utf8_lossy(&line).into_owned())
 }
