@@ -46,15 +46,20 @@ fn greeted(socket: &Path) -> UnixStream {
 /// Reads one line; the fds that come with it are closed unread (a plain
 /// `read` takes no fds: the kernel closes them).
 fn line(stream: &mut UnixStream) -> String {
+    next_line(stream).unwrap()
+}
+
+/// The next line, or the error that ended the wait for it.
+fn next_line(stream: &mut UnixStream) -> std::io::Result<String> {
     let mut line = Vec::new();
     let mut byte = [0];
-    while stream.read(&mut byte).unwrap() == 1 {
+    while stream.read(&mut byte)? == 1 {
         line.push(byte[0]);
         if byte[0] == b'\n' {
             break;
         }
     }
-    String::from_utf8(line).unwrap()
+    Ok(String::from_utf8_lossy(&line).into_owned())
 }
 
 /// After a hostile case: the holder holds `names`, and as many fds as
@@ -295,7 +300,7 @@ fn at_a_full_fd_table_a_holder_turns_clients_away_as_full_and_recovers() {
         client
             .set_read_timeout(Some(std::time::Duration::from_secs(20)))
             .unwrap();
-        let first = first_line(&mut client).unwrap_or_else(|err| {
+        let first = next_line(&mut client).unwrap_or_else(|err| {
             panic!(
                 "client {} was neither greeted nor turned away: {err}",
                 silent.len() + 1
@@ -349,18 +354,4 @@ fn at_a_full_fd_table_a_holder_turns_clients_away_as_full_and_recovers() {
     still_holds(&holder, &["a"], fds);
     success(fdpass().args(["drop", holder.sock(), "a"]));
     still_holds(&holder, &[], fds - 1);
-}
-
-/// The first line a client is sent, or the error that ended the wait for
-/// it.
-fn first_line(stream: &mut UnixStream) -> std::io::Result<String> {
-    let mut line = Vec::new();
-    let mut byte = [0];
-    while stream.read(&mut byte)? == 1 {
-        line.push(byte[0]);
-        if byte[0] == b'\n' {
-            break;
-        }
-    }
-    Ok(String::from_utf8_lossy(&line).into_owned())
 }
