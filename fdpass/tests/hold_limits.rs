@@ -355,3 +355,39 @@ fn at_a_full_fd_table_a_holder_turns_clients_away_as_full_and_recovers() {
     success(fdpass().args(["drop", holder.sock(), "a"]));
     still_holds(&holder, &[], fds - 1);
 }
+
+#[test]
+fn names_kept_until_a_process_exits_leave_the_fds_in_reserve() {
+    let dir = TempDir::new("until-exit");
+    let log = dir.join("log");
+    // 200 fds: (200 - 64) / 2 = 68 names, a copy of each, and 68
+    // connections. A watch of each name's process must not take an fd of
+    // that room: with a pidfd for each, a fetch of all of them, or a
+    // client past the 51st, found the fd table full.
+    let holder = limited_holder(&dir, 200, &["--client-timeout", "300s"], &log);
+    let data = file(&dir, "data", "held text");
+    let this = std::process::id().to_string();
+    let names: Vec<String> = (0..68).map(|i| format!("n{i:02}")).collect();
+    for name in &names {
+        success(&mut with_files(
+            &["store", "--until-exit", &this, holder.sock(), name, "3"],
+            &[&data],
+        ));
+    }
+    let fds = holder.fd_count();
+
+    let mut fetch = vec!["fetch", holder.sock()];
+    fetch.extend(names.iter().map(String::as_str));
+    fetch.extend(["--", "sh", "-c", "test $LISTEN_FDS = 68"]);
+    success(fdpass().args(&fetch));
+    still_holds(&holder, &fetch[2..70], fds);
+
+    // As many clients as it serves at once, silent; then list and drop
+    // are answered (each in place of the oldest). The last name stored
+    // is watched without a pidfd: its drop closes one fd.
+    let silent: Vec<UnixStream> = (0..68).map(|_| greeted(&holder.socket)).collect();
+    assert_eq!(holder.list(), names);
+    success(fdpass().args(["drop", holder.sock(), "n67"]));
+    drop(silent);
+    still_holds(&holder, &fetch[2..69], fds - 1);
+}
