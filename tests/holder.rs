@@ -10,9 +10,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use io_fdpass::holder::protocol::Lifetime;
-use io_fdpass::holder::{Client, Holder, Server, System};
+use io_fdpass::holder::{Client, Holder, Server, System, MAX_PIDFD_WATCHES};
 use tokio::sync::oneshot;
-use util::{file_with, no_leak_after_tokio, read_all, temp_path};
+use util::{file_with, no_leak_after_tokio, open_fds, read_all, temp_path, wait_until};
 
 /// Runs a holder at `socket` on a runtime of its own, in a thread, until
 /// the returned sender is dropped; the thread ends with the runtime, and
@@ -131,6 +131,78 @@ fn limits_and_lifetimes_are_kept() {
         let _ = std::fs::remove_file(&socket);
     }
     check.assert_unchanged();
+}
+
+#[test]
+fn past_the_pidfd_watches_exits_are_looked_for() {
+    let check = no_leak_after_tokio();
+    {
+        let socket = temp_path("holder-lib-watches");
+        let _holder = serve(&socket, |server| server);
+        let client = Client::new(&socket);
+        let sleep = || {
+            std::process::Command::new("sleep")
+                .arg("60")
+                .spawn()
+                .unwrap()
+        };
+        let store = |name: &str, pid: u32| {
+            let until = Lifetime::forever().until_exit(pid);
+            client
+                .store_with_lifetime(name, file_with(name), until)
+                .unwrap();
+        };
+        let (mut first, mut second) = (sleep(), sleep());
+        for i in 0..MAX_PIDFD_WATCHES {
+            store(&format!("first{i:02}"), first.id());
+        }
+        store("second0", second.id());
+        store("second1", second.id());
+        // A pidfd for each of the first, none for the rest.
+        let watching = if cfg!(target_os = "linux") {
+            MAX_PIDFD_WATCHES
+        } else {
+            0
+        };
+        assert_eq!(pidfds(), watching, "{:?}", open_fds());
+
+        // A process watched without one: its exit is seen all the same.
+        second.kill().unwrap();
+        second.wait().unwrap();
+        let held = || client.list().unwrap();
+        wait_until(
+            || held().len() == MAX_PIDFD_WATCHES,
+            || format!("{:?} held after the exit of the second", held()),
+        );
+        first.kill().unwrap();
+        first.wait().unwrap();
+        wait_until(
+            || held().is_empty(),
+            || format!("{:?} held after the exit of the first", held()),
+        );
+        wait_until(
+            || pidfds() == 0,
+            || format!("the watches that ended left pidfds open: {:?}", open_fds()),
+        );
+
+        // Their pidfds are given back.
+        let mut third = sleep();
+        store("third", third.id());
+        assert_eq!(pidfds(), watching.min(1), "{:?}", open_fds());
+        third.kill().unwrap();
+        third.wait().unwrap();
+        wait_until(|| held().is_empty(), || format!("{:?} held", held()));
+        let _ = std::fs::remove_file(&socket);
+    }
+    check.assert_unchanged();
+}
+
+/// How many pidfds this process has open.
+fn pidfds() -> usize {
+    open_fds()
+        .iter()
+        .filter(|fd| fd.ends_with("[pidfd]"))
+        .count()
 }
 
 #[test]

@@ -2,8 +2,10 @@
 //! cannot be completed (a client with no room for the fds, a command that
 //! cannot start, a client that goes away before it commits) leaves the
 //! fds held; a holder at its open-file limit refuses a store as `full`,
-//! and goes on answering `list` and `drop`. After each hostile case the
-//! holder's fd count is back where it was, and it still answers `list`.
+//! and goes on answering `list` and `drop`; a holder whose fd table is
+//! full turns each new client away as `full`, and serves again once
+//! clients go. After each hostile case the holder's fd count is back
+//! where it was, and it still answers `list`.
 #![cfg(unix)]
 
 mod util;
@@ -45,15 +47,20 @@ fn greeted(socket: &Path) -> UnixStream {
 /// Reads one line; the fds that come with it are closed unread (a plain
 /// `read` takes no fds: the kernel closes them).
 fn line(stream: &mut UnixStream) -> String {
+    next_line(stream).unwrap()
+}
+
+/// The next line, or the error that ended the wait for it.
+fn next_line(stream: &mut UnixStream) -> std::io::Result<String> {
     let mut line = Vec::new();
     let mut byte = [0];
-    while stream.read(&mut byte).unwrap() == 1 {
+    while stream.read(&mut byte)? == 1 {
         line.push(byte[0]);
         if byte[0] == b'\n' {
             break;
         }
     }
-    String::from_utf8(line).unwrap()
+    Ok(String::from_utf8_lossy(&line).into_owned())
 }
 
 /// After a hostile case: the holder holds `names`, and as many fds as
@@ -262,4 +269,126 @@ fn at_its_fd_limit_a_holder_refuses_stores_as_full_and_answers_the_rest() {
     assert!(store("again").status.success());
     holder.wait_for_fd_count(fds);
     assert_eq!(holder.list().len(), 18);
+}
+
+#[test]
+fn at_a_full_fd_table_a_holder_turns_clients_away_as_full_and_recovers() {
+    let dir = TempDir::new("emfile");
+    let log = dir.join("log");
+    // 24 fds: the holder's own (0-2, its runtime, socket, state file and
+    // spare) take about half, and it serves at least 16 connections at
+    // once, more than the rest has room for: silent clients fill its fd
+    // table before any is dropped to make room, and the next `accept`
+    // fails with EMFILE.
+    let holder = limited_holder(&dir, 24, &["--client-timeout", "300s"], &log);
+    let data = file(&dir, "data", "held text");
+    success(&mut with_files(
+        &["store", holder.sock(), "a", "3"],
+        &[&data],
+    ));
+    let fds = holder.fd_count();
+
+    // Greeted and silent, until one is turned away.
+    let mut silent = Vec::new();
+    let turned_away = loop {
+        assert!(
+            silent.len() < 24,
+            "{} clients were greeted, and none turned away: {:?}",
+            silent.len(),
+            holder.open_fds()
+        );
+        let mut client = UnixStream::connect(&holder.socket).unwrap();
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let first = next_line(&mut client).unwrap_or_else(|err| {
+            panic!(
+                "client {} was neither greeted nor turned away: {err}",
+                silent.len() + 1
+            )
+        });
+        if first != "fdpass-hold 1\n" {
+            break (first, client);
+        }
+        silent.push(client);
+    };
+    let (refusal, mut client) = turned_away;
+    assert_eq!(
+        refusal,
+        "error full the holder is at its open-file limit (RLIMIT_NOFILE): try again when fewer clients are connected\n"
+    );
+    assert_eq!(line(&mut client), "", "the holder closed it");
+    drop(client);
+
+    // Each command is told so, as a refusal (77), not as a holder that
+    // broke the protocol (76) or did not answer (75); a store's fd is not
+    // kept.
+    let full = "the holder refused: the holder is at its open-file limit";
+    fails(fdpass().args(["list", holder.sock()]), 77, full);
+    fails(fdpass().args(["drop", holder.sock(), "a"]), 77, full);
+    fails(
+        &mut with_files(&["store", holder.sock(), "b", "3"], &[&data]),
+        77,
+        full,
+    );
+    fails(
+        fdpass().args(["fetch", holder.sock(), "a", "--", "true"]),
+        77,
+        full,
+    );
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        said.contains("hold: turned away a client: at the open-file limit"),
+        "{said}"
+    );
+
+    // The clients it took are served as before.
+    let mut first = silent.remove(0);
+    first.write_all(b"list\n").unwrap();
+    let mut answer = String::new();
+    first.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("ok\na "), "{answer:?}");
+    drop(first);
+
+    // Once they are gone, its fds are as they were, and it answers.
+    drop(silent);
+    still_holds(&holder, &["a"], fds);
+    success(fdpass().args(["drop", holder.sock(), "a"]));
+    still_holds(&holder, &[], fds - 1);
+}
+
+#[test]
+fn names_kept_until_a_process_exits_leave_the_fds_in_reserve() {
+    let dir = TempDir::new("until-exit");
+    let log = dir.join("log");
+    // 200 fds: (200 - 64) / 2 = 68 names, a copy of each, and 68
+    // connections. A watch of each name's process must not take an fd of
+    // that room: with a pidfd for each, a fetch of all of them, or a
+    // client past the 51st, found the fd table full.
+    let holder = limited_holder(&dir, 200, &["--client-timeout", "300s"], &log);
+    let data = file(&dir, "data", "held text");
+    let this = std::process::id().to_string();
+    let names: Vec<String> = (0..68).map(|i| format!("n{i:02}")).collect();
+    for name in &names {
+        success(&mut with_files(
+            &["store", "--until-exit", &this, holder.sock(), name, "3"],
+            &[&data],
+        ));
+    }
+    let fds = holder.fd_count();
+
+    let mut fetch = vec!["fetch", holder.sock()];
+    fetch.extend(names.iter().map(String::as_str));
+    fetch.extend(["--", "sh", "-c", "test $LISTEN_FDS = 68"]);
+    success(fdpass().args(&fetch));
+    still_holds(&holder, &fetch[2..70], fds);
+
+    // As many clients as it serves at once, silent; then list and drop
+    // are answered (each in place of the oldest). The last name stored
+    // is watched without a pidfd: its drop closes one fd.
+    let silent: Vec<UnixStream> = (0..68).map(|_| greeted(&holder.socket)).collect();
+    assert_eq!(holder.list(), names);
+    success(fdpass().args(["drop", holder.sock(), "n67"]));
+    drop(silent);
+    still_holds(&holder, &fetch[2..69], fds - 1);
 }

@@ -42,7 +42,7 @@ pub use self::machine::{Answer, Caller, Decision, Effect, Holder, Os, Reservatio
 #[cfg(feature = "tokio")]
 pub use self::server::{
     max_names_within, Hooks, Server, DEFAULT_CLIENT_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_NAMES, FD_RESERVE,
+    DEFAULT_MAX_NAMES, FD_RESERVE, MAX_PIDFD_WATCHES,
 };
 pub use self::system::System;
 

@@ -8,6 +8,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io::{self, ErrorKind};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -26,8 +27,16 @@ use crate::{PeerCredentials, PeerTrust};
 pub const DEFAULT_MAX_NAMES: usize = 1024;
 
 /// How many fds a holder keeps free for its own use, besides those it
-/// holds: its event loop, its connections, the copies it sends.
+/// holds: its event loop, its connections, the copies it sends, and the
+/// pidfds that watch the processes of names kept until they exit (at most
+/// [`MAX_PIDFD_WATCHES`]).
 pub const FD_RESERVE: usize = 64;
+
+/// How many processes a [`Server`] watches by their pidfd at most; past
+/// that, a process is looked at every second (`kill(pid, 0)`), so that
+/// names kept until their process exits leave the fds in reserve that
+/// answering needs.
+pub const MAX_PIDFD_WATCHES: usize = 16;
 
 /// The most names a holder allowed `fd_limit` open fds (`RLIMIT_NOFILE`)
 /// can hold and still answer: half of what is left after
@@ -70,8 +79,9 @@ impl Hooks for () {}
 /// A holder serving clients on a unix socket, with tokio: one task per
 /// client, with one deadline for its whole request; lifetimes kept by a
 /// timer and by watching each process (its pidfd where there are pidfds,
-/// else `kill(pid, 0)` every second). Tasks are spawned on the current
-/// tokio runtime, and all ended when the server is dropped.
+/// for up to [`MAX_PIDFD_WATCHES`] processes at once, else `kill(pid, 0)`
+/// every second). Tasks are spawned on the current tokio runtime, and all
+/// ended when the server is dropped.
 ///
 /// Each client's uid and gid are checked as soon as it connects, before
 /// anything is read: it is served if it runs as this process's user, as
@@ -118,6 +128,8 @@ struct Shared {
     ended: Notify,
     /// The next expiry may have changed.
     expiry: Notify,
+    /// How many watches have a pidfd open, at most [`MAX_PIDFD_WATCHES`].
+    pidfds: AtomicUsize,
 }
 
 struct Inner {
@@ -171,6 +183,7 @@ impl Server {
             inner: Mutex::new(inner),
             ended: Notify::new(),
             expiry: Notify::new(),
+            pidfds: AtomicUsize::new(0),
         });
         Server {
             listener,
@@ -406,7 +419,8 @@ impl Inner {
         for effect in effects {
             match effect {
                 Effect::Watch { id, pid } => {
-                    let task = tokio::spawn(watch(shared.clone(), id, Exit::watch(pid)));
+                    let exit = Exit::watch(pid, shared);
+                    let task = tokio::spawn(watch(shared.clone(), id, exit));
                     if let Some(old) = self.watches.insert(id, task.abort_handle()) {
                         old.abort();
                     }
@@ -605,21 +619,24 @@ async fn write_all(stream: &UnixStream, bytes: &[u8], fds: &[BorrowedFd<'_>]) ->
     Ok(())
 }
 
-/// The exit of a process: its pidfd where there are pidfds, else its pid,
-/// looked at every second.
+/// The exit of a process: its pidfd where there are pidfds and one of the
+/// [`MAX_PIDFD_WATCHES`] is free, else its pid, looked at every second.
 enum Exit {
-    Pidfd(tokio::io::unix::AsyncFd<OwnedFd>),
+    Pidfd(tokio::io::unix::AsyncFd<OwnedFd>, PidfdSlot),
     Pid(u32),
 }
 
 impl Exit {
-    fn watch(pid: u32) -> Exit {
+    fn watch(pid: u32, shared: &Arc<Shared>) -> Exit {
+        let Some(slot) = PidfdSlot::take(shared) else {
+            return Exit::Pid(pid);
+        };
         let pidfd = crate::process::Process::open(pid)
             .and_then(|process| process.as_fd().try_clone_to_owned());
         // SAFETY: an OwnedFd is one open fd for as long as it lives, and
         // the AsyncFd owns it.
         match pidfd.map(|pidfd| unsafe { tokio::io::unix::AsyncFd::register(pidfd) }) {
-            Ok(Ok(pidfd)) => Exit::Pidfd(pidfd),
+            Ok(Ok(pidfd)) => Exit::Pidfd(pidfd, slot),
             _ => Exit::Pid(pid),
         }
     }
@@ -627,7 +644,7 @@ impl Exit {
     async fn wait(self) {
         use super::machine::Os;
         match self {
-            Exit::Pidfd(pidfd) => {
+            Exit::Pidfd(pidfd, _slot) => {
                 let _ = pidfd.readable().await;
             }
             Exit::Pid(pid) => {
@@ -636,5 +653,28 @@ impl Exit {
                 }
             }
         }
+    }
+}
+
+/// One of the [`MAX_PIDFD_WATCHES`] pidfds, given back when its watch
+/// ends, however it ends (the process exited, the name was dropped, the
+/// server was dropped).
+struct PidfdSlot(Arc<Shared>);
+
+impl PidfdSlot {
+    fn take(shared: &Arc<Shared>) -> Option<PidfdSlot> {
+        shared
+            .pidfds
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
+                (open < MAX_PIDFD_WATCHES).then_some(open + 1)
+            })
+            .ok()
+            .map(|_| PidfdSlot(shared.clone()))
+    }
+}
+
+impl Drop for PidfdSlot {
+    fn drop(&mut self) {
+        self.0.pidfds.fetch_sub(1, Ordering::Relaxed);
     }
 }
