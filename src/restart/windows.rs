@@ -253,7 +253,11 @@ impl Restart {
         for (name, socket) in &self.sockets {
             command = command.fd(name, socket)?;
         }
-        let child = command.spawn()?;
+        // A start that fails once the program ran (its handover could not
+        // be set up) leaves nothing it started behind either.
+        let child = command.spawn().inspect_err(|_| {
+            let _ = job.end_all(ENDING);
+        })?;
         drop(command);
         let next = Next {
             child,
