@@ -2,7 +2,10 @@
 //! the line `restart` on its standard input under a client that never
 //! pauses: no request fails, and every generation serves. And each way a
 //! restart fails ends the next generation and leaves no handle behind: it
-//! exits first, is never ready, or says it is ready with a wrong secret.
+//! exits first, is never ready, or says it is ready with a wrong secret;
+//! a worker the next generation started ends with it, also when the next
+//! generation is itself a restarted one (its job nested in its
+//! predecessor's).
 
 #![cfg(all(windows, feature = "tokio"))]
 
@@ -11,6 +14,7 @@ use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,8 +23,10 @@ use io_fdpass::restart::Restart;
 use io_fdpass_test_support::http::{self, Failure, FailureKind, Tally};
 use io_fdpass_test_support::{wait_until, NoLeak, OpensFds};
 use windows_sys::Win32::Foundation::CloseHandle;
+use windows_sys::Win32::System::JobObjects::IsProcessInJob;
 use windows_sys::Win32::System::Threading::{
-    OpenProcess, TerminateProcess, WaitForSingleObject, PROCESS_SYNCHRONIZE, PROCESS_TERMINATE,
+    GetCurrentProcess, OpenProcess, TerminateProcess, WaitForSingleObject, PROCESS_SYNCHRONIZE,
+    PROCESS_TERMINATE,
 };
 
 /// The example's binary, which `cargo test` builds beside the tests.
@@ -371,4 +377,154 @@ fn a_restart_future_dropped_ends_the_next_generation() {
     wait_for_exit(pid.unwrap());
     drop(runtime);
     std::fs::remove_file(pid_file).unwrap();
+}
+
+/// Where a worker started by a next generation writes its pid.
+const WORKER_PID_FILE: &str = "IO_FDPASS_TEST_WORKER_PID_FILE";
+
+/// Where a next generation that restarts in turn says that its checks
+/// passed.
+const RESULT_FILE: &str = "IO_FDPASS_TEST_RESULT_FILE";
+
+/// The pid written at `path`, once it is there whole.
+fn read_pid(path: &std::path::Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// In a next generation: starts a worker, this test binary again as the
+/// role `worker`, and returns once the worker has written its pid. The
+/// worker is left to run.
+fn start_worker(test: &str) {
+    let path = PathBuf::from(std::env::var_os(WORKER_PID_FILE).unwrap());
+    let _worker = Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(ROLE, "worker")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(
+        || read_pid(&path).is_some(),
+        || "the worker never wrote its pid".to_owned(),
+    );
+}
+
+/// Restarts into this test binary as `role`, a next generation that starts
+/// a worker and then fails: the restart's error is of `kind`, and once it
+/// has returned neither the next generation nor its worker runs.
+fn assert_worker_ends_with_the_restart(
+    test: &str,
+    listener: &TcpListener,
+    role: &str,
+    timeout: Duration,
+    kind: ErrorKind,
+) {
+    let pid_file = io_fdpass_test_support::temp_path("worker");
+    let e = next_as(test, role, listener)
+        .env(WORKER_PID_FILE, &pid_file)
+        .timeout(timeout)
+        .spawn()
+        .unwrap_err();
+    assert_eq!(e.kind(), kind, "{e}");
+    let worker = read_pid(&pid_file)
+        .unwrap_or_else(|| panic!("the next generation started no worker before it failed: {e}"));
+    std::fs::remove_file(&pid_file).unwrap();
+    assert!(gone(pid_in(&e)), "{e}");
+    if !gone(worker) {
+        end(worker);
+        panic!("the worker (pid {worker}) of the next generation outlived the failed restart: {e}");
+    }
+}
+
+/// What a re-run of this test binary does as `role`.
+fn play_worker_role(test: &str, role: &str) {
+    if role == "worker" {
+        let path = PathBuf::from(std::env::var_os(WORKER_PID_FILE).unwrap());
+        let part = path.with_extension("part");
+        std::fs::write(&part, std::process::id().to_string()).unwrap();
+        std::fs::rename(&part, &path).unwrap();
+        // Ends with the next generation's job, or never.
+        std::thread::sleep(Duration::from_secs(600));
+        return;
+    }
+    let mut fds = io_fdpass::activation::ListenFds::take().unwrap();
+    let listener = fds
+        .take_tcp_listener(fds.index_of("http").unwrap())
+        .unwrap();
+    match role {
+        "worker-then-exit" => {
+            start_worker(test);
+            std::process::exit(3);
+        }
+        "worker-then-silent" => {
+            start_worker(test);
+            std::thread::sleep(Duration::from_secs(600));
+        }
+        "ready-then-restart" => {
+            assert!(io_fdpass::notify::ready().unwrap());
+            // This generation runs in the job its predecessor started it
+            // in: its own next generation's job nests in that one.
+            let mut in_job = 0;
+            // SAFETY: the pseudo-handle of this process, a null job (any
+            // job) and a writable BOOL.
+            let ok = unsafe { IsProcessInJob(GetCurrentProcess(), ptr::null_mut(), &mut in_job) };
+            assert_ne!(ok, 0, "{}", std::io::Error::last_os_error());
+            assert_ne!(in_job, 0, "the next generation runs in no job");
+            let check = NoLeak::start();
+            assert_worker_ends_with_the_restart(
+                test,
+                &listener,
+                "worker-then-exit",
+                Duration::from_secs(60),
+                ErrorKind::Other,
+            );
+            check.assert_unchanged();
+            let result = std::env::var_os(RESULT_FILE).unwrap();
+            std::fs::write(result, "passed").unwrap();
+        }
+        _ => panic!("no such role: {role}"),
+    }
+}
+
+#[test]
+fn a_failed_restart_ends_the_workers_the_next_generation_started() {
+    let test = "a_failed_restart_ends_the_workers_the_next_generation_started";
+    if let Some(role) = role() {
+        return play_worker_role(test, &role);
+    }
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let check = NoLeak::start();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+
+    // It exits before it is ready.
+    assert_worker_ends_with_the_restart(
+        test,
+        &listener,
+        "worker-then-exit",
+        Duration::from_secs(60),
+        ErrorKind::Other,
+    );
+    // It is never ready.
+    assert_worker_ends_with_the_restart(
+        test,
+        &listener,
+        "worker-then-silent",
+        Duration::from_secs(20),
+        ErrorKind::TimedOut,
+    );
+    // A restarted generation restarts in turn, and that restart fails.
+    let result = io_fdpass_test_support::temp_path("result");
+    let next = next_as(test, "ready-then-restart", &listener)
+        .env(RESULT_FILE, &result)
+        .timeout(Duration::from_secs(60))
+        .spawn()
+        .unwrap();
+    wait_for_exit(next.pid());
+    let said = std::fs::read_to_string(&result)
+        .unwrap_or_else(|e| panic!("the next generation's own restart failed its checks ({e})"));
+    assert_eq!(said, "passed");
+    std::fs::remove_file(&result).unwrap();
+    drop(listener);
+    check.assert_unchanged();
 }

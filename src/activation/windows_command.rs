@@ -54,6 +54,7 @@ pub struct Command<'a> {
     names: Vec<String>,
     env: Vec<(OsString, OsString)>,
     timeout: Duration,
+    job: Option<&'a sys::Job>,
 }
 
 impl<'a> Command<'a> {
@@ -67,6 +68,7 @@ impl<'a> Command<'a> {
             names: Vec::new(),
             env: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
+            job: None,
         }
     }
 
@@ -129,6 +131,13 @@ impl<'a> Command<'a> {
         self
     }
 
+    /// Starts the program in `job`, from its first instruction on, so that
+    /// every process it starts is in the job too ([`sys::Job::spawn`]).
+    pub(crate) fn job(mut self, job: &'a sys::Job) -> Command<'a> {
+        self.job = Some(job);
+        self
+    }
+
     /// Starts the program, and a thread that hands it its sockets.
     ///
     /// The thread serves on a loopback port of its own, with a random
@@ -178,7 +187,11 @@ impl<'a> Command<'a> {
                 .env("LISTEN_FDS", self.sockets.len().to_string())
                 .env("LISTEN_FDNAMES", self.names.join(":"));
         }
-        let mut child = command.spawn().map_err(|e| {
+        let started = match self.job {
+            Some(job) => job.spawn(&mut command),
+            None => command.spawn(),
+        };
+        let mut child = started.map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("cannot start {}: {e}", self.program.to_string_lossy()),

@@ -9,11 +9,16 @@
 //! [`ListenFds::take`](crate::activation::ListenFds::take), and says it is
 //! ready with [`notify::ready`](crate::notify::ready) once it serves, over
 //! a loopback connection checked by secret and by pid. If it does not
-//! within the timeout, or exits first, it is ended (`TerminateProcess`)
-//! and [`Restart::spawn`] returns an error: the old generation keeps
-//! serving as if nothing had happened. Windows has no process groups: a
-//! process the next generation started itself before the error is not
-//! ended with it.
+//! within the timeout, or exits first, it is ended and [`Restart::spawn`]
+//! returns an error: the old generation keeps serving as if nothing had
+//! happened. The next generation runs in a job object of its own from its
+//! first instruction on, and the whole job is ended
+//! (`TerminateJobObject`): a worker it started, which would hold the
+//! listening sockets, ends with it. Once it is ready, the job's handle is
+//! closed and the job limits nothing: the next generation and its workers
+//! outlive the old one, and when it restarts in turn, its own next
+//! generation gets a job nested in this one (nested jobs need Windows 8 or
+//! later).
 //!
 //! Windows has no SIGHUP either: `examples/restart.rs` restarts when the
 //! line `restart` arrives on its standard input.
@@ -48,6 +53,7 @@ use std::time::{Duration, Instant};
 
 use crate::activation::{Child, Command};
 use crate::notify::Listener;
+use crate::sys;
 
 /// How long [`Restart::spawn`] waits for the next generation unless told
 /// otherwise.
@@ -165,8 +171,12 @@ impl Restart {
     ///
     /// # Errors
     ///
-    /// Whatever the error, the next generation is not running (it was
-    /// ended and waited for), and this process may go on serving.
+    /// Whatever the error, nothing of the next generation runs: it was
+    /// ended and waited for with every process it had started (all of
+    /// them in the job object it was started in), and this process may go
+    /// on serving. The job allows no breakaway: a process of the next
+    /// generation cannot start one outside it (`CREATE_BREAKAWAY_FROM_JOB`
+    /// is refused).
     /// - [`ErrorKind::ResourceBusy`]: another restart of this process is
     ///   under way;
     /// - [`ErrorKind::TimedOut`]: it was not ready in time;
@@ -175,7 +185,10 @@ impl Restart {
     ///   it did);
     /// - [`ErrorKind::InvalidInput`]: a variable of [`env`](Restart::env)
     ///   is the restart's own;
-    /// - [`ErrorKind::NotFound`] and the like: it could not be started.
+    /// - [`ErrorKind::NotFound`] and the like: it could not be started;
+    ///   [`ErrorKind::PermissionDenied`]: it could not be put in a job of
+    ///   its own (this process is in a job that forbids nesting, or runs on
+    ///   Windows 7, where a process is in one job at most).
     pub fn spawn(self) -> io::Result<Successor> {
         self.start()?.wait(&AtomicBool::new(false))
     }
@@ -226,9 +239,11 @@ impl Restart {
             }
         }
         let notify = Listener::new()?;
+        let job = sys::Job::new()?;
         let mut command = Command::new(&self.program)
             .args(&self.args)
-            .timeout(self.timeout);
+            .timeout(self.timeout)
+            .job(&job);
         for (key, value) in self.env.iter().map(|(k, v)| (k.as_os_str(), v.as_os_str())) {
             command = command.env(key, value);
         }
@@ -238,11 +253,17 @@ impl Restart {
         for (name, socket) in &self.sockets {
             command = command.fd(name, socket)?;
         }
+        // A start that fails once the program ran (its handover could not
+        // be set up) leaves nothing it started behind either.
+        let child = command.spawn().inspect_err(|_| {
+            let _ = job.end_all(ENDING);
+        })?;
+        drop(command);
         let next = Next {
-            child: command.spawn()?,
+            child,
+            job,
             ready: false,
         };
-        drop(command);
         // The copies are the next generation's now, or the server's.
         drop(self.sockets);
         Ok(Started {
@@ -322,15 +343,24 @@ fn refused(refusals: &[String]) -> String {
 }
 
 /// A next generation that is ended and waited for unless it is ready,
-/// so that no error path leaves it running.
+/// with every process in its job, so that no error path leaves any of it
+/// running. Once it is ready, the job's handle is closed, which ends
+/// nothing.
 struct Next {
     child: Child,
+    job: sys::Job,
     ready: bool,
 }
+
+/// How long dropping a [`Next`] that is not ready waits for the processes
+/// of its job to be gone once they were ended.
+const ENDING: Duration = Duration::from_secs(10);
 
 impl Drop for Next {
     fn drop(&mut self) {
         if !self.ready {
+            let _ = self.job.end_all(ENDING);
+            // Ended with the job, unless ending the job failed.
             let _ = self.child.kill();
             let _ = self.child.wait();
         }

@@ -54,6 +54,9 @@
 //!   How a record is kept whole is the portable code's business.
 //! - `current_pid()`, `duplicate(handle)`: a non-inheritable duplicate in
 //!   this process.
+//! - `Job::new()`, a job object of this process's own; `job.spawn(command)`
+//!   starts a `std::process::Command` in it before it runs an instruction;
+//!   `job.end_all(bound)` ends every process in it and waits for them.
 //! - `Process::open(pid)` with `PROCESS_DUP_HANDLE`, and on it
 //!   `fetch(value, close_source)` and `close(value)`, of a
 //!   `record::HandleValue`: only a value the record rules checked.

@@ -17,8 +17,9 @@ use crate::record::HandleValue;
 
 use windows_sys::core::PWSTR;
 use windows_sys::Win32::Foundation::{
-    DuplicateHandle, LocalFree, DUPLICATE_CLOSE_SOURCE, DUPLICATE_SAME_ACCESS, ERROR_ACCESS_DENIED,
-    ERROR_INSUFFICIENT_BUFFER, HANDLE,
+    DuplicateHandle, GetLastError, LocalFree, DUPLICATE_CLOSE_SOURCE, DUPLICATE_SAME_ACCESS,
+    ERROR_ACCESS_DENIED, ERROR_INSUFFICIENT_BUFFER, ERROR_NO_MORE_FILES, HANDLE,
+    INVALID_HANDLE_VALUE,
 };
 use windows_sys::Win32::NetworkManagement::IpHelper::{
     GetExtendedTcpTable, MIB_TCP6ROW_OWNER_PID, MIB_TCPROW_OWNER_PID,
@@ -36,9 +37,17 @@ use windows_sys::Win32::Security::Cryptography::{
     BCryptGenRandom, BCRYPT_USE_SYSTEM_PREFERRED_RNG,
 };
 use windows_sys::Win32::Security::{GetTokenInformation, TokenUser, PSID, TOKEN_QUERY, TOKEN_USER};
+use windows_sys::Win32::System::Diagnostics::ToolHelp::{
+    CreateToolhelp32Snapshot, Thread32First, Thread32Next, TH32CS_SNAPTHREAD, THREADENTRY32,
+};
+use windows_sys::Win32::System::JobObjects::{
+    AssignProcessToJobObject, CreateJobObjectW, JobObjectBasicAccountingInformation,
+    QueryInformationJobObject, TerminateJobObject, JOBOBJECT_BASIC_ACCOUNTING_INFORMATION,
+};
 use windows_sys::Win32::System::Threading::{
-    GetCurrentProcess, GetCurrentProcessId, OpenProcess, OpenProcessToken, WaitForSingleObject,
-    PROCESS_DUP_HANDLE, PROCESS_QUERY_LIMITED_INFORMATION,
+    GetCurrentProcess, GetCurrentProcessId, OpenProcess, OpenProcessToken, OpenThread,
+    ResumeThread, WaitForSingleObject, CREATE_SUSPENDED, PROCESS_DUP_HANDLE,
+    PROCESS_QUERY_LIMITED_INFORMATION, THREAD_SUSPEND_RESUME,
 };
 
 /// The last Winsock error, read right after the failed call.
@@ -625,4 +634,180 @@ pub(crate) fn process_alive(pid: u32) -> bool {
         // A process of another user may refuse to be opened: it exists.
         Err(err) => err.kind() == ErrorKind::PermissionDenied,
     }
+}
+
+/// A job object of this process's own (`CreateJobObjectW`): unnamed, its
+/// handle not inheritable, with no limits, so that closing the handle ends
+/// nothing. A process in it, and every process that one starts, stays in
+/// it; a process in a job already is nested (Windows 8 and later).
+#[derive(Debug)]
+pub(crate) struct Job(OwnedHandle);
+
+/// How often [`Job::end_all`] looks whether the processes it ended are
+/// gone.
+const JOB_POLL: Duration = Duration::from_millis(10);
+
+impl Job {
+    /// A new job, with no process in it.
+    pub(crate) fn new() -> io::Result<Job> {
+        // SAFETY: no security attributes (the handle is not inheritable)
+        // and no name; the handle returned is this function's to own.
+        let job = unsafe { CreateJobObjectW(ptr::null(), ptr::null()) };
+        if job.is_null() {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(
+                e.kind(),
+                format!("cannot create a job object: {e}"),
+            ));
+        }
+        // SAFETY: a new handle owned by no one else.
+        Ok(Job(unsafe { OwnedHandle::from_raw_handle(job) }))
+    }
+
+    /// Starts `command` in this job from its first instruction on: the
+    /// process is created suspended (`CREATE_SUSPENDED`), put in the job
+    /// (`AssignProcessToJobObject`), and only then let run, so that it can
+    /// start no process outside the job. If it cannot be put in the job or
+    /// let run, it is ended and waited for, having run nothing.
+    pub(crate) fn spawn(
+        &self,
+        command: &mut std::process::Command,
+    ) -> io::Result<std::process::Child> {
+        use std::os::windows::process::CommandExt;
+        let mut child = command.creation_flags(CREATE_SUSPENDED).spawn()?;
+        let started = self
+            .assign(child.as_handle())
+            .and_then(|()| resume_threads(child.id()));
+        if let Err(e) = started {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+        Ok(child)
+    }
+
+    /// Puts `process` in this job.
+    fn assign(&self, process: BorrowedHandle<'_>) -> io::Result<()> {
+        // SAFETY: both are live handles of this process.
+        let ok =
+            unsafe { AssignProcessToJobObject(self.0.as_raw_handle(), process.as_raw_handle()) };
+        if ok == 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot put it in a job object of its own: {e} (a process already in a job \
+                     is put in another only from Windows 8 on, and only if neither job sets UI \
+                     limits)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Ends every process in this job (`TerminateJobObject`, exit code
+    /// 1), then waits, at most `bound`, until none is left.
+    ///
+    /// # Errors
+    ///
+    /// The error of ending them or of counting them;
+    /// [`ErrorKind::TimedOut`] if some are left after `bound`.
+    pub(crate) fn end_all(&self, bound: Duration) -> io::Result<()> {
+        // SAFETY: a live job handle, created with every access right.
+        if unsafe { TerminateJobObject(self.0.as_raw_handle(), 1) } == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let deadline = std::time::Instant::now() + bound;
+        loop {
+            let left = self.active_processes()?;
+            if left == 0 {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    ErrorKind::TimedOut,
+                    format!("{left} processes of the job still ran {bound:?} after it was ended"),
+                ));
+            }
+            std::thread::sleep(JOB_POLL);
+        }
+    }
+
+    /// How many processes are in this job and running.
+    fn active_processes(&self) -> io::Result<u32> {
+        // SAFETY: an all-zero struct of integers is valid.
+        let mut info: JOBOBJECT_BASIC_ACCOUNTING_INFORMATION = unsafe { zeroed() };
+        // SAFETY: `info` is writable for the size given; a live job handle.
+        let ok = unsafe {
+            QueryInformationJobObject(
+                self.0.as_raw_handle(),
+                JobObjectBasicAccountingInformation,
+                ptr::from_mut(&mut info).cast(),
+                size_of::<JOBOBJECT_BASIC_ACCOUNTING_INFORMATION>() as u32,
+                ptr::null_mut(),
+            )
+        };
+        if ok == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(info.ActiveProcesses)
+    }
+}
+
+/// Lets process `pid`, created suspended, run: resumes each of its
+/// threads, found in a snapshot of the system's threads
+/// (`CreateToolhelp32Snapshot`). A process created suspended has one
+/// thread, its main one; std's `Child` keeps that thread's handle to
+/// itself.
+fn resume_threads(pid: u32) -> io::Result<()> {
+    // SAFETY: no pointers; the process id is ignored for a thread snapshot.
+    let snapshot = unsafe { CreateToolhelp32Snapshot(TH32CS_SNAPTHREAD, 0) };
+    if snapshot == INVALID_HANDLE_VALUE {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new handle owned by no one else.
+    let snapshot = unsafe { OwnedHandle::from_raw_handle(snapshot) };
+    let mut entry = THREADENTRY32 {
+        dwSize: size_of::<THREADENTRY32>() as u32,
+        ..THREADENTRY32::default()
+    };
+    let mut resumed = 0;
+    // SAFETY: a live snapshot handle; `entry` is writable, its size set.
+    let mut more = unsafe { Thread32First(snapshot.as_raw_handle(), &mut entry) } != 0;
+    while more {
+        if entry.th32OwnerProcessID == pid {
+            resume_thread(entry.th32ThreadID)?;
+            resumed += 1;
+        }
+        // SAFETY: as above.
+        more = unsafe { Thread32Next(snapshot.as_raw_handle(), &mut entry) } != 0;
+    }
+    // SAFETY: read right after the call that ended the walk.
+    let error = unsafe { GetLastError() };
+    if error != ERROR_NO_MORE_FILES {
+        return Err(io::Error::from_raw_os_error(error as i32));
+    }
+    if resumed == 0 {
+        return Err(io::Error::new(
+            ErrorKind::NotFound,
+            format!("no thread of process {pid} to let run was found"),
+        ));
+    }
+    Ok(())
+}
+
+/// Resumes thread `id` once (`ResumeThread`).
+fn resume_thread(id: u32) -> io::Result<()> {
+    // SAFETY: no pointers; the handle returned is closed below.
+    let thread = unsafe { OpenThread(THREAD_SUSPEND_RESUME, 0, id) };
+    if thread.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new handle owned by no one else.
+    let thread = unsafe { OwnedHandle::from_raw_handle(thread) };
+    // SAFETY: a live thread handle with THREAD_SUSPEND_RESUME.
+    if unsafe { ResumeThread(thread.as_raw_handle()) } == u32::MAX {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
