@@ -28,6 +28,13 @@ const CONNECTIONS: usize = 4;
 /// process, which the other's generations may be.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
+/// This test alone, until the guard drops.
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// What each kept connection has seen: the pids that answered it, in
 /// order, with how many answers each; and the error that ended it, if
 /// any (a close, a reset, a bad answer).
@@ -308,9 +315,7 @@ fn half_sent(addr: SocketAddr, pid: u32) -> BufReader<TcpStream> {
 
 #[test]
 fn kept_connections_move_through_five_restarts_without_a_close() {
-    let _alone = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _alone = alone();
     // Orphaned generations come to this process, which reaps them.
     // SAFETY: prctl with integer arguments only.
     assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) }, 0);
@@ -365,6 +370,13 @@ impl Holder {
         }
     }
 
+    /// A holder, and a first generation serving under it.
+    fn start_serving() -> (Holder, Generations) {
+        let holder = Holder::start();
+        let first = holder.generation();
+        (holder, Generations(vec![first]))
+    }
+
     /// A generation started as its users start it, `fdpass fetch SOCKET
     /// http -- hyper_restart --holder SOCKET`, ready: its pid.
     fn generation(&self) -> u32 {
@@ -405,8 +417,21 @@ impl Holder {
         pid
     }
 
+    fn entries(&self) -> Vec<io_fdpass::holder::protocol::Entry> {
+        Client::new(&self.socket).entries().unwrap()
+    }
+
     fn names(&self) -> Vec<String> {
         Client::new(&self.socket).list().unwrap()
+    }
+
+    /// The pid whose exit drops the end of a handoff socket the holder
+    /// holds, if it holds one: the generation that left it.
+    fn handoff_of(&self) -> Option<u32> {
+        self.entries()
+            .iter()
+            .find(|entry| entry.name == "handoff")
+            .and_then(|entry| entry.until_exit)
     }
 }
 
@@ -420,12 +445,9 @@ impl Drop for Holder {
 
 #[test]
 fn kept_connections_move_through_five_holder_restarts_without_a_close() {
-    let _alone = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let holder = Holder::start();
-    let first = holder.generation();
-    let mut generations = Generations(vec![first]);
+    let _alone = alone();
+    let (holder, mut generations) = Holder::start_serving();
+    let first = generations.0[0];
     // The first generation left its end of a handoff socket for the next.
     assert_eq!(holder.names(), ["handoff", "http"]);
 
@@ -449,4 +471,67 @@ fn kept_connections_move_through_five_holder_restarts_without_a_close() {
         || holder.names() == ["http"],
         || format!("the holder holds {:?}", holder.names()),
     );
+}
+
+#[test]
+fn a_next_generation_that_goes_is_forgotten_and_the_one_after_takes_the_connections() {
+    let _alone = alone();
+    let (holder, mut generations) = Holder::start_serving();
+    let first = generations.0[0];
+    let clients = Clients::start(holder.addr);
+    let left_by_first = || holder.handoff_of() == Some(first);
+    util::wait_until(left_by_first, || "the first generation left no end".into());
+
+    // A peer that takes the end and says something else than hello: the
+    // serving generation leaves a new end.
+    let taken = Client::new(&holder.socket).take("handoff").unwrap();
+    let mut taken = std::os::unix::net::UnixStream::from(taken);
+    taken.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    util::wait_until(left_by_first, || {
+        format!(
+            "no new end after a peer that is no generation: {:?}",
+            holder.names()
+        )
+    });
+    drop(taken);
+
+    // A next generation that said hello, killed: forgotten, and a new end
+    // left for the one after.
+    let killed = holder.generation();
+    generations.0.push(killed);
+    assert_eq!(holder.handoff_of(), Some(killed));
+    rustix::process::kill_process_group(Pid::from_raw(killed as i32).unwrap(), Signal::KILL)
+        .unwrap();
+    wait_for_exit(killed);
+    util::wait_until(left_by_first, || {
+        format!(
+            "no new end after the next generation went: {:?}",
+            holder.entries()
+        )
+    });
+
+    // The one after takes every connection when the first is stopped.
+    let next = holder.generation();
+    generations.0.push(next);
+    kill_process(Pid::from_raw(first as i32).unwrap(), Signal::TERM).unwrap();
+    let answered_by = |pid: u32| {
+        let kept = clients.kept.lock().unwrap();
+        kept.iter()
+            .all(|k| k.pids.last().is_some_and(|&(p, _)| p == pid))
+            || kept.iter().any(|k| k.ended.is_some())
+    };
+    util::wait_until(
+        || answered_by(next),
+        || format!("{:?}", clients.kept.lock().unwrap()),
+    );
+    wait_for_exit(first);
+    let kept = clients.stop();
+    let kept = kept.lock().unwrap();
+    for (i, k) in kept.iter().enumerate() {
+        assert_eq!(k.ended, None, "connection {i} ended: {kept:?}");
+        let pids: Vec<u32> = k.pids.iter().map(|&(pid, _)| pid).collect();
+        assert_eq!(pids, [first, next], "connection {i}: {kept:?}");
+    }
+    kill_process(Pid::from_raw(next as i32).unwrap(), Signal::TERM).unwrap();
+    wait_for_exit(next);
 }
