@@ -35,10 +35,14 @@
 //! fdpass hold /tmp/fds.sock &
 //! fdpass listen tcp:127.0.0.1:8080 -- fdpass store /tmp/fds.sock http 3
 //! fdpass fetch /tmp/fds.sock http -- hyper_restart --holder /tmp/fds.sock &
-//! # later: the next generation, ready in a moment; then stop the first
+//! old=$!
+//! # later: start the next generation; once it is ready, stop the old one
 //! fdpass fetch /tmp/fds.sock http -- hyper_restart --holder /tmp/fds.sock &
-//! kill %3
+//! kill $old
 //! ```
+//!
+//! (`cargo build --release --features tokio --example hyper_restart`
+//! builds it in `target/release/examples/`.)
 //!
 //! Each generation makes a socket pair and leaves one end in the holder
 //! under the name `handoff`, held until it exits. The next generation
@@ -94,7 +98,7 @@ mod unix {
     use io_fdpass::holder::Client;
     use io_fdpass::notify;
     use io_fdpass::restart::{Restart, Successor};
-    use io_fdpass::{FdKind, PeerTrust, SocketFamily, SocketType};
+    use io_fdpass::{FdKind, PeerTrust, SocketInfo};
     use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
     use tokio::net::{TcpListener, TcpStream, UnixStream};
     use tokio::signal::unix::{signal, SignalKind};
@@ -214,7 +218,12 @@ mod unix {
             Err(e) => return Err(e),
         };
         let what = format!("the holder's {HANDOFF}");
-        let fd = connected_stream(fd, &[SocketFamily::Unix], &what)?;
+        let fd = checked_kind(
+            fd,
+            SocketInfo::is_unix_stream,
+            &what,
+            "a connected unix stream socket",
+        )?;
         let previous = checked_peer(fd.into())?;
         previous.set_nonblocking(true)?;
         match (&previous).write(&[HELLO]) {
@@ -233,25 +242,22 @@ mod unix {
         }
     }
 
-    /// `fd`, if it is a connected stream socket of one of `families`;
-    /// otherwise closed, with an error that says what `what` is instead.
-    fn connected_stream(fd: OwnedFd, families: &[SocketFamily], what: &str) -> io::Result<OwnedFd> {
-        match FdKind::of(&fd)? {
-            FdKind::Socket(info)
-                if families.contains(&info.family)
-                    && info.socket_type == SocketType::Stream
-                    && !info.listening =>
-            {
-                Ok(fd)
-            }
-            other => Err(io::Error::new(
-                ErrorKind::InvalidData,
-                format!(
-                    "{what} is a {}, not a connected stream socket of {families:?}",
-                    other.word()
-                ),
-            )),
+    /// `fd`, if it is a socket that `is` accepts; otherwise closed, with
+    /// an error that says what `what` is instead of `wanted`.
+    fn checked_kind(
+        fd: OwnedFd,
+        is: fn(&SocketInfo) -> bool,
+        what: &str,
+        wanted: &str,
+    ) -> io::Result<OwnedFd> {
+        let kind = FdKind::of(&fd)?;
+        if kind.socket().is_some_and(is) {
+            return Ok(fd);
         }
+        Err(io::Error::new(
+            ErrorKind::InvalidData,
+            format!("{what} is a {}, not {wanted}", kind.word()),
+        ))
     }
 
     /// Leaves one end of a new socket pair in the holder for the next
@@ -643,9 +649,13 @@ mod unix {
                 "a connection's header came without its fd",
             ));
         };
-        let families = [SocketFamily::Inet, SocketFamily::Inet6];
-        let stream: std::net::TcpStream =
-            connected_stream(fd, &families, "a connection received")?.into();
+        let stream: std::net::TcpStream = checked_kind(
+            fd,
+            SocketInfo::is_tcp_stream,
+            "a connection received",
+            "a TCP connection",
+        )?
+        .into();
         handoff.read_exact(&mut header[got.bytes..]).await?;
         let length = u32::from_le_bytes(header) as usize;
         if length > MAX_PENDING {
