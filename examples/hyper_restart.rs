@@ -52,8 +52,9 @@
 //! generation that heard a hello hands each connection over that socket
 //! once it owes its client nothing, as on SIGHUP, and exits once all have
 //! gone; one that heard none closes them gracefully. A next generation that
-//! goes away after its hello (its end closes) is forgotten, and a new end
-//! goes to the holder for another; one that goes away during the hand-over
+//! goes away after its hello (its end closes), or leaves first (it shuts
+//! its end for writing: a goodbye), is forgotten, and a new end goes to
+//! the holder for another; one that goes away during the hand-over
 //! leaves the connections not yet sent to be closed gracefully. Start each
 //! generation with `fetch ... http`, never with `handoff`: the generation
 //! takes that itself.
@@ -414,6 +415,9 @@ mod unix {
         moved: mpsc::UnboundedReceiver<(TcpStream, Vec<u8>)>,
         /// Until the previous generation has sent its last connection.
         receiving: bool,
+        /// The socket the previous generation sends on, until this one
+        /// says goodbye on it.
+        previous: Option<std::os::unix::net::UnixStream>,
         orders: (watch::Sender<Order>, watch::Receiver<Order>),
     }
 
@@ -423,16 +427,32 @@ mod unix {
         fn new(previous: Option<std::os::unix::net::UnixStream>) -> io::Result<Connections> {
             let (moved_tx, moved) = mpsc::unbounded_channel();
             let receiving = previous.is_some();
+            let mut goodbye = None;
             if let Some(previous) = previous {
                 previous.set_nonblocking(true)?;
+                goodbye = Some(previous.try_clone()?);
                 tokio::spawn(receive(UnixStream::from_std(previous)?, moved_tx));
             }
             Ok(Connections {
                 running: JoinSet::new(),
                 moved,
                 receiving,
+                previous: goodbye,
                 orders: watch::channel(Order::Serve),
             })
+        }
+
+        /// Tells the previous generation that this one leaves: an end of
+        /// file after its hello. One that has not begun to hand its
+        /// connections over forgets this one and closes the socket, which
+        /// ends the wait for them; one that has goes on, and this one
+        /// takes every connection it sends.
+        fn say_goodbye(&mut self) {
+            if let Some(previous) = self.previous.take() {
+                // An error means the previous generation is gone: it has
+                // nothing more to send.
+                let _ = previous.shutdown(std::net::Shutdown::Write);
+            }
         }
 
         /// Serves `stream`, starting with `pending`, as ordered.
@@ -463,6 +483,7 @@ mod unix {
         /// those still to come from the previous generation too, and
         /// returns once all have.
         async fn close_all(mut self) {
+            self.say_goodbye();
             self.order(Order::Stop);
             while !self.all_gone() {
                 tokio::select! {
@@ -567,6 +588,7 @@ mod unix {
                 // The next generation accepts from now on, and each
                 // connection goes to it once it owes its client nothing.
                 listener = None;
+                connections.say_goodbye();
                 connections.order(Order::HandOver);
             }
             if handing_over.is_some() && connections.all_gone() {

@@ -4,7 +4,9 @@
 //! started by `fdpass fetch` and the one before it stopped by SIGTERM. No
 //! request fails, no connection is closed, and each connection is
 //! answered by every generation in turn. A request left half sent across
-//! the restarts is answered whole by the last generation.
+//! the restarts is answered whole by the last generation. Under the
+//! holder, a next generation that goes before the one serving is
+//! forgotten, and the one after it takes the connections.
 #![cfg(all(target_os = "linux", feature = "tokio"))]
 
 mod util;
@@ -495,20 +497,23 @@ fn a_next_generation_that_goes_is_forgotten_and_the_one_after_takes_the_connecti
     });
     drop(taken);
 
-    // A next generation that said hello, killed: forgotten, and a new end
-    // left for the one after.
-    let killed = holder.generation();
-    generations.0.push(killed);
-    assert_eq!(holder.handoff_of(), Some(killed));
-    rustix::process::kill_process_group(Pid::from_raw(killed as i32).unwrap(), Signal::KILL)
-        .unwrap();
-    wait_for_exit(killed);
-    util::wait_until(left_by_first, || {
-        format!(
-            "no new end after the next generation went: {:?}",
-            holder.entries()
-        )
-    });
+    // A next generation that said hello, killed, and one stopped before
+    // the generation it said hello to: each forgotten, and a new end left
+    // for the one after. The one stopped exits (it waits for no
+    // connection from a generation that is not handing any over).
+    for signal in [Signal::KILL, Signal::TERM] {
+        let gone = holder.generation();
+        generations.0.push(gone);
+        assert_eq!(holder.handoff_of(), Some(gone));
+        rustix::process::kill_process_group(Pid::from_raw(gone as i32).unwrap(), signal).unwrap();
+        wait_for_exit(gone);
+        util::wait_until(left_by_first, || {
+            format!(
+                "no new end after the next generation went ({signal:?}): {:?}",
+                holder.entries()
+            )
+        });
+    }
 
     // The one after takes every connection when the first is stopped.
     let next = holder.generation();
