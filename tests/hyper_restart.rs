@@ -26,17 +26,6 @@ use rustix::process::{kill_process, waitpid, Pid, Signal, WaitOptions};
 /// How many connections the clients keep.
 const CONNECTIONS: usize = 4;
 
-/// The tests one at a time: each reaps every orphan that comes to this
-/// process, which the other's generations may be.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-/// This test alone, until the guard drops.
-fn alone() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// What each kept connection has seen: the pids that answered it, in
 /// order, with how many answers each; and the error that ended it, if
 /// any (a close, a reset, a bad answer).
@@ -317,7 +306,9 @@ fn half_sent(addr: SocketAddr, pid: u32) -> BufReader<TcpStream> {
 
 #[test]
 fn kept_connections_move_through_five_restarts_without_a_close() {
-    let _alone = alone();
+    // One test at a time (each reaps every orphan that comes to this
+    // process, which another's generations may be), and no fd left open.
+    let check = util::NoLeak::start();
     // Orphaned generations come to this process, which reaps them.
     // SAFETY: prctl with integer arguments only.
     assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) }, 0);
@@ -338,6 +329,7 @@ fn kept_connections_move_through_five_restarts_without_a_close() {
     drop(first);
     drain.join().unwrap().unwrap();
     assert_kept(&kept, &generations.0, half_answer);
+    check.assert_unchanged();
 }
 
 /// `fdpass hold` at a socket of its own, with a listener on 127.0.0.1
@@ -359,17 +351,17 @@ impl Holder {
             .spawn()
             .unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        Client::new(&socket)
+        let holder = Holder {
+            process,
+            socket,
+            addr: listener.local_addr().unwrap(),
+        };
+        Client::new(&holder.socket)
             .startup_grace(util::WAIT_TIMEOUT)
             .timeout(util::WAIT_TIMEOUT)
             .store("http", &listener)
             .unwrap();
-        Holder {
-            process,
-            socket,
-            addr,
-        }
+        holder
     }
 
     /// A holder, and a first generation serving under it.
@@ -447,7 +439,9 @@ impl Drop for Holder {
 
 #[test]
 fn kept_connections_move_through_five_holder_restarts_without_a_close() {
-    let _alone = alone();
+    // One test at a time (each reaps every orphan that comes to this
+    // process, which another's generations may be), and no fd left open.
+    let check = util::NoLeak::start();
     let (holder, mut generations) = Holder::start_serving();
     let first = generations.0[0];
     // The first generation left its end of a handoff socket for the next.
@@ -473,11 +467,14 @@ fn kept_connections_move_through_five_holder_restarts_without_a_close() {
         || holder.names() == ["http"],
         || format!("the holder holds {:?}", holder.names()),
     );
+    check.assert_unchanged();
 }
 
 #[test]
 fn a_next_generation_that_goes_is_forgotten_and_the_one_after_takes_the_connections() {
-    let _alone = alone();
+    // One test at a time (each reaps every orphan that comes to this
+    // process, which another's generations may be), and no fd left open.
+    let check = util::NoLeak::start();
     let (holder, mut generations) = Holder::start_serving();
     let first = generations.0[0];
     let clients = Clients::start(holder.addr);
@@ -539,4 +536,6 @@ fn a_next_generation_that_goes_is_forgotten_and_the_one_after_takes_the_connecti
     }
     kill_process(Pid::from_raw(next as i32).unwrap(), Signal::TERM).unwrap();
     wait_for_exit(next);
+    drop(kept);
+    check.assert_unchanged();
 }
