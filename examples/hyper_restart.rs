@@ -10,7 +10,8 @@
 //! ```
 //!
 //! Each answer's body ends with `served by pid N`. SIGTERM stops the
-//! server, closing its connections gracefully.
+//! server, closing its connections gracefully, unless a next generation
+//! started under the holder is there to take them (below).
 //!
 //! On SIGHUP the running generation stops accepting (the kernel queues new
 //! connections on the listener meanwhile) and takes each connection out of
@@ -22,6 +23,41 @@
 //! ([`Restart::connection`]), which takes them back
 //! ([`take_tcp_connection`]) and serves them as if it had accepted them. If
 //! the restart fails, this generation takes them back and serves on.
+//!
+//! # Under the holder
+//!
+//! `hyper_restart [ADDR] [--holder SOCKET]`: with `--holder`, each
+//! generation is started by `fdpass fetch` with the listener the holder
+//! keeps, and the one serving is stopped with SIGTERM once the next is
+//! ready; the connections move all the same.
+//!
+//! ```sh
+//! fdpass hold /tmp/fds.sock &
+//! fdpass listen tcp:127.0.0.1:8080 -- fdpass store /tmp/fds.sock http 3
+//! fdpass fetch /tmp/fds.sock http -- hyper_restart --holder /tmp/fds.sock &
+//! old=$!
+//! # later: start the next generation; once it is ready, stop the old one
+//! fdpass fetch /tmp/fds.sock http -- hyper_restart --holder /tmp/fds.sock &
+//! kill $old
+//! ```
+//!
+//! (`cargo build --release --features tokio --example hyper_restart`
+//! builds it in `target/release/examples/`.)
+//!
+//! Each generation makes a socket pair and leaves one end in the holder
+//! under the name `handoff`, held until it exits. The next generation
+//! takes that end out of the holder (a take: no one else can have it),
+//! checks that a process of its own user made it, says hello on it, and
+//! leaves an end of its own for the generation after it. On SIGTERM, a
+//! generation that heard a hello hands each connection over that socket
+//! once it owes its client nothing, as on SIGHUP, and exits once all have
+//! gone; one that heard none closes them gracefully. A next generation that
+//! goes away after its hello (its end closes), or leaves first (it shuts
+//! its end for writing: a goodbye), is forgotten, and a new end goes to
+//! the holder for another; one that goes away during the hand-over
+//! leaves the connections not yet sent to be closed gracefully. Start each
+//! generation with `fetch ... http`, never with `handoff`: the generation
+//! takes that itself.
 
 #[cfg(unix)]
 fn main() -> std::process::ExitCode {
@@ -42,13 +78,15 @@ fn main() {
 #[cfg(unix)]
 mod unix {
     use std::convert::Infallible;
+    use std::ffi::OsString;
     use std::future::Future;
-    use std::io;
-    use std::os::fd::AsFd;
+    use std::io::{self, ErrorKind, Write};
+    use std::os::fd::{AsFd, OwnedFd};
     use std::pin::{pin, Pin};
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
     use std::task::{Context, Poll};
+    use std::time::Duration;
 
     use http_body_util::{BodyExt, Full};
     use hyper::body::{Bytes, Incoming};
@@ -57,40 +95,405 @@ mod unix {
     use hyper::{Request, Response};
     use hyper_util::rt::TokioIo;
     use io_fdpass::activation::ListenFds;
+    use io_fdpass::holder::protocol::Lifetime;
+    use io_fdpass::holder::Client;
     use io_fdpass::notify;
     use io_fdpass::restart::{Restart, Successor};
+    use io_fdpass::{FdKind, PeerTrust, SocketInfo};
     use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
     use tokio::net::{TcpListener, TcpStream, UnixStream};
     use tokio::signal::unix::{signal, SignalKind};
     use tokio::sync::{mpsc, watch};
-    use tokio::task::JoinSet;
+    use tokio::task::{JoinHandle, JoinSet};
 
     /// The name of the socket on which the previous generation sends its
-    /// connections, once this one is ready.
+    /// connections: among the fds of a restart, and in the holder.
     const HANDOFF: &str = "handoff";
+
+    /// What a generation started under the holder says on the socket it
+    /// took there: it is the next generation, and takes the connections.
+    const HELLO: u8 = b'H';
 
     /// The most bytes a connection may carry that hyper had read and not
     /// parsed: more than any request head hyper accepts.
     const MAX_PENDING: usize = 1 << 20;
 
+    /// How long the next generation may take to take one connection.
+    const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+    const USAGE: &str = "usage: hyper_restart [ADDR] [--holder SOCKET]";
+
+    /// The command line.
+    struct Options {
+        /// Where to listen when no listener is inherited.
+        addr: String,
+        /// The socket of the `fdpass hold` that keeps the listener.
+        holder: Option<OsString>,
+    }
+
+    impl Options {
+        fn parse(args: impl IntoIterator<Item = OsString>) -> io::Result<Options> {
+            let usage =
+                |what: &str| io::Error::new(ErrorKind::InvalidInput, format!("{what}; {USAGE}"));
+            let mut options = Options {
+                addr: "127.0.0.1:8080".into(),
+                holder: None,
+            };
+            let mut addr_given = false;
+            let mut args = args.into_iter();
+            while let Some(arg) = args.next() {
+                if arg == "--holder" {
+                    let socket = args
+                        .next()
+                        .ok_or_else(|| usage("--holder needs the holder's socket"))?;
+                    options.holder = Some(socket);
+                } else if addr_given || arg.to_str().is_none_or(|a| a.starts_with('-')) {
+                    return Err(usage(&format!("unexpected argument {}", arg.display())));
+                } else {
+                    options.addr = arg.to_string_lossy().into_owned();
+                    addr_given = true;
+                }
+            }
+            Ok(options)
+        }
+    }
+
     pub fn main() -> io::Result<()> {
+        let options = Options::parse(std::env::args_os().skip(1))?;
         // Before any thread starts: the adoption changes the environment.
         let mut inherited = ListenFds::take()?;
         let (listener, first) = match inherited.take_only_tcp_listener()? {
             Some(listener) => (listener, false),
-            None => {
-                let addr = std::env::args().nth(1).unwrap_or("127.0.0.1:8080".into());
-                (std::net::TcpListener::bind(addr)?, true)
-            }
+            None => (std::net::TcpListener::bind(&options.addr)?, true),
         };
-        let handoff = match inherited.index_of(HANDOFF) {
-            Some(i) => Some(inherited.take_unix_stream(i)?),
+        // The connections come from the generation that restarted into
+        // this one, or from the one that left its end in the holder.
+        let mut previous = match inherited.index_of(HANDOFF) {
+            Some(i) => Some(checked_peer(inherited.take_unix_stream(i)?)?),
             None => None,
         };
+        let mut next = None;
+        let holder = options.holder.map(Client::new);
+        if let Some(holder) = &holder {
+            if previous.is_none() {
+                previous = join_previous(holder)?;
+            }
+            next = Some(leave_handoff(holder)?);
+        }
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
-            .block_on(serve(listener, handoff, first))
+            .block_on(serve(listener, previous, first, holder.zip(next)))
+    }
+
+    /// `socket`, on which connections are to come, if the process that
+    /// made it (its pair's creator: the previous generation) runs as this
+    /// process's user or root.
+    fn checked_peer(
+        socket: std::os::unix::net::UnixStream,
+    ) -> io::Result<std::os::unix::net::UnixStream> {
+        let maker = io_fdpass::peer_credentials(&socket)?;
+        PeerTrust::new().check(&maker).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("the {HANDOFF} socket was made by a process this one does not trust: {e}"),
+            )
+        })?;
+        Ok(socket)
+    }
+
+    /// The previous generation's end of its handoff socket, taken out of
+    /// the holder, with a hello said on it: the previous generation sends
+    /// its connections over it when it stops. `None` when the holder holds
+    /// none, or its maker is gone.
+    fn join_previous(holder: &Client) -> io::Result<Option<std::os::unix::net::UnixStream>> {
+        // Told apart first: a holder that does not answer, and one that
+        // holds no handoff (the first generation).
+        if !holder.list()?.iter().any(|name| name == HANDOFF) {
+            return Ok(None);
+        }
+        let fd = match holder.take(HANDOFF) {
+            Ok(fd) => fd,
+            // Taken or dropped since the list.
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let what = format!("the holder's {HANDOFF}");
+        let fd = checked_kind(
+            fd,
+            SocketInfo::is_unix_stream,
+            &what,
+            "a connected unix stream socket",
+        )?;
+        let previous = checked_peer(fd.into())?;
+        previous.set_nonblocking(true)?;
+        match (&previous).write(&[HELLO]) {
+            Ok(_) => Ok(Some(previous)),
+            Err(e) if matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::ConnectionReset) => {
+                eprintln!("hyper_restart: the generation that left the {HANDOFF} socket is gone");
+                Ok(None)
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => Err(io::Error::new(
+                ErrorKind::InvalidData,
+                format!(
+                    "the holder's {HANDOFF} socket is full: no generation of this server left it"
+                ),
+            )),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `fd`, if it is a socket that `is` accepts; otherwise closed, with
+    /// an error that says what `what` is instead of `wanted`.
+    fn checked_kind(
+        fd: OwnedFd,
+        is: fn(&SocketInfo) -> bool,
+        what: &str,
+        wanted: &str,
+    ) -> io::Result<OwnedFd> {
+        let kind = FdKind::of(&fd)?;
+        if kind.socket().is_some_and(is) {
+            return Ok(fd);
+        }
+        Err(io::Error::new(
+            ErrorKind::InvalidData,
+            format!("{what} is a {}, not {wanted}", kind.word()),
+        ))
+    }
+
+    /// Leaves one end of a new socket pair in the holder for the next
+    /// generation, held until this process exits, and returns the other,
+    /// on which the next says hello.
+    fn leave_handoff(holder: &Client) -> io::Result<std::os::unix::net::UnixStream> {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        // Only a hello comes this way.
+        io_fdpass::refuse_fds(&ours)?;
+        let lifetime = Lifetime::forever().until_exit(std::process::id());
+        holder.store_with_lifetime(HANDOFF, &theirs, lifetime)?;
+        Ok(ours)
+    }
+
+    /// What this generation knows of a next one under the holder.
+    enum Link {
+        /// None can find this generation: no holder, or the holder no
+        /// longer holds its end.
+        Unreachable,
+        /// Its end is in the holder, and no next generation said hello.
+        Waiting(UnixStream),
+        /// A next generation said hello: it takes the connections when
+        /// this one is told to stop.
+        Joined(UnixStream),
+        /// The one that said hello went: a new end goes to the holder.
+        Leaving(JoinHandle<io::Result<std::os::unix::net::UnixStream>>),
+    }
+
+    /// The next generation under the holder, if this one has a holder.
+    struct Next {
+        holder: Option<Client>,
+        link: Link,
+    }
+
+    impl Next {
+        /// With `ours`, the end of the pair whose other end is in
+        /// `holder`.
+        fn new(holder: Option<(Client, std::os::unix::net::UnixStream)>) -> io::Result<Next> {
+            Ok(match holder {
+                Some((holder, ours)) => Next {
+                    holder: Some(holder),
+                    link: Next::waiting(ours)?,
+                },
+                None => Next {
+                    holder: None,
+                    link: Link::Unreachable,
+                },
+            })
+        }
+
+        fn waiting(ours: std::os::unix::net::UnixStream) -> io::Result<Link> {
+            ours.set_nonblocking(true)?;
+            Ok(Link::Waiting(UnixStream::from_std(ours)?))
+        }
+
+        /// Returns once there is news: the socket has something to say
+        /// (`None`), or the new end is in the holder, or not. Never while
+        /// there is no socket and no new end on its way.
+        async fn news(&mut self) -> Option<io::Result<std::os::unix::net::UnixStream>> {
+            match &mut self.link {
+                Link::Waiting(socket) | Link::Joined(socket) => {
+                    // An error shows in the read that follows.
+                    let _ = socket.readable().await;
+                    None
+                }
+                Link::Leaving(task) => {
+                    Some(task.await.map_err(io::Error::other).and_then(|left| left))
+                }
+                Link::Unreachable => std::future::pending().await,
+            }
+        }
+
+        /// Takes in what [`Next::news`] returned.
+        fn update(&mut self, news: Option<io::Result<std::os::unix::net::UnixStream>>) {
+            match news {
+                None => self.hear(),
+                Some(left) => {
+                    self.link = left.and_then(Next::waiting).unwrap_or_else(|e| {
+                        eprintln!(
+                            "hyper_restart: no next generation can take the connections: {e}"
+                        );
+                        Link::Unreachable
+                    });
+                }
+            }
+        }
+
+        /// The socket to the next generation, if one said hello, even
+        /// with the signal that asks for it; this generation forgets it.
+        fn take_joined(&mut self) -> Option<UnixStream> {
+            self.hear();
+            match std::mem::replace(&mut self.link, Link::Unreachable) {
+                Link::Joined(out) => Some(out),
+                _ => None,
+            }
+        }
+
+        /// Forgets the next generation: its socket closes.
+        fn forget(&mut self) {
+            self.link = Link::Unreachable;
+        }
+
+        /// Reads what the socket says, without waiting, and changes what
+        /// this generation knows by it.
+        fn hear(&mut self) {
+            let Some(holder) = &self.holder else { return };
+            let (socket, mut joined) = match std::mem::replace(&mut self.link, Link::Unreachable) {
+                Link::Waiting(socket) => (socket, false),
+                Link::Joined(socket) => (socket, true),
+                other => {
+                    self.link = other;
+                    return;
+                }
+            };
+            let mut said = [0u8; 16];
+            loop {
+                let gone = match socket.try_read(&mut said) {
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Ok(1) if !joined && said[0] == HELLO => {
+                        eprintln!("hyper_restart: a next generation is there: it takes the connections when this one stops");
+                        joined = true;
+                        continue;
+                    }
+                    Ok(0) if !joined => {
+                        eprintln!("hyper_restart: the holder no longer holds this generation's {HANDOFF} socket: no next generation can take its connections");
+                        return;
+                    }
+                    Ok(0) => "went away".to_owned(),
+                    Ok(n) if joined => format!("sent {n} byte(s) after its hello"),
+                    Ok(n) => format!("sent {n} byte(s) that are not a hello"),
+                    Err(e) => format!("is unreadable: {e}"),
+                };
+                // Whoever took the end from the holder is no next
+                // generation now: leave a new one for another.
+                eprintln!("hyper_restart: the peer on the {HANDOFF} socket {gone}; a new one goes to the holder");
+                let holder = holder.clone();
+                self.link =
+                    Link::Leaving(tokio::task::spawn_blocking(move || leave_handoff(&holder)));
+                return;
+            }
+            self.link = if joined {
+                Link::Joined(socket)
+            } else {
+                Link::Waiting(socket)
+            };
+        }
+    }
+
+    /// The connections this generation serves, those the previous one
+    /// still sends, and what they are told to do.
+    struct Connections {
+        running: JoinSet<Option<Parked>>,
+        moved: mpsc::UnboundedReceiver<(TcpStream, Vec<u8>)>,
+        /// Until the previous generation has sent its last connection.
+        receiving: bool,
+        /// The socket the previous generation sends on, until this one
+        /// says goodbye on it.
+        previous: Option<std::os::unix::net::UnixStream>,
+        orders: (watch::Sender<Order>, watch::Receiver<Order>),
+    }
+
+    impl Connections {
+        /// With those that come on `previous`, from the previous
+        /// generation.
+        fn new(previous: Option<std::os::unix::net::UnixStream>) -> io::Result<Connections> {
+            let (moved_tx, moved) = mpsc::unbounded_channel();
+            let receiving = previous.is_some();
+            let mut goodbye = None;
+            if let Some(previous) = previous {
+                previous.set_nonblocking(true)?;
+                goodbye = Some(previous.try_clone()?);
+                tokio::spawn(receive(UnixStream::from_std(previous)?, moved_tx));
+            }
+            Ok(Connections {
+                running: JoinSet::new(),
+                moved,
+                receiving,
+                previous: goodbye,
+                orders: watch::channel(Order::Serve),
+            })
+        }
+
+        /// Tells the previous generation that this one leaves: an end of
+        /// file after its hello. One that has not begun to hand its
+        /// connections over forgets this one and closes the socket, which
+        /// ends the wait for them; one that has goes on, and this one
+        /// takes every connection it sends.
+        fn say_goodbye(&mut self) {
+            if let Some(previous) = self.previous.take() {
+                // An error means the previous generation is gone: it has
+                // nothing more to send.
+                let _ = previous.shutdown(std::net::Shutdown::Write);
+            }
+        }
+
+        /// Serves `stream`, starting with `pending`, as ordered.
+        fn serve(&mut self, stream: TcpStream, pending: Vec<u8>) {
+            let orders = self.orders.1.clone();
+            self.running.spawn(connection(stream, pending, orders));
+        }
+
+        /// Takes in what the previous generation sent: a connection, or
+        /// the end.
+        fn moved_in(&mut self, got: Option<(TcpStream, Vec<u8>)>) {
+            match got {
+                Some((stream, pending)) => self.serve(stream, pending),
+                None => self.receiving = false,
+            }
+        }
+
+        fn order(&self, order: Order) {
+            self.orders.0.send_replace(order);
+        }
+
+        /// Whether every connection went, and none is to come.
+        fn all_gone(&self) -> bool {
+            self.running.is_empty() && !self.receiving
+        }
+
+        /// Has every connection closed once its answer in hand is sent,
+        /// those still to come from the previous generation too, and
+        /// returns once all have.
+        async fn close_all(mut self) {
+            self.say_goodbye();
+            self.order(Order::Stop);
+            while !self.all_gone() {
+                tokio::select! {
+                    // A connection parked before the order owes its
+                    // client nothing: it closes as it drops.
+                    Some(_) = self.running.join_next() => {}
+                    got = self.moved.recv(), if self.receiving => self.moved_in(got),
+                }
+            }
+        }
     }
 
     /// A connection taken out of hyper between two requests, and the bytes
@@ -109,20 +512,16 @@ mod unix {
 
     async fn serve(
         listener: std::net::TcpListener,
-        handoff: Option<std::os::unix::net::UnixStream>,
+        previous: Option<std::os::unix::net::UnixStream>,
         first: bool,
+        holder: Option<(Client, std::os::unix::net::UnixStream)>,
     ) -> io::Result<()> {
         listener.set_nonblocking(true)?;
         let mut listener = Some(TcpListener::from_std(listener)?);
         let mut hangup = signal(SignalKind::hangup())?;
         let mut terminate = signal(SignalKind::terminate())?;
-        let orders = watch::channel(Order::Serve);
-        let mut connections = JoinSet::new();
-        let (moved_tx, mut moved) = mpsc::unbounded_channel();
-        if let Some(handoff) = handoff {
-            handoff.set_nonblocking(true)?;
-            tokio::spawn(receive(UnixStream::from_std(handoff)?, moved_tx));
-        }
+        let mut connections = Connections::new(previous)?;
+        let mut next = Next::new(holder)?;
         // Ready only now that SIGHUP restarts rather than kills.
         if first {
             let addr = listener.as_ref().map(TcpListener::local_addr).transpose()?;
@@ -137,77 +536,106 @@ mod unix {
                 accepted = async { listener.as_ref().expect("guarded").accept().await },
                     if listener.is_some() =>
                 {
-                    let (stream, _) = accepted?;
-                    connections.spawn(connection(stream, Vec::new(), orders.1.clone()));
+                    connections.serve(accepted?.0, Vec::new());
                 }
-                Some((stream, pending)) = moved.recv() => {
-                    connections.spawn(connection(stream, pending, orders.1.clone()));
-                }
+                got = connections.moved.recv(), if connections.receiving => connections.moved_in(got),
+                news = next.news() => next.update(news),
                 _ = hangup.recv(), if restarting.is_none() && handing_over.is_none() => {
                     // This generation goes on serving, and accepting,
                     // while the next one starts.
-                    let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
-                    let next = Restart::new()?
-                        .fd("http", listener.as_ref().expect("serving"))?
-                        .fd(HANDOFF, &theirs)?;
-                    drop(theirs);
-                    // `spawn_async` forks on a blocking thread: the
-                    // requests in hand are not held up meanwhile.
-                    restarting = Some((Box::pin(next.spawn_async()), ours));
+                    restarting = Some(restart(listener.as_ref().expect("serving"))?);
                 }
                 done = async { restarting.as_mut().expect("guarded").0.as_mut().await },
                     if restarting.is_some() =>
                 {
                     let (_, ours) = restarting.take().expect("guarded");
                     match done {
-                        Ok(next) => {
-                            eprintln!("restart: pid {} serves now", next.pid());
-                            // The next generation accepts from now on, and
-                            // each connection goes to it once it owes its
-                            // client nothing.
-                            listener = None;
-                            orders.0.send_replace(Order::HandOver);
+                        Ok(successor) => {
+                            eprintln!("restart: pid {} serves now", successor.pid());
+                            // It leaves its own end in the holder.
+                            next.forget();
                             ours.set_nonblocking(true)?;
                             handing_over = Some(UnixStream::from_std(ours)?);
                         }
                         Err(e) => eprintln!("restart: still serving, the restart failed: {e}"),
                     }
                 }
-                Some(ended) = connections.join_next() => {
+                Some(ended) = connections.running.join_next() => {
                     if let (Ok(Some(parked)), Some(out)) = (ended, handing_over.as_mut()) {
                         if let Err(e) = send(out, parked).await {
-                            eprintln!("hyper_restart: a connection is lost: {e}");
+                            // The connection is closed with this socket;
+                            // the others once they owe nothing.
+                            eprintln!("hyper_restart: the next generation takes no more connections: {e}");
+                            break;
                         }
                     }
                 }
-                _ = terminate.recv() => {
-                    orders.0.send_replace(Order::Stop);
-                    break;
+                _ = terminate.recv(), if restarting.is_none() => {
+                    // Told again while handing over: the connections not
+                    // handed over yet are closed gracefully.
+                    if handing_over.is_some() {
+                        break;
+                    }
+                    // A next generation that said hello takes the
+                    // connections; with none, they are closed gracefully.
+                    match next.take_joined() {
+                        Some(out) => handing_over = Some(out),
+                        None => break,
+                    }
                 }
             }
-            if handing_over.is_some() && connections.is_empty() {
+            if handing_over.is_some() && listener.is_some() {
+                // The next generation accepts from now on, and each
+                // connection goes to it once it owes its client nothing.
+                listener = None;
+                connections.say_goodbye();
+                connections.order(Order::HandOver);
+            }
+            if handing_over.is_some() && connections.all_gone() {
                 // Every connection went; closing the socket tells the next
                 // generation so.
                 return Ok(());
             }
         }
-        // Stop accepting; hyper closes each connection once its answer in
-        // hand is sent.
-        drop(listener);
-        while connections.join_next().await.is_some() {}
+        // Stop accepting. Closing the sockets tells a next generation that
+        // no connection comes.
+        drop((listener, next, handing_over));
+        connections.close_all().await;
         Ok(())
     }
 
+    /// Starts the next generation with `listener` and a socket for the
+    /// connections; this generation goes on serving meanwhile.
+    fn restart(listener: &TcpListener) -> io::Result<Restarting> {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        let next = Restart::new()?.fd("http", listener)?.fd(HANDOFF, &theirs)?;
+        drop(theirs);
+        // `spawn_async` forks on a blocking thread: the requests in hand
+        // are not held up meanwhile.
+        Ok((Box::pin(next.spawn_async()), ours))
+    }
+
     /// Sends one connection to the next generation: its fd, with the
-    /// length of its pending bytes and the bytes after it.
+    /// length of its pending bytes and the bytes after it, within
+    /// [`SEND_TIMEOUT`].
     async fn send(out: &mut UnixStream, parked: Parked) -> io::Result<()> {
         let mut frame = u32::try_from(parked.pending.len())
             .map_err(io::Error::other)?
             .to_le_bytes()
             .to_vec();
         frame.extend_from_slice(&parked.pending);
-        let sent = io_fdpass::tokio::send_fds(&*out, &frame, &[parked.stream.as_fd()]).await?;
-        out.write_all(&frame[sent..]).await
+        let sending = async {
+            let sent = io_fdpass::tokio::send_fds(&*out, &frame, &[parked.stream.as_fd()]).await?;
+            out.write_all(&frame[sent..]).await
+        };
+        tokio::time::timeout(SEND_TIMEOUT, sending)
+            .await
+            .map_err(|_| {
+                io::Error::new(
+                    ErrorKind::TimedOut,
+                    format!("it took no connection within {SEND_TIMEOUT:?}"),
+                )
+            })?
     }
 
     /// Takes the connections the previous generation sends, until it
@@ -243,6 +671,13 @@ mod unix {
                 "a connection's header came without its fd",
             ));
         };
+        let stream: std::net::TcpStream = checked_kind(
+            fd,
+            SocketInfo::is_tcp_stream,
+            "a connection received",
+            "a TCP connection",
+        )?
+        .into();
         handoff.read_exact(&mut header[got.bytes..]).await?;
         let length = u32::from_le_bytes(header) as usize;
         if length > MAX_PENDING {
@@ -253,7 +688,6 @@ mod unix {
         }
         let mut pending = vec![0; length];
         handoff.read_exact(&mut pending).await?;
-        let stream = std::net::TcpStream::from(fd);
         stream.set_nonblocking(true)?;
         Ok(Some((TcpStream::from_std(stream)?, pending)))
     }
@@ -264,7 +698,7 @@ mod unix {
         Serve,
         /// Stop between two requests and come back out of hyper.
         HandOver,
-        /// Close once the answer in hand is sent.
+        /// Close once the answer in hand is sent, handing over or not.
         Stop,
     }
 
@@ -290,7 +724,10 @@ mod unix {
                 move |request| answer(request, Busy::enter(&gate))
             }),
         );
+        let mut stop_orders = orders.clone();
         let mut told = pin!(orders.wait_for(|order| *order != Order::Serve));
+        // A hand-over can give way to a stop.
+        let mut stopped = pin!(stop_orders.wait_for(|order| *order == Order::Stop));
         let mut order = Order::Serve;
         let done = std::future::poll_fn(|cx| {
             if order == Order::Serve {
@@ -300,6 +737,13 @@ mod unix {
                         Order::HandOver => gate.stopping.store(true, Ordering::SeqCst),
                         _ => Pin::new(&mut conn).graceful_shutdown(),
                     }
+                }
+            }
+            if order == Order::HandOver {
+                if let Poll::Ready(Ok(_)) = stopped.as_mut().poll(cx) {
+                    order = Order::Stop;
+                    gate.stopping.store(false, Ordering::SeqCst);
+                    Pin::new(&mut conn).graceful_shutdown();
                 }
             }
             if let Poll::Ready(result) = conn.poll_without_shutdown(cx) {

@@ -1,18 +1,25 @@
-//! `examples/hyper_restart.rs`, restarted five times by SIGHUP while
-//! clients keep their connections and send request after request without
-//! pause: no request fails, no connection is closed, and each connection
-//! is answered by every generation in turn. A request left half sent
-//! across a restart is answered whole by the next generation.
+//! `examples/hyper_restart.rs`, restarted five times while clients keep
+//! their connections and send request after request without pause: by
+//! SIGHUP (`io_fdpass::restart`), and under `fdpass hold`, each generation
+//! started by `fdpass fetch` and the one before it stopped by SIGTERM. No
+//! request fails, no connection is closed, and each connection is
+//! answered by every generation in turn. A request left half sent across
+//! the restarts is answered whole by the last generation. Under the
+//! holder, a next generation that goes before the one serving is
+//! forgotten, and the one after it takes the connections.
 #![cfg(all(target_os = "linux", feature = "tokio"))]
 
 mod util;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use io_fdpass::holder::Client;
 
 use rustix::process::{kill_process, waitpid, Pid, Signal, WaitOptions};
 
@@ -148,42 +155,71 @@ fn first_generation() -> (
 }
 
 /// The clients: one thread per kept connection, each sending request
-/// after request without pause until `stop`, and noting what it sees in
-/// `kept`.
-fn clients(
-    addr: SocketAddr,
-    stop: &Arc<AtomicBool>,
-    kept: &Arc<Mutex<Vec<Kept>>>,
-) -> Vec<std::thread::JoinHandle<()>> {
-    (0..CONNECTIONS)
-        .map(|i| {
-            let (stop, kept) = (stop.clone(), kept.clone());
-            let mut stream = connect(addr);
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let answer = get(&mut stream);
-                    let mut kept = kept.lock().unwrap();
-                    let mine = &mut kept[i];
-                    match answer {
-                        Ok(pid) => match mine.pids.last_mut() {
-                            Some((last, n)) if *last == pid => *n += 1,
-                            _ => mine.pids.push((pid, 1)),
-                        },
-                        Err(e) => {
-                            mine.ended = Some(e);
-                            return;
-                        }
-                    }
-                }
-            })
-        })
-        .collect()
+/// after request without pause until told to stop, and noting what it
+/// sees in `kept`.
+struct Clients {
+    stop: Arc<AtomicBool>,
+    kept: Arc<Mutex<Vec<Kept>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
-/// Restarts the serving generation five times, each once every kept
-/// connection has been answered by it, and waits for each old one to
-/// exit; stops early if a connection ends. The last generation.
-fn restart_five_times(kept: &Mutex<Vec<Kept>>, generations: &mut Generations) -> u32 {
+impl Clients {
+    fn start(addr: SocketAddr) -> Clients {
+        let stop = Arc::new(AtomicBool::new(false));
+        let kept: Arc<Mutex<Vec<Kept>>> = Arc::new(Mutex::new(
+            (0..CONNECTIONS).map(|_| Kept::default()).collect(),
+        ));
+        let threads = (0..CONNECTIONS)
+            .map(|i| {
+                let (stop, kept) = (stop.clone(), kept.clone());
+                let mut stream = connect(addr);
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let answer = get(&mut stream);
+                        let mut kept = kept.lock().unwrap();
+                        let mine = &mut kept[i];
+                        match answer {
+                            Ok(pid) => match mine.pids.last_mut() {
+                                Some((last, n)) if *last == pid => *n += 1,
+                                _ => mine.pids.push((pid, 1)),
+                            },
+                            Err(e) => {
+                                mine.ended = Some(e);
+                                return;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Clients {
+            stop,
+            kept,
+            threads,
+        }
+    }
+
+    /// Stops them once their answers in hand are read: what they saw.
+    fn stop(self) -> Arc<Mutex<Vec<Kept>>> {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads {
+            thread.join().unwrap();
+        }
+        eprintln!("what the clients saw: {:?}", self.kept.lock().unwrap());
+        self.kept
+    }
+}
+
+/// Restarts the serving generation five times with `restart` (given the
+/// pid serving, and the generations to add the next to if it knows it),
+/// each once every kept connection has been answered by it, and waits for
+/// each old one to exit; stops early if a connection ends. The last
+/// generation.
+fn restart_five_times(
+    kept: &Mutex<Vec<Kept>>,
+    generations: &mut Generations,
+    mut restart: impl FnMut(u32, &mut Generations),
+) -> u32 {
     let seen_by_all = |pid: u32| {
         let kept = kept.lock().unwrap();
         kept.iter().all(|k| k.pids.iter().any(|&(p, _)| p == pid))
@@ -196,7 +232,7 @@ fn restart_five_times(kept: &Mutex<Vec<Kept>>, generations: &mut Generations) ->
     );
     for generation in 1..=5 {
         let before: Vec<u32> = generations.0.clone();
-        kill_process(Pid::from_raw(serving as i32).unwrap(), Signal::HUP).unwrap();
+        restart(serving, generations);
         // The next generation serves every kept connection.
         let mut next = None;
         util::wait_until(
@@ -217,7 +253,9 @@ fn restart_five_times(kept: &Mutex<Vec<Kept>>, generations: &mut Generations) ->
             },
         );
         let Some(next) = next else { break };
-        generations.0.push(next);
+        if !generations.0.contains(&next) {
+            generations.0.push(next);
+        }
         util::wait_until(
             || seen_by_all(next),
             || format!("{:?}", kept.lock().unwrap()),
@@ -228,59 +266,276 @@ fn restart_five_times(kept: &Mutex<Vec<Kept>>, generations: &mut Generations) ->
     serving
 }
 
+/// What the clients saw, and what the half-sent request got: asserts that
+/// no connection ended and that each was answered by `generations` in
+/// turn, and the half-sent request by the last.
+fn assert_kept(kept: &Mutex<Vec<Kept>>, generations: &[u32], half_answer: Result<u32, String>) {
+    let kept = kept.lock().unwrap();
+    for (i, k) in kept.iter().enumerate() {
+        assert_eq!(k.ended, None, "connection {i} ended: {kept:?}");
+    }
+    for (i, k) in kept.iter().enumerate() {
+        let pids: Vec<u32> = k.pids.iter().map(|&(pid, _)| pid).collect();
+        assert_eq!(
+            pids, generations,
+            "connection {i} answered by each generation in turn"
+        );
+    }
+    assert_eq!(
+        half_answer,
+        Ok(*generations.last().unwrap()),
+        "the request sent in part across the restarts is answered by the last generation"
+    );
+}
+
+/// Finishes the request `half` sent in part, and reads its answer.
+fn finish_half(mut half: BufReader<TcpStream>) -> Result<u32, String> {
+    half.get_mut()
+        .write_all(b"st: test\r\n\r\n")
+        .map_err(|e| format!("send the rest: {e}"))
+        .and_then(|()| answer(&mut half))
+}
+
+/// A connection with a request sent in part, after one answered by `pid`.
+fn half_sent(addr: SocketAddr, pid: u32) -> BufReader<TcpStream> {
+    let mut half = connect(addr);
+    assert_eq!(get(&mut half), Ok(pid));
+    half.get_mut().write_all(b"GET / HTTP/1.1\r\nHo").unwrap();
+    half
+}
+
 #[test]
 fn kept_connections_move_through_five_restarts_without_a_close() {
+    // One test at a time (each reaps every orphan that comes to this
+    // process, which another's generations may be), and no fd left open.
+    let check = util::NoLeak::start();
     // Orphaned generations come to this process, which reaps them.
     // SAFETY: prctl with integer arguments only.
     assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) }, 0);
     let (first, addr, drain) = first_generation();
     let mut generations = Generations(vec![first.id()]);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let kept: Arc<Mutex<Vec<Kept>>> = Arc::new(Mutex::new(
-        (0..CONNECTIONS).map(|_| Kept::default()).collect(),
-    ));
-    let clients = clients(addr, &stop, &kept);
+    let clients = Clients::start(addr);
     // A request sent in part before a restart, and finished after it.
-    let mut half = connect(addr);
-    let first_pid = get(&mut half).unwrap();
-    half.get_mut().write_all(b"GET / HTTP/1.1\r\nHo").unwrap();
+    let half = half_sent(addr, first.id());
 
-    assert_eq!(first_pid, first.id());
-    let serving = restart_five_times(&kept, &mut generations);
-    stop.store(true, Ordering::Relaxed);
-    for client in clients {
-        client.join().unwrap();
-    }
-    {
-        let kept = kept.lock().unwrap();
-        eprintln!("through 5 restarts: {kept:?}");
-        for (i, k) in kept.iter().enumerate() {
-            assert_eq!(k.ended, None, "connection {i} ended: {kept:?}");
-        }
-    }
-    let half_answer = half
-        .get_mut()
-        .write_all(b"st: test\r\n\r\n")
-        .map_err(|e| format!("send the rest: {e}"))
-        .and_then(|()| answer(&mut half));
-    drop(half);
+    let serving = restart_five_times(&clients.kept, &mut generations, |serving, _| {
+        kill_process(Pid::from_raw(serving as i32).unwrap(), Signal::HUP).unwrap();
+    });
+    let kept = clients.stop();
+    let half_answer = finish_half(half);
     kill_process(Pid::from_raw(serving as i32).unwrap(), Signal::TERM).unwrap();
     wait_for_exit(serving);
     drop(first);
     drain.join().unwrap().unwrap();
+    assert_kept(&kept, &generations.0, half_answer);
+    check.assert_unchanged();
+}
 
+/// `fdpass hold` at a socket of its own, with a listener on 127.0.0.1
+/// stored under `http`; killed when dropped.
+struct Holder {
+    process: std::process::Child,
+    socket: std::path::PathBuf,
+    addr: SocketAddr,
+}
+
+impl Holder {
+    fn start() -> Holder {
+        let socket = util::temp_path("hyper-holder");
+        let process = Command::new(util::fdpass_binary())
+            .arg("hold")
+            .arg(&socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let holder = Holder {
+            process,
+            socket,
+            addr: listener.local_addr().unwrap(),
+        };
+        Client::new(&holder.socket)
+            .startup_grace(util::WAIT_TIMEOUT)
+            .timeout(util::WAIT_TIMEOUT)
+            .store("http", &listener)
+            .unwrap();
+        holder
+    }
+
+    /// A holder, and a first generation serving under it.
+    fn start_serving() -> (Holder, Generations) {
+        let holder = Holder::start();
+        let first = holder.generation();
+        (holder, Generations(vec![first]))
+    }
+
+    /// A generation started as its users start it, `fdpass fetch SOCKET
+    /// http -- hyper_restart --holder SOCKET`, ready: its pid.
+    fn generation(&self) -> u32 {
+        let notify = io_fdpass::notify::Listener::new().unwrap();
+        let mut command = Command::new(util::fdpass_binary());
+        command
+            .arg("fetch")
+            .arg(&self.socket)
+            .args(["http", "--"])
+            .arg(util::example("hyper_restart"))
+            .arg("--holder")
+            .arg(&self.socket)
+            .env("NOTIFY_SOCKET", notify.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .process_group(0);
+        for name in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+            command.env_remove(name);
+        }
+        let pid = command.spawn().unwrap().id();
+        util::wait_until(
+            || {
+                let exited = waitpid(
+                    Some(Pid::from_raw(pid as i32).unwrap()),
+                    WaitOptions::NOHANG,
+                );
+                assert!(
+                    matches!(exited, Ok(None)),
+                    "generation {pid} exited before it was ready: {exited:?}"
+                );
+                notify
+                    .wait_ready(Some(Duration::from_millis(100)))
+                    .unwrap()
+                    .is_some()
+            },
+            || format!("generation {pid} not ready"),
+        );
+        pid
+    }
+
+    fn entries(&self) -> Vec<io_fdpass::holder::protocol::Entry> {
+        Client::new(&self.socket).entries().unwrap()
+    }
+
+    fn names(&self) -> Vec<String> {
+        Client::new(&self.socket).list().unwrap()
+    }
+
+    /// The pid whose exit drops the end of a handoff socket the holder
+    /// holds, if it holds one: the generation that left it.
+    fn handoff_of(&self) -> Option<u32> {
+        self.entries()
+            .iter()
+            .find(|entry| entry.name == "handoff")
+            .and_then(|entry| entry.until_exit)
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+#[test]
+fn kept_connections_move_through_five_holder_restarts_without_a_close() {
+    // One test at a time (each reaps every orphan that comes to this
+    // process, which another's generations may be), and no fd left open.
+    let check = util::NoLeak::start();
+    let (holder, mut generations) = Holder::start_serving();
+    let first = generations.0[0];
+    // The first generation left its end of a handoff socket for the next.
+    assert_eq!(holder.names(), ["handoff", "http"]);
+
+    let clients = Clients::start(holder.addr);
+    let half = half_sent(holder.addr, first);
+
+    let serving = restart_five_times(&clients.kept, &mut generations, |serving, generations| {
+        // The next generation ready, the one serving is told to go.
+        generations.0.push(holder.generation());
+        kill_process(Pid::from_raw(serving as i32).unwrap(), Signal::TERM).unwrap();
+    });
+    let kept = clients.stop();
+    let half_answer = finish_half(half);
+    // With no next generation, the last one stops as any server does.
+    kill_process(Pid::from_raw(serving as i32).unwrap(), Signal::TERM).unwrap();
+    wait_for_exit(serving);
+    assert_kept(&kept, &generations.0, half_answer);
+    // Each generation's end went with it: the holder holds the listener
+    // alone.
+    util::wait_until(
+        || holder.names() == ["http"],
+        || format!("the holder holds {:?}", holder.names()),
+    );
+    check.assert_unchanged();
+}
+
+#[test]
+fn a_next_generation_that_goes_is_forgotten_and_the_one_after_takes_the_connections() {
+    // One test at a time (each reaps every orphan that comes to this
+    // process, which another's generations may be), and no fd left open.
+    let check = util::NoLeak::start();
+    let (holder, mut generations) = Holder::start_serving();
+    let first = generations.0[0];
+    let clients = Clients::start(holder.addr);
+    let left_by_first = || holder.handoff_of() == Some(first);
+    util::wait_until(left_by_first, || "the first generation left no end".into());
+
+    // A peer that takes the end and says something else than hello: the
+    // serving generation leaves a new end.
+    let taken = Client::new(&holder.socket).take("handoff").unwrap();
+    let mut taken = std::os::unix::net::UnixStream::from(taken);
+    taken.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    util::wait_until(left_by_first, || {
+        format!(
+            "no new end after a peer that is no generation: {:?}",
+            holder.names()
+        )
+    });
+    drop(taken);
+
+    // A next generation that said hello, killed, and one stopped before
+    // the generation it said hello to: each forgotten, and a new end left
+    // for the one after. The one stopped exits (it waits for no
+    // connection from a generation that is not handing any over).
+    for signal in [Signal::KILL, Signal::TERM] {
+        let gone = holder.generation();
+        generations.0.push(gone);
+        assert_eq!(holder.handoff_of(), Some(gone));
+        rustix::process::kill_process_group(Pid::from_raw(gone as i32).unwrap(), signal).unwrap();
+        wait_for_exit(gone);
+        util::wait_until(left_by_first, || {
+            format!(
+                "no new end after the next generation went ({signal:?}): {:?}",
+                holder.entries()
+            )
+        });
+    }
+
+    // The one after takes every connection when the first is stopped.
+    let next = holder.generation();
+    generations.0.push(next);
+    kill_process(Pid::from_raw(first as i32).unwrap(), Signal::TERM).unwrap();
+    let answered_by = |pid: u32| {
+        let kept = clients.kept.lock().unwrap();
+        kept.iter()
+            .all(|k| k.pids.last().is_some_and(|&(p, _)| p == pid))
+            || kept.iter().any(|k| k.ended.is_some())
+    };
+    util::wait_until(
+        || answered_by(next),
+        || format!("{:?}", clients.kept.lock().unwrap()),
+    );
+    wait_for_exit(first);
+    let kept = clients.stop();
     let kept = kept.lock().unwrap();
     for (i, k) in kept.iter().enumerate() {
+        assert_eq!(k.ended, None, "connection {i} ended: {kept:?}");
         let pids: Vec<u32> = k.pids.iter().map(|&(pid, _)| pid).collect();
-        assert_eq!(
-            pids, generations.0,
-            "connection {i} answered by each generation in turn"
-        );
+        assert_eq!(pids, [first, next], "connection {i}: {kept:?}");
     }
-    assert_eq!(
-        half_answer,
-        Ok(serving),
-        "the request sent in part across the restarts is answered by the last generation"
-    );
+    kill_process(Pid::from_raw(next as i32).unwrap(), Signal::TERM).unwrap();
+    wait_for_exit(next);
+    drop(kept);
+    check.assert_unchanged();
 }

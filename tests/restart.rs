@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -990,26 +989,13 @@ fn a_restart_by_spawn_or_spawn_async_tells_the_service_manager() {
     check.assert_unchanged();
 }
 
-/// The `fdpass` binary, which `cargo test --workspace` builds beside the
-/// tests.
-fn fdpass_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().parent().unwrap().join("fdpass");
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with cargo test --workspace, which builds fdpass",
-        path.display()
-    );
-    path
-}
-
 /// A command that listens on `addr` and starts what follows with the
 /// socket, as each starter names it: `fdpass listen` by its scheme
 /// (`tcp`), `systemd-socket-activate` and `systemfd` `unknown`.
 fn starter(name: &str, addr: SocketAddr) -> Command {
     match name {
         "fdpass listen" => {
-            let mut command = Command::new(fdpass_binary());
+            let mut command = Command::new(util::fdpass_binary());
             command.args(["listen", &format!("tcp:{addr}"), "--"]);
             command
         }

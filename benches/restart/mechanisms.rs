@@ -34,7 +34,9 @@ pub enum Kind {
     /// connections).
     Restart,
     /// `fdpass hold` keeps the listener; each generation is started with
-    /// `fdpass fetch`, and the previous one is stopped once it is ready.
+    /// `fdpass fetch`, and the previous one is stopped once it is ready (in
+    /// keep-alive mode, handing its connections to the next through the
+    /// holder: `hyper_restart --holder`).
     Holder,
     /// Stop the server, then start the next, which binds again.
     Naive,
@@ -133,7 +135,7 @@ pub fn start(
     };
     let started: Box<dyn Server> = match kind {
         Kind::Restart => Box::new(SelfRestart::start(server)?),
-        Kind::Holder => Box::new(Held::start(server, &programs.fdpass, dir)?),
+        Kind::Holder => Box::new(Held::start(server, mode, &programs.fdpass, dir)?),
         Kind::Naive => Box::new(Rebind::start(server, false)?),
         Kind::Control => Box::new(Rebind::start(server, true)?),
         Kind::ReusePort => Box::new(ReusePort::start(server)?),
@@ -442,6 +444,9 @@ impl Server for ReusePort {
 /// `fdpass hold` with the listener, each generation under `fdpass fetch`.
 struct Held {
     example: Example,
+    /// Whether each generation is told the holder's socket, to hand its
+    /// connections to the next through it (`hyper_restart --holder`).
+    hands_over: bool,
     fdpass: PathBuf,
     socket: PathBuf,
     hold: u32,
@@ -450,7 +455,7 @@ struct Held {
 }
 
 impl Held {
-    fn start(example: Example, fdpass: &Path, dir: &Path) -> io::Result<Held> {
+    fn start(example: Example, mode: Mode, fdpass: &Path, dir: &Path) -> io::Result<Held> {
         let addr = example.addr;
         let socket = dir.join("fds.sock");
         let hold = Command::new(fdpass)
@@ -464,6 +469,7 @@ impl Held {
             .id();
         let mut held = Held {
             example,
+            hands_over: matches!(mode, Mode::KeepAlive(_)),
             fdpass: fdpass.to_owned(),
             socket,
             hold,
@@ -494,14 +500,20 @@ impl Held {
         Ok(held)
     }
 
-    /// One generation: `fdpass fetch SOCKET http -- SERVER`, ready.
+    /// One generation: `fdpass fetch SOCKET http -- SERVER`, with
+    /// `--holder SOCKET` in keep-alive mode, ready.
     fn fetch(&self) -> io::Result<u32> {
         let notify = notify::Listener::new()?;
-        let pid = Command::new(&self.fdpass)
+        let mut command = Command::new(&self.fdpass);
+        command
             .arg("fetch")
             .arg(&self.socket)
             .args(["http", "--"])
-            .arg(&self.example.program)
+            .arg(&self.example.program);
+        if self.hands_over {
+            command.arg("--holder").arg(&self.socket);
+        }
+        let pid = command
             .env("NOTIFY_SOCKET", notify.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())

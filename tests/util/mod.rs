@@ -12,7 +12,9 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::Command;
 
-pub use io_fdpass_test_support::{fd_count, http, open_fds, peers, temp_path, wait_until, NoLeak};
+pub use io_fdpass_test_support::{
+    fd_count, http, open_fds, peers, temp_path, wait_until, NoLeak, WAIT_TIMEOUT,
+};
 use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
 
 #[cfg(target_os = "linux")]
@@ -88,6 +90,19 @@ pub fn example(name: &str) -> PathBuf {
     assert!(
         path.exists(),
         "{} is missing: run the tests with cargo test --features tokio, which builds the examples",
+        path.display()
+    );
+    path
+}
+
+/// The `fdpass` binary, which `cargo test --workspace` builds beside the
+/// tests.
+pub fn fdpass_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().unwrap().parent().unwrap().join("fdpass");
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with cargo test --workspace, which builds fdpass",
         path.display()
     );
     path
