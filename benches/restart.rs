@@ -311,7 +311,7 @@ restart benchmark: cargo bench --all-features --bench restart -- [OPTIONS]
             compare(mode, &plan, &kinds, options.runs, &programs, "");
             let (rate, why) = match options.max_rate {
                 MaxRate::Off => continue,
-                MaxRate::Given(rate) => (rate, "given"),
+                MaxRate::Given(rate) => (rate, "--max-rate"),
                 MaxRate::Search => match search(mode, &options, &programs) {
                     Some(rate) => (rate, "the highest the server never restarted sustained"),
                     None => continue,
@@ -322,6 +322,9 @@ restart benchmark: cargo bench --all-features --bench restart -- [OPTIONS]
                 .copied()
                 .filter(|kind| !options.quick || kind.is_ours() || *kind == Kind::Control)
                 .collect();
+            if max_kinds.is_empty() {
+                continue;
+            }
             compare(
                 mode,
                 &Plan { rate, ..plan },
