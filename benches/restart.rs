@@ -19,6 +19,11 @@
 //! (more than a second after any), the ratio of p99 after a restart to
 //! steady, and how that ratio spread over the runs.
 //!
+//! Then, per mode, it searches for the highest rate that the server never
+//! restarted sustains here (no failure, p99 under 5 ms, the load on
+//! schedule), in short steps that double the rate, then bisect, and runs
+//! the mechanisms again at that rate: a second table.
+//!
 //! `cargo bench --all-features --bench restart` (`-- --quick` for a short
 //! run; `-- --help` for the other knobs). It builds the servers it runs
 //! (`examples/restart.rs`, `examples/hyper_restart.rs` and `fdpass`) with
@@ -35,6 +40,9 @@ mod mechanisms;
 #[cfg(all(target_os = "linux", feature = "tokio"))]
 #[path = "restart/report.rs"]
 mod report;
+#[cfg(all(target_os = "linux", feature = "tokio"))]
+#[path = "restart/search.rs"]
+mod search;
 
 #[cfg(all(target_os = "linux", feature = "tokio"))]
 fn main() {
@@ -59,7 +67,8 @@ mod linux {
 
     use crate::load::{Load, Mode};
     use crate::mechanisms::{self, Kind, Programs};
-    use crate::report::{self, Run};
+    use crate::report::{self, Run, Step};
+    use crate::search::Search;
 
     /// What to run.
     struct Options {
@@ -70,15 +79,44 @@ mod linux {
         runs: usize,
         modes: Vec<Mode>,
         kinds: Vec<Kind>,
+        max_rate: MaxRate,
+        /// How long each step of the search loads the server.
+        step: Duration,
+        /// The most steps a search takes.
+        steps: usize,
+        /// The second table with io-fdpass's mechanisms and the control
+        /// only.
+        quick: bool,
     }
+
+    /// The rate of the second table.
+    enum MaxRate {
+        /// The highest that the server never restarted sustains, searched.
+        Search,
+        /// This one.
+        Given(u32),
+        /// No second table.
+        Off,
+    }
+
+    /// The search stops once the rate it missed is within this fraction
+    /// above the one it sustained.
+    const PRECISION: f64 = 0.1;
 
     /// The steady time before the first restart.
     const LEAD: Duration = Duration::from_secs(1);
 
     const HELP: &str = "\
 restart benchmark: cargo bench --all-features --bench restart -- [OPTIONS]
-  --quick            1 run of 3 restarts 1.5 s apart (for CI)
-  --rate N           requests a second (3000)
+  --quick            1 run of 3 restarts 1.5 s apart, a search of 4 steps
+                     of 1 s, and at the rate found io-fdpass's mechanisms
+                     and the control only (for CI)
+  --rate N           requests a second (3000), and the search's first rate
+  --max-rate N|off   the second table's rate, instead of the highest that
+                     the server never restarted sustains; off: no second
+                     table
+  --step SECONDS     how long each step of that search lasts (3)
+  --steps N          the most steps it takes (10)
   --connections N    keep-alive connections (64)
   --restarts N       restarts per run (10)
   --spacing SECONDS  between restarts (2)
@@ -96,6 +134,10 @@ restart benchmark: cargo bench --all-features --bench restart -- [OPTIONS]
             runs: 3,
             modes: Vec::new(),
             kinds: Kind::ALL.to_vec(),
+            max_rate: MaxRate::Search,
+            step: Duration::from_secs(3),
+            steps: 10,
+            quick: false,
         };
         let mut mode = None;
         let mut args = std::env::args().skip(1);
@@ -109,8 +151,25 @@ restart benchmark: cargo bench --all-features --bench restart -- [OPTIONS]
                     options.restarts = 3;
                     options.spacing = Duration::from_millis(1500);
                     options.runs = 1;
+                    options.step = Duration::from_secs(1);
+                    options.steps = 4;
+                    options.quick = true;
                 }
-                "--rate" => options.rate = number(&value("a rate")),
+                "--rate" => options.rate = rate(&value("a rate")),
+                "--max-rate" => {
+                    options.max_rate = match value("a rate or off").as_str() {
+                        "off" => MaxRate::Off,
+                        given => MaxRate::Given(rate(given)),
+                    };
+                }
+                "--step" => {
+                    let seconds: f64 = number(&value("seconds"));
+                    if seconds < 0.5 {
+                        fail("--step: at least 0.5 s, so that it outlasts the first 250 ms, which count for failures only");
+                    }
+                    options.step = Duration::from_secs_f64(seconds);
+                }
+                "--steps" => options.steps = number(&value("a count")),
                 "--connections" => options.connections = number(&value("a count")),
                 "--restarts" => options.restarts = number(&value("a count")),
                 "--runs" => options.runs = number(&value("a count")),
@@ -153,6 +212,14 @@ restart benchmark: cargo bench --all-features --bench restart -- [OPTIONS]
     fn number<T: std::str::FromStr>(text: &str) -> T {
         text.parse()
             .unwrap_or_else(|_| fail(&format!("{text:?} is not a number")))
+    }
+
+    fn rate(text: &str) -> u32 {
+        let rate = number(text);
+        if rate == 0 {
+            fail("a rate of 0 requests a second loads nothing");
+        }
+        rate
     }
 
     fn kind_named(name: &str) -> Kind {
@@ -235,52 +302,37 @@ restart benchmark: cargo bench --all-features --bench restart -- [OPTIONS]
             })
             .collect();
         for &mode in &options.modes {
-            let mut results: Vec<(Kind, Vec<Run>)> =
-                kinds.iter().map(|&kind| (kind, Vec::new())).collect();
-            for round in 0..options.runs {
-                // Each round in another order, so that none is always
-                // first after the previous one's stop.
-                let n = results.len();
-                for i in 0..n {
-                    let (kind, runs) = &mut results[(i + round) % n];
-                    let run = run_once(*kind, mode, &options, &programs);
-                    eprintln!(
-                        "round {}/{} {}: {} requests, {} failed",
-                        round + 1,
-                        options.runs,
-                        kind.name(),
-                        run.seen.records.len(),
-                        run.seen
-                            .records
-                            .iter()
-                            .filter(|r| r.outcome.is_err())
-                            .count()
-                    );
-                    runs.push(run);
-                }
-            }
-            let title = match mode {
-                Mode::Close => format!(
-                    "A new connection per request, {} requests/s; {} run(s) of {} restarts {:?} apart",
-                    options.rate, options.runs, options.restarts, options.spacing
-                ),
-                Mode::KeepAlive(n) => format!(
-                    "{n} keep-alive connections, {} requests/s in all; {} run(s) of {} restarts {:?} apart",
-                    options.rate, options.runs, options.restarts, options.spacing
-                ),
+            let plan = Plan {
+                rate: options.rate,
+                restarts: options.restarts,
+                spacing: options.spacing,
+                lead: LEAD,
             };
-            print!(
-                "{}",
-                report::table(&title, matches!(mode, Mode::KeepAlive(_)), &results)
-            );
-            print!(
-                "\n{}",
-                report::targets(matches!(mode, Mode::KeepAlive(_)), &results)
-            );
-            let failures = report::failures(&results);
-            if !failures.is_empty() {
-                print!("\nthe first failure of each kind:\n{failures}");
+            compare(mode, &plan, &kinds, options.runs, &programs, "");
+            let (rate, why) = match options.max_rate {
+                MaxRate::Off => continue,
+                MaxRate::Given(rate) => (rate, "--max-rate"),
+                MaxRate::Search => match search(mode, &options, &programs) {
+                    Some(rate) => (rate, "the highest the server never restarted sustained"),
+                    None => continue,
+                },
+            };
+            let max_kinds: Vec<Kind> = kinds
+                .iter()
+                .copied()
+                .filter(|kind| !options.quick || kind.is_ours() || *kind == Kind::Control)
+                .collect();
+            if max_kinds.is_empty() {
+                continue;
             }
+            compare(
+                mode,
+                &Plan { rate, ..plan },
+                &max_kinds,
+                options.runs,
+                &programs,
+                &format!(" ({why})"),
+            );
         }
         println!(
             "\n\"serves after\": median time from the signal to the end of the first answer by a \
@@ -288,9 +340,118 @@ restart benchmark: cargo bench --all-features --bench restart -- [OPTIONS]
         );
     }
 
-    /// One run of one mechanism: start it, load it, restart it
-    /// `options.restarts` times `options.spacing` apart, stop it.
-    fn run_once(kind: Kind, mode: Mode, options: &Options, programs: &Programs) -> Run {
+    /// One run's load and restarts: `rate` requests a second, `restarts`
+    /// restarts `spacing` apart after `lead` of steady load, and the run
+    /// ends `spacing` after the last (or at `lead` without restarts).
+    #[derive(Clone, Copy)]
+    struct Plan {
+        rate: u32,
+        restarts: usize,
+        spacing: Duration,
+        lead: Duration,
+    }
+
+    /// Every mechanism of `kinds` in `mode`, `runs` times by `plan`, and
+    /// the table of what they showed, with the targets; `why` follows the
+    /// rate in its title.
+    fn compare(
+        mode: Mode,
+        plan: &Plan,
+        kinds: &[Kind],
+        runs: usize,
+        programs: &Programs,
+        why: &str,
+    ) {
+        let mut results: Vec<(Kind, Vec<Run>)> =
+            kinds.iter().map(|&kind| (kind, Vec::new())).collect();
+        for round in 0..runs {
+            // Each round in another order, so that none is always first
+            // after the previous one's stop.
+            let n = results.len();
+            for i in 0..n {
+                let (kind, runs_of_kind) = &mut results[(i + round) % n];
+                let run = run_once(*kind, mode, plan, programs);
+                eprintln!(
+                    "{} requests/s, round {}/{runs} {}: {} requests, {} failed",
+                    plan.rate,
+                    round + 1,
+                    kind.name(),
+                    run.seen.records.len(),
+                    failed(&run)
+                );
+                runs_of_kind.push(run);
+            }
+        }
+        let title = match mode {
+            Mode::Close => format!(
+                "A new connection per request, {} requests/s{why}; {runs} run(s) of {} restarts {:?} apart",
+                plan.rate, plan.restarts, plan.spacing
+            ),
+            Mode::KeepAlive(n) => format!(
+                "{n} keep-alive connections, {} requests/s in all{why}; {runs} run(s) of {} restarts {:?} apart",
+                plan.rate, plan.restarts, plan.spacing
+            ),
+        };
+        let keep_alive = matches!(mode, Mode::KeepAlive(_));
+        print!("{}", report::table(&title, keep_alive, &results));
+        print!("\n{}", report::targets(keep_alive, &results));
+        let failures = report::failures(&results);
+        if !failures.is_empty() {
+            print!("\nthe first failure of each kind:\n{failures}");
+        }
+    }
+
+    fn failed(run: &Run) -> usize {
+        run.seen
+            .records
+            .iter()
+            .filter(|r| r.outcome.is_err())
+            .count()
+    }
+
+    /// The highest rate that a server never restarted sustains in `mode`
+    /// (`report::Step::sustained`), searched from `options.rate` in steps
+    /// of `options.step`; prints the steps.
+    fn search(mode: Mode, options: &Options, programs: &Programs) -> Option<u32> {
+        let mut search = Search::new(options.rate, options.steps, PRECISION);
+        let mut steps = Vec::new();
+        while let Some(rate) = search.next() {
+            let plan = Plan {
+                rate,
+                restarts: 0,
+                spacing: Duration::ZERO,
+                lead: options.step,
+            };
+            let step = Step::of(rate, &run_once(Kind::Control, mode, &plan, programs));
+            eprintln!("search: {}", step.line().trim_start());
+            search.record(rate, step.sustained());
+            steps.push(step);
+        }
+        let what = match mode {
+            Mode::Close => "a new connection per request".to_owned(),
+            Mode::KeepAlive(n) => format!("{n} keep-alive connections"),
+        };
+        print!(
+            "{}",
+            report::search(
+                &format!(
+                    "The highest rate the server never restarted sustains, {what}: \
+                     no failure, p99 under {:?}, requests late on the schedule under that at p99; \
+                     steps of {:?}",
+                    report::SUSTAINED_P99,
+                    options.step
+                ),
+                &steps,
+                search.found(),
+                search.bounded()
+            )
+        );
+        search.found()
+    }
+
+    /// One run of one mechanism by `plan`: start it, load it, restart it,
+    /// stop it.
+    fn run_once(kind: Kind, mode: Mode, plan: &Plan, programs: &Programs) -> Run {
         let dir = TempDir::new("bench-restart");
         let (mut server, addr) = match mechanisms::start(kind, mode, programs, dir.as_ref()) {
             Ok(started) => started,
@@ -303,18 +464,18 @@ restart benchmark: cargo bench --all-features --bench restart -- [OPTIONS]
             }
         };
         let t0 = Instant::now();
-        let load = Load::start(addr, mode, options.rate, t0);
+        let load = Load::start(addr, mode, plan.rate, t0);
         let mut signals = Vec::new();
         let mut restart_errors = Vec::new();
-        for i in 0..options.restarts {
-            sleep_until(t0 + LEAD + options.spacing * i as u32);
+        for i in 0..plan.restarts {
+            sleep_until(t0 + plan.lead + plan.spacing * i as u32);
             signals.push(t0.elapsed());
             if let Err(e) = server.restart() {
                 restart_errors.push(e.to_string());
             }
             mechanisms::reap();
         }
-        sleep_until(t0 + LEAD + options.spacing * options.restarts as u32);
+        sleep_until(t0 + plan.lead + plan.spacing * plan.restarts as u32);
         let seen = load.finish();
         server.stop();
         mechanisms::reap();

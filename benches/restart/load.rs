@@ -1,5 +1,5 @@
 //! The load: HTTP GETs at a fixed rate on 127.0.0.1, each recorded with its
-//! start, its latency and its outcome, never retried.
+//! start, how late it started, its latency and its outcome, never retried.
 //!
 //! Two modes. With a new connection per request, a request is started
 //! every 1/rate seconds whatever the others do (an open loop: a slow
@@ -34,11 +34,17 @@ pub enum Mode {
     KeepAlive(usize),
 }
 
-/// One request: when it started (since the load began), how long it took,
-/// and the pid that answered or the kind of failure.
+/// One request: when it started (since the load began), how late against
+/// the load's schedule, how long it took, and the pid that answered or the
+/// kind of failure.
 #[derive(Debug, Clone, Copy)]
 pub struct Record {
     pub start: Duration,
+    /// From when the schedule said to start it to when it started: the
+    /// load's own delay with a connection per request (its runtime was
+    /// behind), and in keep-alive mode the wait for the answer before on
+    /// its connection too (the server was behind).
+    pub late: Duration,
     pub latency: Duration,
     pub outcome: Result<u32, FailureKind>,
 }
@@ -116,13 +122,15 @@ async fn close_mode(
         let now = tokio::time::Instant::now();
         while next <= now {
             let tx = tx.clone();
+            let due = next.into_std();
             tokio::spawn(async move {
                 let started = Instant::now();
                 let outcome = match timeout(REQUEST_TIMEOUT, get_closing(addr)).await {
                     Ok(outcome) => outcome,
                     Err(_) => Err(timed_out()),
                 };
-                let _ = tx.send((started, started.elapsed(), outcome));
+                let late = started.saturating_duration_since(due);
+                let _ = tx.send((started, late, started.elapsed(), outcome));
             });
             next += period;
         }
@@ -130,7 +138,7 @@ async fn close_mode(
     }
     drop(tx);
     let mut seen = Seen::default();
-    while let Some((started, latency, outcome)) = rx.recv().await {
+    while let Some((started, late, latency, outcome)) = rx.recv().await {
         let outcome = outcome.map_err(|failure| {
             let kind = failure.kind;
             seen.note_failure(failure);
@@ -138,6 +146,7 @@ async fn close_mode(
         });
         seen.records.push(Record {
             start: started.duration_since(t0),
+            late,
             latency,
             outcome,
         });
@@ -294,6 +303,7 @@ async fn connection_loop(
     let mut buf = Vec::with_capacity(1024);
     while !stop.load(Ordering::Relaxed) {
         tokio::time::sleep_until(next).await;
+        let due = next.into_std();
         next += period;
         if let Some(open) = &stream {
             if closed_while_idle(open) {
@@ -340,6 +350,7 @@ async fn connection_loop(
         };
         seen.records.push(Record {
             start: started.duration_since(t0),
+            late: started.saturating_duration_since(due),
             latency,
             outcome,
         });

@@ -336,3 +336,106 @@ pub fn targets(keep_alive: bool, results: &[(Kind, Vec<Run>)]) -> String {
     }
     out
 }
+
+/// The latency under which a rate counts as sustained (p99), and the delay
+/// against the load's schedule under which the load counts as keeping to
+/// it (p99).
+pub const SUSTAINED_P99: Duration = Duration::from_millis(5);
+
+/// One step of the search for the highest rate: a server never restarted,
+/// loaded at one rate.
+pub struct Step {
+    pub rate: u32,
+    requests: usize,
+    failed: usize,
+    p99: Option<Duration>,
+    late_p99: Option<Duration>,
+    /// What went wrong first, if anything did.
+    first_failure: Option<String>,
+}
+
+impl Step {
+    /// The figures of `run`, a step at `rate`. As in the tables, the
+    /// requests of the first 250 ms count for failures only.
+    pub fn of(rate: u32, run: &Run) -> Step {
+        let failed = run
+            .seen
+            .records
+            .iter()
+            .filter(|r| r.outcome.is_err())
+            .count();
+        let mut late: Vec<Duration> = run
+            .seen
+            .records
+            .iter()
+            .filter(|r| r.start >= WARM)
+            .map(|r| r.late)
+            .collect();
+        late.sort();
+        Step {
+            rate,
+            requests: run.seen.records.len(),
+            failed: failed + run.restart_errors.len(),
+            p99: quantile(&Windows::of(run).steady, 0.99),
+            late_p99: quantile(&late, 0.99),
+            first_failure: run
+                .restart_errors
+                .first()
+                .cloned()
+                .or_else(|| run.seen.first_failures.first().map(ToString::to_string)),
+        }
+    }
+
+    /// Whether the server sustained the rate: no failure, p99 under
+    /// `SUSTAINED_P99`, and the load kept to its schedule.
+    pub fn sustained(&self) -> bool {
+        self.failed == 0
+            && self.p99.is_some_and(|p99| p99 < SUSTAINED_P99)
+            && self.late_p99.is_some_and(|late| late < SUSTAINED_P99)
+    }
+
+    /// One line: the rate and what it showed.
+    pub fn line(&self) -> String {
+        let mut line = format!(
+            "{:>10} {:>9} {:>7} {:>8} {:>9}  {}",
+            self.rate,
+            self.requests,
+            self.failed,
+            ms(self.p99),
+            ms(self.late_p99),
+            if self.sustained() {
+                "sustained"
+            } else {
+                "missed"
+            }
+        );
+        if let Some(failure) = &self.first_failure {
+            let _ = write!(line, " ({failure})");
+        }
+        line
+    }
+}
+
+/// The steps of a search for the highest rate, and the rate it found
+/// (`bounded`: a higher rate was tried and missed).
+pub fn search(title: &str, steps: &[Step], found: Option<u32>, bounded: bool) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "\n{title}\n");
+    let _ = writeln!(
+        out,
+        "{:>10} {:>9} {:>7} {:>8} {:>9}",
+        "requests/s", "requests", "failed", "p99, ms", "late p99"
+    );
+    for step in steps {
+        let _ = writeln!(out, "{}", step.line());
+    }
+    let _ = match found {
+        Some(rate) if bounded => writeln!(out, "the highest rate sustained: {rate} requests/s"),
+        Some(rate) => writeln!(
+            out,
+            "the highest rate sustained: {rate} requests/s (the search ended before a rate it missed: it may sustain more)"
+        ),
+        None => writeln!(out, "no rate sustained"),
+    };
+    out
+}
