@@ -146,21 +146,20 @@ use std::net::TcpStream;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::activation::ListenFds;
 use crate::{notify, sys};
 
+mod common;
 mod generation;
 mod handover;
 
+use self::common::{Running, SLICE};
+pub use self::common::{Successor, DEFAULT_TIMEOUT};
+
 use self::generation::Starting;
 use self::handover::Kind;
-
-/// How long [`Restart::spawn`] waits for the next generation unless told
-/// otherwise: 30 seconds.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The name of the fd that carries the state handed over
 /// ([`Restart::state`], [`take_state`]); no other fd may have it.
@@ -174,12 +173,6 @@ pub const PENDING_NAME: &str = "io-fdpass.pending";
 /// The most bytes of state, and of pending bytes per connection, that go to
 /// the next generation: 1 GiB.
 pub const MAX_STATE: u64 = handover::MAX_BYTES;
-
-/// How often a wait for the next generation looks whether it has exited.
-const SLICE: Duration = Duration::from_millis(50);
-
-/// Whether a restart is under way in this process.
-static RUNNING: AtomicBool = AtomicBool::new(false);
 
 /// The next generation to start, and what it gets: fds, live connections
 /// and state.
@@ -196,20 +189,6 @@ pub struct Restart {
     env: Vec<(OsString, OsString)>,
     fds: Vec<(String, OwnedFd)>,
     timeout: Duration,
-}
-
-/// The next generation, started and ready.
-#[derive(Debug)]
-pub struct Successor {
-    pid: u32,
-}
-
-impl Successor {
-    /// Its process id.
-    #[must_use]
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
 }
 
 impl Restart {
@@ -579,28 +558,6 @@ impl Drop for Reaped {
                 Err(_) => drop(starting),
             }
         }
-    }
-}
-
-/// The one restart under way in this process: the claim is let go when
-/// this is dropped, however the restart ends.
-struct Running;
-
-impl Running {
-    fn claim() -> io::Result<Running> {
-        if RUNNING.swap(true, Ordering::SeqCst) {
-            return Err(io::Error::new(
-                ErrorKind::ResourceBusy,
-                "a restart of this process is under way already",
-            ));
-        }
-        Ok(Running)
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        RUNNING.store(false, Ordering::SeqCst);
     }
 }
 

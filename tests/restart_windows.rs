@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use io_fdpass::restart::Restart;
-use io_fdpass_test_support::http::{self, Failure, FailureKind, Tally};
+use io_fdpass_test_support::http::{self, Tally};
 use io_fdpass_test_support::{wait_until, NoLeak, OpensFds};
 use windows_sys::Win32::Foundation::CloseHandle;
 use windows_sys::Win32::System::JobObjects::IsProcessInJob;
@@ -76,18 +76,6 @@ fn end(pid: u32) {
 
 fn wait_for_exit(pid: u32) {
     wait_until(|| gone(pid), || format!("generation {pid} did not exit"));
-}
-
-/// One request, one attempt: the pid that answered it, or the failure.
-fn request(addr: SocketAddr) -> Result<u32, Failure> {
-    let reply = http::get(addr)?;
-    reply
-        .rsplit_once("served by pid ")
-        .and_then(|(_, pid)| pid.trim().parse().ok())
-        .ok_or_else(|| Failure {
-            kind: FailureKind::Bad,
-            detail: format!("a reply without a pid: {reply:?}"),
-        })
 }
 
 /// What the client has seen: answers by pid, and every request counted.
@@ -147,7 +135,7 @@ fn five_restarts_under_load_fail_no_request() {
         let (seen, stop) = (seen.clone(), stop.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                let answer = request(addr);
+                let answer = http::get_pid(addr);
                 let mut seen = seen.lock().unwrap();
                 seen.tally.count(&answer);
                 if let Ok(pid) = answer {

@@ -31,6 +31,7 @@
 //! ```
 
 pub(crate) mod codec;
+mod common;
 pub mod machine;
 pub mod protocol;
 #[cfg(feature = "tokio")]
@@ -38,11 +39,13 @@ mod server;
 pub mod state_file;
 mod system;
 
+pub use self::common::{
+    unix_now, DEFAULT_CLIENT_TIMEOUT, DEFAULT_MAX_ANSWER, DEFAULT_MAX_NAMES, DEFAULT_TIMEOUT,
+};
 pub use self::machine::{Answer, Caller, Decision, Effect, Holder, Os, Reservation};
 #[cfg(feature = "tokio")]
 pub use self::server::{
-    max_names_within, Hooks, Server, DEFAULT_CLIENT_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_NAMES, FD_RESERVE, MAX_PIDFD_WATCHES,
+    max_names_within, Hooks, Server, DEFAULT_MAX_CONNECTIONS, FD_RESERVE, MAX_PIDFD_WATCHES,
 };
 pub use self::system::System;
 
@@ -54,24 +57,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use self::codec::{parse_answer, GREETING};
+use self::common::{checked_names, explained};
 use self::protocol::{Entry, Lifetime, Request};
 use crate::{sys, Deadline, PeerTrust};
-
-/// The time since the Unix epoch: the clock a [`Holder`] is given its
-/// times by, and that its entries' times are written in.
-#[must_use]
-pub fn unix_now() -> Duration {
-    std::time::SystemTime::now()
-        .duration_since(std::time::SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-}
-
-/// How long a call waits for the holder by default, for the whole
-/// exchange; `fdpass`'s default `--timeout` too.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The most bytes of an answer read by default.
-pub const DEFAULT_MAX_ANSWER: usize = 16 << 20;
 
 /// A client of the holder at one socket.
 #[derive(Debug, Clone)]
@@ -207,7 +195,7 @@ impl Client {
     /// more than [`protocol::MAX_FETCH`].
     pub fn fetch_many(&self, names: &[&str]) -> io::Result<Vec<OwnedFd>> {
         let request = Request::Fetch {
-            names: Client::checked_names(names)?,
+            names: checked_names(names)?,
             take: false,
         };
         self.exchange(&request, None, names.len())
@@ -252,7 +240,7 @@ impl Client {
     /// client is taking one of the names.
     pub fn reserve(&self, names: &[&str]) -> io::Result<Reserved> {
         let request = Request::Reserve {
-            names: Client::checked_names(names)?,
+            names: checked_names(names)?,
         };
         let deadline = Deadline::after(self.timeout);
         let stream = self.send_request(&request, None, false, deadline)?;
@@ -267,23 +255,6 @@ impl Client {
             fds,
             socket: self.display().into_owned(),
         })
-    }
-
-    fn checked_names(names: &[&str]) -> io::Result<Vec<String>> {
-        if names.is_empty() || names.len() > protocol::MAX_FETCH {
-            return Err(io::Error::new(
-                ErrorKind::InvalidInput,
-                format!(
-                    "a fetch asks for 1 to {} names, not {}",
-                    protocol::MAX_FETCH,
-                    names.len()
-                ),
-            ));
-        }
-        for name in names {
-            crate::notify::check_name(name)?;
-        }
-        Ok(names.iter().map(|&n| n.to_owned()).collect())
     }
 
     /// The names the holder holds, in order.
@@ -507,21 +478,6 @@ pub(crate) fn peer_ids(socket: BorrowedFd<'_>) -> io::Result<crate::PeerCredenti
         pid,
         pidfd: None,
     })
-}
-
-/// `err` of an exchange with the holder at `socket`, saying what happened.
-fn explained(err: io::Error, socket: &str) -> io::Error {
-    match err.kind() {
-        ErrorKind::WouldBlock | ErrorKind::TimedOut => io::Error::new(
-            ErrorKind::TimedOut,
-            format!("the holder at {socket} did not answer in time"),
-        ),
-        ErrorKind::UnexpectedEof => io::Error::new(
-            ErrorKind::UnexpectedEof,
-            format!("the holder at {socket} closed the connection before it answered"),
-        ),
-        _ => err,
-    }
 }
 
 /// Reads up to a newline, at most `max` bytes, into `buf`, one read at a

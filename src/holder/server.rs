@@ -19,12 +19,8 @@ use tokio::task::AbortHandle;
 use super::codec::{commit_received, Progress, RequestReader, GREETING};
 use super::machine::{Answer, Caller, Effect, Holder, Reservation};
 use super::protocol::{Refusal, RefusalKind};
-use super::System;
+use super::{System, DEFAULT_CLIENT_TIMEOUT, DEFAULT_MAX_NAMES};
 use crate::{PeerCredentials, PeerTrust};
-
-/// How many names a [`Server`] holds at most unless told
-/// (`fdpass hold --max-names`'s default).
-pub const DEFAULT_MAX_NAMES: usize = 1024;
 
 /// How many fds a holder keeps free for its own use, besides those it
 /// holds: its event loop, its connections, the copies it sends, and the
@@ -50,9 +46,6 @@ pub fn max_names_within(fd_limit: usize) -> usize {
 /// How many connections a [`Server`] serves at once unless told; past
 /// that the oldest is dropped to make room.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
-
-/// How long a client has for its whole request and answer unless told.
-pub const DEFAULT_CLIENT_TIMEOUT: Duration = super::DEFAULT_TIMEOUT;
 
 /// What a program running a [`Server`] adds to it: the [`Effect`]s the
 /// server does not carry out itself (it starts and stops the watches and

@@ -51,16 +51,18 @@
 //! ```
 
 pub(crate) mod codec;
+mod common;
 pub mod machine;
 pub mod protocol;
 #[path = "windows_server.rs"]
 mod server;
 pub mod state_file;
 
-pub use self::machine::{Answer, Caller, Decision, Effect, Holder, Os, Reservation};
-pub use self::server::{
-    Server, System, DEFAULT_CLIENT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_NAMES,
+pub use self::common::{
+    unix_now, DEFAULT_CLIENT_TIMEOUT, DEFAULT_MAX_ANSWER, DEFAULT_MAX_NAMES, DEFAULT_TIMEOUT,
 };
+pub use self::machine::{Answer, Caller, Decision, Effect, Holder, Os, Reservation};
+pub use self::server::{Server, System, DEFAULT_MAX_CONNECTIONS};
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
@@ -69,27 +71,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use self::codec::{parse_answer, GREETING};
+use self::common::{checked_names, explained};
 use self::protocol::{Entry, Lifetime, Request};
 use crate::{sys, PeerTrust};
 
 /// The size of one socket's record on the wire: a `WSAPROTOCOL_INFOW`.
 pub const SOCKET_RECORD_LEN: usize = sys::PROTOCOL_INFO_LEN;
-
-/// The time since the Unix epoch: the clock a [`Holder`] is given its
-/// times by, and that its entries' times are written in.
-#[must_use]
-pub fn unix_now() -> Duration {
-    std::time::SystemTime::now()
-        .duration_since(std::time::SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-}
-
-/// How long a call waits for the holder by default, for the whole
-/// exchange; `fdpass`'s default `--timeout` too.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The most bytes of an answer read by default.
-pub const DEFAULT_MAX_ANSWER: usize = 16 << 20;
 
 /// The address of a holder on Windows: `tcp:IP:PORT`, on loopback, where
 /// the process at the other end of a connection can be learnt.
@@ -559,24 +546,6 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The names of a fetch, checked.
-fn checked_names(names: &[&str]) -> io::Result<Vec<String>> {
-    if names.is_empty() || names.len() > protocol::MAX_FETCH {
-        return Err(io::Error::new(
-            ErrorKind::InvalidInput,
-            format!(
-                "a fetch asks for 1 to {} names, not {}",
-                protocol::MAX_FETCH,
-                names.len()
-            ),
-        ));
-    }
-    for name in names {
-        crate::notify::check_name(name)?;
-    }
-    Ok(names.iter().map(|&n| n.to_owned()).collect())
-}
-
 /// The sockets of a take that the holder keeps until [`Reserved::commit`]
 /// ([`Client::reserve`]). Dropped without a commit, the take does not
 /// happen: the connection closes, and the holder holds them as before.
@@ -752,20 +721,5 @@ fn read_to_end(
             ));
         }
         buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-/// `err` of an exchange with the holder at `socket`, saying what happened.
-fn explained(err: io::Error, socket: &str) -> io::Error {
-    match err.kind() {
-        ErrorKind::WouldBlock | ErrorKind::TimedOut => io::Error::new(
-            ErrorKind::TimedOut,
-            format!("the holder at {socket} did not answer in time"),
-        ),
-        ErrorKind::UnexpectedEof => io::Error::new(
-            ErrorKind::UnexpectedEof,
-            format!("the holder at {socket} closed the connection before it answered"),
-        ),
-        _ => err,
     }
 }

@@ -19,18 +19,14 @@ use std::time::{Duration, Instant};
 use super::codec::{commit_received, GREETING};
 use super::machine::{Answer, Caller, Effect, Holder, Os, Reservation};
 use super::protocol::{Entry, Refusal, RefusalKind, Request, MAX_REQUEST};
-use super::{unix_now, Challenge, PROVE, SOCKET_RECORD_LEN};
+use super::{
+    unix_now, Challenge, DEFAULT_CLIENT_TIMEOUT, DEFAULT_MAX_NAMES, PROVE, SOCKET_RECORD_LEN,
+};
 use crate::{sys, PeerTrust};
-
-/// The most names a holder holds unless told.
-pub const DEFAULT_MAX_NAMES: usize = 1024;
 
 /// The most clients served at once unless told; one more is told the
 /// holder is full.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
-
-/// How long a client has for its whole request and answer unless told.
-pub const DEFAULT_CLIENT_TIMEOUT: Duration = super::DEFAULT_TIMEOUT;
 
 /// How often the processes whose exit drops a socket are looked at.
 const WATCH_EVERY: Duration = Duration::from_millis(500);

@@ -55,16 +55,10 @@ use crate::activation::{Child, Command};
 use crate::notify::Listener;
 use crate::sys;
 
-/// How long [`Restart::spawn`] waits for the next generation unless told
-/// otherwise.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+mod common;
 
-/// How long each wait for `READY=1` lasts before looking whether the next
-/// generation has exited or the restart was given up.
-const SLICE: Duration = Duration::from_millis(50);
-
-/// Whether a restart is under way in this process.
-static RUNNING: AtomicBool = AtomicBool::new(false);
+use self::common::{Running, SLICE};
+pub use self::common::{Successor, DEFAULT_TIMEOUT};
 
 /// The next generation to start, and the sockets it gets.
 ///
@@ -78,20 +72,6 @@ pub struct Restart {
     env: Vec<(OsString, OsString)>,
     sockets: Vec<(String, OwnedSocket)>,
     timeout: Duration,
-}
-
-/// The next generation, started and ready.
-#[derive(Debug)]
-pub struct Successor {
-    pid: u32,
-}
-
-impl Successor {
-    /// Its process id.
-    #[must_use]
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
 }
 
 impl Restart {
@@ -364,26 +344,5 @@ impl Drop for Next {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-    }
-}
-
-/// This process's one restart at a time.
-struct Running;
-
-impl Running {
-    fn claim() -> io::Result<Running> {
-        if RUNNING.swap(true, Ordering::SeqCst) {
-            return Err(io::Error::new(
-                ErrorKind::ResourceBusy,
-                "a restart of this process is under way already",
-            ));
-        }
-        Ok(Running)
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        RUNNING.store(false, Ordering::SeqCst);
     }
 }

@@ -24,9 +24,10 @@ pub mod send;
 #[cfg_attr(windows, path = "store_windows.rs")]
 pub mod store;
 
+use io_fdpass::holder::protocol::Lifetime;
 use io_fdpass::holder::Client;
 
-use crate::cli::HolderArgs;
+use crate::cli::{HolderArgs, StoreArgs};
 use crate::client;
 
 /// The library's client for the holder a command names, as its flags say.
@@ -36,4 +37,17 @@ fn holder_client(args: &HolderArgs) -> Client {
     #[cfg(windows)]
     let trusted = &args.holder_users;
     client::client(&args.socket, args.timeout, trusted)
+}
+
+/// How long `fdpass store` has the holder keep what it stores, as its
+/// `--ttl` and `--until-exit` say; without them, for as long as it runs.
+fn lifetime(args: &StoreArgs) -> Lifetime {
+    let mut lifetime = Lifetime::forever();
+    if let Some(ttl) = args.ttl {
+        lifetime = lifetime.ttl(ttl);
+    }
+    if let Some(pid) = args.until_exit {
+        lifetime = lifetime.until_exit(pid);
+    }
+    lifetime
 }

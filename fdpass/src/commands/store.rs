@@ -2,8 +2,6 @@
 
 use std::os::fd::{AsFd, AsRawFd};
 
-use io_fdpass::holder::protocol::Lifetime;
-
 use crate::cli::StoreArgs;
 use crate::client;
 use crate::exec;
@@ -13,20 +11,13 @@ use crate::output::Log;
 /// `fdpass store`.
 pub fn run(args: &StoreArgs, log: Log) -> Result<()> {
     let fd = exec::inherited(args.fd)?;
-    let mut lifetime = Lifetime::forever();
-    if let Some(ttl) = args.ttl {
-        lifetime = lifetime.ttl(ttl);
-    }
-    if let Some(pid) = args.until_exit {
-        lifetime = lifetime.until_exit(pid);
-    }
     let holder = &args.holder;
     client::store(
         &super::holder_client(holder),
         &holder.socket,
         &args.name,
         fd.as_fd(),
-        lifetime,
+        super::lifetime(args),
     )?;
     log.say(format_args!(
         "stored fd {} as {} at {}",

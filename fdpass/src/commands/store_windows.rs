@@ -3,7 +3,6 @@
 //! systemfd's protocol). Windows has no fd numbers to name one by.
 
 use io_fdpass::activation::ListenFds;
-use io_fdpass::holder::protocol::Lifetime;
 use std::os::windows::io::AsSocket;
 
 use crate::cli::StoreArgs;
@@ -40,20 +39,13 @@ pub fn run(args: &StoreArgs, log: Log) -> Result<()> {
     let socket = given
         .take_socket(index)
         .ok_or_else(|| Failure::new(fail::NO_INPUT, "the socket given is no longer there"))?;
-    let mut lifetime = Lifetime::forever();
-    if let Some(ttl) = args.ttl {
-        lifetime = lifetime.ttl(ttl);
-    }
-    if let Some(pid) = args.until_exit {
-        lifetime = lifetime.until_exit(pid);
-    }
     let holder = &args.holder;
     client::store(
         &super::holder_client(holder),
         &holder.socket,
         &args.name,
         socket.as_socket(),
-        lifetime,
+        super::lifetime(args),
     )?;
     log.say(format_args!(
         "stored a socket as {} at {}",
