@@ -87,6 +87,8 @@ mod linux {
         /// The second table with io-fdpass's mechanisms and the control
         /// only.
         quick: bool,
+        /// Where each run's requests are written, one CSV file per run.
+        records: Option<PathBuf>,
     }
 
     /// The rate of the second table.
@@ -123,7 +125,11 @@ restart benchmark: cargo bench --all-features --bench restart -- [OPTIONS]
   --runs N           runs of every mechanism (3)
   --mode close|keep-alive   one mode only
   --only NAME,...    these mechanisms only: restart, holder, naive,
-                     reuseport, haproxy, nginx, control";
+                     reuseport, haproxy, nginx, control
+  --records DIR      write each run's requests to DIR (made if missing),
+                     one CSV file per run: when each started, how long
+                     after the latest signal, how late, its latency and
+                     its outcome";
 
     fn options() -> Options {
         let mut options = Options {
@@ -138,6 +144,7 @@ restart benchmark: cargo bench --all-features --bench restart -- [OPTIONS]
             step: Duration::from_secs(3),
             steps: 10,
             quick: false,
+            records: None,
         };
         let mut mode = None;
         let mut args = std::env::args().skip(1);
@@ -181,6 +188,7 @@ restart benchmark: cargo bench --all-features --bench restart -- [OPTIONS]
                     options.spacing = Duration::from_secs_f64(seconds);
                 }
                 "--mode" => mode = Some(value("close or keep-alive")),
+                "--records" => options.records = Some(PathBuf::from(value("a directory"))),
                 "--only" => {
                     let names = value("names");
                     options.kinds = names.split(',').map(kind_named).collect();
@@ -223,15 +231,16 @@ restart benchmark: cargo bench --all-features --bench restart -- [OPTIONS]
     }
 
     fn kind_named(name: &str) -> Kind {
-        match name {
-            "restart" => Kind::Restart,
-            "holder" => Kind::Holder,
-            "naive" => Kind::Naive,
-            "reuseport" => Kind::ReusePort,
-            "haproxy" => Kind::Haproxy,
-            "nginx" => Kind::Nginx,
-            "control" => Kind::Control,
-            _ => fail(&format!("no mechanism {name:?}")),
+        Kind::ALL
+            .into_iter()
+            .find(|kind| kind.option() == name)
+            .unwrap_or_else(|| fail(&format!("no mechanism {name:?}")))
+    }
+
+    fn mode_name(mode: Mode) -> &'static str {
+        match mode {
+            Mode::Close => "close",
+            Mode::KeepAlive(_) => "keep-alive",
         }
     }
 
@@ -308,7 +317,7 @@ restart benchmark: cargo bench --all-features --bench restart -- [OPTIONS]
                 spacing: options.spacing,
                 lead: LEAD,
             };
-            compare(mode, &plan, &kinds, options.runs, &programs, "");
+            compare(mode, &plan, &kinds, &options, &programs, "");
             let (rate, why) = match options.max_rate {
                 MaxRate::Off => continue,
                 MaxRate::Given(rate) => (rate, "--max-rate"),
@@ -329,7 +338,7 @@ restart benchmark: cargo bench --all-features --bench restart -- [OPTIONS]
                 mode,
                 &Plan { rate, ..plan },
                 &max_kinds,
-                options.runs,
+                &options,
                 &programs,
                 &format!(" ({why})"),
             );
@@ -351,17 +360,18 @@ restart benchmark: cargo bench --all-features --bench restart -- [OPTIONS]
         lead: Duration,
     }
 
-    /// Every mechanism of `kinds` in `mode`, `runs` times by `plan`, and
-    /// the table of what they showed, with the targets; `why` follows the
-    /// rate in its title.
+    /// Every mechanism of `kinds` in `mode`, `options.runs` times by
+    /// `plan`, and the table of what they showed, with the targets; `why`
+    /// follows the rate in its title.
     fn compare(
         mode: Mode,
         plan: &Plan,
         kinds: &[Kind],
-        runs: usize,
+        options: &Options,
         programs: &Programs,
         why: &str,
     ) {
+        let runs = options.runs;
         let mut results: Vec<(Kind, Vec<Run>)> =
             kinds.iter().map(|&kind| (kind, Vec::new())).collect();
         for round in 0..runs {
@@ -379,6 +389,18 @@ restart benchmark: cargo bench --all-features --bench restart -- [OPTIONS]
                     run.seen.records.len(),
                     failed(&run)
                 );
+                if let Some(dir) = &options.records {
+                    let file = dir.join(format!(
+                        "{}-{}-{}-{}.csv",
+                        mode_name(mode),
+                        plan.rate,
+                        kind.option(),
+                        round + 1
+                    ));
+                    if let Err(e) = report::write_records(&file, &run) {
+                        fail(&format!("--records: cannot write {}: {e}", file.display()));
+                    }
+                }
                 runs_of_kind.push(run);
             }
         }

@@ -76,6 +76,19 @@ impl Kind {
         }
     }
 
+    /// Its name on the command line (`--only`, and `--records` files).
+    pub fn option(self) -> &'static str {
+        match self {
+            Kind::Restart => "restart",
+            Kind::Holder => "holder",
+            Kind::Naive => "naive",
+            Kind::ReusePort => "reuseport",
+            Kind::Haproxy => "haproxy",
+            Kind::Nginx => "nginx",
+            Kind::Control => "control",
+        }
+    }
+
     /// Whether this mechanism is io-fdpass's own: the targets apply.
     pub fn is_ours(self) -> bool {
         matches!(self, Kind::Restart | Kind::Holder)

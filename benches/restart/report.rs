@@ -84,6 +84,35 @@ fn since_signal(signals: &[Duration], at: Duration) -> Option<Duration> {
         .map(|&s| at.saturating_sub(s))
 }
 
+/// Writes every request of `run` to `path` as CSV, created with its
+/// directory: its start since the load began, how long after the latest
+/// signal it started (empty before the first), how late it started
+/// ([`Record::late`]) and its latency, all in ms, and the pid that answered
+/// or the kind of failure.
+pub fn write_records(path: &std::path::Path, run: &Run) -> std::io::Result<()> {
+    let mut text = String::from("start_ms,since_signal_ms,late_ms,latency_ms,outcome\n");
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    for record in &run.seen.records {
+        let since = since_signal(&run.signals, record.start)
+            .map_or(String::new(), |d| format!("{:.3}", ms(d)));
+        let outcome = match record.outcome {
+            Ok(pid) => pid.to_string(),
+            Err(kind) => kind.to_string(),
+        };
+        let _ = writeln!(
+            text,
+            "{:.3},{since},{:.3},{:.3},{outcome}",
+            ms(record.start),
+            ms(record.late),
+            ms(record.latency)
+        );
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, text)
+}
+
 /// The `q` quantile of sorted latencies (nearest rank).
 fn quantile(sorted: &[Duration], q: f64) -> Option<Duration> {
     if sorted.is_empty() {
