@@ -13,16 +13,25 @@
 //! server, closing its connections gracefully, unless a next generation
 //! started under the holder is there to take them (below).
 //!
-//! On SIGHUP the running generation stops accepting (the kernel queues new
-//! connections on the listener meanwhile) and takes each connection out of
-//! hyper once it owes its client nothing: the answer in hand sent, no
-//! request half handled. hyper's `graceful_shutdown` and
+//! On SIGHUP the running generation starts the next with the listener and
+//! one end of a new socket pair, `handoff` (`Restart::spawn_async`), and
+//! serves and accepts on until the next one is ready. If the restart
+//! fails, it simply serves on. Once the next generation is ready, this one
+//! stops accepting (the next accepts from then on) and takes each
+//! connection out of hyper once it owes its client nothing: the answer in
+//! hand sent, no request half handled. hyper's `graceful_shutdown` and
 //! `poll_without_shutdown` give back the socket and the bytes hyper had
-//! read and not parsed (a request read in part). The listener and every
-//! connection with those bytes go to the next generation
-//! ([`Restart::connection`]), which takes them back
-//! ([`take_tcp_connection`]) and serves them as if it had accepted them. If
-//! the restart fails, this generation takes them back and serves on.
+//! read and not parsed (a request read in part). Each connection goes over
+//! the handoff socket with those bytes, and the next generation serves it
+//! as if it had accepted it.
+//!
+//! The connections go a few at a time (`IN_FLIGHT` at once): the next
+//! generation acknowledges each one it has taken with a byte on the
+//! handoff socket, and the others are served here until their turn. A
+//! request sent on a connection in transit waits for the few ahead of it,
+//! not for every connection to reach a process that has just started. A
+//! next generation that sends no acknowledgement for `ACK_WAIT` gets the
+//! rest without waiting.
 //!
 //! # Under the holder
 //!
@@ -103,7 +112,7 @@ mod unix {
     use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
     use tokio::net::{TcpListener, TcpStream, UnixStream};
     use tokio::signal::unix::{signal, SignalKind};
-    use tokio::sync::{mpsc, watch};
+    use tokio::sync::{mpsc, watch, Semaphore};
     use tokio::task::{JoinHandle, JoinSet};
 
     /// The name of the socket on which the previous generation sends its
@@ -120,6 +129,21 @@ mod unix {
 
     /// How long the next generation may take to take one connection.
     const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// The most connections on their way to the next generation at once:
+    /// the others are served here meanwhile. The next generation says it
+    /// has taken each with an [`ACK`]; a request sent on a connection in
+    /// transit waits for the few ahead of it, not for all.
+    const IN_FLIGHT: usize = 4;
+
+    /// What the next generation says on the handoff socket for each
+    /// connection it has taken and serves.
+    const ACK: u8 = b'A';
+
+    /// How long the hand-over waits for the next [`ACK`]; past it, as from
+    /// a next generation that never acknowledges, the rest go without
+    /// waiting.
+    const ACK_WAIT: Duration = Duration::from_secs(1);
 
     const USAGE: &str = "usage: hyper_restart [ADDR] [--holder SOCKET]";
 
@@ -416,8 +440,13 @@ mod unix {
         /// Until the previous generation has sent its last connection.
         receiving: bool,
         /// The socket the previous generation sends on, until this one
-        /// says goodbye on it.
+        /// says goodbye on it: each connection taken is acknowledged there.
         previous: Option<std::os::unix::net::UnixStream>,
+        /// Leave for connections to go to the next generation: none until
+        /// the hand-over, then [`IN_FLIGHT`], and one more for each
+        /// [`ACK`]; closed (no bound) once the next generation can no
+        /// longer acknowledge.
+        permits: Arc<Semaphore>,
         orders: (watch::Sender<Order>, watch::Receiver<Order>),
     }
 
@@ -439,6 +468,7 @@ mod unix {
                 receiving,
                 previous: goodbye,
                 orders: watch::channel(Order::Serve),
+                permits: Arc::new(Semaphore::new(0)),
             })
         }
 
@@ -458,14 +488,22 @@ mod unix {
         /// Serves `stream`, starting with `pending`, as ordered.
         fn serve(&mut self, stream: TcpStream, pending: Vec<u8>) {
             let orders = self.orders.1.clone();
-            self.running.spawn(connection(stream, pending, orders));
+            self.running
+                .spawn(connection(stream, pending, orders, self.permits.clone()));
         }
 
         /// Takes in what the previous generation sent: a connection, or
         /// the end.
         fn moved_in(&mut self, got: Option<(TcpStream, Vec<u8>)>) {
             match got {
-                Some((stream, pending)) => self.serve(stream, pending),
+                Some((stream, pending)) => {
+                    self.serve(stream, pending);
+                    if let Some(previous) = &self.previous {
+                        // Never blocks: the socket is non-blocking. A
+                        // previous generation that is gone needs none.
+                        let _ = (&*previous).write(&[ACK]);
+                    }
+                }
                 None => self.receiving = false,
             }
         }
@@ -531,6 +569,7 @@ mod unix {
 
         let mut restarting: Option<Restarting> = None;
         let mut handing_over: Option<UnixStream> = None;
+        let mut acks = Acks::default();
         loop {
             tokio::select! {
                 accepted = async { listener.as_ref().expect("guarded").accept().await },
@@ -539,6 +578,11 @@ mod unix {
                     connections.serve(accepted?.0, Vec::new());
                 }
                 got = connections.moved.recv(), if connections.receiving => connections.moved_in(got),
+                acked = acks.next(), if acks.is_open() => match acked {
+                    Some(n) => connections.permits.add_permits(n),
+                    // The rest go without waiting.
+                    None => connections.permits.close(),
+                },
                 news = next.news() => next.update(news),
                 _ = hangup.recv(), if restarting.is_none() && handing_over.is_none() => {
                     // This generation goes on serving, and accepting,
@@ -584,11 +628,14 @@ mod unix {
                     }
                 }
             }
-            if handing_over.is_some() && listener.is_some() {
+            if let (Some(out), Some(_)) = (&handing_over, &listener) {
                 // The next generation accepts from now on, and each
-                // connection goes to it once it owes its client nothing.
+                // connection goes to it once it owes its client nothing,
+                // a few at a time.
                 listener = None;
+                acks = Acks::on(out)?;
                 connections.say_goodbye();
+                connections.permits.add_permits(IN_FLIGHT);
                 connections.order(Order::HandOver);
             }
             if handing_over.is_some() && connections.all_gone() {
@@ -613,6 +660,61 @@ mod unix {
         // `spawn_async` forks on a blocking thread: the requests in hand
         // are not held up meanwhile.
         Ok((Box::pin(next.spawn_async()), ours))
+    }
+
+    /// The socket on which the next generation acknowledges each
+    /// connection it takes, while it can, and when the next is due.
+    #[derive(Default)]
+    struct Acks {
+        socket: Option<UnixStream>,
+        due: Option<tokio::time::Instant>,
+    }
+
+    impl Acks {
+        /// On a copy of `out`, the socket the connections go on.
+        fn on(out: &UnixStream) -> io::Result<Acks> {
+            let socket = UnixStream::from_std(out.as_fd().try_clone_to_owned()?.into())?;
+            Ok(Acks {
+                socket: Some(socket),
+                due: Some(tokio::time::Instant::now() + ACK_WAIT),
+            })
+        }
+
+        fn is_open(&self) -> bool {
+            self.socket.is_some()
+        }
+
+        /// How many connections the next generation has acknowledged
+        /// since the last call (one byte each), or `None` once it can say
+        /// no more: its end closed or shut for writing, or nothing said
+        /// for [`ACK_WAIT`].
+        async fn next(&mut self) -> Option<usize> {
+            let socket = self.socket.as_ref()?;
+            let due = self.due?;
+            let mut said = [0u8; 64];
+            let heard = tokio::time::timeout_at(due, async {
+                loop {
+                    socket.readable().await.ok()?;
+                    match socket.try_read(&mut said) {
+                        Ok(0) => return None,
+                        Ok(n) => return Some(n),
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                        Err(_) => return None,
+                    }
+                }
+            })
+            .await
+            .unwrap_or_else(|_| {
+                eprintln!("hyper_restart: the next generation acknowledged no connection for {ACK_WAIT:?}: the rest go without waiting");
+                None
+            });
+            match heard {
+                Some(_) => self.due = Some(tokio::time::Instant::now() + ACK_WAIT),
+                None => *self = Acks::default(),
+            }
+            heard
+        }
     }
 
     /// Sends one connection to the next generation: its fd, with the
@@ -709,6 +811,7 @@ mod unix {
         stream: TcpStream,
         pending: Vec<u8>,
         mut orders: watch::Receiver<Order>,
+        permits: Arc<Semaphore>,
     ) -> Option<Parked> {
         let gate = Arc::new(Gate::default());
         let io = TokioIo::new(Gated {
@@ -728,15 +831,27 @@ mod unix {
         let mut told = pin!(orders.wait_for(|order| *order != Order::Serve));
         // A hand-over can give way to a stop.
         let mut stopped = pin!(stop_orders.wait_for(|order| *order == Order::Stop));
+        // Until it is this connection's turn to go, it is served here.
+        let mut turn = pin!(permits.acquire());
+        let mut took_permit = false;
         let mut order = Order::Serve;
         let done = std::future::poll_fn(|cx| {
             if order == Order::Serve {
                 if let Poll::Ready(Ok(new)) = told.as_mut().poll(cx) {
                     order = *new;
-                    match order {
-                        Order::HandOver => gate.stopping.store(true, Ordering::SeqCst),
-                        _ => Pin::new(&mut conn).graceful_shutdown(),
+                    if order != Order::HandOver {
+                        Pin::new(&mut conn).graceful_shutdown();
                     }
+                }
+            }
+            if order == Order::HandOver && !gate.stopping.load(Ordering::SeqCst) {
+                // A closed semaphore bounds nothing any more.
+                if let Poll::Ready(permit) = turn.as_mut().poll(cx) {
+                    if let Ok(permit) = permit {
+                        permit.forget();
+                        took_permit = true;
+                    }
+                    gate.stopping.store(true, Ordering::SeqCst);
                 }
             }
             if order == Order::HandOver {
@@ -749,7 +864,10 @@ mod unix {
             if let Poll::Ready(result) = conn.poll_without_shutdown(cx) {
                 return Poll::Ready(result.is_ok());
             }
-            if order == Order::HandOver && gate.owes_nothing() {
+            if order == Order::HandOver
+                && gate.stopping.load(Ordering::SeqCst)
+                && gate.owes_nothing()
+            {
                 // Idle between two requests: hyper closes its side of the
                 // connection at once, and gives the socket back.
                 Pin::new(&mut conn).graceful_shutdown();
@@ -760,6 +878,10 @@ mod unix {
         })
         .await;
         if order != Order::HandOver || !done {
+            if took_permit {
+                // It does not go: its turn goes to another.
+                permits.add_permits(1);
+            }
             return None;
         }
         let parts = conn.into_parts();

@@ -539,3 +539,56 @@ fn a_next_generation_that_goes_is_forgotten_and_the_one_after_takes_the_connecti
     drop(kept);
     check.assert_unchanged();
 }
+
+#[test]
+fn a_next_generation_that_never_acknowledges_still_gets_every_connection() {
+    // One test at a time (each reaps every orphan that comes to this
+    // process, which another's generations may be), and no fd left open.
+    let check = util::NoLeak::start();
+    let (holder, generations) = Holder::start_serving();
+    let first = generations.0[0];
+    // More connections than the hand-over lets go at once without an
+    // acknowledgement, each answered once by the first generation.
+    let mut clients: Vec<BufReader<TcpStream>> = (0..12).map(|_| connect(holder.addr)).collect();
+    for client in &mut clients {
+        assert_eq!(get(client), Ok(first));
+    }
+    let addrs: Vec<SocketAddr> = clients
+        .iter()
+        .map(|c| c.get_ref().local_addr().unwrap())
+        .collect();
+
+    // A next generation that says hello and then only receives.
+    util::wait_until(
+        || holder.handoff_of() == Some(first),
+        || "the first generation left no end".into(),
+    );
+    let taken = Client::new(&holder.socket).take("handoff").unwrap();
+    let next = std::os::unix::net::UnixStream::from(taken);
+    (&next).write_all(b"H").unwrap();
+    next.set_read_timeout(Some(util::WAIT_TIMEOUT)).unwrap();
+    // Told to stop, the first generation hears the hello and hands every
+    // connection over, the acknowledgements never coming.
+    kill_process(Pid::from_raw(first as i32).unwrap(), Signal::TERM).unwrap();
+    let mut moved = Vec::new();
+    loop {
+        let mut header = [0u8; 4];
+        let mut fds = [None];
+        let got = io_fdpass::recv_fds(&next, &mut header, &mut fds).unwrap();
+        if got.bytes == 0 && got.fds_received == 0 {
+            break; // every connection sent: the first generation is gone
+        }
+        (&next).read_exact(&mut header[got.bytes..]).unwrap();
+        let mut pending = vec![0; u32::from_le_bytes(header) as usize];
+        (&next).read_exact(&mut pending).unwrap();
+        let stream = TcpStream::from(fds[0].take().expect("a connection's fd"));
+        moved.push(stream.peer_addr().unwrap());
+    }
+    wait_for_exit(first);
+    moved.sort();
+    let mut expected = addrs.clone();
+    expected.sort();
+    assert_eq!(moved, expected, "the connections that came");
+    drop((next, clients));
+    check.assert_unchanged();
+}
