@@ -61,9 +61,10 @@
 //! generation that heard a hello hands each connection over that socket
 //! once it owes its client nothing, as on SIGHUP, and exits once all have
 //! gone; one that heard none closes them gracefully. A next generation that
-//! goes away after its hello (its end closes), or leaves first (it shuts
-//! its end for writing: a goodbye), is forgotten, and a new end goes to
-//! the holder for another; one that goes away during the hand-over
+//! goes away before or after its hello (its end closes), or leaves first
+//! (it shuts its end for writing: a goodbye), is forgotten, and a new end
+//! goes to the holder for another (so does one dropped from the holder);
+//! one that goes away during the hand-over
 //! leaves the connections not yet sent to be closed gracefully. Start each
 //! generation with `fetch ... http`, never with `handoff`: the generation
 //! takes that itself.
@@ -407,10 +408,10 @@ mod unix {
                         joined = true;
                         continue;
                     }
-                    Ok(0) if !joined => {
-                        eprintln!("hyper_restart: the holder no longer holds this generation's {HANDOFF} socket: no next generation can take its connections");
-                        return;
-                    }
+                    // Taken by a process that went before its hello, or
+                    // dropped from the holder: either way the holder has
+                    // no end of this generation's any more.
+                    Ok(0) if !joined => "closed without a hello".to_owned(),
                     Ok(0) => "went away".to_owned(),
                     Ok(n) if joined => format!("sent {n} byte(s) after its hello"),
                     Ok(n) => format!("sent {n} byte(s) that are not a hello"),

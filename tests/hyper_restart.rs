@@ -494,6 +494,15 @@ fn a_next_generation_that_goes_is_forgotten_and_the_one_after_takes_the_connecti
     });
     drop(taken);
 
+    // One that takes the end and goes before its hello: a new end too.
+    drop(Client::new(&holder.socket).take("handoff").unwrap());
+    util::wait_until(left_by_first, || {
+        format!(
+            "no new end after a peer that went before its hello: {:?}",
+            holder.names()
+        )
+    });
+
     // A next generation that said hello, killed, and one stopped before
     // the generation it said hello to: each forgotten, and a new end left
     // for the one after. The one stopped exits (it waits for no
