@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use io_fdpass::holder::{address, Address, Client, Listener, Server};
 use io_fdpass_test_support::{
-    no_af_unix, skip_without_af_unix, skipped, stale_socket_file, temp_path, NoLeak, OpensFds,
+    skip_with_af_unix, skip_without_af_unix, stale_socket_file, temp_path, NoLeak, OpensFds,
     TempDir,
 };
 
@@ -59,11 +59,7 @@ fn a_socket_path(test: &str) -> Option<(TempDir, PathBuf, Address)> {
 
 #[test]
 fn a_path_without_af_unix_is_unsupported_and_leaves_nothing_open() {
-    if no_af_unix().is_none() {
-        skipped(
-            "a_path_without_af_unix_is_unsupported_and_leaves_nothing_open",
-            "this Windows has AF_UNIX sockets",
-        );
+    if skip_with_af_unix("a_path_without_af_unix_is_unsupported_and_leaves_nothing_open") {
         return;
     }
     let path = temp_path("holder.sock");

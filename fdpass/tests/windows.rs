@@ -19,7 +19,7 @@ use std::time::Duration;
 use io_fdpass::activation::ListenFds;
 use io_fdpass_test_support::http::{self, Tally};
 use io_fdpass_test_support::{
-    no_af_unix, skip_without_af_unix, skipped, temp_path, wait_until, TempDir,
+    skip_with_af_unix, skip_without_af_unix, temp_path, wait_until, TempDir,
 };
 
 const FDPASS: &str = env!("CARGO_BIN_EXE_fdpass");
@@ -488,11 +488,7 @@ fn anything_at(path: &std::path::Path) -> bool {
 #[test]
 fn a_holder_path_where_windows_has_no_af_unix_exits_71() {
     let _serial = serial();
-    if no_af_unix().is_none() {
-        skipped(
-            "a_holder_path_where_windows_has_no_af_unix_exits_71",
-            "this Windows has AF_UNIX sockets",
-        );
+    if skip_with_af_unix("a_holder_path_where_windows_has_no_af_unix_exits_71") {
         return;
     }
     let path = temp_path("hold.sock");

@@ -32,7 +32,9 @@ pub use sys::set_pass_pidfd;
 #[cfg(unix)]
 pub use sys::{fd_count, fd_count_of, open_fds, open_fds_of};
 #[cfg(windows)]
-pub use sys::{handle_count, no_af_unix, skip_without_af_unix, stale_socket_file};
+pub use sys::{
+    handle_count, no_af_unix, skip_with_af_unix, skip_without_af_unix, stale_socket_file,
+};
 
 /// The fd table (on Windows, the handle table) is the process's, shared by
 /// the tests of a binary, which libtest runs on parallel threads: a count

@@ -68,6 +68,16 @@ pub fn skip_without_af_unix(test: &str) -> bool {
     true
 }
 
+/// Whether a test of what happens where Windows has no `AF_UNIX` must be
+/// skipped here, where it has: if so, says so ([`skipped`](crate::skipped)).
+pub fn skip_with_af_unix(test: &str) -> bool {
+    if no_af_unix().is_some() {
+        return false;
+    }
+    crate::skipped(test, "this Windows has AF_UNIX sockets");
+    true
+}
+
 /// Leaves a socket file at `path` as a holder ended by `TerminateProcess`
 /// does: an `AF_UNIX` socket bound there and closed, which nothing listens
 /// at. Made with raw calls, not with the code under test.
