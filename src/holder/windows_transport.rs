@@ -123,7 +123,10 @@ impl Listener {
     /// its identity is read just after: a file swapped in between would be
     /// taken for it, and removed at the end only if it is a socket file.
     /// A holder ended by `TerminateProcess` removes nothing; the next one
-    /// replaces what it left.
+    /// replaces what it left. A live socket is told from a stale one by a
+    /// connection to it: one that refuses every connection (a full
+    /// backlog, if Windows refuses there rather than waits) would be taken
+    /// for stale.
     ///
     /// # Errors
     ///
