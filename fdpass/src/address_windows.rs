@@ -1,21 +1,24 @@
-//! Addresses on the command line, on Windows: a holder's (loopback TCP,
-//! `tcp:127.0.0.1:PORT`) and a listening socket's (`tcp:HOST:PORT`).
-//! `unix:` addresses and `AF_UNIX` holder paths are not supported there.
+//! Addresses on the command line, on Windows: a holder's (the path of an
+//! `AF_UNIX` socket, or loopback TCP, `tcp:127.0.0.1:PORT`) and a
+//! listening socket's (`tcp:HOST:PORT`). `unix:` listening addresses are
+//! not supported there.
 
 use std::fmt;
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::str::FromStr;
 use std::time::Duration;
+
+use io_fdpass::holder::{Address, Listener};
 
 use crate::fail::{self, Failure, Result};
 
 /// How long a client waits for a peer that is not listening yet.
 pub const STARTUP_GRACE: Duration = Duration::from_secs(1);
 
-/// Where a holder listens: loopback TCP, the rule of
+/// Where a holder listens: an `AF_UNIX` path or loopback TCP, the rule of
 /// `io_fdpass::holder::address`.
 #[derive(Clone, Debug)]
-pub struct SocketName(SocketAddr);
+pub struct SocketName(Address);
 
 impl FromStr for SocketName {
     type Err = String;
@@ -29,29 +32,32 @@ impl FromStr for SocketName {
 
 impl fmt::Display for SocketName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "tcp:{}", self.0)
+        fmt::Display::fmt(&self.0, f)
     }
 }
 
 impl SocketName {
-    /// The address as the library takes it: `tcp:IP:PORT`.
+    /// The address as the library takes it: the path, or `tcp:IP:PORT`.
     pub fn client_path(&self) -> String {
         self.to_string()
     }
 
-    /// Listens at this address.
-    pub fn listen(&self) -> Result<TcpListener> {
-        TcpListener::bind(self.0).map_err(|err| cannot_listen(&self.to_string(), &err))
+    /// Listens at this address: 73 when it is taken (a port in use, a live
+    /// socket or something else at the path), 71 where Windows has no
+    /// `AF_UNIX` for a path.
+    pub fn listen(&self) -> Result<Listener> {
+        // The library's message names the address.
+        Listener::bind(&self.0).map_err(|err| cannot_listen(&err, err.to_string()))
     }
 }
 
-/// The failure of a bind: 73 when the address is taken.
-fn cannot_listen(addr: &str, err: &std::io::Error) -> Failure {
+/// The failure of a bind, saying `message`: 73 when the address is taken.
+fn cannot_listen(err: &std::io::Error, message: String) -> Failure {
     let code = match err.kind() {
         std::io::ErrorKind::AddrInUse => fail::CANT_CREATE,
         _ => fail::OS,
     };
-    Failure::new(code, format!("cannot listen at {addr}: {err}"))
+    Failure::new(code, message)
 }
 
 /// `tcp:HOST:PORT`.
@@ -110,7 +116,7 @@ impl ListenAddr {
     /// Binds and listens.
     pub fn listen(&self) -> Result<TcpListener> {
         TcpListener::bind((self.host.as_str(), self.port))
-            .map_err(|err| cannot_listen(&self.to_string(), &err))
+            .map_err(|err| cannot_listen(&err, format!("cannot listen at {self}: {err}")))
     }
 }
 
@@ -132,14 +138,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn holder_addresses_are_loopback_tcp() {
-        let name: SocketName = "tcp:127.0.0.1:7000".parse().unwrap();
-        assert_eq!(name.to_string(), "tcp:127.0.0.1:7000");
-        for bad in ["/tmp/a", "tcp:10.0.0.1:7000", "tcp:127.0.0.1", "@name", ""] {
+    fn holder_addresses_are_loopback_tcp_or_paths() {
+        for good in ["tcp:127.0.0.1:7000", "C:\\run\\fds.sock", "fds.sock"] {
+            let name: SocketName = good.parse().unwrap();
+            assert_eq!(name.to_string(), good);
+            assert_eq!(name.client_path(), good);
+        }
+        for bad in ["tcp:10.0.0.1:7000", "tcp:127.0.0.1", "@name", ""] {
             assert!(bad.parse::<SocketName>().is_err(), "{bad:?}");
         }
-        let err = "C:\\fds".parse::<SocketName>().unwrap_err();
-        assert!(err.contains("tcp:127.0.0.1:PORT"), "{err}");
+        let err = "a".repeat(108).parse::<SocketName>().unwrap_err();
+        assert!(err.contains("at most 107"), "{err}");
     }
 
     #[test]

@@ -400,7 +400,8 @@ pub struct HolderArgs {
     /// The holder's socket: a path, or @NAME in the abstract namespace.
     #[cfg(unix)]
     pub socket: SocketName,
-    /// The holder's address: tcp:127.0.0.1:PORT.
+    /// The holder's address: a path (AF_UNIX, Windows 10 1803 and later),
+    /// or tcp:127.0.0.1:PORT.
     #[cfg(windows)]
     pub socket: SocketName,
     /// Give up after this long (e.g. 500ms, 5s, 1m).
@@ -434,7 +435,8 @@ pub struct HoldArgs {
     /// Where to listen: a path, or @NAME in the abstract namespace.
     #[cfg(unix)]
     pub socket: SocketName,
-    /// Where to listen: tcp:127.0.0.1:PORT.
+    /// Where to listen: a path (AF_UNIX, Windows 10 1803 and later), or
+    /// tcp:127.0.0.1:PORT.
     #[cfg(windows)]
     pub socket: SocketName,
     /// Also serve this user id (repeatable).

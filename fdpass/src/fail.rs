@@ -18,7 +18,8 @@ pub const NO_INPUT: u8 = 66;
 /// No peer at the socket: nothing listening, or the holder is not running.
 pub const UNAVAILABLE: u8 = 69;
 /// A system call failed, or the OS lacks what the command needs (on
-/// Windows: `send`, `recv`, `adopt` and `fds`).
+/// Windows: `send`, `recv`, `adopt` and `fds`, and `AF_UNIX` for a
+/// holder's path before Windows 10 1803).
 pub const OS: u8 = 71;
 /// A socket could not be created: its path is taken.
 pub const CANT_CREATE: u8 = 73;
@@ -48,7 +49,8 @@ Exit status:
        and fds, no such process, fd, or socket listening at the address
   69   no peer: nothing listens at the socket, or the holder is not running
   71   a system call failed, or the kernel lacks it (adopt: pidfd_getfd,
-       Linux 5.6); on Windows, send, recv, adopt and fds, which it cannot do
+       Linux 5.6); on Windows, send, recv, adopt and fds, which it cannot
+       do, and a holder's path where Windows has no AF_UNIX (before 10 1803)
   73   the socket path is taken (by a file, or by a live socket)
   74   stdout or stderr could not be written (closed, or full)
   75   timed out: the peer did not answer within --timeout

@@ -2,7 +2,9 @@
 //! io-fdpass restarted five times through `fdpass hold` while a client
 //! counts every failed request; and the hostile cases: a client that never
 //! answers, a holder and a client that each name another process's pid;
-//! and what Windows cannot do, refused with its exit status.
+//! what Windows cannot do, refused with its exit status; and a holder at an
+//! `AF_UNIX` path, refused with its exit status where Windows has no
+//! `AF_UNIX` (Wine 8), served where it has.
 
 #![cfg(windows)]
 
@@ -16,7 +18,9 @@ use std::time::Duration;
 
 use io_fdpass::activation::ListenFds;
 use io_fdpass_test_support::http::{self, Tally};
-use io_fdpass_test_support::wait_until;
+use io_fdpass_test_support::{
+    skip_with_af_unix, skip_without_af_unix, temp_path, wait_until, TempDir,
+};
 
 const FDPASS: &str = env!("CARGO_BIN_EXE_fdpass");
 
@@ -62,7 +66,12 @@ struct Holder {
 
 impl Holder {
     fn start(args: &[&str]) -> Holder {
-        let addr = format!("tcp:127.0.0.1:{}", free_port());
+        Holder::at(&format!("tcp:127.0.0.1:{}", free_port()), args)
+    }
+
+    /// A holder at `addr`: a port, or a path.
+    fn at(addr: &str, args: &[&str]) -> Holder {
+        let addr = addr.to_owned();
         let child = fdpass()
             .arg("hold")
             .arg(&addr)
@@ -81,6 +90,25 @@ impl Holder {
             || format!("the holder at {} never answered", holder.addr),
         );
         holder
+    }
+
+    /// Has `fdpass listen` open a listener on a free loopback port and
+    /// `fdpass store` give it to this holder as `web`: the port.
+    fn store_a_listener(&self) -> u16 {
+        let port = free_port();
+        let listen = output(fdpass().args([
+            "listen",
+            &format!("tcp:127.0.0.1:{port}"),
+            "--name",
+            "web",
+            "--",
+            FDPASS,
+            "store",
+            &self.addr,
+            "web",
+        ]));
+        assert!(listen.status.success(), "{listen:?}");
+        port
     }
 
     fn list(&self) -> Vec<String> {
@@ -223,19 +251,7 @@ fn five_restarts_through_the_holder_and_not_one_request_fails() {
     }
     let _serial = serial();
     let holder = Holder::start(&["--client-timeout", "60s"]);
-    let port = free_port();
-    let listen = output(fdpass().args([
-        "listen",
-        &format!("tcp:127.0.0.1:{port}"),
-        "--name",
-        "web",
-        "--",
-        FDPASS,
-        "store",
-        &holder.addr,
-        "web",
-    ]));
-    assert!(listen.status.success(), "{listen:?}");
+    let port = holder.store_a_listener();
     assert_eq!(holder.list(), ["web"]);
 
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -438,6 +454,8 @@ fn a_holder_that_names_another_process_is_not_trusted() {
 #[test]
 fn what_windows_cannot_do_is_refused_with_its_exit_status() {
     let _serial = serial();
+    // 108 bytes: one more than sun_path holds with its NUL.
+    let too_long = format!("C:\\{}", "d".repeat(105));
     for (args, code, says) in [
         (
             &["adopt", "1", "3", "--", "x"][..],
@@ -450,11 +468,7 @@ fn what_windows_cannot_do_is_refused_with_its_exit_status() {
             "does not run on Windows",
         ),
         (&["fds", "1"][..], 71, "does not run on Windows"),
-        (
-            &["store", "C:\\fds.sock", "web"][..],
-            64,
-            "tcp:127.0.0.1:PORT",
-        ),
+        (&["list", too_long.as_str()][..], 64, "at most 107"),
         (&["list", "tcp:10.0.0.1:7000"][..], 64, "loopback"),
         (&["store", "tcp:127.0.0.1:1", "web"][..], 66, "none was"),
     ] {
@@ -463,4 +477,64 @@ fn what_windows_cannot_do_is_refused_with_its_exit_status() {
         assert_eq!(out.status.code(), Some(code), "{args:?}: {message}");
         assert!(message.contains(says), "{args:?}: {message}");
     }
+}
+
+/// Whether anything is at `path`, a socket file included (`exists`
+/// follows the reparse point a socket file is).
+fn anything_at(path: &std::path::Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok()
+}
+
+#[test]
+fn a_holder_path_where_windows_has_no_af_unix_exits_71() {
+    let _serial = serial();
+    if skip_with_af_unix("a_holder_path_where_windows_has_no_af_unix_exits_71") {
+        return;
+    }
+    let path = temp_path("hold.sock");
+    let text = path.to_str().unwrap();
+    for args in [
+        &["hold", text][..],
+        &["list", text][..],
+        &["drop", text, "web"][..],
+        &["fetch", text, "web", "--", "cmd"][..],
+    ] {
+        let out = output(fdpass().args(args));
+        let message = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(71), "{args:?}: {message}");
+        for says in [text, "no AF_UNIX sockets", "tcp:127.0.0.1:PORT"] {
+            assert!(
+                message.contains(says),
+                "{args:?}: {says:?} not in {message}"
+            );
+        }
+    }
+    assert!(!anything_at(&path), "something was left at {path:?}");
+}
+
+#[test]
+fn a_holder_at_a_path_serves_and_the_next_replaces_its_stale_file() {
+    let _serial = serial();
+    if skip_without_af_unix("a_holder_at_a_path_serves_and_the_next_replaces_its_stale_file") {
+        return;
+    }
+    let dir = TempDir::new("hold-path");
+    let path = dir.join("h.sock");
+    let text = path.to_str().unwrap();
+    let holder = Holder::at(text, &[]);
+    let out = output(fdpass().args(["hold", text]));
+    let message = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(73), "{message}");
+    assert!(
+        message.contains("another process is listening"),
+        "{message}"
+    );
+    holder.store_a_listener();
+    assert_eq!(holder.list(), ["web"]);
+    // Ended by TerminateProcess, the holder leaves its socket file, which
+    // the next one replaces.
+    drop(holder);
+    assert!(anything_at(&path), "no socket file left to replace");
+    let holder = Holder::at(text, &[]);
+    assert_eq!(holder.list(), Vec::<String>::new());
 }

@@ -2,15 +2,35 @@
 //! under names in a process of their own, so that they outlive the
 //! programs that use them.
 //!
-//! The holder listens on loopback TCP, named `tcp:127.0.0.1:PORT` (an
-//! `AF_UNIX` path, which Windows 10 1803 and later have, is not supported
-//! yet). A [`Client`] makes one request per call, on a connection of its
-//! own, and trusts only a holder of the right user: before it sends its
-//! request it has the holder prove its process id (below) and learns the
-//! user that process runs as (its token's SID), which must be this
+//! The holder listens at an [`Address`]: the path of an `AF_UNIX` socket
+//! where Windows has them (Windows 10 1803 and later), or loopback TCP,
+//! `tcp:127.0.0.1:PORT`, where it does not (Windows before 1803, and Wine
+//! 8, which has no `AF_UNIX`: there a path is refused with
+//! [`ErrorKind::Unsupported`]). A [`Client`] makes one request per call, on
+//! a connection of its own, and trusts only a holder of the right user:
+//! before it sends its request it learns the holder's process id (below)
+//! and the user that process runs as (its token's SID), which must be this
 //! process's own, `LocalSystem`'s, or one allowed with [`Client::trust`]
-//! (the rule of [`PeerTrust`]). Each call has one
-//! deadline for the whole exchange ([`Client::timeout`]).
+//! (the rule of [`PeerTrust`]), as on Unix. Each call has one deadline for
+//! the whole exchange ([`Client::timeout`]).
+//!
+//! How each side learns the other's process, on each transport:
+//! - `AF_UNIX`: Windows says it, `WSAIoctl(SIO_AF_UNIX_GETPEERPID)` on the
+//!   connection: the holder learns the pid of the client that connected,
+//!   the client the pid of the holder that listens, which must be the pid
+//!   the holder's greeting names. Nothing is proved.
+//! - TCP: each side proves its pid to the other with a nonce (below):
+//!   Windows's connection table (`GetExtendedTcpTable`) names the owner of
+//!   a connection's end, but under Wine names none for an accepted socket,
+//!   and there costs seconds a lookup on a busy machine.
+//!
+//! On both, the user is then read from the process's token (`OpenProcess`,
+//! `OpenProcessToken`, `GetTokenInformation(TokenUser)`) and trusted by
+//! [`PeerTrust`]'s rule; the holder checks before it reads a request, the
+//! client before it sends one. A pid is learnt when the connection is
+//! made and the token read just after: a peer that exited in between, its
+//! pid taken by another process, would be taken for that process (over
+//! TCP the proof rules this out: it is answered by the live process).
 //!
 //! The protocol is Unix's ([`protocol`]), with these changes:
 //! - A socket travels as the `WSAPROTOCOL_INFOW` record that
@@ -20,27 +40,25 @@
 //!   line, made for the pid of the client that asked, one per name, in
 //!   order.
 //! - The greeting is followed by the line `pid PID`, the holder's process
-//!   id. Then each side proves its pid to the other, before any request:
-//!   the client sends `prove PID` (its own pid, a line) and the record of
-//!   a UDP socket made for the holder's pid alone, to which it has sent a
-//!   random nonce; the holder answers `proved HEX` (the nonce it read from
-//!   that socket, a line) and a challenge of its own, made for the pid the
-//!   client named; the client answers it in turn, once it trusts the
-//!   holder's user, and sends its request. Only the process a record was
-//!   made for can open it (`WSASocketW`).
+//!   id. Over `AF_UNIX` the request follows. Over TCP each side proves its
+//!   pid to the other first: the client sends `prove PID` (its own pid, a
+//!   line) and the record of a UDP socket made for the holder's pid alone,
+//!   to which it has sent a random nonce; the holder answers `proved HEX`
+//!   (the nonce it read from that socket, a line) and a challenge of its
+//!   own, made for the pid the client named; the client answers it in
+//!   turn, once it trusts the holder's user, and sends its request. Only
+//!   the process a record was made for can open it (`WSASocketW`).
 //!
-//! Each side learns the other's user from the proved process's token
-//! (`OpenProcess`, `OpenProcessToken`, `GetTokenInformation(TokenUser)`),
-//! and trusts it by [`PeerTrust`]'s rule. The proof takes the place of the
-//! connection table (`GetExtendedTcpTable`), which names the owner of a
-//! connection's end on Windows, but under Wine names none for an accepted
-//! socket, and there costs seconds a lookup on a busy machine.
+//! `AF_UNIX` is not tested here: the tests run under Wine 8, which lacks
+//! it. There they check that a path is refused as above, and the tests
+//! that need a real `AF_UNIX` say they were skipped.
 //!
 //! # Examples
 //!
 //! ```no_run
 //! use io_fdpass::holder::Client;
 //!
+//! // Or at a path, where Windows has AF_UNIX: Client::new(r"C:\run\fds.sock")
 //! let holder = Client::new("tcp:127.0.0.1:7000");
 //! let listener = std::net::TcpListener::bind("127.0.0.1:8080")?;
 //! holder.store("web", &listener)?;
@@ -57,15 +75,18 @@ pub mod protocol;
 #[path = "windows_server.rs"]
 mod server;
 pub mod state_file;
+#[path = "windows_transport.rs"]
+mod transport;
 
 pub use self::common::{
     unix_now, DEFAULT_CLIENT_TIMEOUT, DEFAULT_MAX_ANSWER, DEFAULT_MAX_NAMES, DEFAULT_TIMEOUT,
 };
 pub use self::machine::{Answer, Caller, Decision, Effect, Holder, Os, Reservation};
 pub use self::server::{Server, System, DEFAULT_MAX_CONNECTIONS};
+pub use self::transport::{address, Address, Listener};
 
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, UdpSocket};
 use std::os::windows::io::{AsSocket, BorrowedSocket, OwnedSocket};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -73,40 +94,11 @@ use std::time::{Duration, Instant};
 use self::codec::{parse_answer, GREETING};
 use self::common::{checked_names, explained};
 use self::protocol::{Entry, Lifetime, Request};
+use self::transport::Stream;
 use crate::{sys, PeerTrust};
 
 /// The size of one socket's record on the wire: a `WSAPROTOCOL_INFOW`.
 pub const SOCKET_RECORD_LEN: usize = sys::PROTOCOL_INFO_LEN;
-
-/// The address of a holder on Windows: `tcp:IP:PORT`, on loopback, where
-/// the process at the other end of a connection can be learnt.
-///
-/// # Errors
-///
-/// [`ErrorKind::InvalidInput`] for anything else, with what to write
-/// instead; [`ErrorKind::Unsupported`] for a path (`AF_UNIX`).
-pub fn address(text: &str) -> io::Result<SocketAddr> {
-    let invalid = |why: String| io::Error::new(ErrorKind::InvalidInput, why);
-    let Some(rest) = text.strip_prefix("tcp:") else {
-        return Err(io::Error::new(
-            ErrorKind::Unsupported,
-            format!(
-                "{text:?}: on Windows a holder listens on loopback TCP, tcp:127.0.0.1:PORT (AF_UNIX paths are not supported there)"
-            ),
-        ));
-    };
-    let addr: SocketAddr = rest.parse().map_err(|_| {
-        invalid(format!(
-            "{text:?} is not tcp:IP:PORT, e.g. tcp:127.0.0.1:7000"
-        ))
-    })?;
-    if !addr.ip().is_loopback() {
-        return Err(invalid(format!(
-            "{text:?}: a holder listens on loopback only (127.0.0.1 or [::1]), where the process and user of each peer can be learnt"
-        )));
-    }
-    Ok(addr)
-}
 
 /// A client of the holder at one address.
 #[derive(Debug, Clone)]
@@ -120,8 +112,9 @@ pub struct Client {
 
 impl Client {
     /// A client of the holder listening at `socket`: `tcp:127.0.0.1:PORT`
-    /// (see [`address`]), as in `fdpass`. Nothing is connected until a
-    /// call, which fails on an address of another form.
+    /// or an `AF_UNIX` socket's path (see [`address`]), as in `fdpass`.
+    /// Nothing is connected until a call, which fails on an address of
+    /// another form.
     pub fn new(socket: impl AsRef<Path>) -> Client {
         Client {
             socket: socket.as_ref().to_string_lossy().into_owned(),
@@ -186,7 +179,11 @@ impl Client {
     /// [the rules](crate::notify::check_name), with nothing sent; otherwise as
     /// every call:
     /// - [`ErrorKind::ConnectionRefused`] when nothing listens at the
-    ///   address;
+    ///   address ([`ErrorKind::NotFound`] too for a path where there is
+    ///   no socket);
+    /// - [`ErrorKind::Unsupported`] for a path where Windows has no
+    ///   `AF_UNIX` (before Windows 10 1803, and under Wine 8), saying to
+    ///   use `tcp:127.0.0.1:PORT`;
     /// - [`ErrorKind::PermissionDenied`] when the holder runs as a user
     ///   this client does not trust (nothing is sent), or refuses this
     ///   one;
@@ -356,7 +353,7 @@ impl Client {
         request: &Request,
         socket: Option<BorrowedSocket<'_>>,
         deadline: Instant,
-    ) -> io::Result<(TcpStream, u32)> {
+    ) -> io::Result<(Stream, u32)> {
         let mut stream = self.connect(deadline)?;
         let explain = |e: io::Error| explained(e, &self.socket);
         let mut greeting = Vec::new();
@@ -390,53 +387,55 @@ impl Client {
 
     /// Connects within the deadline, trying again for the startup grace
     /// while nothing listens.
-    fn connect(&self, deadline: Instant) -> io::Result<TcpStream> {
-        let addr = address(&self.socket)?;
+    fn connect(&self, deadline: Instant) -> io::Result<Stream> {
+        let address = address(&self.socket)?;
         let grace = Instant::now() + self.startup_grace;
+        let timed_out = || {
+            io::Error::new(
+                ErrorKind::TimedOut,
+                format!(
+                    "the holder at {} accepted no connection in time",
+                    self.socket
+                ),
+            )
+        };
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(io::Error::new(
-                    ErrorKind::TimedOut,
-                    format!(
-                        "the holder at {} accepted no connection in time",
-                        self.socket
-                    ),
-                ));
+                return Err(timed_out());
             }
-            match TcpStream::connect_timeout(&addr, left) {
+            let err = match Stream::connect(&address, left) {
                 Ok(stream) => return Ok(stream),
-                Err(err)
-                    if err.kind() == ErrorKind::ConnectionRefused && Instant::now() < grace =>
-                {
+                Err(err) => err,
+            };
+            match err.kind() {
+                ErrorKind::ConnectionRefused | ErrorKind::NotFound if Instant::now() < grace => {
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                Err(err) if err.kind() == ErrorKind::ConnectionRefused => {
+                ErrorKind::ConnectionRefused | ErrorKind::NotFound => {
                     return Err(io::Error::new(
                         err.kind(),
                         format!("{}: {err}: is the holder running?", self.socket),
                     ))
                 }
-                Err(err) if err.kind() == ErrorKind::TimedOut => {
+                ErrorKind::TimedOut => return Err(timed_out()),
+                _ => {
                     return Err(io::Error::new(
-                        ErrorKind::TimedOut,
-                        format!(
-                            "the holder at {} accepted no connection in time",
-                            self.socket
-                        ),
+                        err.kind(),
+                        format!("{}: {err}", self.socket),
                     ))
                 }
-                Err(err) => return Err(err),
             }
         }
     }
 
     /// Trusts only a holder that [`Client::trust`] trusts, in the process
-    /// it `claimed`, which it proves it is; proves this process's pid to
-    /// it in turn. Its pid.
+    /// it `claimed`: over `AF_UNIX` the one Windows says listens there;
+    /// over TCP one that proves it is that process, to which this process
+    /// proves its own pid in turn. Its pid.
     fn check_holder(
         &self,
-        stream: &mut TcpStream,
+        stream: &mut Stream,
         claimed: u32,
         deadline: Instant,
     ) -> io::Result<u32> {
@@ -449,14 +448,30 @@ impl Client {
                 ),
             )
         };
-        let proof = prove(stream, claimed, deadline).map_err(refused)?;
+        let proof = match stream.known_peer_pid() {
+            Some(known) => {
+                let known = known.map_err(refused)?;
+                if known != claimed {
+                    return Err(refused(io::Error::new(
+                        ErrorKind::PermissionDenied,
+                        format!(
+                            "it says it is process {claimed}, and Windows says process {known} listens there"
+                        ),
+                    )));
+                }
+                None
+            }
+            None => Some(prove(stream, claimed, deadline).map_err(refused)?),
+        };
         let peer = crate::PeerCredentials {
             user: sys::process_user(claimed).map_err(refused)?,
             pid: Some(claimed),
         };
         self.trust.check(&peer).map_err(refused)?;
-        set_deadline(stream, deadline)?;
-        stream.write_all(proof.as_bytes())?;
+        if let Some(proof) = proof {
+            set_deadline(stream, deadline)?;
+            stream.write_all(proof.as_bytes())?;
+        }
         Ok(claimed)
     }
 }
@@ -505,7 +520,7 @@ pub(crate) fn answer(record: &[u8; SOCKET_RECORD_LEN], deadline: Instant) -> io:
 /// is this process: sends `prove PID` and a challenge, checks the answer,
 /// and answers the holder's challenge; the line of that answer, to go
 /// before the request once the holder's user is checked.
-fn prove(stream: &mut TcpStream, holder: u32, deadline: Instant) -> io::Result<String> {
+fn prove(stream: &mut Stream, holder: u32, deadline: Instant) -> io::Result<String> {
     let challenge = Challenge::new(holder)?;
     let mut bytes = format!("{PROVE}{}\n", sys::current_pid()).into_bytes();
     bytes.extend_from_slice(&challenge.record);
@@ -552,7 +567,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 #[derive(Debug)]
 #[must_use = "a take happens only once it is committed"]
 pub struct Reserved {
-    stream: TcpStream,
+    stream: Stream,
     deadline: Instant,
     sockets: Vec<OwnedSocket>,
     socket: String,
@@ -592,7 +607,7 @@ impl Reserved {
 /// `want` sockets' records, then with `to_end` (the most bytes) the rest
 /// to the end of the stream.
 fn read_answer(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     answer: &mut Vec<u8>,
     want: usize,
     to_end: Option<usize>,
@@ -636,23 +651,22 @@ fn read_answer(
 }
 
 /// Sets the socket's timeouts to what is left until `deadline`.
-fn set_deadline(stream: &TcpStream, deadline: Instant) -> io::Result<()> {
+fn set_deadline(stream: &Stream, deadline: Instant) -> io::Result<()> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
         return Err(ErrorKind::TimedOut.into());
     }
-    stream.set_read_timeout(Some(left))?;
-    stream.set_write_timeout(Some(left))
+    stream.set_timeouts(left)
 }
 
 /// One read within the deadline.
-fn read_some(stream: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
+fn read_some(stream: &mut Stream, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
     set_deadline(stream, deadline)?;
     stream.read(buf)
 }
 
 /// Fills `buf` within the deadline.
-fn read_exact(stream: &mut TcpStream, mut buf: &mut [u8], deadline: Instant) -> io::Result<()> {
+fn read_exact(stream: &mut Stream, mut buf: &mut [u8], deadline: Instant) -> io::Result<()> {
     while !buf.is_empty() {
         match read_some(stream, buf, deadline)? {
             0 => return Err(ErrorKind::UnexpectedEof.into()),
@@ -665,7 +679,7 @@ fn read_exact(stream: &mut TcpStream, mut buf: &mut [u8], deadline: Instant) -> 
 /// Reads up to a newline, at most `max` bytes, into `buf`: what follows
 /// the newline in the last read stays in `buf` too.
 fn read_line(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut Vec<u8>,
     max: usize,
     deadline: Instant,
@@ -676,7 +690,7 @@ fn read_line(
 /// Reads `lines` lines (or to the end of the stream), at most `max`
 /// bytes, into `buf`.
 fn read_lines(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut Vec<u8>,
     lines: usize,
     max: usize,
@@ -703,7 +717,7 @@ fn read_lines(
 
 /// Reads to the end of the stream, failing past `max` bytes in all.
 fn read_to_end(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut Vec<u8>,
     max: usize,
     deadline: Instant,

@@ -1,5 +1,5 @@
-//! The holder's side on Windows: a [`Server`] of loopback TCP, with a
-//! thread per client and a bound on every wait.
+//! The holder's side on Windows: a [`Server`] of an `AF_UNIX` path or
+//! loopback TCP, with a thread per client and a bound on every wait.
 //!
 //! The server blocks rather than running on tokio: each client has a
 //! thread of its own, whose every read and write waits at most until the
@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::os::windows::io::{AsSocket, OwnedSocket};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -19,6 +18,7 @@ use std::time::{Duration, Instant};
 use super::codec::{commit_received, GREETING};
 use super::machine::{Answer, Caller, Effect, Holder, Os, Reservation};
 use super::protocol::{Entry, Refusal, RefusalKind, Request, MAX_REQUEST};
+use super::transport::{Listener, Stream};
 use super::{
     unix_now, Challenge, DEFAULT_CLIENT_TIMEOUT, DEFAULT_MAX_NAMES, PROVE, SOCKET_RECORD_LEN,
 };
@@ -71,26 +71,29 @@ impl Os for System {
     }
 }
 
-/// A holder serving clients on loopback TCP, on Windows.
+/// A holder serving clients at an `AF_UNIX` path or on loopback TCP, on
+/// Windows.
 ///
-/// Each client's process and user are learnt as soon as it connects,
-/// before anything is read ([`peer_credentials`](crate::peer_credentials)):
-/// it is served if it runs as this process's user, as `LocalSystem`, or as
-/// a user allowed ([`Server::trust`]). Others get a refusal and the
-/// connection closes. The sockets of an answer are duplicated for that
-/// process, and no other.
+/// Each client's process is learnt before its request is read: over
+/// `AF_UNIX` from Windows (`SIO_AF_UNIX_GETPEERPID`), at once; over TCP by
+/// the proof of the [module](super)'s protocol. Then its user, from that
+/// process's token: it is served if it runs as this process's user, as
+/// `LocalSystem`, or as a user allowed ([`Server::trust`]). Others get a
+/// refusal and the connection closes. The sockets of an answer are
+/// duplicated for that process, and no other.
 ///
 /// # Examples
 ///
 /// ```no_run
-/// use io_fdpass::holder::Server;
+/// use io_fdpass::holder::{address, Listener, Server};
 ///
-/// let listener = std::net::TcpListener::bind("127.0.0.1:7000")?;
+/// // Or r"C:\run\fds.sock", where Windows has AF_UNIX.
+/// let listener = Listener::bind(&address("tcp:127.0.0.1:7000")?)?;
 /// Server::new(listener).run()?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub struct Server {
-    listener: TcpListener,
+    listener: Listener,
     holder: Holder<System>,
     log: Box<dyn Fn(&str) + Send + Sync>,
     client_timeout: Duration,
@@ -199,11 +202,13 @@ impl Shared {
 }
 
 impl Server {
-    /// A server of `listener` with an empty holder, and the defaults.
+    /// A server of `listener` (a [`Listener`], or a
+    /// [`TcpListener`](std::net::TcpListener) on loopback) with an empty
+    /// holder, and the defaults.
     #[must_use]
-    pub fn new(listener: TcpListener) -> Server {
+    pub fn new(listener: impl Into<Listener>) -> Server {
         Server {
-            listener,
+            listener: listener.into(),
             holder: Holder::new(System, DEFAULT_MAX_NAMES),
             log: Box::new(|_| {}),
             client_timeout: DEFAULT_CLIENT_TIMEOUT,
@@ -252,7 +257,7 @@ impl Server {
 
     /// The socket it listens on.
     #[must_use]
-    pub fn listener(&self) -> &TcpListener {
+    pub fn listener(&self) -> &Listener {
         &self.listener
     }
 
@@ -287,7 +292,7 @@ impl Server {
             .spawn(move || lifetimes.keep_lifetimes())?;
         loop {
             let stream = match self.listener.accept() {
-                Ok((stream, _)) => stream,
+                Ok(stream) => stream,
                 Err(err) => {
                     (shared.log)(&format!("accept failed: {err}"));
                     std::thread::sleep(Duration::from_millis(50));
@@ -338,14 +343,14 @@ impl Drop for Client {
 
 impl Client {
     /// Sends `refusal` and closes, within the deadline.
-    fn turn_away(&self, mut stream: TcpStream, refusal: &Refusal) {
+    fn turn_away(&self, mut stream: Stream, refusal: &Refusal) {
         (self.shared.log)(&format!("turned a client away: {refusal}"));
         if self.set_deadline(&stream).is_ok() {
             let _ = stream.write_all(refusal.line().as_bytes());
         }
     }
 
-    fn serve(self, mut stream: TcpStream) {
+    fn serve(self, mut stream: Stream) {
         match self.check_client(&mut stream) {
             Ok(Ok(pid)) => {
                 if let Err(err) = self.exchange(&mut stream, pid) {
@@ -353,15 +358,26 @@ impl Client {
                 }
             }
             Ok(Err(refusal)) => self.turn_away(stream, &refusal),
-            Err(err) => (self.shared.log)(&format!("a client that did not prove its pid: {err}")),
+            Err(err) => (self.shared.log)(&format!("a client whose pid is not known: {err}")),
         }
     }
 
-    /// Greets the client, with this process's pid, and has it prove its
-    /// own: its pid once it has, and runs as a user trusted.
-    fn check_client(&self, stream: &mut TcpStream) -> io::Result<Result<u32, Refusal>> {
+    /// Learns the client's pid, and greets it with this process's: over
+    /// `AF_UNIX` from Windows, before the greeting; over TCP by its proof,
+    /// after. Its pid once it runs as a user trusted.
+    fn check_client(&self, stream: &mut Stream) -> io::Result<Result<u32, Refusal>> {
+        let greeting = format!("{GREETING}pid {}\n", sys::current_pid());
+        if let Some(pid) = stream.known_peer_pid() {
+            let pid = pid?;
+            if let Err(refusal) = self.check_user(pid)? {
+                return Ok(Err(refusal));
+            }
+            self.set_deadline(stream)?;
+            stream.write_all(greeting.as_bytes())?;
+            return Ok(Ok(pid));
+        }
         self.set_deadline(stream)?;
-        stream.write_all(format!("{GREETING}pid {}\n", sys::current_pid()).as_bytes())?;
+        stream.write_all(greeting.as_bytes())?;
         let line = match self.read_line(stream)? {
             Ok(line) => line,
             Err(refusal) => return Ok(Err(refusal)),
@@ -407,18 +423,23 @@ impl Client {
                 "the client says it is process {claimed}, and could not prove it"
             ));
         }
+        Ok(self.check_user(claimed)?.map(|()| claimed))
+    }
+
+    /// Whether process `pid` runs as a user trusted: a refusal if not.
+    fn check_user(&self, pid: u32) -> io::Result<Result<(), Refusal>> {
         let peer = crate::PeerCredentials {
-            user: sys::process_user(claimed)?,
-            pid: Some(claimed),
+            user: sys::process_user(pid)?,
+            pid: Some(pid),
         };
-        if let Err(err) = self.trust.check(&peer) {
-            return denied(err.to_string());
-        }
-        Ok(Ok(claimed))
+        Ok(self
+            .trust
+            .check(&peer)
+            .map_err(|err| Refusal::new(RefusalKind::Denied, err.to_string())))
     }
 
     /// Reads the request (and a store's socket), and answers.
-    fn exchange(&self, stream: &mut TcpStream, pid: u32) -> io::Result<()> {
+    fn exchange(&self, stream: &mut Stream, pid: u32) -> io::Result<()> {
         let (request, socket) = match self.read_request(stream)? {
             Ok(read) => read,
             Err(refusal) => {
@@ -480,7 +501,7 @@ impl Client {
     /// it; a refusal for a request that breaks the protocol.
     fn read_request(
         &self,
-        stream: &mut TcpStream,
+        stream: &mut Stream,
     ) -> io::Result<Result<(Request, Option<OwnedSocket>), Refusal>> {
         let mut line = match self.read_line(stream)? {
             Ok(line) => line,
@@ -504,7 +525,7 @@ impl Client {
 
     /// Reads one line, byte by byte (a record that may follow is not to be
     /// read with it); a refusal past [`MAX_REQUEST`] bytes.
-    fn read_line(&self, stream: &mut TcpStream) -> io::Result<Result<Vec<u8>, Refusal>> {
+    fn read_line(&self, stream: &mut Stream) -> io::Result<Result<Vec<u8>, Refusal>> {
         let mut line = Vec::new();
         let mut byte = [0u8; 1];
         while line.last() != Some(&b'\n') {
@@ -524,7 +545,7 @@ impl Client {
 
     /// Reads a socket's record and opens it; a refusal for a record cut
     /// short, or made for another process.
-    fn read_socket(&self, stream: &mut TcpStream) -> io::Result<Result<OwnedSocket, Refusal>> {
+    fn read_socket(&self, stream: &mut Stream) -> io::Result<Result<OwnedSocket, Refusal>> {
         let record = match self.read_record(stream)? {
             Ok(record) => record,
             Err(refusal) => return Ok(Err(refusal)),
@@ -539,7 +560,7 @@ impl Client {
     /// Reads a socket's record; a refusal for one cut short.
     fn read_record(
         &self,
-        stream: &mut TcpStream,
+        stream: &mut Stream,
     ) -> io::Result<Result<[u8; SOCKET_RECORD_LEN], Refusal>> {
         let mut record = [0u8; SOCKET_RECORD_LEN];
         let mut filled = 0;
@@ -558,7 +579,7 @@ impl Client {
     }
 
     /// Reads the client's `commit`: whether it came.
-    fn read_commit(&self, stream: &mut TcpStream) -> io::Result<bool> {
+    fn read_commit(&self, stream: &mut Stream) -> io::Result<bool> {
         let mut line = Vec::new();
         let mut chunk = [0u8; 16];
         loop {
@@ -575,7 +596,7 @@ impl Client {
 
     /// Sets the connection's timeouts to what is left of the client's
     /// time.
-    fn set_deadline(&self, stream: &TcpStream) -> io::Result<()> {
+    fn set_deadline(&self, stream: &Stream) -> io::Result<()> {
         let left = self.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(io::Error::new(
@@ -583,8 +604,7 @@ impl Client {
                 "the client ran out of time",
             ));
         }
-        stream.set_read_timeout(Some(left))?;
-        stream.set_write_timeout(Some(left))
+        stream.set_timeouts(left)
     }
 }
 

@@ -62,6 +62,20 @@
 //!   `record::HandleValue`: only a value the record rules checked.
 //! - `peer_pid(socket)` where Windows can tell it.
 //! - `duplicate_socket(socket, pid)` / `socket_from_info(info)`.
+//! - `af_unix_peer_pid(socket)`: `SIO_AF_UNIX_GETPEERPID`.
+//!
+//! Windows's `AF_UNIX` (`afunix.rs`, Windows 10 1803 and later):
+//! - `unix_address(path)`: the `SOCKADDR_UN` and its length, a path too
+//!   long for `sun_path` refused with `InvalidInput`.
+//! - `UnixListener::bind(path)`, `accept()`; `UnixStream::connect(path,
+//!   timeout)`, `peer_pid()`, read and write timeouts, `Read` and `Write`.
+//!   Where Windows has no `AF_UNIX` (`WSAEAFNOSUPPORT`) each is
+//!   `Unsupported`.
+//! - `at_path(path)`: nothing, a socket file (with its identity) or
+//!   something else; `remove_socket_file(path, id)`, only while it is
+//!   still that file.
+//! - `remove_on_console_exit(path, id)`: that removal on the console's
+//!   Ctrl+C, Ctrl+Break or closing, then the process's exit.
 //!
 //! A port to another Unix changes only the `cfg` names set in `build.rs`
 //! (and this file, where the OS lacks a mechanism altogether).
@@ -82,6 +96,11 @@ pub(crate) use self::process::*;
 mod windows;
 #[cfg(windows)]
 pub(crate) use self::windows::*;
+
+#[cfg(windows)]
+mod afunix;
+#[cfg(windows)]
+pub(crate) use self::afunix::*;
 
 #[cfg(not(any(unix, windows)))]
 compile_error!("io-fdpass supports Unix-like systems and Windows; this target is neither");

@@ -51,12 +51,12 @@ use windows_sys::Win32::System::Threading::{
 };
 
 /// The last Winsock error, read right after the failed call.
-fn wsa_error() -> io::Error {
+pub(super) fn wsa_error() -> io::Error {
     // SAFETY: WSAGetLastError only reads this thread's last Winsock error.
     io::Error::from_raw_os_error(unsafe { WSAGetLastError() })
 }
 
-fn raw(socket: BorrowedSocket<'_>) -> SOCKET {
+pub(super) fn raw(socket: BorrowedSocket<'_>) -> SOCKET {
     socket.as_raw_socket() as SOCKET
 }
 
@@ -197,26 +197,29 @@ pub(crate) struct SocketKind {
     pub(crate) inet: bool,
 }
 
+/// One `int` socket option of `SOL_SOCKET`, read by `getsockopt`.
+pub(super) fn int_option(socket: BorrowedSocket<'_>, name: i32) -> io::Result<i32> {
+    let mut value = 0i32;
+    let mut len = size_of::<i32>() as i32;
+    // SAFETY: `value` is writable for `len` bytes.
+    let result = unsafe {
+        getsockopt(
+            raw(socket),
+            SOL_SOCKET,
+            name,
+            ptr::from_mut(&mut value).cast(),
+            &mut len,
+        )
+    };
+    match result {
+        SOCKET_ERROR => Err(wsa_error()),
+        _ => Ok(value),
+    }
+}
+
 /// What `socket` is: its type, whether it listens, its family.
 pub(crate) fn socket_kind(socket: BorrowedSocket<'_>) -> io::Result<SocketKind> {
-    let option = |name: i32| -> io::Result<i32> {
-        let mut value = 0i32;
-        let mut len = size_of::<i32>() as i32;
-        // SAFETY: `value` is writable for `len` bytes.
-        let result = unsafe {
-            getsockopt(
-                raw(socket),
-                SOL_SOCKET,
-                name,
-                ptr::from_mut(&mut value).cast(),
-                &mut len,
-            )
-        };
-        match result {
-            SOCKET_ERROR => Err(wsa_error()),
-            _ => Ok(value),
-        }
-    };
+    let option = |name: i32| int_option(socket, name);
     let kind = option(SO_TYPE)?;
     Ok(SocketKind {
         stream: kind == SOCK_STREAM,
@@ -373,6 +376,13 @@ pub(crate) fn peer_pid_within(socket: BorrowedSocket<'_>, bound: Duration) -> Op
 }
 
 fn unix_peer_pid(socket: BorrowedSocket<'_>) -> Option<u32> {
+    af_unix_peer_pid(socket).ok()
+}
+
+/// The pid of the process at the other end of an `AF_UNIX` socket
+/// (`SIO_AF_UNIX_GETPEERPID`, afunix.h): the one that connected, or the
+/// one that listened.
+pub(crate) fn af_unix_peer_pid(socket: BorrowedSocket<'_>) -> io::Result<u32> {
     let mut pid = 0u32;
     let mut returned = 0u32;
     // SAFETY: `pid` is a writable u32 of the size given; no overlapped I/O.
@@ -389,7 +399,16 @@ fn unix_peer_pid(socket: BorrowedSocket<'_>) -> Option<u32> {
             None,
         )
     };
-    (result == 0 && returned as usize == size_of::<u32>()).then_some(pid)
+    if result != 0 {
+        return Err(wsa_error());
+    }
+    if returned as usize != size_of::<u32>() {
+        return Err(io::Error::new(
+            ErrorKind::InvalidData,
+            format!("SIO_AF_UNIX_GETPEERPID returned {returned} bytes, not a pid's 4"),
+        ));
+    }
+    Ok(pid)
 }
 
 /// The owner of the other end of the TCP connection between `here` (this

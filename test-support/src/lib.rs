@@ -27,12 +27,14 @@ mod sys;
 #[cfg(not(any(unix, windows)))]
 compile_error!("the tests run on Unix and Windows only");
 
-#[cfg(windows)]
-pub use sys::handle_count;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub use sys::set_pass_pidfd;
 #[cfg(unix)]
 pub use sys::{fd_count, fd_count_of, open_fds, open_fds_of};
+#[cfg(windows)]
+pub use sys::{
+    handle_count, no_af_unix, skip_with_af_unix, skip_without_af_unix, stale_socket_file,
+};
 
 /// The fd table (on Windows, the handle table) is the process's, shared by
 /// the tests of a binary, which libtest runs on parallel threads: a count
@@ -179,6 +181,14 @@ pub fn wait_until(mut ready: impl FnMut() -> bool, why: impl Fn() -> String) {
         assert!(std::time::Instant::now() < deadline, "{}", why());
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
+}
+
+/// Says on stderr, past the test harness's capture of `eprintln!`, that
+/// `test` was skipped, and `why`: a skip shows even when the test is
+/// reported as passed.
+pub fn skipped(test: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped: {test}: {why}");
 }
 
 /// A fresh path in the temp directory, with `what` in its name (nothing is

@@ -20,7 +20,7 @@
 //! says it was skipped: it never passes silently.
 
 use std::collections::BTreeSet;
-use std::io::{self, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -104,12 +104,7 @@ impl Machine {
                 std::env::var_os("CI").is_none() || !why.contains("missing"),
                 "under CI the tests of real systemd must run: {why}"
             );
-            // Past the test harness's capture of `eprintln!`, so that the
-            // skip shows even when the test is reported as passed.
-            let _ = writeln!(
-                std::io::stderr(),
-                "skipped: {test}: systemd cannot run here: {why}"
-            );
+            crate::skipped(test, &format!("systemd cannot run here: {why}"));
             return None;
         }
         let units_dir = TempDir::new("systemd-units");
