@@ -1,7 +1,10 @@
 //! Restarting an HTTP server under load, side by side: `io_fdpass::restart`,
 //! `fdpass hold` with `fetch`, a naive rebind, an `SO_REUSEPORT` overlap,
-//! `HAProxy`'s master-worker reload, nginx's binary upgrade, and a server
-//! never restarted, in one run on one machine.
+//! `HAProxy`'s master-worker reload, nginx's binary upgrade, and two
+//! controls, in one run on one machine: a server never restarted, and one
+//! never restarted while at each restart the same server starts on another
+//! port beside it (what starting a process costs the one serving, on this
+//! machine, with nothing handed over).
 //!
 //! The load runs on 127.0.0.1 at a fixed request rate: with a new
 //! connection per request, then with keep-alive connections reused without
@@ -84,7 +87,7 @@ mod linux {
         step: Duration,
         /// The most steps a search takes.
         steps: usize,
-        /// The second table with io-fdpass's mechanisms and the control
+        /// The second table with io-fdpass's mechanisms and the controls
         /// only.
         quick: bool,
         /// Where each run's requests are written, one CSV file per run.
@@ -112,7 +115,7 @@ mod linux {
 restart benchmark: cargo bench --all-features --bench restart -- [OPTIONS]
   --quick            1 run of 3 restarts 1.5 s apart, a search of 4 steps
                      of 1 s, and at the rate found io-fdpass's mechanisms
-                     and the control only (for CI)
+                     and the controls only (for CI)
   --rate N           requests a second (3000), and the search's first rate
   --max-rate N|off   the second table's rate, instead of the highest that
                      the server never restarted sustains; off: no second
@@ -125,7 +128,7 @@ restart benchmark: cargo bench --all-features --bench restart -- [OPTIONS]
   --runs N           runs of every mechanism (3)
   --mode close|keep-alive   one mode only
   --only NAME,...    these mechanisms only: restart, holder, naive,
-                     reuseport, haproxy, nginx, control
+                     reuseport, haproxy, nginx, control, alongside
   --records DIR      write each run's requests to DIR (made if missing),
                      one CSV file per run: when each started, how long
                      after the latest signal, how late, its latency and
@@ -329,7 +332,7 @@ restart benchmark: cargo bench --all-features --bench restart -- [OPTIONS]
             let max_kinds: Vec<Kind> = kinds
                 .iter()
                 .copied()
-                .filter(|kind| !options.quick || kind.is_ours() || *kind == Kind::Control)
+                .filter(|kind| !options.quick || kind.is_ours() || kind.is_control())
                 .collect();
             if max_kinds.is_empty() {
                 continue;

@@ -51,10 +51,15 @@ pub enum Kind {
     Nginx,
     /// A server never restarted, measured the same way.
     Control,
+    /// A server never restarted, while at each restart the same server is
+    /// started on another port, waited for until ready and told to go:
+    /// what starting a generation costs the one serving on this machine,
+    /// with nothing handed over.
+    Alongside,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Restart,
         Kind::Holder,
         Kind::Naive,
@@ -62,6 +67,7 @@ impl Kind {
         Kind::Haproxy,
         Kind::Nginx,
         Kind::Control,
+        Kind::Alongside,
     ];
 
     pub fn name(self) -> &'static str {
@@ -73,6 +79,7 @@ impl Kind {
             Kind::Haproxy => "HAProxy 2.6 -W",
             Kind::Nginx => "nginx upgrade",
             Kind::Control => "never restarted",
+            Kind::Alongside => "started alongside",
         }
     }
 
@@ -86,12 +93,18 @@ impl Kind {
             Kind::Haproxy => "haproxy",
             Kind::Nginx => "nginx",
             Kind::Control => "control",
+            Kind::Alongside => "alongside",
         }
     }
 
     /// Whether this mechanism is io-fdpass's own: the targets apply.
     pub fn is_ours(self) -> bool {
         matches!(self, Kind::Restart | Kind::Holder)
+    }
+
+    /// Whether it is a control: a server never restarted.
+    pub fn is_control(self) -> bool {
+        matches!(self, Kind::Control | Kind::Alongside)
     }
 
     /// The programs it needs besides this benchmark's builds, if any.
@@ -149,8 +162,9 @@ pub fn start(
     let started: Box<dyn Server> = match kind {
         Kind::Restart => Box::new(SelfRestart::start(server)?),
         Kind::Holder => Box::new(Held::start(server, mode, &programs.fdpass, dir)?),
-        Kind::Naive => Box::new(Rebind::start(server, false)?),
-        Kind::Control => Box::new(Rebind::start(server, true)?),
+        Kind::Naive => Box::new(Rebind::start(server, Again::Naive)?),
+        Kind::Control => Box::new(Rebind::start(server, Again::Never)?),
+        Kind::Alongside => Box::new(Rebind::start(server, Again::Alongside)?),
         Kind::ReusePort => Box::new(ReusePort::start(server)?),
         Kind::Haproxy => Box::new(Haproxy::start(addr, dir)?),
         Kind::Nginx => Box::new(Nginx::start(addr, dir)?),
@@ -191,23 +205,23 @@ fn alive(pid: u32) -> bool {
     }
 }
 
-/// The processes whose parent is `parent`.
+/// The processes whose parent is `parent`, alive: from the `children`
+/// file of each of its threads, a few reads where a scan of `/proc` would
+/// take hundreds, on the benchmark's own cores, in the very milliseconds
+/// it measures.
 fn children_of(parent: u32) -> Vec<u32> {
-    let Ok(entries) = fs::read_dir("/proc") else {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{parent}/task")) else {
         return Vec::new();
     };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                stat.rsplit_once(") ")
-                    .and_then(|(_, rest)| rest.split(' ').nth(1)?.parse::<u32>().ok())
-                    == Some(parent)
-                    && !stat
-                        .rsplit_once(") ")
-                        .is_some_and(|(_, r)| r.starts_with('Z'))
-            })
+    tasks
+        .filter_map(|task| fs::read_to_string(task.ok()?.path().join("children")).ok())
+        .flat_map(|children| {
+            children
+                .split_whitespace()
+                .filter_map(|pid| pid.parse::<u32>().ok())
+                .collect::<Vec<_>>()
         })
+        .filter(|&pid| alive(pid))
         .collect()
 }
 
@@ -381,35 +395,61 @@ impl Server for SelfRestart {
     }
 }
 
-/// A server stopped and started again: either naively (stop, then bind)
-/// or never (the control).
+/// A server stopped and started again naively (stop, then bind), or
+/// never restarted: one of the controls.
 struct Rebind {
     example: Example,
     pids: Pids,
-    never: bool,
+    again: Again,
+}
+
+/// What [`Rebind`] does at a restart.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Again {
+    /// Stops the server, then starts the next, which binds again.
+    Naive,
+    /// Nothing.
+    Never,
+    /// Starts the same server on another port, waits until it is ready,
+    /// and tells it to go.
+    Alongside,
 }
 
 impl Rebind {
-    fn start(example: Example, never: bool) -> io::Result<Rebind> {
+    fn start(example: Example, again: Again) -> io::Result<Rebind> {
         let pids = Pids::new(spawn_example(&example, None)?);
         Ok(Rebind {
             example,
             pids,
-            never,
+            again,
         })
     }
 }
 
 impl Server for Rebind {
     fn restart(&mut self) -> io::Result<()> {
-        if self.never {
-            return Ok(());
+        match self.again {
+            Again::Never => Ok(()),
+            Again::Naive => {
+                let old = self.pids.current;
+                signal(old, Signal::TERM)?;
+                settle("the old server's exit", || !alive(old))?;
+                self.pids.current = spawn_example(&self.example, None)?;
+                Ok(())
+            }
+            Again::Alongside => {
+                // Started as `fdpass fetch` is (a `posix_spawn` through
+                // std), so that only the start is measured, and not a fork
+                // of this process, which runs the load.
+                let mut command = Command::new(&self.example.program);
+                command.arg(free_addr()?.to_string()).stderr(Stdio::null());
+                let started = spawn_ready(&mut command)?;
+                // Told to go as a previous generation is, and stopped with
+                // them.
+                self.pids.old.push(started);
+                signal(started, Signal::TERM)
+            }
         }
-        let old = self.pids.current;
-        signal(old, Signal::TERM)?;
-        settle("the old server's exit", || !alive(old))?;
-        self.pids.current = spawn_example(&self.example, None)?;
-        Ok(())
     }
 
     fn stop(&mut self) {
@@ -516,7 +556,6 @@ impl Held {
     /// One generation: `fdpass fetch SOCKET http -- SERVER`, with
     /// `--holder SOCKET` in keep-alive mode, ready.
     fn fetch(&self) -> io::Result<u32> {
-        let notify = notify::Listener::new()?;
         let mut command = Command::new(&self.fdpass);
         command
             .arg("fetch")
@@ -526,22 +565,30 @@ impl Held {
         if self.hands_over {
             command.arg("--holder").arg(&self.socket);
         }
-        let pid = command
-            .env("NOTIFY_SOCKET", notify.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(
-                fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&self.example.log)?,
-            )
-            .process_group(0)
-            .spawn()?
-            .id();
-        wait_ready(&notify, pid)?;
-        Ok(pid)
+        command.stderr(
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.example.log)?,
+        );
+        spawn_ready(&mut command)
     }
+}
+
+/// Starts `command` with no stdin or stdout, in a process group of its
+/// own and with a `NOTIFY_SOCKET` of this process, and waits until it
+/// says it is ready; stops it if it does not.
+fn spawn_ready(command: &mut Command) -> io::Result<u32> {
+    let notify = notify::Listener::new()?;
+    let pid = command
+        .env("NOTIFY_SOCKET", notify.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .process_group(0)
+        .spawn()?
+        .id();
+    wait_ready(&notify, pid).inspect_err(|_| stop_all(&[pid], Signal::KILL))?;
+    Ok(pid)
 }
 
 impl Server for Held {

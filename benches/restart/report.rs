@@ -218,7 +218,7 @@ pub fn table(title: &str, keep_alive: bool, results: &[(Kind, Vec<Run>)]) -> Str
             let _ = write!(out, " {closed:>7} {moved:>6}");
         }
         let serves_after = match quantile(&serves, 0.5) {
-            Some(median) if *kind != Kind::Control => format!("{} ms", ms(Some(median))),
+            Some(median) if !kind.is_control() => format!("{} ms", ms(Some(median))),
             _ => "-".into(),
         };
         let _ = writeln!(out, " {spread:>13} {serves_after:>14}");
