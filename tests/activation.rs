@@ -394,27 +394,33 @@ const STARTED: &str = "a_started_program_gets_its_own_variables_and_no_stale_one
 /// so not passed on) and whether `LISTEN_PID` is its own pid.
 const REPORT: &str = r#"echo "$LISTEN_FDS $LISTEN_FDNAMES ${LISTEN_FDS_FIRST_FD-none} $([ "$LISTEN_PID" = $$ ] && echo own)" >&3"#;
 
+/// What `script`, run by `sh` with `activation::Command`, writes to fd 3,
+/// the one fd it is handed (named `out`), once it has exited with 0.
+fn run_reporting(script: &str) -> String {
+    let (mut read, write) = std::io::pipe().unwrap();
+    let mut child = activation::Command::new("sh")
+        .args(["-c", script])
+        .fd("out", &write)
+        .unwrap()
+        .spawn()
+        .unwrap();
+    drop(write);
+    assert!(child.wait().unwrap().success());
+    assert!(
+        child.try_wait().unwrap().unwrap().success(),
+        "kept once reaped"
+    );
+    let mut out = String::new();
+    read.read_to_string(&mut out).unwrap();
+    out
+}
+
 #[test]
 fn a_started_program_gets_its_own_variables_and_no_stale_ones() {
     if util::is_child(STARTED) {
         let fds = ListenFds::take().unwrap();
         assert_eq!(fds.len(), 1);
-        let (mut read, write) = std::io::pipe().unwrap();
-        let mut child = activation::Command::new("sh")
-            .args(["-c", REPORT])
-            .fd("out", &write)
-            .unwrap()
-            .spawn()
-            .unwrap();
-        drop(write);
-        assert!(child.wait().unwrap().success());
-        assert!(
-            child.try_wait().unwrap().unwrap().success(),
-            "kept once reaped"
-        );
-        let mut out = String::new();
-        read.read_to_string(&mut out).unwrap();
-        assert_eq!(out, "1 out none own\n");
+        assert_eq!(run_reporting(REPORT), "1 out none own\n");
         return;
     }
     start_by_shell(
@@ -441,4 +447,35 @@ fn a_command_that_cannot_start_says_why() {
     assert_eq!(bad.kind(), ErrorKind::InvalidInput, "{bad}");
     drop(file);
     check.assert_unchanged();
+}
+
+#[test]
+fn a_started_program_gets_no_blocked_signal_nor_an_ignored_sigpipe() {
+    // SAFETY: sigset_t is plain data, valid zeroed; the calls take locals
+    // and change this test's thread's mask only.
+    let as_before = |set: &mut libc::sigset_t| unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, std::ptr::null(), set);
+        libc::sigismember(set, libc::SIGUSR1) == 1 && libc::sigismember(set, libc::SIGUSR2) == 0
+    };
+    let mut usr1: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe {
+        libc::sigaddset(&raw mut usr1, libc::SIGUSR1);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &raw const usr1, std::ptr::null_mut());
+    }
+    let check = NoLeak::start();
+    let out = run_reporting("exec grep -E '^Sig(Blk|Ign)' /proc/self/status >&3");
+    check.assert_unchanged();
+    let mut now: libc::sigset_t = unsafe { std::mem::zeroed() };
+    assert!(as_before(&mut now), "this thread's mask is as it was");
+    // SAFETY: as above.
+    unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &raw const usr1, std::ptr::null_mut()) };
+
+    let field = |name: &str| {
+        let line = out.lines().find(|l| l.starts_with(name)).expect(&out);
+        u64::from_str_radix(line[name.len()..].trim(), 16).unwrap()
+    };
+    assert_eq!(field("SigBlk:"), 0, "{out}");
+    let sigpipe = 1u64 << (libc::SIGPIPE - 1);
+    assert_eq!(field("SigIgn:") & sigpipe, 0, "{out}");
 }

@@ -141,21 +141,28 @@ impl<'a> Command<'a> {
         self
     }
 
-    /// Starts the program as a child of this process (`fork` and
-    /// `execve`), and returns it once the exec has succeeded.
+    /// Starts the program as a child of this process, and returns it once
+    /// the exec has succeeded.
     ///
     /// Its `LISTEN_PID` is its own pid. Its signal mask is cleared and
     /// `SIGPIPE` has its default action. Fds of this process that are not
-    /// close-on-exec are inherited too, as by any `exec`. Between the fork
+    /// close-on-exec are inherited too, as by any `exec`. Between the start
     /// and the exec the child only makes async-signal-safe calls, and
     /// allocates nothing, so this is sound in a process with threads.
+    ///
+    /// On Linux the child shares this process's memory until its exec
+    /// (`clone` with `CLONE_VM | CLONE_VFORK`, as `posix_spawn` does), and
+    /// only the calling thread waits for it: the address space is not
+    /// copied, so a server with a large heap starts its next generation in
+    /// about the same time as a small one, and its other threads are not
+    /// held up. Elsewhere it is a `fork` and an `execve`.
     ///
     /// # Errors
     ///
     /// As [`find_program`]; [`ErrorKind::InvalidInput`] for a NUL byte in
     /// the program, an argument or a variable, or a variable of the
     /// convention set with [`env`](Command::env); otherwise the error of
-    /// the `fork`, the `setpgid` ([`process_group`](Command::process_group))
+    /// the `clone` or `fork`, the `setpgid` ([`process_group`](Command::process_group))
     /// or the `execve` (the message names the program). The program is then
     /// not running.
     pub fn spawn(&self) -> io::Result<Child> {

@@ -1,5 +1,6 @@
 //! Starting a program with fds laid out by the socket-activation
-//! convention: a `fork` and an `exec` with nothing but async-signal-safe
+//! convention: a child process (a `clone` sharing memory on Linux, a
+//! `fork` elsewhere) and an `exec`, with nothing but async-signal-safe
 //! calls between them.
 
 use std::ffi::{CString, OsStr};
@@ -124,22 +125,19 @@ impl Launch {
         self.process_group = group;
     }
 
-    /// Forks and execs the program, and returns its pid once the exec has
-    /// succeeded. Between the fork and the exec the child makes only
-    /// async-signal-safe calls and allocates nothing.
+    /// Starts the program in a child process and returns its pid once the
+    /// exec has succeeded. Between the start and the exec the child makes
+    /// only async-signal-safe calls and allocates nothing.
+    ///
+    /// On Linux the child shares this process's memory until its exec
+    /// (`clone` with `CLONE_VM | CLONE_VFORK`, on a stack of its own, as
+    /// glibc's `posix_spawn` does), and only the calling thread waits
+    /// meanwhile: no page table is copied, and the threads that go on
+    /// serving take no copy-on-write fault for it. Elsewhere it is a
+    /// `fork`.
     pub(crate) fn spawn(&self) -> io::Result<u32> {
         let (report, reporter) = cloexec_pipe()?;
-        let reporter_fd = reporter.as_raw_fd();
-        // SAFETY: the child runs only `Launch::run_child`, which makes only
-        // async-signal-safe calls on memory prepared here, and never
-        // returns.
-        let pid = match unsafe { libc::fork() } {
-            -1 => return Err(io::Error::last_os_error()),
-            // SAFETY: this is the child of the fork, and every pointer in
-            // `self` points into memory the fork copied.
-            0 => unsafe { self.run_child(reporter_fd) },
-            pid => pid,
-        };
+        let pid = self.start_child(reporter.as_raw_fd())?;
         drop(reporter);
         let mut errno = [0u8; 4];
         let read = retry(|| Ok(rustix::io::read(&report, &mut errno)?))?;
@@ -149,6 +147,83 @@ impl Launch {
         }
         kill_and_reap(pid);
         Err(self.failed(io::Error::from_raw_os_error(i32::from_ne_bytes(errno))))
+    }
+
+    /// Starts a child that runs [`Launch::run_child`] with `reporter`, and
+    /// returns its pid: with `CLONE_VM | CLONE_VFORK`, once it has execed
+    /// or exited.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn start_child(&self, reporter: RawFd) -> io::Result<libc::pid_t> {
+        /// The child's stack: `run_child` needs a few KiB.
+        const STACK: usize = 64 * 1024;
+
+        struct Start<'a> {
+            launch: &'a Launch,
+            reporter: RawFd,
+        }
+
+        extern "C" fn child(start: *mut libc::c_void) -> libc::c_int {
+            // SAFETY: `start` is the `Start` below, alive while the parent
+            // waits for this child's exec or exit.
+            let start = unsafe { &*start.cast::<Start<'_>>() };
+            // SAFETY: this is the child of the clone; the memory it reads
+            // is the parent's, which waits (`CLONE_VFORK`).
+            unsafe { start.launch.run_child(start.reporter) }
+        }
+
+        let mut stack = vec![0u128; STACK / 16];
+        let start = Start {
+            launch: self,
+            reporter,
+        };
+        // Signals are blocked across the clone, so that no handler of this
+        // process runs on the child's stack in its shared memory before
+        // `run_child` has set every handled signal back to its default.
+        let mut all = std::mem::MaybeUninit::<libc::sigset_t>::zeroed();
+        let mut previous = std::mem::MaybeUninit::<libc::sigset_t>::zeroed();
+        let (all, previous) = (all.as_mut_ptr(), previous.as_mut_ptr());
+        // SAFETY: both sets are locals, zeroed (a valid sigset_t), valid
+        // for the calls.
+        unsafe {
+            libc::sigfillset(all);
+            libc::pthread_sigmask(libc::SIG_SETMASK, all, previous);
+        }
+        // SAFETY: the stack is STACK bytes, 16-aligned, and its top is
+        // passed (it grows down); `start` outlives the child's use of it,
+        // since with CLONE_VFORK the clone returns only once the child has
+        // execed or exited.
+        let pid = unsafe {
+            libc::clone(
+                child,
+                stack.as_mut_ptr().add(stack.len()).cast(),
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                (&raw const start).cast_mut().cast(),
+            )
+        };
+        let failed = io::Error::last_os_error();
+        // SAFETY: `previous` is the mask read above.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, previous, std::ptr::null_mut()) };
+        drop(stack);
+        if pid < 0 {
+            return Err(failed);
+        }
+        Ok(pid)
+    }
+
+    /// Forks a child that runs [`Launch::run_child`] with `reporter`, and
+    /// returns its pid.
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    fn start_child(&self, reporter: RawFd) -> io::Result<libc::pid_t> {
+        // SAFETY: the child runs only `Launch::run_child`, which makes only
+        // async-signal-safe calls on memory prepared here, and never
+        // returns.
+        match unsafe { libc::fork() } {
+            -1 => Err(io::Error::last_os_error()),
+            // SAFETY: this is the child of the fork, and every pointer in
+            // `self` points into memory the fork copied.
+            0 => unsafe { self.run_child(reporter) },
+            pid => Ok(pid),
+        }
     }
 
     /// Replaces this process with the program, after closing every fd
@@ -193,9 +268,13 @@ impl Launch {
     ///
     /// # Safety
     ///
-    /// Only in the child of a `fork`, with every pointer valid (the memory
-    /// of the parent, copied by the fork), and `reporter` open.
+    /// Only in the child of [`Launch::start_child`], with every pointer
+    /// valid (the memory of the parent, shared while it waits or copied by
+    /// the fork), and `reporter` open.
     unsafe fn run_child(&self, reporter: RawFd) -> ! {
+        // SAFETY: sigaction is async-signal-safe; it reads and writes only
+        // locals.
+        unsafe { default_handlers() };
         let mut pending = [-1 as RawFd; MAX_FDS];
         // `setpgid` is async-signal-safe and allocates nothing.
         let errno = match self.process_group.map(join_group) {
@@ -247,6 +326,37 @@ impl Launch {
             libc::execve(self.program.as_ptr(), self.argv.as_ptr(), self.env.as_ptr());
         }
         last_errno()
+    }
+}
+
+/// Sets every signal that this process handles back to its default
+/// action; those ignored stay ignored, as an exec leaves them. Until then
+/// a signal to the child could run one of this process's handlers, which
+/// in a child that shares its memory would act on this process's state.
+///
+/// # Safety
+///
+/// Only in a child before its exec, where this process's handlers must
+/// not run. Async-signal-safe; allocates nothing.
+unsafe fn default_handlers() {
+    // Linux numbers its signals, the real-time ones too, below 65; other
+    // systems below that as well. A number with no signal fails harmlessly.
+    for signal in 1..65 {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: sigaction reads and writes only the local structs.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(signal, std::ptr::null(), &raw mut action) == 0
+                && action.sa_sigaction != libc::SIG_IGN
+                && action.sa_sigaction != libc::SIG_DFL
+            {
+                let mut default: libc::sigaction = std::mem::zeroed();
+                default.sa_sigaction = libc::SIG_DFL;
+                libc::sigaction(signal, &raw const default, std::ptr::null_mut());
+            }
+        }
     }
 }
 
