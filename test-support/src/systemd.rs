@@ -323,12 +323,15 @@ impl Machine {
         );
     }
 
-    /// `systemctl kill -s KILL UNIT`, then the wait until systemd has
-    /// started it again (`Restart=`): a new `MainPID`, and active.
+    /// `kill -9` of the unit's main process (`systemctl kill
+    /// --kill-whom=main -s KILL UNIT`), then the wait until systemd has
+    /// started it again (`Restart=`): a new `MainPID`, and active. Only
+    /// the main process: the whole cgroup's kill walks the cgroup tree,
+    /// which in a container on a loaded machine has failed with EIO.
     #[track_caller]
     pub fn kill_9(&self, unit: &str) {
         let pid = self.main_pid(unit);
-        self.systemctl(&["kill", "-s", "KILL", unit]);
+        self.systemctl(&["kill", "--kill-whom=main", "-s", "KILL", unit]);
         crate::wait_until(
             || {
                 let now = self.main_pid(unit);
