@@ -449,6 +449,8 @@ fn a_command_that_cannot_start_says_why() {
     check.assert_unchanged();
 }
 
+// /proc/self/status is Linux's.
+#[cfg(any(target_os = "linux", target_os = "android"))]
 #[test]
 fn a_started_program_gets_no_blocked_signal_nor_an_ignored_sigpipe() {
     // SAFETY: sigset_t is plain data, valid zeroed; the calls take locals

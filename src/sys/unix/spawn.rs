@@ -137,7 +137,9 @@ impl Launch {
     /// `fork`.
     pub(crate) fn spawn(&self) -> io::Result<u32> {
         let (report, reporter) = cloexec_pipe()?;
-        let pid = self.start_child(reporter.as_raw_fd())?;
+        let pid = self
+            .start_child(reporter.as_raw_fd())
+            .map_err(|e| self.failed(e))?;
         drop(reporter);
         let mut errno = [0u8; 4];
         let read = retry(|| Ok(rustix::io::read(&report, &mut errno)?))?;
@@ -154,7 +156,9 @@ impl Launch {
     /// or exited.
     #[cfg(any(target_os = "linux", target_os = "android"))]
     fn start_child(&self, reporter: RawFd) -> io::Result<libc::pid_t> {
-        /// The child's stack: `run_child` needs a few KiB.
+        /// The child's stack: `run_child` needs a few KiB, and must stay
+        /// far below this, since no guard page ends it (an overrun would
+        /// write over this process's heap).
         const STACK: usize = 64 * 1024;
 
         struct Start<'a> {
@@ -339,9 +343,11 @@ impl Launch {
 /// Only in a child before its exec, where this process's handlers must
 /// not run. Async-signal-safe; allocates nothing.
 unsafe fn default_handlers() {
-    // Linux numbers its signals, the real-time ones too, below 65; other
-    // systems below that as well. A number with no signal fails harmlessly.
-    for signal in 1..65 {
+    // Signals are numbered below 65 on most of Linux, below 129 on MIPS
+    // and FreeBSD; a number with no signal fails harmlessly. glibc refuses
+    // to change its two internal signals (32 and 33) this way, and its
+    // handlers for them act only on signals this process sent itself.
+    for signal in 1..129 {
         if signal == libc::SIGKILL || signal == libc::SIGSTOP {
             continue;
         }
