@@ -204,10 +204,11 @@ impl<'a> Command<'a> {
                 // The server watches the program's process for its exit;
                 // without a handle to it, or without the server's thread,
                 // the program runs no longer.
+                let settled = Arc::new(AtomicBool::new(false));
                 let started = sys::duplicate(child.as_handle())
-                    .and_then(|process| server.start(child.id(), process));
+                    .and_then(|process| server.start(child.id(), process, Arc::clone(&settled)));
                 match started {
-                    Ok(serving) => Handover::Serving(serving),
+                    Ok(server) => Handover::Serving { server, settled },
                     Err(e) => {
                         let _ = child.kill();
                         let _ = child.wait();
@@ -228,12 +229,39 @@ impl<'a> Command<'a> {
 /// inherits from this process either.
 const UNIX_VARIABLES: [&str; 3] = ["LISTEN_PID", "LISTEN_PIDFDID", "LISTEN_FDS_FIRST_FD"];
 
-/// The handover, as [`Child`] knows it: its server's thread, or, once
-/// that has been joined, how it went.
+/// The handover, as [`Child`] knows it: its server's thread, and whether
+/// the server knows how it went; or, once the thread has been joined, how
+/// it went.
 #[derive(Debug)]
 enum Handover {
-    Serving(JoinHandle<Result<(), String>>),
+    Serving {
+        server: JoinHandle<Result<(), String>>,
+        settled: Arc<AtomicBool>,
+    },
     Ended(Result<(), String>),
+}
+
+impl Handover {
+    /// Joins the server's thread, unless that was done: how it went.
+    fn join(&mut self) -> Result<(), String> {
+        let end = match std::mem::replace(self, Handover::Ended(Ok(()))) {
+            Handover::Serving { server, .. } => server
+                .join()
+                .unwrap_or_else(|_| Err("the handover server failed unexpectedly".to_owned())),
+            Handover::Ended(end) => end,
+        };
+        *self = Handover::Ended(end.clone());
+        end
+    }
+
+    /// Whether the server waits for nothing more: it knows how the
+    /// handover went, and only closes what it has open, or has ended.
+    fn settled(&self) -> bool {
+        match self {
+            Handover::Serving { settled, .. } => settled.load(Ordering::SeqCst),
+            Handover::Ended(_) => true,
+        }
+    }
 }
 
 /// The handover server before it runs: its port, its secret and this
@@ -266,15 +294,22 @@ impl Server {
     /// Serves the program `pid`, whose process is `process`, in a thread
     /// of its own, which says how it went once it has closed its listener,
     /// its copies of the sockets and every connection, and its judges'
-    /// threads have ended.
+    /// threads have ended; `settled` is set once it knows how it went
+    /// (the program has its sockets, or will not get them), before all
+    /// that.
     ///
     /// # Errors
     ///
     /// The error of starting the thread; the server is then closed.
-    fn start(self, pid: u32, process: OwnedHandle) -> io::Result<JoinHandle<Result<(), String>>> {
+    fn start(
+        self,
+        pid: u32,
+        process: OwnedHandle,
+        settled: Arc<AtomicBool>,
+    ) -> io::Result<JoinHandle<Result<(), String>>> {
         std::thread::Builder::new()
             .name("io-fdpass handover".to_owned())
-            .spawn(move || self.serve(pid, &process))
+            .spawn(move || self.serve(pid, &process, &settled))
             .map_err(|e| io::Error::new(e.kind(), format!("cannot start the handover server: {e}")))
     }
 
@@ -285,7 +320,7 @@ impl Server {
     /// judges still reading are stopped and joined, and the connections
     /// judged meanwhile closed unanswered: nothing of the server's is left
     /// open or running once it has said how it went.
-    fn serve(self, pid: u32, process: &OwnedHandle) -> Result<(), String> {
+    fn serve(self, pid: u32, process: &OwnedHandle, settled: &AtomicBool) -> Result<(), String> {
         let judge = Arc::new(Judge {
             secret: self.secret,
             pid,
@@ -295,6 +330,7 @@ impl Server {
         let (verdicts, verdict) = mpsc::channel::<(TcpStream, Result<(), String>)>();
         let mut judges = Vec::new();
         let end = self.answer(pid, process, &judge, &verdicts, &verdict, &mut judges);
+        settled.store(true, Ordering::SeqCst);
         judge.stopped.store(true, Ordering::Relaxed);
         for judging in judges {
             // A judge that panicked has nothing left open either.
@@ -486,14 +522,24 @@ impl Child {
     /// exited, did not ask in time, or the sockets could not be sent), and
     /// every request that was refused meanwhile, with the reason.
     pub fn wait_handover(&self) -> io::Result<()> {
-        let mut handover = self.handover.lock().unwrap_or_else(PoisonError::into_inner);
-        let end = match std::mem::replace(&mut *handover, Handover::Ended(Ok(()))) {
-            Handover::Serving(serving) => serving
-                .join()
-                .unwrap_or_else(|_| Err("the handover server failed unexpectedly".to_owned())),
-            Handover::Ended(end) => end,
-        };
-        *handover = Handover::Ended(end.clone());
-        end.map_err(io::Error::other)
+        self.handover().join().map_err(io::Error::other)
+    }
+
+    /// Waits for the handover server to end if it knows how the handover
+    /// went (the program has its sockets, or has exited), as a restart
+    /// does before it returns: nothing of the server's is then left open
+    /// or running. A server still waiting for the program's request goes
+    /// on until it comes (the program may ask after saying it is ready),
+    /// the program exits, or the timeout.
+    pub(crate) fn join_settled_handover(&self) {
+        let mut handover = self.handover();
+        if handover.settled() {
+            let _ = handover.join();
+        }
+    }
+
+    /// The handover; a thread that panicked holding it left it whole.
+    fn handover(&self) -> std::sync::MutexGuard<'_, Handover> {
+        self.handover.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
