@@ -422,12 +422,17 @@ fn describe(kind: sys::SocketKind) -> &'static str {
     }
 }
 
+/// How often [`read_request`] asks whether its server has stopped.
+const STOP_TICK: Duration = Duration::from_millis(50);
+
 /// Reads a request from a client of a handover or readiness server, by
-/// `deadline`: up to its newline, or to the end of the stream. `Err` says
-/// why it is refused.
+/// `deadline`: up to its newline, or to the end of the stream; given up
+/// within [`STOP_TICK`] once `stopped` says the server has stopped. `Err`
+/// says why it is refused.
 pub(crate) fn read_request(
     connection: &mut TcpStream,
     deadline: Instant,
+    stopped: impl Fn() -> bool,
 ) -> Result<Request, String> {
     connection
         .set_nonblocking(false)
@@ -435,9 +440,19 @@ pub(crate) fn read_request(
     let mut request = Vec::new();
     let mut buf = [0u8; systemfd::MAX_REQUEST + 1];
     while !Request::is_whole_line(&request) {
+        if stopped() {
+            return Err("a client that sent no whole request before the server stopped".to_owned());
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err("a client that sent no whole request in time".to_owned());
+        }
+        // Waited for in ticks, so that a stopped server's reader ends
+        // within one; the read itself then finds bytes or the end.
+        let readable = sys::wait_for(connection.as_socket(), sys::READABLE, left.min(STOP_TICK))
+            .map_err(|e| format!("a connection that failed: {e}"))?;
+        if !readable {
+            continue;
         }
         let _ = connection.set_read_timeout(Some(left));
         match connection.read(&mut buf) {

@@ -7,7 +7,9 @@ use std::io::{self, ErrorKind, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::windows::io::{AsHandle, AsSocket, BorrowedSocket, OwnedHandle, OwnedSocket};
 use std::process::ExitStatus;
-use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::systemfd::{self, Ask, Secret};
@@ -197,24 +199,29 @@ impl<'a> Command<'a> {
                 format!("cannot start {}: {e}", self.program.to_string_lossy()),
             )
         })?;
-        let outcome = Arc::new(Outcome::default());
-        match handover {
+        let handover = match handover {
             Some(server) => {
                 // The server watches the program's process for its exit;
-                // without a handle to it, the program runs no longer.
-                let process = match sys::duplicate(child.as_handle()) {
-                    Ok(process) => process,
+                // without a handle to it, or without the server's thread,
+                // the program runs no longer.
+                let settled = Arc::new(AtomicBool::new(false));
+                let started = sys::duplicate(child.as_handle())
+                    .and_then(|process| server.start(child.id(), process, Arc::clone(&settled)));
+                match started {
+                    Ok(server) => Handover::Serving { server, settled },
                     Err(e) => {
                         let _ = child.kill();
                         let _ = child.wait();
                         return Err(e);
                     }
-                };
-                server.start(child.id(), process, Arc::clone(&outcome));
+                }
             }
-            None => outcome.end(Ok(())),
-        }
-        Ok(Child { child, outcome })
+            None => Handover::Ended(Ok(())),
+        };
+        Ok(Child {
+            child,
+            handover: Mutex::new(handover),
+        })
     }
 }
 
@@ -222,23 +229,38 @@ impl<'a> Command<'a> {
 /// inherits from this process either.
 const UNIX_VARIABLES: [&str; 3] = ["LISTEN_PID", "LISTEN_PIDFDID", "LISTEN_FDS_FIRST_FD"];
 
-/// How the handover went, once the server thread has ended.
-#[derive(Default)]
-struct Outcome {
-    end: Mutex<Option<Result<(), String>>>,
-    changed: Condvar,
+/// The handover, as [`Child`] knows it: its server's thread, and whether
+/// the server knows how it went; or, once the thread has been joined, how
+/// it went.
+#[derive(Debug)]
+enum Handover {
+    Serving {
+        server: JoinHandle<Result<(), String>>,
+        settled: Arc<AtomicBool>,
+    },
+    Ended(Result<(), String>),
 }
 
-impl Outcome {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Result<(), String>>> {
-        self.end
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+impl Handover {
+    /// Joins the server's thread, unless that was done: how it went.
+    fn join(&mut self) -> Result<(), String> {
+        let end = match std::mem::replace(self, Handover::Ended(Ok(()))) {
+            Handover::Serving { server, .. } => server
+                .join()
+                .unwrap_or_else(|_| Err("the handover server failed unexpectedly".to_owned())),
+            Handover::Ended(end) => end,
+        };
+        *self = Handover::Ended(end.clone());
+        end
     }
 
-    fn end(&self, end: Result<(), String>) {
-        *self.lock() = Some(end);
-        self.changed.notify_all();
+    /// Whether the server waits for nothing more: it knows how the
+    /// handover went, and only closes what it has open, or has ended.
+    fn settled(&self) -> bool {
+        match self {
+            Handover::Serving { settled, .. } => settled.load(Ordering::SeqCst),
+            Handover::Ended(_) => true,
+        }
     }
 }
 
@@ -270,31 +292,76 @@ impl Server {
     }
 
     /// Serves the program `pid`, whose process is `process`, in a thread
-    /// of its own; tells `outcome` how it went once it has closed its
-    /// listener and its copies of the sockets.
-    fn start(self, pid: u32, process: OwnedHandle, outcome: Arc<Outcome>) {
-        std::thread::spawn(move || {
-            let end = self.serve(pid, &process);
-            drop(process);
-            outcome.end(end);
-        });
+    /// of its own, which says how it went once it has closed its listener,
+    /// its copies of the sockets and every connection, and its judges'
+    /// threads have ended; `settled` is set once it knows how it went
+    /// (the program has its sockets, or will not get them), before all
+    /// that.
+    ///
+    /// # Errors
+    ///
+    /// The error of starting the thread; the server is then closed.
+    fn start(
+        self,
+        pid: u32,
+        process: OwnedHandle,
+        settled: Arc<AtomicBool>,
+    ) -> io::Result<JoinHandle<Result<(), String>>> {
+        std::thread::Builder::new()
+            .name("io-fdpass handover".to_owned())
+            .spawn(move || self.serve(pid, &process, &settled))
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot start the handover server: {e}")))
     }
 
     /// Accepts connections until a request is granted, the program has
     /// exited or the time is up. Each connection's request is read and
     /// judged in a thread of its own, so that a client that never speaks
-    /// holds up no other; the verdicts come back here.
-    fn serve(self, pid: u32, process: &OwnedHandle) -> Result<(), String> {
-        let deadline = Instant::now() + self.timeout;
+    /// holds up no other; the verdicts come back here. At the end, the
+    /// judges still reading are stopped and joined, and the connections
+    /// judged meanwhile closed unanswered: nothing of the server's is left
+    /// open or running once it has said how it went.
+    fn serve(self, pid: u32, process: &OwnedHandle, settled: &AtomicBool) -> Result<(), String> {
         let judge = Arc::new(Judge {
             secret: self.secret,
             pid,
             timeout: self.timeout,
+            stopped: AtomicBool::new(false),
         });
         let (verdicts, verdict) = mpsc::channel::<(TcpStream, Result<(), String>)>();
+        let mut judges = Vec::new();
+        let end = self.answer(pid, process, &judge, &verdicts, &verdict, &mut judges);
+        settled.store(true, Ordering::SeqCst);
+        judge.stopped.store(true, Ordering::Relaxed);
+        for judging in judges {
+            // A judge that panicked has nothing left open either.
+            let _ = judging.join();
+        }
+        drop(verdict);
+        end
+    }
+
+    /// [`serve`](Server::serve)'s loop: each judge's thread goes to
+    /// `judges`, the finished ones joined as it goes.
+    fn answer(
+        &self,
+        pid: u32,
+        process: &OwnedHandle,
+        judge: &Arc<Judge>,
+        verdicts: &mpsc::Sender<(TcpStream, Result<(), String>)>,
+        verdict: &mpsc::Receiver<(TcpStream, Result<(), String>)>,
+        judges: &mut Vec<JoinHandle<()>>,
+    ) -> Result<(), String> {
+        let deadline = Instant::now() + self.timeout;
         let mut refusals = Vec::new();
         let tick = Duration::from_millis(50);
         loop {
+            let (ended, running) = std::mem::take(judges)
+                .into_iter()
+                .partition::<Vec<_>, _>(JoinHandle::is_finished);
+            *judges = running;
+            for judging in ended {
+                let _ = judging.join();
+            }
             while let Ok((mut connection, judged)) = verdict.try_recv() {
                 match judged {
                     Ok(()) => {
@@ -315,13 +382,20 @@ impl Server {
                 )
             } else {
                 match self.accept(tick) {
-                    Ok(Some(connection)) if Arc::strong_count(&judge) > MOST_AT_ONCE => {
+                    Ok(Some(connection)) if Arc::strong_count(judge) > MOST_AT_ONCE => {
                         drop(connection);
                         refusals.push("a connection beyond the most answered at once".to_owned());
                     }
                     Ok(Some(connection)) => {
-                        let (judge, verdicts) = (Arc::clone(&judge), verdicts.clone());
-                        std::thread::spawn(move || judge.read(connection, &verdicts));
+                        let (judge, verdicts) = (Arc::clone(judge), verdicts.clone());
+                        match std::thread::Builder::new()
+                            .name("io-fdpass handover judge".to_owned())
+                            .spawn(move || judge.read(connection, &verdicts))
+                        {
+                            Ok(judging) => judges.push(judging),
+                            // The connection went with the closure.
+                            Err(e) => refusals.push(format!("a connection with no thread: {e}")),
+                        }
                     }
                     Ok(None) => {}
                     Err(e) => return Err(format!("the handover server failed: {e}")),
@@ -358,6 +432,9 @@ struct Judge {
     secret: Secret,
     pid: u32,
     timeout: Duration,
+    /// Set once the server has stopped: a request still being read is
+    /// given up.
+    stopped: AtomicBool,
 }
 
 impl Judge {
@@ -376,7 +453,9 @@ impl Judge {
 
     /// Reads and judges a request: `Err` says why it is refused.
     fn read_request(&self, connection: &mut TcpStream) -> Result<(), String> {
-        let request = super::read_request(connection, Instant::now() + self.timeout)?;
+        let request = super::read_request(connection, Instant::now() + self.timeout, || {
+            self.stopped.load(Ordering::Relaxed)
+        })?;
         let peer = || sys::peer_pid_within(connection.as_socket(), super::PEER_LOOKUP);
         systemfd::judge(&request, &self.secret, self.pid, peer)?;
         match request.ask {
@@ -393,13 +472,7 @@ impl Judge {
 #[derive(Debug)]
 pub struct Child {
     child: std::process::Child,
-    outcome: Arc<Outcome>,
-}
-
-impl std::fmt::Debug for Outcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Outcome").finish_non_exhaustive()
-    }
+    handover: Mutex<Handover>,
 }
 
 impl Child {
@@ -440,7 +513,8 @@ impl Child {
     }
 
     /// Waits until the handover has ended: `Ok` once the program has its
-    /// sockets (at once when it was given none).
+    /// sockets (at once when it was given none). The server has then
+    /// closed all it had open, and its threads have ended.
     ///
     /// # Errors
     ///
@@ -448,19 +522,24 @@ impl Child {
     /// exited, did not ask in time, or the sockets could not be sent), and
     /// every request that was refused meanwhile, with the reason.
     pub fn wait_handover(&self) -> io::Result<()> {
-        let mut end = self.outcome.lock();
-        loop {
-            match &*end {
-                Some(Ok(())) => return Ok(()),
-                Some(Err(why)) => return Err(io::Error::other(why.clone())),
-                None => {
-                    end = self
-                        .outcome
-                        .changed
-                        .wait(end)
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                }
-            }
+        self.handover().join().map_err(io::Error::other)
+    }
+
+    /// Waits for the handover server to end if it knows how the handover
+    /// went (the program has its sockets, or has exited), as a restart
+    /// does before it returns: nothing of the server's is then left open
+    /// or running. A server still waiting for the program's request goes
+    /// on until it comes (the program may ask after saying it is ready),
+    /// the program exits, or the timeout.
+    pub(crate) fn join_settled_handover(&self) {
+        let mut handover = self.handover();
+        if handover.settled() {
+            let _ = handover.join();
         }
+    }
+
+    /// The handover; a thread that panicked holding it left it whole.
+    fn handover(&self) -> std::sync::MutexGuard<'_, Handover> {
+        self.handover.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

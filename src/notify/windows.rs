@@ -148,7 +148,7 @@ impl Listener {
     /// Reads one readiness message within `bound`: `Err` says why it is
     /// refused.
     fn read(&self, connection: &mut TcpStream, pid: u32, bound: Duration) -> Result<(), String> {
-        let request = read_request(connection, Instant::now() + bound)?;
+        let request = read_request(connection, Instant::now() + bound, || false)?;
         systemfd::judge(&request, &self.server.secret, pid, || {
             sys::peer_pid_within(connection.as_socket(), PEER_LOOKUP)
         })?;

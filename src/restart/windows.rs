@@ -305,6 +305,9 @@ impl Started {
                 })?
             {
                 next.ready = true;
+                // It has its sockets, normally: the handover server is
+                // closing what it had open, and is waited for.
+                next.child.join_settled_handover();
                 return Ok(Successor { pid });
             }
         }
@@ -343,6 +346,9 @@ impl Drop for Next {
             // Ended with the job, unless ending the job failed.
             let _ = self.child.kill();
             let _ = self.child.wait();
+            // The handover server sees the exit within a tick of its own,
+            // and then ends: nothing of it is left open or running.
+            let _ = self.child.wait_handover();
         }
     }
 }
