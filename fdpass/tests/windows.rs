@@ -1,10 +1,12 @@
 //! `fdpass` on Windows, run under Wine in CI: a server built with
 //! io-fdpass restarted five times through `fdpass hold` while a client
-//! counts every failed request; and the hostile cases: a client that never
-//! answers, a holder and a client that each name another process's pid;
-//! what Windows cannot do, refused with its exit status; and a holder at an
-//! `AF_UNIX` path, refused with its exit status where Windows has no
-//! `AF_UNIX` (Wine 8), served where it has.
+//! counts every failed request; a program written for the listenfd crate
+//! adopting what `fdpass listen` and `fdpass fetch` hand it; and the
+//! hostile cases: a client that never answers, a holder and a client that
+//! each name another process's pid; what Windows cannot do, refused with
+//! its exit status; and a holder at an `AF_UNIX` path, refused with its
+//! exit status where Windows has no `AF_UNIX` (Wine 8), served where it
+//! has.
 
 #![cfg(windows)]
 
@@ -308,6 +310,61 @@ fn five_restarts_through_the_holder_and_not_one_request_fails() {
     );
     seen.tally.assert_none_failed();
     assert_eq!(seen.served_by.len(), 6, "every generation served");
+}
+
+/// Set in a re-run of this test binary that adopts its listener with the
+/// listenfd crate.
+const LISTENFD: &str = "FDPASS_TEST_LISTENFD";
+
+/// `fdpass ARGS -- THIS-TEST` as a program written for listenfd: it takes
+/// socket 0 as a TCP listener and answers one connection with its pid.
+/// Returns what a client of `port` read.
+fn listenfd_program_behind(args: &[&str], port: u16) -> String {
+    let test = "a_program_using_listenfd_adopts_what_listen_and_fetch_hand_it";
+    let mut program = fdpass()
+        .args(args)
+        .arg("--")
+        .arg(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture"])
+        .env(LISTENFD, "1")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Once `fdpass` has bound the listener, the connection waits in its
+    // queue until the program accepts it.
+    let client = http::wait_until_connects(SocketAddr::from(([127, 0, 0, 1], port)));
+    client.set_read_timeout(Some(LOADED)).unwrap();
+    let mut answer = String::new();
+    (&client).read_to_string(&mut answer).unwrap();
+    let status = program.wait().unwrap();
+    assert!(status.success(), "{args:?}: {status:?}");
+    answer
+}
+
+#[test]
+fn a_program_using_listenfd_adopts_what_listen_and_fetch_hand_it() {
+    if std::env::var_os(LISTENFD).is_some() {
+        // listenfd's own request: its form of systemfd's protocol.
+        let mut fds = listenfd::ListenFd::from_env();
+        let web = fds.take_tcp_listener(0).unwrap().unwrap();
+        let (mut connection, _) = web.accept().unwrap();
+        write!(connection, "listenfd took it in {}", std::process::id()).unwrap();
+        std::process::exit(0);
+    }
+    let _serial = serial();
+    let port = free_port();
+    let answer = listenfd_program_behind(&["listen", &format!("tcp:127.0.0.1:{port}")], port);
+    assert!(answer.starts_with("listenfd took it in "), "{answer:?}");
+
+    let holder = Holder::start(&[]);
+    let port = holder.store_a_listener();
+    let answer = listenfd_program_behind(&["fetch", &holder.addr, "web"], port);
+    assert!(answer.starts_with("listenfd took it in "), "{answer:?}");
+    assert_eq!(
+        holder.list(),
+        ["web"],
+        "fetch without --take leaves it held"
+    );
 }
 
 /// Reads the holder's greeting: its two lines.
