@@ -10,13 +10,14 @@
 #![cfg(all(windows, feature = "tokio"))]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::io::{self, BufRead, BufReader, ErrorKind, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use io_fdpass::restart::Restart;
@@ -95,10 +96,11 @@ fn wait_for(seen: &Mutex<Seen>, what: &str, ready: impl Fn(&Seen) -> bool) {
     );
 }
 
-#[test]
-fn five_restarts_under_load_fail_no_request() {
-    // Counting handles, so that no other test counts meanwhile.
-    let check = NoLeak::start();
+/// Starts `examples/restart.rs` on a free loopback port, with none of the
+/// handover's variables: the process, its standard input, the address it
+/// listens on, and the thread that reads the rest of what it writes, until
+/// the last generation exits.
+fn start_example() -> (Child, ChildStdin, SocketAddr, JoinHandle<io::Result<u64>>) {
     let mut first = Command::new(example());
     first
         .arg("127.0.0.1:0")
@@ -115,7 +117,7 @@ fn five_restarts_under_load_fail_no_request() {
         first.env_remove(name);
     }
     let mut first = first.spawn().unwrap();
-    let mut stdin = first.stdin.take().unwrap();
+    let stdin = first.stdin.take().unwrap();
     let mut stdout = BufReader::new(first.stdout.take().unwrap());
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
@@ -125,10 +127,15 @@ fn five_restarts_under_load_fail_no_request() {
         .unwrap_or_else(|| panic!("not an address: {line:?}"))
         .parse()
         .unwrap();
-    // Whatever else a generation writes is read; the reading ends when
-    // the last generation exits.
     let drain = std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    (first, stdin, addr, drain)
+}
 
+#[test]
+fn five_restarts_under_load_fail_no_request() {
+    // Counting handles, so that no other test counts meanwhile.
+    let check = NoLeak::start();
+    let (mut first, mut stdin, addr, drain) = start_example();
     let seen = Arc::new(Mutex::new(Seen::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let client = {
@@ -382,6 +389,10 @@ fn read_pid(path: &std::path::Path) -> Option<u32> {
 /// In a next generation: starts a worker, this test binary again as the
 /// role `worker`, and returns once the worker has written its pid. The
 /// worker is left to run.
+#[expect(
+    clippy::zombie_processes,
+    reason = "the worker outlives this generation, whose failed restart ends it"
+)]
 fn start_worker(test: &str) {
     let path = PathBuf::from(std::env::var_os(WORKER_PID_FILE).unwrap());
     let _worker = Command::new(std::env::current_exe().unwrap())
@@ -454,7 +465,8 @@ fn play_worker_role(test: &str, role: &str) {
             let mut in_job = 0;
             // SAFETY: the pseudo-handle of this process, a null job (any
             // job) and a writable BOOL.
-            let ok = unsafe { IsProcessInJob(GetCurrentProcess(), ptr::null_mut(), &mut in_job) };
+            let ok =
+                unsafe { IsProcessInJob(GetCurrentProcess(), ptr::null_mut(), &raw mut in_job) };
             assert_ne!(ok, 0, "{}", std::io::Error::last_os_error());
             assert_ne!(in_job, 0, "the next generation runs in no job");
             let check = NoLeak::start();

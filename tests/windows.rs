@@ -240,7 +240,10 @@ fn handles_go_into_empty_slots_only() {
     let got = recv_handles(&b, &mut data, &mut slots).unwrap();
     assert_eq!((got.fds_received, got.fds_discarded), (2, 1));
     assert!(!got.is_complete());
-    let held = |slot: &Option<OwnedHandle>| slot.as_ref().map(|h| h.as_raw_handle());
+    let held = |slot: &Option<OwnedHandle>| {
+        slot.as_ref()
+            .map(std::os::windows::io::AsRawHandle::as_raw_handle)
+    };
     assert_eq!(held(&slots[0]), Some(values[0]));
     assert_eq!(held(&slots[2]), Some(values[1]));
     assert_eq!(read_all(slots[1].take().unwrap()), "slots");
@@ -274,7 +277,7 @@ fn handles_go_into_empty_slots_only() {
     check.assert_unchanged();
 }
 
-/// An IO::FDPass record, as a peer might write it.
+/// An `IO::FDPass` record, as a peer might write it.
 fn record(pid: u32, value: usize) -> Vec<u8> {
     [&pid.to_ne_bytes()[..], &value.to_ne_bytes()[..]].concat()
 }
@@ -572,7 +575,7 @@ fn received_handles_are_not_inheritable() {
     let mut flags = 0;
     // SAFETY: a live handle and a writable u32.
     assert_ne!(
-        unsafe { GetHandleInformation(got.as_raw_handle(), &mut flags) },
+        unsafe { GetHandleInformation(got.as_raw_handle(), &raw mut flags) },
         0
     );
     assert_eq!(flags & HANDLE_FLAG_INHERIT, 0);
@@ -628,8 +631,7 @@ mod with_tokio {
     }
 
     fn read(handle: OwnedHandle) -> String {
-        let text = read_all(handle);
-        text
+        read_all(handle)
     }
 
     #[test]

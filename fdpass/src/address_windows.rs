@@ -109,6 +109,10 @@ impl fmt::Display for ListenAddr {
 
 impl ListenAddr {
     /// The default name of its socket.
+    #[expect(
+        clippy::unused_self,
+        reason = "the signature of Unix's, where the name depends on the address"
+    )]
     pub fn kind(&self) -> &'static str {
         "tcp"
     }

@@ -400,7 +400,7 @@ pub struct HolderArgs {
     /// The holder's socket: a path, or @NAME in the abstract namespace.
     #[cfg(unix)]
     pub socket: SocketName,
-    /// The holder's address: a path (AF_UNIX, Windows 10 1803 and later),
+    /// The holder's address: a path (`AF_UNIX`, Windows 10 1803 and later),
     /// or tcp:127.0.0.1:PORT.
     #[cfg(windows)]
     pub socket: SocketName,
@@ -435,7 +435,7 @@ pub struct HoldArgs {
     /// Where to listen: a path, or @NAME in the abstract namespace.
     #[cfg(unix)]
     pub socket: SocketName,
-    /// Where to listen: a path (AF_UNIX, Windows 10 1803 and later), or
+    /// Where to listen: a path (`AF_UNIX`, Windows 10 1803 and later), or
     /// tcp:127.0.0.1:PORT.
     #[cfg(windows)]
     pub socket: SocketName,

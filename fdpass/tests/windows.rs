@@ -187,7 +187,7 @@ fn readable(listener: &TcpListener, ms: i32) -> bool {
         revents: 0,
     };
     // SAFETY: one valid WSAPOLLFD, alive for the call.
-    unsafe { WSAPoll(&mut poll, 1, ms) > 0 }
+    unsafe { WSAPoll(&raw mut poll, 1, ms) > 0 }
 }
 
 /// One generation: `fdpass fetch --take HOLDER web -- THIS-TEST`, its
@@ -237,7 +237,7 @@ struct Seen {
 const PACE: usize = 50;
 
 /// The pause between two requests of the client. Each request leaves a
-/// connection in TIME_WAIT for a minute, and under Wine a lookup in the
+/// connection in `TIME_WAIT` for a minute, and under Wine a lookup in the
 /// connection table (each handover makes one) reads every row, at a cost
 /// that grows with the rows: a client with no pause at all fills the table
 /// faster than the handovers can read it.
@@ -451,7 +451,8 @@ fn record_for(socket: &impl AsRawSocket, pid: u32) -> Vec<u8> {
     // SAFETY: plain data; all-zero is a valid value.
     let mut info: WSAPROTOCOL_INFOW = unsafe { std::mem::zeroed() };
     // SAFETY: a live socket, and a record of the type the call fills.
-    let result = unsafe { WSADuplicateSocketW(socket.as_raw_socket() as usize, pid, &mut info) };
+    let result =
+        unsafe { WSADuplicateSocketW(socket.as_raw_socket() as usize, pid, &raw mut info) };
     assert_eq!(result, 0);
     // SAFETY: the record is plain data, read as its bytes.
     unsafe {

@@ -194,9 +194,12 @@ impl Server {
         stream
             .set_write_timeout(Some(TIMEOUT))
             .and_then(|()| stream.write_all(request.text(line).as_bytes()))
-            .and_then(|()| match line {
-                true => Ok(()),
-                false => stream.shutdown(Shutdown::Write),
+            .and_then(|()| {
+                if line {
+                    Ok(())
+                } else {
+                    stream.shutdown(Shutdown::Write)
+                }
             })
             .map_err(|e| what(e, "cannot send the request"))?;
         let mut answer = Vec::new();
@@ -320,8 +323,12 @@ impl ListenFds {
     /// [`ErrorKind::InvalidInput`], saying what the socket is, for any
     /// other kind of socket, which stays in the set.
     pub fn take_tcp_listener(&mut self, index: usize) -> io::Result<TcpListener> {
-        self.take_as(index, "a listening TCP socket", is_tcp_listener)
-            .map(TcpListener::from)
+        self.take_as(
+            index,
+            "a listening TCP socket",
+            sys::SocketKind::is_tcp_listener,
+        )
+        .map(TcpListener::from)
     }
 
     /// Takes the one listening TCP socket of the set, whatever its name:
@@ -340,7 +347,7 @@ impl ListenFds {
         let mut found = Vec::new();
         for (i, socket) in self.sockets.iter().enumerate() {
             if let Some(socket) = socket {
-                if is_tcp_listener(&sys::socket_kind(socket.as_socket())?) {
+                if sys::socket_kind(socket.as_socket())?.is_tcp_listener() {
                     found.push(i);
                 }
             }
@@ -372,7 +379,7 @@ impl ListenFds {
     ///
     /// As [`take_tcp_listener`](ListenFds::take_tcp_listener).
     pub fn take_udp_socket(&mut self, index: usize) -> io::Result<UdpSocket> {
-        self.take_as(index, "a UDP socket", |kind| kind.datagram && kind.inet)
+        self.take_as(index, "a UDP socket", sys::SocketKind::is_udp)
             .map(UdpSocket::from)
     }
 
@@ -407,18 +414,18 @@ impl ListenFds {
     }
 }
 
-fn is_tcp_listener(kind: &sys::SocketKind) -> bool {
-    kind.stream && kind.listening && kind.inet
-}
-
 /// What a socket is, in words.
 fn describe(kind: sys::SocketKind) -> &'static str {
-    match (kind.inet, kind.stream, kind.datagram, kind.listening) {
-        (false, ..) => "a socket of neither IPv4 nor IPv6",
-        (true, true, _, true) => "a listening TCP socket",
-        (true, true, _, false) => "a TCP socket that is not listening",
-        (true, _, true, _) => "a UDP socket",
-        _ => "an IP socket of another type",
+    if !kind.inet {
+        "a socket of neither IPv4 nor IPv6"
+    } else if kind.is_tcp_listener() {
+        "a listening TCP socket"
+    } else if kind.is_tcp() {
+        "a TCP socket that is not listening"
+    } else if kind.is_udp() {
+        "a UDP socket"
+    } else {
+        "an IP socket of another type"
     }
 }
 

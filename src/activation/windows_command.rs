@@ -278,7 +278,7 @@ impl Server {
     fn new(sockets: &[BorrowedSocket<'_>], timeout: Duration) -> io::Result<Server> {
         let sockets = sockets
             .iter()
-            .map(|socket| socket.try_clone_to_owned())
+            .map(BorrowedSocket::try_clone_to_owned)
             .collect::<io::Result<_>>()?;
         let listener = TcpListener::bind(("127.0.0.1", 0))?;
         listener.set_nonblocking(true)?;
@@ -402,9 +402,10 @@ impl Server {
                 }
                 continue;
             };
-            return Err(match refusals.is_empty() {
-                true => why,
-                false => format!("{why}; refused meanwhile: {}", refusals.join("; ")),
+            return Err(if refusals.is_empty() {
+                why
+            } else {
+                format!("{why}; refused meanwhile: {}", refusals.join("; "))
             });
         }
     }

@@ -689,6 +689,10 @@ fn read_line(
 
 /// Reads `lines` lines (or to the end of the stream), at most `max`
 /// bytes, into `buf`.
+#[expect(
+    clippy::naive_bytecount,
+    reason = "at most a few hundred bytes, counted without another crate"
+)]
 fn read_lines(
     stream: &mut Stream,
     buf: &mut Vec<u8>,

@@ -41,14 +41,14 @@ impl Os for System {
     type Fd = OwnedSocket;
 
     fn describe(&self, name: &str, socket: &OwnedSocket) -> Entry {
-        let mut entry = Entry::default();
-        entry.name = name.to_owned();
-        entry.kind = match sys::socket_kind(socket.as_socket()) {
+        let kind = match sys::socket_kind(socket.as_socket()) {
             Ok(kind) => {
-                let base = match (kind.inet, kind.stream, kind.datagram) {
-                    (true, true, _) => "tcp",
-                    (true, _, true) => "udp",
-                    _ => "socket",
+                let base = if kind.is_tcp() {
+                    "tcp"
+                } else if kind.is_udp() {
+                    "udp"
+                } else {
+                    "socket"
                 };
                 if kind.listening {
                     format!("{base} listener")
@@ -58,8 +58,12 @@ impl Os for System {
             }
             Err(_) => "other".to_owned(),
         };
-        entry.address = sys::local_address(socket.as_socket()).map(|a| a.to_string());
-        entry
+        Entry {
+            name: name.to_owned(),
+            kind,
+            address: sys::local_address(socket.as_socket()).map(|a| a.to_string()),
+            ..Entry::default()
+        }
     }
 
     fn duplicate(&self, socket: &OwnedSocket) -> io::Result<OwnedSocket> {

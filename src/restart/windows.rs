@@ -285,9 +285,10 @@ impl Started {
             }
             let left = self.deadline.saturating_duration_since(Instant::now());
             if left.is_zero() || given_up.load(Ordering::SeqCst) {
-                let why = match given_up.load(Ordering::SeqCst) {
-                    true => "the restart was given up".to_owned(),
-                    false => format!("it was not ready within {:?}", self.timeout),
+                let why = if given_up.load(Ordering::SeqCst) {
+                    "the restart was given up".to_owned()
+                } else {
+                    format!("it was not ready within {:?}", self.timeout)
                 };
                 drop(self);
                 return Err(io::Error::new(

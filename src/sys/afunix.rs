@@ -109,7 +109,7 @@ fn startup() -> io::Result<()> {
         let mut data: WSADATA = unsafe { zeroed() };
         // SAFETY: `data` is writable; the call's count is never undone
         // (no WSACleanup), as std does.
-        unsafe { WSAStartup(0x0202, &mut data) }
+        unsafe { WSAStartup(0x0202, &raw mut data) }
     });
     match code {
         0 => Ok(()),
@@ -151,7 +151,7 @@ fn unix_socket() -> io::Result<OwnedSocket> {
 fn set_nonblocking(socket: BorrowedSocket<'_>, on: bool) -> io::Result<()> {
     let mut value = u32::from(on);
     // SAFETY: `value` is a writable u32, as FIONBIO takes.
-    if unsafe { ioctlsocket(raw(socket), FIONBIO, &mut value) } == SOCKET_ERROR {
+    if unsafe { ioctlsocket(raw(socket), FIONBIO, &raw mut value) } == SOCKET_ERROR {
         return Err(wsa_error());
     }
     Ok(())
@@ -201,7 +201,15 @@ fn wait_connected(socket: BorrowedSocket<'_>, timeout: Duration) -> io::Result<(
     };
     // SAFETY: two valid FD_SETs of one socket each and a TIMEVAL, alive
     // for the call; the first argument is ignored on Windows.
-    match unsafe { select(1, ptr::null_mut(), &mut writable, &mut failed, &bound) } {
+    match unsafe {
+        select(
+            1,
+            ptr::null_mut(),
+            &raw mut writable,
+            &raw mut failed,
+            &raw const bound,
+        )
+    } {
         SOCKET_ERROR => Err(wsa_error()),
         0 => Err(io::Error::from(ErrorKind::TimedOut)),
         _ => match int_option(socket, SO_ERROR)? {
@@ -401,7 +409,7 @@ impl Entry {
         // SAFETY: plain data; all-zero is a valid value.
         let mut info: BY_HANDLE_FILE_INFORMATION = unsafe { zeroed() };
         // SAFETY: `info` is writable and of the type the call fills.
-        if unsafe { GetFileInformationByHandle(self.0.as_raw_handle(), &mut info) } == 0 {
+        if unsafe { GetFileInformationByHandle(self.0.as_raw_handle(), &raw mut info) } == 0 {
             return Err(io::Error::last_os_error());
         }
         let index = (u64::from(info.nFileIndexHigh) << 32) | u64::from(info.nFileIndexLow);

@@ -68,7 +68,7 @@ pub(crate) fn wait(socket: BorrowedSocket<'_>, events: i16) -> io::Result<()> {
         revents: 0,
     };
     // SAFETY: one valid WSAPOLLFD, alive for the call.
-    match unsafe { WSAPoll(&mut poll, 1, -1) } {
+    match unsafe { WSAPoll(&raw mut poll, 1, -1) } {
         SOCKET_ERROR => Err(wsa_error()),
         _ => Ok(()),
     }
@@ -89,7 +89,7 @@ pub(crate) fn wait_for(
     // Rounded up, so that a wait of less than a millisecond still waits.
     let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
     // SAFETY: one valid WSAPOLLFD, alive for the call.
-    match unsafe { WSAPoll(&mut poll, 1, ms) } {
+    match unsafe { WSAPoll(&raw mut poll, 1, ms) } {
         SOCKET_ERROR => Err(wsa_error()),
         0 => Ok(false),
         _ => Ok(true),
@@ -117,7 +117,7 @@ pub(crate) fn send_vectored(
                 raw(socket),
                 parts.as_ptr().cast::<WSABUF>(),
                 count,
-                &mut sent,
+                &raw mut sent,
                 0,
                 ptr::null_mut(),
                 None,
@@ -188,13 +188,39 @@ pub(crate) fn has_exited(process: BorrowedHandle<'_>) -> bool {
 /// What a socket is, as a typed take checks it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SocketKind {
-    /// `SOCK_STREAM`, `SOCK_DGRAM` or another type.
-    pub(crate) stream: bool,
-    pub(crate) datagram: bool,
+    pub(crate) socket_type: SocketType,
     /// Whether it listens (`SO_ACCEPTCONN`).
     pub(crate) listening: bool,
     /// Whether it is IPv4 or IPv6.
     pub(crate) inet: bool,
+}
+
+/// A socket's type (`SO_TYPE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SocketType {
+    /// `SOCK_STREAM`.
+    Stream,
+    /// `SOCK_DGRAM`.
+    Datagram,
+    /// Another type.
+    Other,
+}
+
+impl SocketKind {
+    /// Whether this is an IPv4 or IPv6 stream: TCP.
+    pub(crate) fn is_tcp(&self) -> bool {
+        self.inet && self.socket_type == SocketType::Stream
+    }
+
+    /// Whether this is an IPv4 or IPv6 datagram socket: UDP.
+    pub(crate) fn is_udp(&self) -> bool {
+        self.inet && self.socket_type == SocketType::Datagram
+    }
+
+    /// Whether this is a listening TCP socket.
+    pub(crate) fn is_tcp_listener(&self) -> bool {
+        self.is_tcp() && self.listening
+    }
 }
 
 /// One `int` socket option of `SOL_SOCKET`, read by `getsockopt`.
@@ -208,7 +234,7 @@ pub(super) fn int_option(socket: BorrowedSocket<'_>, name: i32) -> io::Result<i3
             SOL_SOCKET,
             name,
             ptr::from_mut(&mut value).cast(),
-            &mut len,
+            &raw mut len,
         )
     };
     match result {
@@ -222,8 +248,11 @@ pub(crate) fn socket_kind(socket: BorrowedSocket<'_>) -> io::Result<SocketKind> 
     let option = |name: i32| int_option(socket, name);
     let kind = option(SO_TYPE)?;
     Ok(SocketKind {
-        stream: kind == SOCK_STREAM,
-        datagram: kind == SOCK_DGRAM,
+        socket_type: match kind {
+            SOCK_STREAM => SocketType::Stream,
+            SOCK_DGRAM => SocketType::Datagram,
+            _ => SocketType::Other,
+        },
         listening: option(SO_ACCEPTCONN)? != 0,
         inet: address(socket, getsockname).is_some(),
     })
@@ -240,7 +269,7 @@ pub(crate) fn duplicate(handle: BorrowedHandle<'_>) -> io::Result<OwnedHandle> {
             GetCurrentProcess(),
             handle.as_raw_handle(),
             GetCurrentProcess(),
-            &mut dup,
+            &raw mut dup,
             0,
             0,
             DUPLICATE_SAME_ACCESS,
@@ -302,7 +331,7 @@ impl Process {
                 self.0.as_raw_handle(),
                 value as usize as RawHandle,
                 GetCurrentProcess(),
-                &mut dup,
+                &raw mut dup,
                 0,
                 0,
                 options,
@@ -341,7 +370,7 @@ impl Process {
 }
 
 /// The pid of the process at the other end of `socket`, where Windows can
-/// tell: `SIO_AF_UNIX_GETPEERPID` on an AF_UNIX socket; for TCP, the owner
+/// tell: `SIO_AF_UNIX_GETPEERPID` on an `AF_UNIX` socket; for TCP, the owner
 /// of the peer's end of the connection in the machine's connection table
 /// (`GetExtendedTcpTable`), which lists it only when the peer is on this
 /// machine. `None` where it cannot tell.
@@ -394,7 +423,7 @@ pub(crate) fn af_unix_peer_pid(socket: BorrowedSocket<'_>) -> io::Result<u32> {
             0,
             ptr::from_mut(&mut pid).cast(),
             size_of::<u32>() as u32,
-            &mut returned,
+            &raw mut returned,
             ptr::null_mut(),
             None,
         )
@@ -454,7 +483,14 @@ fn address(
     let mut storage: SOCKADDR_STORAGE = unsafe { zeroed() };
     let mut len = size_of::<SOCKADDR_STORAGE>() as i32;
     // SAFETY: `storage` is writable for `len` bytes.
-    if unsafe { get(raw(socket), ptr::from_mut(&mut storage).cast(), &mut len) } != 0 {
+    if unsafe {
+        get(
+            raw(socket),
+            ptr::from_mut(&mut storage).cast(),
+            &raw mut len,
+        )
+    } != 0
+    {
         return None;
     }
     match storage.ss_family {
@@ -490,7 +526,7 @@ fn find_connection<Row: Copy>(family: u16, wanted: impl Fn(&Row) -> bool) -> Opt
         let result = unsafe {
             GetExtendedTcpTable(
                 table.as_mut_ptr().cast(),
-                &mut size,
+                &raw mut size,
                 0,
                 u32::from(family),
                 TCP_TABLE_OWNER_PID_CONNECTIONS,
@@ -538,7 +574,7 @@ pub(crate) fn duplicate_socket(
     // SAFETY: WSAPROTOCOL_INFOW is plain data; all-zero is a valid value.
     let mut info: WSAPROTOCOL_INFOW = unsafe { zeroed() };
     // SAFETY: `info` is writable and of the type the call fills.
-    if unsafe { WSADuplicateSocketW(raw(socket), pid, &mut info) } == SOCKET_ERROR {
+    if unsafe { WSADuplicateSocketW(raw(socket), pid, &raw mut info) } == SOCKET_ERROR {
         return Err(wsa_error());
     }
     // SAFETY: plain data of exactly this size.
@@ -558,7 +594,7 @@ pub(crate) fn socket_from_info(info: &[u8; PROTOCOL_INFO_LEN]) -> io::Result<Own
             FROM_PROTOCOL_INFO,
             FROM_PROTOCOL_INFO,
             FROM_PROTOCOL_INFO,
-            &info,
+            &raw const info,
             0,
             WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT,
         )
@@ -596,7 +632,7 @@ pub(crate) fn process_user(pid: u32) -> io::Result<String> {
     let process = open_to_query(pid)?;
     let mut token: HANDLE = ptr::null_mut();
     // SAFETY: a live process handle; `token` receives a new handle.
-    if unsafe { OpenProcessToken(process.as_raw_handle(), TOKEN_QUERY, &mut token) } == 0 {
+    if unsafe { OpenProcessToken(process.as_raw_handle(), TOKEN_QUERY, &raw mut token) } == 0 {
         let err = io::Error::last_os_error();
         return Err(io::Error::new(
             err.kind(),
@@ -616,7 +652,7 @@ pub(crate) fn process_user(pid: u32) -> io::Result<String> {
             TokenUser,
             buffer.as_mut_ptr().cast(),
             size_of_val(&buffer) as u32,
-            &mut len,
+            &raw mut len,
         )
     };
     if ok == 0 {
@@ -636,12 +672,15 @@ fn sid_string(sid: PSID) -> io::Result<String> {
     let mut text: PWSTR = ptr::null_mut();
     // SAFETY: `sid` points into a live TOKEN_USER; `text` receives a
     // LocalAlloc'd string, freed below.
-    if unsafe { ConvertSidToStringSidW(sid, &mut text) } == 0 {
+    if unsafe { ConvertSidToStringSidW(sid, &raw mut text) } == 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: a NUL-terminated wide string, read up to its NUL.
     let wide = unsafe {
-        let len = (0..).take_while(|&i| *text.add(i) != 0).count();
+        let mut len = 0;
+        while *text.add(len) != 0 {
+            len += 1;
+        }
         std::slice::from_raw_parts(text, len)
     };
     let string = String::from_utf16_lossy(wide);
@@ -797,14 +836,14 @@ fn resume_threads(pid: u32) -> io::Result<()> {
     };
     let mut resumed = 0;
     // SAFETY: a live snapshot handle; `entry` is writable, its size set.
-    let mut more = unsafe { Thread32First(snapshot.as_raw_handle(), &mut entry) } != 0;
+    let mut more = unsafe { Thread32First(snapshot.as_raw_handle(), &raw mut entry) } != 0;
     while more {
         if entry.th32OwnerProcessID == pid {
             resume_thread(entry.th32ThreadID)?;
             resumed += 1;
         }
         // SAFETY: as above.
-        more = unsafe { Thread32Next(snapshot.as_raw_handle(), &mut entry) } != 0;
+        more = unsafe { Thread32Next(snapshot.as_raw_handle(), &raw mut entry) } != 0;
     }
     // SAFETY: read right after the call that ended the walk.
     let error = unsafe { GetLastError() };

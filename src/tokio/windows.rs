@@ -140,7 +140,7 @@ async fn answer<T>(socket: &TcpStream, outcome: io::Result<T>) -> io::Result<T> 
     outcome
 }
 
-/// Sends a handle the IO::FDPass way, waiting until the socket is writable:
+/// Sends a handle the `IO::FDPass` way, waiting until the socket is writable:
 /// [`crate::send_handle`].
 ///
 /// # Errors
@@ -158,7 +158,7 @@ pub async fn send_handle(socket: &TcpStream, handle: impl AsHandle) -> io::Resul
     Ok(())
 }
 
-/// Receives a handle sent the IO::FDPass way, waiting until one comes:
+/// Receives a handle sent the `IO::FDPass` way, waiting until one comes:
 /// [`crate::recv_handle`].
 ///
 /// # Errors

@@ -103,7 +103,7 @@ pub(crate) fn settle(dup: OwnedHandle, answer: io::Result<()>) -> io::Result<()>
 /// copy, then answers, so that the sender closes its copy itself.
 ///
 /// The pid in the record must be the socket's peer wherever Windows can
-/// tell: on AF_UNIX (`SIO_AF_UNIX_GETPEERPID`), and over TCP when both ends
+/// tell: on `AF_UNIX` (`SIO_AF_UNIX_GETPEERPID`), and over TCP when both ends
 /// are on this machine (its connection table, `GetExtendedTcpTable`, which
 /// this call reads each time). Elsewhere the pid is trusted as in [`recv_handle`](super::recv_handle).
 ///

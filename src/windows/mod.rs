@@ -1,4 +1,4 @@
-//! Windows: IO::FDPass's way of passing a HANDLE over a stream socket, and
+//! Windows: `IO::FDPass`'s way of passing a HANDLE over a stream socket, and
 //! safer ways beside it.
 //!
 //! Each call drives the record rules of [`crate::record`] with the system
@@ -9,7 +9,7 @@
 //! This file holds those steps and the ones several modes share; each mode
 //! has a file of its own:
 //!
-//! - `plain.rs`: IO::FDPass's own mode, [`send_handle`] and [`recv_handle`];
+//! - `plain.rs`: `IO::FDPass`'s own mode, [`send_handle`] and [`recv_handle`];
 //! - `confirmed.rs`: the receiver confirms, [`send_confirmed`] and
 //!   [`recv_confirmed`];
 //! - `socket.rs`: a socket by `WSADuplicateSocketW`, [`send_socket`] and

@@ -1,4 +1,4 @@
-//! IO::FDPass's own mode: the sender's pid and a duplicate's value, which
+//! `IO::FDPass`'s own mode: the sender's pid and a duplicate's value, which
 //! the receiver takes with `DUPLICATE_CLOSE_SOURCE`.
 
 use std::io;
@@ -10,10 +10,10 @@ use super::{fill, give_away, open_sender, send_whole};
 use crate::record::{self, HandleValue, Incoming, Kind, Outgoing};
 use crate::sys;
 
-/// Sends `handle` the IO::FDPass way: duplicates it within this process
+/// Sends `handle` the `IO::FDPass` way: duplicates it within this process
 /// (same access, not inheritable) and writes this process's id and the
 /// duplicate's value to `socket`, any connected stream socket (TCP, or
-/// AF_UNIX where Windows has it), in one `send`.
+/// `AF_UNIX` where Windows has it), in one `send`.
 ///
 /// The receiver takes the duplicate with `DuplicateHandle` and
 /// `DUPLICATE_CLOSE_SOURCE`. Until it does, the duplicate stays open in
@@ -64,12 +64,12 @@ pub(crate) fn plain_offer(
     Ok((dup, record))
 }
 
-/// Receives a handle sent the IO::FDPass way ([`send_handle`], or IO::FDPass
+/// Receives a handle sent the `IO::FDPass` way ([`send_handle`], or `IO::FDPass`
 /// itself): reads the sender's id and handle value, opens the sender with
 /// `PROCESS_DUP_HANDLE` and duplicates the handle into this process with
 /// `DUPLICATE_CLOSE_SOURCE`. The handle is not inheritable.
 ///
-/// The pid comes from the peer and is trusted, as IO::FDPass trusts it:
+/// The pid comes from the peer and is trusted, as `IO::FDPass` trusts it:
 /// a peer can name another process this one may open, and the handle it
 /// names there is closed. Receive this way only from peers you trust. A
 /// record that names this very process is refused unless Windows confirms
@@ -106,7 +106,7 @@ pub fn recv_handle(socket: impl AsSocket) -> io::Result<OwnedHandle> {
     take_plain(socket, record.array())
 }
 
-/// Takes the handle IO::FDPass's record offers, closing it in the sender.
+/// Takes the handle `IO::FDPass`'s record offers, closing it in the sender.
 pub(crate) fn take_plain(
     socket: BorrowedSocket<'_>,
     record: &[u8; record::PLAIN_LEN],

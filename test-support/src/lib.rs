@@ -53,6 +53,8 @@ static FDS: RwLock<()> = RwLock::new(());
 
 thread_local! {
     /// Whether this thread holds [`FDS`]: taking it again would deadlock.
+    // Clippy says so of this very const initializer on Windows.
+    #[cfg_attr(windows, allow(clippy::missing_const_for_thread_local))]
     static HOLDING: Cell<bool> = const { Cell::new(false) };
 }
 

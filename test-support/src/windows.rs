@@ -33,7 +33,7 @@ pub fn what_is_open() -> String {
 /// Makes, before a count, what Windows makes on first use and keeps:
 /// Winsock's start and first socket, once per process; under Wine, an
 /// event per thread, made by the thread's first `bind`, `connect`,
-/// `accept`, send or receive (ws2_32's `get_sync_event`) and closed only
+/// `accept`, send or receive (`ws2_32`'s `get_sync_event`) and closed only
 /// when the thread ends; and under Wine, the handle to the `\\.\Nsi`
 /// device that the first read of the connections' table opens
 /// (`GetExtendedTcpTable`, as the handover's peer check reads it) and
@@ -50,7 +50,7 @@ pub fn warm_up() {
     unsafe {
         GetExtendedTcpTable(
             std::ptr::null_mut(),
-            &mut size,
+            &raw mut size,
             0,
             u32::from(AF_INET),
             TCP_TABLE_OWNER_PID_CONNECTIONS,
@@ -67,6 +67,7 @@ pub fn warm_up() {
 /// (a process always has handles open) and the system's handle table can
 /// be read neither, or lists none of this process's. A check that cannot
 /// count fails rather than passes.
+#[must_use]
 pub fn handle_count() -> u32 {
     match process_handle_count() {
         0 => {
@@ -87,7 +88,7 @@ pub fn handle_count() -> u32 {
 fn process_handle_count() -> u32 {
     let mut count = 0;
     // SAFETY: the current-process pseudo-handle and a writable u32.
-    let ok = unsafe { GetProcessHandleCount(GetCurrentProcess(), &mut count) };
+    let ok = unsafe { GetProcessHandleCount(GetCurrentProcess(), &raw mut count) };
     assert_ne!(
         ok,
         0,
@@ -144,7 +145,7 @@ fn handles_in_system_table() -> Result<Vec<usize>, String> {
                 SYSTEM_EXTENDED_HANDLE_INFORMATION,
                 table.as_mut_ptr().cast(),
                 bytes,
-                &mut needed,
+                &raw mut needed,
             )
         };
         if status == STATUS_INFO_LENGTH_MISMATCH {
@@ -207,7 +208,7 @@ fn type_of(handle: usize) -> String {
             ObjectTypeInformation,
             buffer.as_mut_ptr().cast(),
             bytes,
-            &mut returned,
+            &raw mut returned,
         )
     };
     if status != 0 {
@@ -233,6 +234,7 @@ fn type_of(handle: usize) -> String {
 /// where they can: a raw `WSASocketW(AF_UNIX, SOCK_STREAM)` fails with
 /// `WSAEAFNOSUPPORT` before Windows 10 1803 and under Wine 8. Asked with
 /// raw calls, not with the code under test.
+#[must_use]
 pub fn no_af_unix() -> Option<String> {
     use windows_sys::Win32::Networking::WinSock::{
         closesocket, WSAGetLastError, WSASocketW, WSAStartup, AF_UNIX, INVALID_SOCKET, SOCK_STREAM,
@@ -242,7 +244,7 @@ pub fn no_af_unix() -> Option<String> {
     // never undone, as std does.
     let started = unsafe {
         let mut data: WSADATA = std::mem::zeroed();
-        WSAStartup(0x0202, &mut data)
+        WSAStartup(0x0202, &raw mut data)
     };
     assert_eq!(started, 0, "WSAStartup");
     // SAFETY: no protocol info; a failed call returns INVALID_SOCKET.
@@ -266,6 +268,7 @@ pub fn no_af_unix() -> Option<String> {
 
 /// Whether a test that needs `AF_UNIX` sockets must be skipped here: if
 /// so, says so ([`skipped`](crate::skipped)).
+#[must_use]
 pub fn skip_without_af_unix(test: &str) -> bool {
     let Some(why) = no_af_unix() else {
         return false;
@@ -276,6 +279,7 @@ pub fn skip_without_af_unix(test: &str) -> bool {
 
 /// Whether a test of what happens where Windows has no `AF_UNIX` must be
 /// skipped here, where it has: if so, says so ([`skipped`](crate::skipped)).
+#[must_use]
 pub fn skip_with_af_unix(test: &str) -> bool {
     if no_af_unix().is_some() {
         return false;
@@ -298,7 +302,11 @@ pub fn stale_socket_file(path: &std::path::Path) {
     };
     assert!(no_af_unix().is_none(), "no AF_UNIX here");
     let text = path.to_str().unwrap().as_bytes();
-    assert!(text.len() < 108, "{path:?} is too long for sun_path");
+    assert!(
+        text.len() < 108,
+        "{} is too long for sun_path",
+        path.display()
+    );
     let mut address = SOCKADDR_UN {
         sun_family: AF_UNIX,
         sun_path: [0; 108],
@@ -321,10 +329,11 @@ pub fn stale_socket_file(path: &std::path::Path) {
     let error = unsafe { WSAGetLastError() };
     // SAFETY: a socket this function made and closes once.
     unsafe { closesocket(socket) };
-    assert_eq!(bound, 0, "bind {path:?}: Winsock error {error}");
+    assert_eq!(bound, 0, "bind {}: Winsock error {error}", path.display());
     // Not `exists`, which follows the reparse point the file is.
     assert!(
         std::fs::symlink_metadata(path).is_ok(),
-        "no socket file at {path:?} after bind"
+        "no socket file at {} after bind",
+        path.display()
     );
 }
