@@ -450,3 +450,42 @@ mod tests {
         assert_eq!(trust.to_string(), "uid 1000, root, uid 5 and gid 33");
     }
 }
+
+#[cfg(all(test, windows))]
+mod tests {
+    use super::*;
+
+    const OWN: &str = "S-1-5-21-1-2-3-1000";
+    const OTHER: &str = "S-1-5-21-1-2-3-1001";
+
+    fn peer(user: &str) -> PeerCredentials {
+        PeerCredentials {
+            user: user.to_owned(),
+            pid: Some(42),
+        }
+    }
+
+    #[test]
+    fn own_user_and_system_are_trusted_and_others_when_allowed() {
+        let trust = PeerTrust::of_user(OWN.to_owned());
+        assert!(trust.trusts(&peer(OWN)));
+        assert!(trust.trusts(&peer(SYSTEM)));
+        assert!(!trust.trusts(&peer(OTHER)));
+        // A SID is compared whole: a prefix of one is another user.
+        assert!(!trust.trusts(&peer("S-1-5-21-1-2-3-100")));
+        let trust = trust.allow_user(OTHER);
+        assert!(trust.trusts(&peer(OTHER)));
+    }
+
+    #[test]
+    fn a_refusal_says_who_the_peer_is_and_whom_this_trusts() {
+        let err = PeerTrust::of_user(OWN.to_owned())
+            .check(&peer(OTHER))
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
+        let message = err.to_string();
+        for says in [OTHER, "pid 42", OWN, "SYSTEM"] {
+            assert!(message.contains(says), "{says:?} not in {message}");
+        }
+    }
+}
