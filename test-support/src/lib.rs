@@ -148,7 +148,7 @@ impl NoLeak {
 #[cfg(windows)]
 const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The count now. On Windows, counted again for up to [`SETTLE`] while it
+/// The count now. On Windows, counted again for up to `SETTLE` while it
 /// is not `expected`: under Wine, on a machine loaded enough that a test
 /// binary ran ten times slower, the system's handle table once listed two
 /// handles more after a test, one of them already without a type, as a
