@@ -255,7 +255,8 @@ impl Handover {
     }
 
     /// Whether the server waits for nothing more: it knows how the
-    /// handover went, and only closes what it has open, or has ended.
+    /// handover goes, and only sends the sockets of a granted request and
+    /// closes what it has open, or has ended.
     fn settled(&self) -> bool {
         match self {
             Handover::Serving { settled, .. } => settled.load(Ordering::SeqCst),
@@ -294,9 +295,9 @@ impl Server {
     /// Serves the program `pid`, whose process is `process`, in a thread
     /// of its own, which says how it went once it has closed its listener,
     /// its copies of the sockets and every connection, and its judges'
-    /// threads have ended; `settled` is set once it knows how it went
-    /// (the program has its sockets, or will not get them), before all
-    /// that.
+    /// threads have ended; `settled` is set once it knows how it will go
+    /// (a request is granted, and its sockets are about to be sent; or the
+    /// program will not get them), before all that.
     ///
     /// # Errors
     ///
@@ -329,8 +330,15 @@ impl Server {
         });
         let (verdicts, verdict) = mpsc::channel::<(TcpStream, Result<(), String>)>();
         let mut judges = Vec::new();
-        let end = self.answer(pid, process, &judge, &verdicts, &verdict, &mut judges);
+        let granted = self.answer(pid, process, &judge, &verdicts, &verdict, &mut judges);
+        // Settled before the sockets go: a program that has them and then
+        // says it is ready finds the server settled, and a restart joins it.
         settled.store(true, Ordering::SeqCst);
+        let end = granted.and_then(|mut connection| {
+            let sent = self.send_sockets(pid, &mut connection);
+            let _ = connection.shutdown(Shutdown::Both);
+            sent.map_err(|e| format!("the sockets could not be sent: {e}"))
+        });
         judge.stopped.store(true, Ordering::Relaxed);
         for judging in judges {
             // A judge that panicked has nothing left open either.
@@ -340,8 +348,9 @@ impl Server {
         end
     }
 
-    /// [`serve`](Server::serve)'s loop: each judge's thread goes to
-    /// `judges`, the finished ones joined as it goes.
+    /// [`serve`](Server::serve)'s loop, until a request is granted: its
+    /// connection. Each judge's thread goes to `judges`, the finished ones
+    /// joined as it goes.
     fn answer(
         &self,
         pid: u32,
@@ -350,7 +359,7 @@ impl Server {
         verdicts: &mpsc::Sender<(TcpStream, Result<(), String>)>,
         verdict: &mpsc::Receiver<(TcpStream, Result<(), String>)>,
         judges: &mut Vec<JoinHandle<()>>,
-    ) -> Result<(), String> {
+    ) -> Result<TcpStream, String> {
         let deadline = Instant::now() + self.timeout;
         let mut refusals = Vec::new();
         let tick = Duration::from_millis(50);
@@ -362,13 +371,9 @@ impl Server {
             for judging in ended {
                 let _ = judging.join();
             }
-            while let Ok((mut connection, judged)) = verdict.try_recv() {
+            while let Ok((connection, judged)) = verdict.try_recv() {
                 match judged {
-                    Ok(()) => {
-                        let sent = self.send_sockets(pid, &mut connection);
-                        let _ = connection.shutdown(Shutdown::Both);
-                        return sent.map_err(|e| format!("the sockets could not be sent: {e}"));
-                    }
+                    Ok(()) => return Ok(connection),
                     Err(why) if refusals.len() < MOST_REFUSALS => refusals.push(why),
                     Err(_) => {}
                 }
