@@ -15,11 +15,18 @@ pub fn open_count() -> usize {
     handle_count() as usize
 }
 
+/// Whether the handles are counted in the system's handle table, where
+/// `GetProcessHandleCount` says 0 (under Wine 8).
+#[must_use]
+pub fn counts_in_system_table() -> bool {
+    process_handle_count() == 0
+}
+
 /// Where the handles are counted in the system's table, the handles of
 /// this process with the type of each, for failure messages; on Windows
 /// proper, which cannot list them cheaply, nothing.
 pub fn what_is_open() -> String {
-    if process_handle_count() != 0 {
+    if !counts_in_system_table() {
         return String::new();
     }
     let listed: Vec<String> = handles_in_system_table()
