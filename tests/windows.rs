@@ -348,8 +348,8 @@ fn bad_records_are_rejected_and_nothing_leaks() {
     a.write_all(&record(0x7fff_fffe, 0x40)).unwrap();
     let err = recv_handle(&b).unwrap_err();
     assert!(err.to_string().contains("2147483646"), "{err}");
-    // Closed here, not when the pair below shadows them: the count below
-    // would see them open.
+    // Closed here: the pair below shadows them without closing them, and
+    // the count below would see them open.
     drop((a, b));
 
     // A confirmed-mode receiver told something else answers, and fails.

@@ -404,7 +404,7 @@ struct Rebind {
 }
 
 /// What [`Rebind`] does at a restart.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum Again {
     /// Stops the server, then starts the next, which binds again.
     Naive,
