@@ -444,6 +444,13 @@ pub(crate) fn read_request(
     connection
         .set_nonblocking(false)
         .map_err(|e| format!("a connection that failed: {e}"))?;
+    // A bound on each read, set once: a read follows a wait that found the
+    // connection readable, so it returns at once.
+    let _ = connection.set_read_timeout(Some(
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1)),
+    ));
     let mut request = Vec::new();
     let mut buf = [0u8; systemfd::MAX_REQUEST + 1];
     while !Request::is_whole_line(&request) {
@@ -461,7 +468,6 @@ pub(crate) fn read_request(
         if !readable {
             continue;
         }
-        let _ = connection.set_read_timeout(Some(left));
         match connection.read(&mut buf) {
             Ok(0) => break,
             Ok(n) if request.len() + n > systemfd::MAX_REQUEST => {

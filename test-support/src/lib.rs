@@ -148,32 +148,26 @@ impl NoLeak {
     }
 }
 
-/// How long a count under Wine may take to come back to what a check
-/// expects.
-#[cfg(windows)]
+/// How long a count may take to come back to what a check expects, where
+/// handles may be listed after they are closed ([`sys::closes_late`]).
 const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The count now. Under Wine, where the count is of the system's handle
-/// table, counted again for up to `SETTLE` while it is not `expected`:
-/// there, on a machine loaded enough that a test binary ran ten times
-/// slower, the table once listed two handles more after a test (a file,
-/// and one whose type has no name), which could not be seen again. So a
-/// handle closed up to 2 s late passes there, and one left open fails. On
-/// Windows proper (`GetProcessHandleCount`) and on Unix, the count is
-/// taken once.
+/// The count now; where handles may be listed after they are closed
+/// (under Wine), counted again for up to [`SETTLE`] while it is not
+/// `expected`. There, on a machine loaded enough that a test binary ran
+/// ten times slower, the system's handle table once listed two handles
+/// more after a test (a file, and one whose type has no name), which could
+/// not be seen again. So a handle closed up to 2 s late passes there, and
+/// one left open fails. Elsewhere the count is taken once.
 fn settled_count(expected: usize) -> usize {
-    let count = sys::open_count();
-    #[cfg(windows)]
-    if sys::counts_in_system_table() {
+    let mut count = sys::open_count();
+    if count != expected && sys::closes_late() {
         let deadline = std::time::Instant::now() + SETTLE;
-        let mut count = count;
         while count != expected && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(20));
             count = sys::open_count();
         }
-        return count;
     }
-    let _ = expected;
     count
 }
 

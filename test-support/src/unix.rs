@@ -7,6 +7,12 @@ pub fn open_count() -> usize {
     fd_count()
 }
 
+/// Whether an fd may still be counted after it is closed: never, since
+/// `close` removes it from the table before it returns.
+pub fn closes_late() -> bool {
+    false
+}
+
 /// The open fds listed, for failure messages.
 pub fn what_is_open() -> String {
     format!("; open now: {:?}", open_fds())

@@ -22,6 +22,13 @@ pub fn counts_in_system_table() -> bool {
     process_handle_count() == 0
 }
 
+/// Whether a handle may still be listed for a while after it is closed:
+/// where the count is of the system's handle table.
+#[must_use]
+pub fn closes_late() -> bool {
+    counts_in_system_table()
+}
+
 /// Where the handles are counted in the system's table, the handles of
 /// this process with the type of each, for failure messages; on Windows
 /// proper, which cannot list them cheaply, nothing.
